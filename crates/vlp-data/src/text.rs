@@ -1,0 +1,298 @@
+//! Text: train a WordPiece (BERT-Chinese style, every CJK character its own token) or byte-level
+//! BPE (CLIP style) vocabulary with `tokenizers`, or load any `tokenizer.json`; encode to a fixed
+//! context length with an attention mask.
+
+use crate::{DataError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
+use tokenizers::models::TrainerWrapper;
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Sequence, NFC};
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+/// Which vocabulary `vlp tokenizer train` learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VocabKind {
+    /// BERT-style: lower-cased, punctuation split, every CJK character split (as BERT-Chinese).
+    WordPiece,
+    /// CLIP/GPT-2-style byte-level BPE: no unknown tokens, any script round-trips.
+    Bpe,
+}
+
+const WORDPIECE_SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+const BPE_SPECIALS: [&str; 3] = ["<pad>", "<|startoftext|>", "<|endoftext|>"];
+
+/// A tokenizer bound to a context length: every encoding has exactly `context` ids.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    context: usize,
+    pad_id: u32,
+}
+
+/// Token ids and attention mask for a batch: both `[batch, context]`, row-major.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncodedBatch {
+    pub ids: Vec<u32>,
+    /// 1 for a real token, 0 for padding.
+    pub mask: Vec<u32>,
+    pub context: usize,
+}
+
+impl EncodedBatch {
+    pub fn len(&self) -> usize {
+        if self.context == 0 {
+            0
+        } else {
+            self.ids.len() / self.context
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn tk_err(e: impl std::fmt::Display) -> DataError {
+    DataError::Tokenizer(e.to_string())
+}
+
+impl TextTokenizer {
+    /// Learns a vocabulary of at most `vocab_size` tokens from `texts`.
+    pub fn train<I, S>(kind: VocabKind, vocab_size: usize, texts: I, context: usize) -> Result<Self>
+    where
+        I: Iterator<Item = S> + Send,
+        S: AsRef<str> + Send,
+    {
+        let mut tk = match kind {
+            VocabKind::WordPiece => {
+                let mut tk = Tokenizer::new(WordPiece::builder().unk_token("[UNK]".into()).build().map_err(tk_err)?);
+                // BERT-Chinese: clean text, a space around every CJK character, no accent
+                // stripping (it would damage other scripts), lower case.
+                tk.with_normalizer(Some(BertNormalizer::new(true, true, Some(false), true)));
+                tk.with_pre_tokenizer(Some(BertPreTokenizer));
+                tk.with_decoder(Some(WordPieceDecoder::default()));
+                let specials = WORDPIECE_SPECIALS.iter().map(|s| AddedToken::from(*s, true)).collect();
+                let trainer = WordPieceTrainerBuilder::default()
+                    .vocab_size(vocab_size)
+                    .min_frequency(1)
+                    .special_tokens(specials)
+                    .show_progress(false)
+                    .build();
+                let mut trainer: TrainerWrapper = trainer.into();
+                tk.train(&mut trainer, texts).map_err(tk_err)?;
+                let (cls, sep) = (id_of(&tk, "[CLS]")?, id_of(&tk, "[SEP]")?);
+                tk.with_post_processor(Some(template("[CLS]", cls, "[SEP]", sep)?));
+                tk
+            }
+            VocabKind::Bpe => {
+                let mut tk = Tokenizer::new(BPE::default());
+                let norm: Vec<NormalizerWrapper> = vec![NFC.into(), Lowercase.into()];
+                tk.with_normalizer(Some(Sequence::new(norm)));
+                tk.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+                tk.with_decoder(Some(ByteLevelDecoder::default()));
+                let specials = BPE_SPECIALS.iter().map(|s| AddedToken::from(*s, true)).collect();
+                let trainer = BpeTrainerBuilder::default()
+                    .vocab_size(vocab_size)
+                    .min_frequency(1)
+                    .special_tokens(specials)
+                    .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+                    .show_progress(false)
+                    .build();
+                let mut trainer: TrainerWrapper = trainer.into();
+                tk.train(&mut trainer, texts).map_err(tk_err)?;
+                let (sot, eot) = (id_of(&tk, "<|startoftext|>")?, id_of(&tk, "<|endoftext|>")?);
+                tk.with_post_processor(Some(template("<|startoftext|>", sot, "<|endoftext|>", eot)?));
+                tk
+            }
+        };
+        // The trained vocabulary is stored without padding/truncation: those belong to the model's
+        // context length, which is set at load time.
+        tk.with_padding(None);
+        tk.with_truncation(None).map_err(tk_err)?;
+        Self::from_tokenizer(tk, context)
+    }
+
+    /// Loads any `tokenizer.json` (ours, or one from a pretrained model).
+    pub fn from_file(path: &Path, context: usize) -> Result<Self> {
+        let tk = Tokenizer::from_file(path).map_err(|e| DataError::input(path.display(), e.to_string()))?;
+        Self::from_tokenizer(tk, context)
+    }
+
+    pub fn from_json(json: &str, context: usize) -> Result<Self> {
+        let tk: Tokenizer = json.parse().map_err(tk_err)?;
+        Self::from_tokenizer(tk, context)
+    }
+
+    fn from_tokenizer(mut inner: Tokenizer, context: usize) -> Result<Self> {
+        if context < 2 {
+            return Err(DataError::Tokenizer(format!("context length {context} is too short")));
+        }
+        let pad_id = match inner.get_padding() {
+            Some(p) => p.pad_id,
+            None => ["[PAD]", "<pad>", "<|endoftext|>", "</s>"]
+                .iter()
+                .find_map(|t| inner.token_to_id(t))
+                .unwrap_or(0),
+        };
+        let pad_token = inner.id_to_token(pad_id).unwrap_or_else(|| "[PAD]".into());
+        inner.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::Fixed(context),
+            pad_id,
+            pad_token,
+            ..Default::default()
+        }));
+        inner
+            .with_truncation(Some(TruncationParams { max_length: context, ..Default::default() }))
+            .map_err(tk_err)?;
+        Ok(TextTokenizer { inner, context, pad_id })
+    }
+
+    pub fn context(&self) -> usize {
+        self.context
+    }
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The tokenizer as `tokenizer.json` text (what checkpoints store).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(false).map_err(tk_err)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = self.inner.to_string(true).map_err(tk_err)?;
+        std::fs::write(path, json).map_err(|e| DataError::io(path, e))
+    }
+
+    /// Encodes a batch: ids and mask, `[batch, context]` each.
+    pub fn encode_batch<S: AsRef<str> + Send + Sync>(&self, texts: &[S]) -> Result<EncodedBatch> {
+        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        let encs = self.inner.encode_batch(inputs, true).map_err(tk_err)?;
+        let mut out =
+            EncodedBatch { ids: Vec::with_capacity(encs.len() * self.context), mask: Vec::new(), context: self.context };
+        out.mask.reserve(encs.len() * self.context);
+        for e in &encs {
+            debug_assert_eq!(e.get_ids().len(), self.context);
+            out.ids.extend_from_slice(e.get_ids());
+            out.mask.extend_from_slice(e.get_attention_mask());
+        }
+        Ok(out)
+    }
+
+    /// Token strings of one text (for inspection and tests).
+    pub fn tokens(&self, text: &str) -> Result<Vec<String>> {
+        let e = self.inner.encode(text, true).map_err(tk_err)?;
+        Ok(e.get_tokens().iter().zip(e.get_attention_mask()).filter(|(_, m)| **m == 1).map(|(t, _)| t.clone()).collect())
+    }
+
+    /// Decodes ids back to text; pads and special tokens are dropped, and the spaces a WordPiece
+    /// decoder puts between CJK characters are removed again.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let text = self.inner.decode(ids, true).map_err(tk_err)?;
+        Ok(join_cjk(text.trim()))
+    }
+}
+
+fn id_of(tk: &Tokenizer, token: &str) -> Result<u32> {
+    tk.token_to_id(token).ok_or_else(|| DataError::Tokenizer(format!("trained vocabulary lacks {token}")))
+}
+
+fn template(bos: &str, bos_id: u32, eos: &str, eos_id: u32) -> Result<TemplateProcessing> {
+    TemplateProcessing::builder()
+        .try_single(format!("{bos} $A {eos}"))
+        .map_err(tk_err)?
+        .special_tokens(vec![(bos, bos_id), (eos, eos_id)])
+        .build()
+        .map_err(tk_err)
+}
+
+/// True for CJK ideographs, kana, hangul and CJK/full-width punctuation: scripts written
+/// without spaces between words.
+pub fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x3000..=0x303F | 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF
+        | 0xF900..=0xFAFF | 0xFF00..=0xFFEF | 0x20000..=0x2FA1F)
+}
+
+/// Removes a space whose neighbours are both CJK, or CJK and punctuation.
+fn join_cjk(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    for (i, &c) in chars.iter().enumerate() {
+        if c == ' ' && i > 0 && i + 1 < chars.len() {
+            let (l, r) = (chars[i - 1], chars[i + 1]);
+            let joinable = |a: char, b: char| is_cjk(a) && (is_cjk(b) || b.is_ascii_punctuation());
+            if joinable(l, r) || joinable(r, l) {
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CORPUS: [&str; 6] = [
+        "a small red circle to the left of a large blue square",
+        "a large green triangle above a small yellow circle",
+        "一个小的红色圆形在一个大的蓝色正方形左边",
+        "一个大的绿色三角形在一个小的黄色圆形上面",
+        "一個小的紅色圓形在一個大的藍色正方形左邊",
+        "兩隻貓在沙發上睡覺，天氣很好。",
+    ];
+
+    #[test]
+    fn wordpiece_round_trips_english_and_both_chineses() {
+        let tk = TextTokenizer::train(VocabKind::WordPiece, 400, CORPUS.iter(), 32).unwrap();
+        for text in CORPUS {
+            let enc = tk.encode_batch(&[text]).unwrap();
+            assert_eq!(enc.ids.len(), 32);
+            assert_eq!(tk.decode(&enc.ids).unwrap(), text, "ids {:?}", enc.ids);
+        }
+        // every CJK character is its own token, as in BERT-Chinese
+        let toks = tk.tokens("红色圆形").unwrap();
+        assert_eq!(toks, vec!["[CLS]", "红", "色", "圆", "形", "[SEP]"]);
+    }
+
+    #[test]
+    fn bpe_round_trips_any_script() {
+        let tk = TextTokenizer::train(VocabKind::Bpe, 600, CORPUS.iter(), 64).unwrap();
+        for text in CORPUS {
+            let enc = tk.encode_batch(&[text]).unwrap();
+            assert_eq!(tk.decode(&enc.ids).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn pads_truncates_and_masks() {
+        let tk = TextTokenizer::train(VocabKind::WordPiece, 400, CORPUS.iter(), 8).unwrap();
+        let enc = tk.encode_batch(&["red", CORPUS[0]]).unwrap();
+        assert_eq!(enc.len(), 2);
+        assert_eq!(&enc.mask[..8], &[1, 1, 1, 0, 0, 0, 0, 0]);
+        assert!(enc.ids[3..8].iter().all(|&i| i == tk.pad_id()));
+        assert_eq!(&enc.mask[8..], &[1; 8]);
+        // truncation keeps the closing [SEP]
+        assert_eq!(enc.ids[15], tk.inner.token_to_id("[SEP]").unwrap());
+    }
+
+    #[test]
+    fn saved_tokenizer_loads_back_identically() {
+        let tk = TextTokenizer::train(VocabKind::WordPiece, 400, CORPUS.iter(), 16).unwrap();
+        let again = TextTokenizer::from_json(&tk.to_json().unwrap(), 16).unwrap();
+        assert_eq!(tk.encode_batch(&CORPUS).unwrap(), again.encode_batch(&CORPUS).unwrap());
+    }
+}

@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod data;
+pub mod tokenizer;
+pub mod trec_eval;

@@ -1,0 +1,38 @@
+//! `vlp`: pretrain dual-tower vision-language models and serve cross-modal retrieval.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "vlp", version, about = "Dual-tower vision-language pretraining and cross-modal retrieval")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build, inspect and validate data sets.
+    Data(cmd::data::DataArgs),
+    /// Train or inspect a tokenizer.
+    Tokenizer(cmd::tokenizer::TokenizerArgs),
+    /// Score a TREC run against qrels, printing trec_eval's format.
+    TrecEval(cmd::trec_eval::TrecEvalArgs),
+    /// Micro-benchmarks that are timed beside peers (see BENCHMARKS.md).
+    Bench(cmd::bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Data(a) => cmd::data::run(a),
+        Command::Tokenizer(a) => cmd::tokenizer::run(a),
+        Command::TrecEval(a) => cmd::trec_eval::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
