@@ -9,6 +9,7 @@ use vlp_data::dataset::{self, DatasetDir, Direction};
 use vlp_data::{image_pipeline, loader};
 use vlp_data::source::{self, ReadOptions};
 use vlp_data::synthetic::{self, SyntheticConfig};
+use vlp_data::{emoji, openclipart};
 
 #[derive(Args)]
 pub struct DataArgs {
@@ -34,6 +35,10 @@ enum DataCommand {
 enum DatasetName {
     /// Rendered shapes with English and Chinese captions; no download.
     Synthetic,
+    /// Twemoji and Noto emoji with CLDR names and keywords in en, zh, zh-Hant (needs --from).
+    Emoji,
+    /// Debian's openclipart with titles from the SVG metadata (needs --from).
+    Openclipart,
 }
 
 #[derive(Args)]
@@ -41,12 +46,15 @@ struct BuildArgs {
     name: DatasetName,
     #[arg(long)]
     out: PathBuf,
+    /// Where the downloaded sources were unpacked (emoji, openclipart: see datasets/NAME/fetch.sh).
+    #[arg(long)]
+    from: Option<PathBuf>,
     /// Number of images (synthetic).
     #[arg(long, default_value_t = SyntheticConfig::default().images)]
     images: usize,
-    /// Image side in pixels (synthetic).
-    #[arg(long, default_value_t = SyntheticConfig::default().size)]
-    size: u32,
+    /// Image side in pixels (synthetic: 64; openclipart: 96).
+    #[arg(long)]
+    size: Option<u32>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -77,23 +85,35 @@ pub fn run(args: DataArgs) -> Result<()> {
 }
 
 fn build(a: BuildArgs) -> Result<()> {
-    match a.name {
+    let started = std::time::Instant::now();
+    let from = || a.from.clone().context("this data set is built from downloaded sources: give --from DIR (see datasets/NAME/README.md)");
+    let (info, skipped) = match a.name {
         DatasetName::Synthetic => {
-            let cfg = SyntheticConfig { images: a.images, size: a.size, seed: a.seed, ..Default::default() };
-            let started = std::time::Instant::now();
+            let cfg = SyntheticConfig { images: a.images, size: a.size.unwrap_or(SyntheticConfig::default().size), seed: a.seed, ..Default::default() };
             eprintln!("building synthetic ({} images, {} px, seed {}) into {}", cfg.images, cfg.size, cfg.seed, a.out.display());
-            let info = synthetic::build(&cfg, &a.out).context("building the synthetic data set")?;
-            for (split, c) in &info.splits {
-                eprintln!("  {split:<5} {:>6} images {:>6} texts {:>8} t2i / {:>8} i2t judgements", c.images, c.texts, c.t2i_judgements, c.i2t_judgements);
-            }
-            let checks = dataset::check(&DatasetDir::new(&a.out))?;
-            if let Some(bad) = checks.iter().find(|c| !c.is_ok()) {
-                bail!("built data set fails its check in split {}: {:?}", bad.split, bad);
-            }
-            eprintln!("done in {:.1}s; checked: every query has a grade-2 item and every id resolves", started.elapsed().as_secs_f64());
-            Ok(())
+            (synthetic::build(&cfg, &a.out).context("building the synthetic data set")?, vlp_data::SkipLog::new())
         }
+        DatasetName::Emoji => {
+            let src = emoji::EmojiSources { root: from()? };
+            eprintln!("building emoji from {} into {}", src.root.display(), a.out.display());
+            emoji::build(&src, &a.out).context("building the emoji data set")?
+        }
+        DatasetName::Openclipart => {
+            let src = openclipart::OpenclipartSources { root: from()? };
+            eprintln!("building openclipart from {} into {}", src.root.display(), a.out.display());
+            openclipart::build(&src, &a.out, a.size.unwrap_or(96)).context("building the openclipart data set")?
+        }
+    };
+    for (split, c) in &info.splits {
+        eprintln!("  {split:<5} {:>6} images {:>6} texts {:>8} t2i / {:>8} i2t judgements", c.images, c.texts, c.t2i_judgements, c.i2t_judgements);
     }
+    eprint!("{}", skipped.summary());
+    let checks = dataset::check(&DatasetDir::new(&a.out))?;
+    if let Some(bad) = checks.iter().find(|c| !c.is_ok()) {
+        bail!("built data set fails its check in split {}: {:?}", bad.split, bad);
+    }
+    eprintln!("done in {:.1}s; checked: every query has a grade-2 item and every id resolves", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 fn stats(dir: &PathBuf, as_json: bool) -> Result<()> {

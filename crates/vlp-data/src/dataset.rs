@@ -108,7 +108,11 @@ pub struct ImageRecord {
     pub image: String,
     pub captions: Vec<Caption>,
     pub meta: Map<String, Value>,
+    /// Keys the image is judged by, as a document.
     pub judged: Judged,
+    /// Keys its captions carry, as queries. Usually the same as `judged`; they differ where
+    /// several items share one image (pixel-identical emoji) but each text names only its own.
+    pub caption_judged: Judged,
 }
 
 /// A distinct text of a split.
@@ -141,8 +145,8 @@ pub fn write_split(dir: &DatasetDir, split: &str, images: &[ImageRecord]) -> Res
                 ));
                 texts.len() - 1
             });
-            texts[i].1.extend(img.judged.exact.iter().cloned());
-            texts[i].2.extend(img.judged.related.iter().cloned());
+            texts[i].1.extend(img.caption_judged.exact.iter().cloned());
+            texts[i].2.extend(img.caption_judged.related.iter().cloned());
         }
     }
     let mut by_exact: HashMap<&str, Vec<usize>> = HashMap::new();

@@ -14,6 +14,8 @@
 //! This crate knows nothing of burn: batches are `Vec<f32>` / `Vec<u32>` with documented shapes.
 
 pub mod dataset;
+pub mod emoji;
+pub mod openclipart;
 pub mod image_pipeline;
 pub mod loader;
 pub mod sample;

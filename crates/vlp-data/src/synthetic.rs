@@ -266,6 +266,7 @@ pub fn build(cfg: &SyntheticConfig, out: &std::path::Path) -> Result<DatasetInfo
             let path = out.join(&rel);
             img.save(&path).map_err(|e| DataError::input(path.display(), e.to_string()))?;
             let (en, zh) = (scene.caption_en(), scene.caption_zh());
+            let judged = Judged { exact: vec![en.clone()], related: vec![scene.first.main_key()] };
             let mut meta = Map::new();
             meta.insert("objects".into(), json!(1 + scene.second.is_some() as u8));
             meta.insert("main".into(), Value::String(scene.first.main_key()));
@@ -279,7 +280,8 @@ pub fn build(cfg: &SyntheticConfig, out: &std::path::Path) -> Result<DatasetInfo
                         Caption { text: zh, lang: Some("zh".into()), field: Some("caption".into()) },
                     ],
                     meta,
-                    judged: Judged { exact: vec![en], related: vec![scene.first.main_key()] },
+                    judged: judged.clone(),
+                    caption_judged: judged,
                 },
             ))
         })

@@ -1,0 +1,87 @@
+//! The dual encoder: both towers, their temperatures, and the loss that joins them.
+
+use crate::config::{ImageTowerConfig, LossConfig, ModelConfig};
+use crate::loss::{ClipLoss, LossOutput, TokenwiseLoss};
+use crate::resnet::ResNetTower;
+use crate::text::TextTransformer;
+use crate::vit::VisionTransformer;
+use crate::INIT_LOGIT_SCALE;
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+/// What a tower returns: both embeddings projected and L2-normalised.
+#[derive(Debug, Clone)]
+pub struct TowerOutput<B: Backend> {
+    /// `[batch, embed_dim]`
+    pub global: Tensor<B, 2>,
+    /// `[batch, tokens, token_dim]` (image: patch or grid tokens, class token excluded)
+    pub tokens: Tensor<B, 3>,
+    /// `[batch, tokens]`, 1 for a real token and 0 for padding; `None` when every token is real.
+    pub token_mask: Option<Tensor<B, 2>>,
+}
+
+/// Divides by the L2 norm over the last dimension.
+pub fn l2_normalize<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let norm = x.clone().powi_scalar(2).sum_dim(D - 1).sqrt().clamp_min(1e-12);
+    x / norm
+}
+
+#[derive(Module, Debug)]
+pub enum ImageTower<B: Backend> {
+    Vit(VisionTransformer<B>),
+    Resnet(ResNetTower<B>),
+}
+
+#[derive(Module, Debug)]
+pub struct DualEncoder<B: Backend> {
+    pub image: ImageTower<B>,
+    pub text: TextTransformer<B>,
+    /// `[1]`, log of the global loss's inverse temperature.
+    pub logit_scale: Param<Tensor<B, 1>>,
+    /// `[1]`, log of the token-level loss's inverse temperature.
+    pub token_logit_scale: Param<Tensor<B, 1>>,
+}
+
+impl ModelConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> DualEncoder<B> {
+        let (e, t) = (self.embed_dim, self.token_dim());
+        let image = match &self.image {
+            ImageTowerConfig::Vit(v) => ImageTower::Vit(v.init(e, t, device)),
+            ImageTowerConfig::Resnet(r) => ImageTower::Resnet(r.init(e, t, device)),
+        };
+        DualEncoder {
+            image,
+            text: self.text.init(e, t, device),
+            logit_scale: Param::from_tensor(Tensor::from_floats([INIT_LOGIT_SCALE], device)),
+            token_logit_scale: Param::from_tensor(Tensor::from_floats([INIT_LOGIT_SCALE], device)),
+        }
+    }
+}
+
+impl<B: Backend> DualEncoder<B> {
+    /// `images`: `[batch, 3, size, size]`, normalised.
+    pub fn encode_image(&self, images: Tensor<B, 4>) -> TowerOutput<B> {
+        match &self.image {
+            ImageTower::Vit(v) => v.forward(images),
+            ImageTower::Resnet(r) => r.forward(images),
+        }
+    }
+
+    /// `ids`: `[batch, context]`; `mask`: `[batch, context]`, 1 for a real token.
+    pub fn encode_text(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> TowerOutput<B> {
+        self.text.forward(ids, mask)
+    }
+
+    /// The weighted training loss of a batch of matching pairs (pair i = image i, text i).
+    pub fn loss(&self, images: Tensor<B, 4>, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>, cfg: &LossConfig) -> LossOutput<B> {
+        let img = self.encode_image(images);
+        let txt = self.encode_text(ids, mask);
+        let global = (cfg.global_weight > 0.0).then(|| ClipLoss::forward(img.global, txt.global, self.logit_scale.val()));
+        let token = (cfg.token_weight > 0.0).then(|| {
+            let mask = txt.token_mask.expect("the text tower always returns its mask");
+            TokenwiseLoss::forward(img.tokens, txt.tokens, mask, self.token_logit_scale.val())
+        });
+        LossOutput::weighted(global, token, cfg)
+    }
+}

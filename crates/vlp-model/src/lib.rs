@@ -1,0 +1,28 @@
+//! Dual-tower vision-language models: an image tower (ViT or ResNet-style) and a text transformer
+//! mapped into one embedding space, and the two contrastive losses that train them.
+//!
+//! - [`config`]: the TOML model config, checked on load with errors that name the field.
+//! - [`attention`], [`transformer`]: pre-norm transformer blocks shared by both towers.
+//! - [`vit`], [`resnet`]: image towers; [`text`]: the text tower.
+//! - [`dual`]: [`DualEncoder`], which returns global and per-token embeddings for both modalities.
+//! - [`loss`]: [`ClipLoss`] (global symmetric InfoNCE) and [`TokenwiseLoss`] (FILIP).
+//!
+//! Everything is generic over burn's `Backend`; only the binary picks Flex (CPU) or CUDA.
+
+pub mod attention;
+pub mod config;
+pub mod dual;
+pub mod loss;
+pub mod resnet;
+pub mod text;
+pub mod transformer;
+pub mod vit;
+
+pub use config::{ConfigError, ImageTowerConfig, LossConfig, ModelConfig, TextTowerConfig};
+pub use dual::{DualEncoder, TowerOutput};
+pub use loss::{ClipLoss, LossOutput, TokenwiseLoss};
+
+/// `ln(1/0.07)`: CLIP's initial logit scale.
+pub const INIT_LOGIT_SCALE: f32 = 2.659_260_1;
+/// `ln(100)`: CLIP's largest logit scale.
+pub const MAX_LOGIT_SCALE: f32 = 4.605_170_3;

@@ -1,0 +1,157 @@
+//! ResNet-style image tower (after CLIP's ModifiedResNet): a three-convolution stem, bottleneck
+//! stages with anti-aliased (average-pool) downsampling, then attention or mean pooling.
+
+use crate::attention::{SelfAttention, SelfAttentionConfig};
+use crate::config::{ResnetConfig, ResnetPool};
+use crate::dual::{l2_normalize, TowerOutput};
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor};
+
+fn conv<B: Backend>(cin: usize, cout: usize, k: usize, stride: usize, device: &B::Device) -> Conv2d<B> {
+    Conv2dConfig::new([cin, cout], [k, k])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2))
+        .with_bias(false)
+        .init(device)
+}
+
+fn pool(k: usize) -> AvgPool2d {
+    AvgPool2dConfig::new([k, k]).with_strides([k, k]).init()
+}
+
+#[derive(Module, Debug)]
+pub struct ConvBn<B: Backend> {
+    conv: Conv2d<B>,
+    bn: BatchNorm<B>,
+}
+
+impl<B: Backend> ConvBn<B> {
+    fn new(cin: usize, cout: usize, k: usize, device: &B::Device) -> Self {
+        ConvBn { conv: conv(cin, cout, k, 1, device), bn: BatchNormConfig::new(cout).init(device) }
+    }
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.bn.forward(self.conv.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Bottleneck<B: Backend> {
+    reduce: ConvBn<B>,
+    spatial: ConvBn<B>,
+    expand: ConvBn<B>,
+    /// Present when the shape changes: avg-pool, then 1×1 conv + BN.
+    downsample: Option<ConvBn<B>>,
+    stride: usize,
+}
+
+impl<B: Backend> Bottleneck<B> {
+    fn new(cin: usize, planes: usize, stride: usize, device: &B::Device) -> Self {
+        let out = planes * 4;
+        Bottleneck {
+            reduce: ConvBn::new(cin, planes, 1, device),
+            spatial: ConvBn::new(planes, planes, 3, device),
+            expand: ConvBn::new(planes, out, 1, device),
+            downsample: (stride > 1 || cin != out).then(|| ConvBn::new(cin, out, 1, device)),
+            stride,
+        }
+    }
+
+    /// `[b, cin, h, w]` → `[b, 4·planes, h/stride, w/stride]`
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let mut y = relu(self.reduce.forward(x.clone()));
+        y = relu(self.spatial.forward(y));
+        if self.stride > 1 {
+            y = pool(self.stride).forward(y);
+        }
+        y = self.expand.forward(y);
+        let identity = match &self.downsample {
+            Some(d) => d.forward(if self.stride > 1 { pool(self.stride).forward(x) } else { x }),
+            None => x,
+        };
+        relu(y + identity)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ResNetTower<B: Backend> {
+    stem: Vec<ConvBn<B>>,
+    stem_stride: Conv2d<B>,
+    blocks: Vec<Bottleneck<B>>,
+    /// Attention pooling: positions for [mean token, grid tokens] and one attention layer.
+    pool_positions: Option<Param<Tensor<B, 2>>>,
+    pool_attention: Option<SelfAttention<B>>,
+    proj: Linear<B>,
+    token_proj: Linear<B>,
+}
+
+impl ResnetConfig {
+    pub fn out_channels(&self) -> usize {
+        self.width * 4 << (self.layers.len() - 1)
+    }
+
+    pub fn grid(&self) -> usize {
+        self.image_size / (4 << (self.layers.len() - 1))
+    }
+
+    pub fn init<B: Backend>(&self, embed_dim: usize, token_dim: usize, device: &B::Device) -> ResNetTower<B> {
+        let half = (self.width / 2).max(1);
+        let stem = vec![ConvBn::new(half, half, 3, device), ConvBn::new(half, self.width, 3, device)];
+        let mut blocks = Vec::new();
+        let mut cin = self.width;
+        for (stage, &n) in self.layers.iter().enumerate() {
+            let planes = self.width << stage;
+            for i in 0..n {
+                let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+                blocks.push(Bottleneck::new(cin, planes, stride, device));
+                cin = planes * 4;
+            }
+        }
+        let c = self.out_channels();
+        let attention = self.pool == ResnetPool::Attention;
+        ResNetTower {
+            stem,
+            stem_stride: conv(3, half, 3, 2, device),
+            blocks,
+            pool_positions: attention.then(|| {
+                Param::from_tensor(Tensor::random([1 + self.grid().pow(2), c], Distribution::Normal(0.0, (c as f64).powf(-0.5)), device))
+            }),
+            pool_attention: attention.then(|| SelfAttentionConfig { width: c, heads: self.heads }.init(device)),
+            proj: LinearConfig::new(c, embed_dim).with_bias(false).init(device),
+            token_proj: LinearConfig::new(c, token_dim).with_bias(false).init(device),
+        }
+    }
+}
+
+impl<B: Backend> ResNetTower<B> {
+    /// `images`: `[batch, 3, size, size]` → global `[batch, embed]`, tokens `[batch, grid², token_dim]`.
+    pub fn forward(&self, images: Tensor<B, 4>) -> TowerOutput<B> {
+        let mut x = self.stem_stride.forward(images);
+        for s in &self.stem {
+            x = relu(s.forward(x));
+        }
+        x = pool(2).forward(x);
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        let [b, c, h, w] = x.dims();
+        let tokens = x.reshape([b, c, h * w]).swap_dims(1, 2); // [b, hw, c]
+        let mean = tokens.clone().mean_dim(1); // [b, 1, c]
+        let pooled = match (&self.pool_attention, &self.pool_positions) {
+            (Some(attn), Some(pos)) => {
+                let seq = Tensor::cat(vec![mean, tokens.clone()], 1) + pos.val().unsqueeze_dim(0);
+                attn.forward(seq, None, false).slice([0..b, 0..1]).squeeze_dim::<2>(1)
+            }
+            _ => mean.squeeze_dim::<2>(1),
+        };
+        TowerOutput {
+            global: l2_normalize(self.proj.forward(pooled)),
+            tokens: l2_normalize(self.token_proj.forward(tokens)),
+            token_mask: None,
+        }
+    }
+}

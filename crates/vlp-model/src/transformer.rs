@@ -1,0 +1,64 @@
+//! Pre-norm transformer blocks (LayerNorm → attention → residual, LayerNorm → MLP → residual),
+//! as CLIP's towers use them.
+
+use crate::attention::{SelfAttention, SelfAttentionConfig};
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::gelu;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct TransformerConfig {
+    pub width: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub mlp_ratio: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    ln_1: LayerNorm<B>,
+    attn: SelfAttention<B>,
+    ln_2: LayerNorm<B>,
+    mlp_fc: Linear<B>,
+    mlp_proj: Linear<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct Transformer<B: Backend> {
+    blocks: Vec<Block<B>>,
+}
+
+impl TransformerConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Transformer<B> {
+        let hidden = ((self.width as f64) * self.mlp_ratio).round() as usize;
+        let blocks = (0..self.layers)
+            .map(|_| Block {
+                ln_1: LayerNormConfig::new(self.width).init(device),
+                attn: SelfAttentionConfig { width: self.width, heads: self.heads }.init(device),
+                ln_2: LayerNormConfig::new(self.width).init(device),
+                mlp_fc: LinearConfig::new(self.width, hidden).init(device),
+                mlp_proj: LinearConfig::new(hidden, self.width).init(device),
+            })
+            .collect();
+        Transformer { blocks }
+    }
+}
+
+impl<B: Backend> Block<B> {
+    pub fn forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool) -> Tensor<B, 3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), pad, causal);
+        x.clone() + self.mlp_proj.forward(gelu(self.mlp_fc.forward(self.ln_2.forward(x))))
+    }
+}
+
+impl<B: Backend> Transformer<B> {
+    /// `x`: `[batch, tokens, width]`; `pad`: `[batch, tokens]`, true at padding.
+    pub fn forward(&self, mut x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool) -> Tensor<B, 3> {
+        for block in &self.blocks {
+            x = block.forward(x, pad.clone(), causal);
+        }
+        x
+    }
+}
