@@ -17,6 +17,8 @@ enum Command {
     Data(cmd::data::DataArgs),
     /// Train or inspect a tokenizer.
     Tokenizer(cmd::tokenizer::TokenizerArgs),
+    /// Train a dual encoder.
+    Train(cmd::train::TrainArgs),
     /// Score a TREC run against qrels, printing trec_eval's format.
     TrecEval(cmd::trec_eval::TrecEvalArgs),
     /// Micro-benchmarks that are timed beside peers (see BENCHMARKS.md).
@@ -28,6 +30,7 @@ fn main() {
     let result = match cli.command {
         Command::Data(a) => cmd::data::run(a),
         Command::Tokenizer(a) => cmd::tokenizer::run(a),
+        Command::Train(a) => cmd::train::run(a),
         Command::TrecEval(a) => cmd::trec_eval::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };

@@ -3,4 +3,5 @@
 pub mod bench;
 pub mod data;
 pub mod tokenizer;
+pub mod train;
 pub mod trec_eval;

@@ -15,6 +15,7 @@
 
 pub mod dataset;
 pub mod emoji;
+pub mod evalset;
 pub mod openclipart;
 pub mod image_pipeline;
 pub mod loader;

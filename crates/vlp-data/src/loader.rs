@@ -51,6 +51,9 @@ pub struct LoaderConfig {
     pub drop_last: bool,
     /// Batches prepared ahead.
     pub prefetch: usize,
+    /// Samples held in the shuffle buffer (as WebDataset's `shuffle(n)`); 0 keeps input order.
+    /// Seeded by (`train_seed`, `epoch`), so an epoch's order is reproducible.
+    pub shuffle_buffer: usize,
 }
 
 /// An iterator of batches over a sample stream. Skipped samples are counted in [`Self::skips`].
@@ -68,10 +71,11 @@ impl BatchLoader {
         let worker = std::thread::Builder::new()
             .name("vlp-data-batcher".into())
             .spawn(move || {
-                let mut stream = stream;
+                let shuffle_seed = stable_hash(&[cfg.train_seed.unwrap_or(0).to_le_bytes(), cfg.epoch.to_le_bytes()].concat());
+                let mut samples_in = Shuffled::new(stream, cfg.shuffle_buffer, shuffle_seed);
                 loop {
                     let mut samples = Vec::with_capacity(cfg.batch_size);
-                    for item in stream.by_ref() {
+                    for item in samples_in.by_ref() {
                         match item {
                             Ok(s) => samples.push(s),
                             Err(skip) => skip.record_in(&mut log.lock().expect("skip log")),
@@ -115,6 +119,42 @@ impl Iterator for BatchLoader {
     type Item = Result<Batch>;
     fn next(&mut self) -> Option<Self::Item> {
         self.rx.recv().ok()
+    }
+}
+
+/// A shuffle buffer over a stream: holds up to `size` items and hands out a random one as each
+/// new one arrives, then drains in random order. Skips pass straight through.
+struct Shuffled<I: Iterator<Item = crate::source::SourceItem>> {
+    inner: I,
+    buffer: Vec<Sample>,
+    size: usize,
+    rng: ChaCha8Rng,
+}
+
+impl<I: Iterator<Item = crate::source::SourceItem>> Shuffled<I> {
+    fn new(inner: I, size: usize, seed: u64) -> Self {
+        Shuffled { inner, buffer: Vec::with_capacity(size), size, rng: ChaCha8Rng::seed_from_u64(seed) }
+    }
+}
+
+impl<I: Iterator<Item = crate::source::SourceItem>> Iterator for Shuffled<I> {
+    type Item = crate::source::SourceItem;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.size == 0 {
+            return self.inner.next();
+        }
+        while self.buffer.len() < self.size {
+            match self.inner.next() {
+                Some(Ok(s)) => self.buffer.push(s),
+                Some(skip) => return Some(skip),
+                None => break,
+            }
+        }
+        if self.buffer.is_empty() {
+            return None;
+        }
+        let i = self.rng.gen_range(0..self.buffer.len());
+        Some(Ok(self.buffer.swap_remove(i)))
     }
 }
 

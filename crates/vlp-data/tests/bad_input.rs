@@ -126,7 +126,7 @@ fn webdataset_shards_skip_each_bad_sample_and_keep_the_rest() {
 
     // The training path (parallel decode, batching) keeps the same samples and counts the same skips.
     let tk = TextTokenizer::train(VocabKind::WordPiece, 200, ["a red square", "一个大的蓝色圆形", "a webp"].iter(), 8).unwrap();
-    let cfg = LoaderConfig { batch_size: 2, image, train_seed: Some(7), epoch: 0, drop_last: false, prefetch: 2 };
+    let cfg = LoaderConfig { batch_size: 2, image, train_seed: Some(7), epoch: 0, drop_last: false, prefetch: 2, shuffle_buffer: 0 };
     let mut loader = BatchLoader::new(source::open(&spec, None, &opts).unwrap(), tk, cfg);
     let batches: Vec<_> = loader.by_ref().map(Result::unwrap).collect();
     let keys: Vec<String> = batches.iter().flat_map(|b| b.keys.clone()).collect();

@@ -18,7 +18,7 @@ pub mod trec;
 
 pub use evaluate::{evaluate, Evaluation, MissingQueries};
 pub use metrics::{parse_measures, Measure};
-pub use trec::{DuplicatePolicy, Qrels, Run};
+pub use trec::{run_from_scores, DuplicatePolicy, Qrels, Run};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {

@@ -216,3 +216,33 @@ mod tests {
         assert_eq!(Run::parse(&run.to_trec(), "y", DuplicatePolicy::Error).unwrap().query("q1"), run.query("q1"));
     }
 }
+
+/// Ranks every document for every query by a dense score matrix (`scores[q * docs + d]`) and
+/// keeps the best `k`, in trec_eval's order: the exact (brute-force) run.
+pub fn run_from_scores(tag: &str, query_ids: &[String], doc_ids: &[String], scores: &[f32], k: usize) -> Run {
+    use rayon::prelude::*;
+    assert_eq!(scores.len(), query_ids.len() * doc_ids.len(), "scores must be [queries, docs]");
+    let n = doc_ids.len();
+    let rows: Vec<(String, Vec<(String, f32)>)> = query_ids
+        .par_iter()
+        .enumerate()
+        .map(|(q, qid)| {
+            let row = &scores[q * n..(q + 1) * n];
+            let mut order: Vec<usize> = (0..n).collect();
+            let by_trec = |a: &usize, b: &usize| {
+                row[*b].total_cmp(&row[*a]).then_with(|| doc_ids[*b].as_bytes().cmp(doc_ids[*a].as_bytes()))
+            };
+            if k < n {
+                order.select_nth_unstable_by(k, by_trec);
+                order.truncate(k);
+            }
+            order.sort_by(by_trec);
+            (qid.clone(), order.into_iter().map(|d| (doc_ids[d].clone(), row[d])).collect())
+        })
+        .collect();
+    let mut run = Run::new(tag);
+    for (q, results) in rows {
+        run.queries.insert(q, results);
+    }
+    run
+}

@@ -1,0 +1,167 @@
+//! A run's whole configuration, one TOML file per named config in `configs/`.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use vlp_data::image_pipeline::{ImageConfig, CLIP_MEAN, CLIP_STD};
+use vlp_data::text::VocabKind;
+use vlp_model::{ConfigError, LossConfig, ModelConfig};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub loss: LossConfig,
+    pub train: TrainConfig,
+    pub tokenizer: TokenizerConfig,
+    #[serde(default)]
+    pub data: DataConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub batch_size: usize,
+    /// Optimizer steps in the whole run.
+    pub steps: usize,
+    pub lr: f64,
+    #[serde(default)]
+    pub warmup_steps: usize,
+    #[serde(default = "default_wd")]
+    pub weight_decay: f32,
+    #[serde(default = "default_beta1")]
+    pub beta1: f32,
+    #[serde(default = "default_beta2")]
+    pub beta2: f32,
+    #[serde(default = "default_eps")]
+    pub eps: f32,
+    /// Clip the global gradient norm to this; 0 turns clipping off.
+    #[serde(default = "default_clip")]
+    pub grad_clip_norm: f32,
+    /// Checkpoint every this many steps (and at the end).
+    #[serde(default = "default_every")]
+    pub checkpoint_every: usize,
+    /// Validate every this many steps (and at the end); 0 = only at the end.
+    #[serde(default)]
+    pub val_every: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// Samples in the shuffle buffer.
+    #[serde(default = "default_shuffle")]
+    pub shuffle_buffer: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerConfig {
+    /// Learn this kind of vocabulary from the training captions when no `file` is given.
+    pub kind: VocabKind,
+    pub vocab_size: usize,
+    /// An existing `tokenizer.json` (relative to the config file).
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub crop_scale: (f32, f32),
+    pub hflip: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig { mean: CLIP_MEAN, std: CLIP_STD, crop_scale: (0.9, 1.0), hflip: false }
+    }
+}
+
+fn default_wd() -> f32 {
+    0.2
+}
+fn default_beta1() -> f32 {
+    0.9
+}
+fn default_beta2() -> f32 {
+    0.98
+}
+fn default_eps() -> f32 {
+    1e-6
+}
+fn default_clip() -> f32 {
+    1.0
+}
+fn default_every() -> usize {
+    1000
+}
+fn default_shuffle() -> usize {
+    10_000
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.to_string(), message: message.into() }
+}
+
+impl RunConfig {
+    pub fn from_toml(text: &str, name: &str) -> Result<Self, ConfigError> {
+        let cfg: RunConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { file: name.to_string(), message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Parse { file: path.display().to_string(), message: e.to_string() })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a config serialises")
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.model.validate()?;
+        self.loss.validate()?;
+        let t = &self.train;
+        if t.batch_size < 2 {
+            return Err(invalid("train.batch_size", "a contrastive loss needs at least 2 pairs per batch"));
+        }
+        if t.steps == 0 {
+            return Err(invalid("train.steps", "must be positive"));
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(invalid("train.lr", format!("must be positive, not {}", t.lr)));
+        }
+        if t.checkpoint_every == 0 {
+            return Err(invalid("train.checkpoint_every", "must be positive"));
+        }
+        if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
+            return Err(invalid("train.beta1", "betas must lie in [0, 1)"));
+        }
+        if self.tokenizer.file.is_none() && self.tokenizer.vocab_size > self.model.text.vocab_size {
+            return Err(invalid(
+                "tokenizer.vocab_size",
+                format!("{} exceeds model.text.vocab_size {}", self.tokenizer.vocab_size, self.model.text.vocab_size),
+            ));
+        }
+        let (lo, hi) = self.data.crop_scale;
+        if !(0.0 < lo && lo <= hi && hi <= 1.0) {
+            return Err(invalid("data.crop_scale", "must be 0 < low ≤ high ≤ 1"));
+        }
+        Ok(())
+    }
+
+    /// The image pipeline this model expects.
+    pub fn image_config(&self) -> ImageConfig {
+        ImageConfig {
+            size: self.model.image_size() as u32,
+            mean: self.data.mean,
+            std: self.data.std,
+            crop_scale: self.data.crop_scale,
+            hflip: self.data.hflip,
+            ..Default::default()
+        }
+    }
+}

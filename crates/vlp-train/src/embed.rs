@@ -1,0 +1,130 @@
+//! Encoding in batches: images (decoded in parallel, center-cropped) and texts into L2-normalised
+//! global embeddings, as plain `Vec<f32>` rows.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rayon::prelude::*;
+use vlp_data::image_pipeline::{process_into, Augment, ImageConfig};
+use vlp_data::source::Skip;
+use vlp_data::text::TextTokenizer;
+use vlp_data::{Sample, SkipLog};
+use vlp_model::DualEncoder;
+
+/// Rows of embeddings with their ids: `vectors` is `[ids.len(), dim]`, row-major.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Embeddings {
+    pub ids: Vec<String>,
+    pub dim: usize,
+    pub vectors: Vec<f32>,
+}
+
+impl Embeddings {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.vectors[i * self.dim..(i + 1) * self.dim]
+    }
+    fn push_rows(&mut self, ids: Vec<String>, t: Tensor<impl Backend, 2>) {
+        let [_, d] = t.dims();
+        self.dim = d;
+        self.ids.extend(ids);
+        self.vectors.extend(t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 rows"));
+    }
+}
+
+/// Encodes images `batch` at a time; images that fail to decode are skipped and counted.
+pub fn embed_images<B: Backend>(
+    model: &DualEncoder<B>,
+    images: &[Sample],
+    cfg: &ImageConfig,
+    batch: usize,
+    device: &B::Device,
+) -> (Embeddings, SkipLog) {
+    let px = (3 * cfg.size * cfg.size) as usize;
+    let mut out = Embeddings::default();
+    let mut log = SkipLog::new();
+    for chunk in images.chunks(batch.max(1)) {
+        let decoded: Vec<Result<(String, Vec<f32>), Skip>> = chunk
+            .par_iter()
+            .map(|s| {
+                let mut buf = vec![0f32; px];
+                process_into(&s.image, cfg, Augment::Eval, &mut buf)
+                    .map(|_| (s.key.clone(), buf))
+                    .map_err(|f| Skip::new(f.reason, s.location.clone(), f.detail))
+            })
+            .collect();
+        let mut ids = Vec::new();
+        let mut pixels = Vec::with_capacity(chunk.len() * px);
+        for d in decoded {
+            match d {
+                Ok((id, buf)) => {
+                    ids.push(id);
+                    pixels.extend_from_slice(&buf);
+                }
+                Err(skip) => skip.record_in(&mut log),
+            }
+        }
+        if ids.is_empty() {
+            continue;
+        }
+        let n = ids.len();
+        let s = cfg.size as usize;
+        let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, s, s]), device);
+        out.push_rows(ids, model.encode_image(x).global);
+    }
+    (out, log)
+}
+
+/// `[batch, context]` id and mask tensors for a batch of texts.
+pub fn text_tensors<B: Backend>(
+    tokenizer: &TextTokenizer,
+    texts: &[&str],
+    device: &B::Device,
+) -> vlp_data::Result<(Tensor<B, 2, Int>, Tensor<B, 2>)> {
+    let enc = tokenizer.encode_batch(texts)?;
+    let (n, c) = (enc.len(), enc.context);
+    let ids: Vec<i32> = enc.ids.iter().map(|&i| i as i32).collect();
+    let mask: Vec<f32> = enc.mask.iter().map(|&m| m as f32).collect();
+    Ok((
+        Tensor::from_data(TensorData::new(ids, [n, c]), device),
+        Tensor::from_data(TensorData::new(mask, [n, c]), device),
+    ))
+}
+
+/// Encodes texts `batch` at a time.
+pub fn embed_texts<B: Backend>(
+    model: &DualEncoder<B>,
+    tokenizer: &TextTokenizer,
+    ids: &[String],
+    texts: &[String],
+    batch: usize,
+    device: &B::Device,
+) -> vlp_data::Result<Embeddings> {
+    let mut out = Embeddings::default();
+    for (id_chunk, text_chunk) in ids.chunks(batch.max(1)).zip(texts.chunks(batch.max(1))) {
+        let refs: Vec<&str> = text_chunk.iter().map(String::as_str).collect();
+        let (t, m) = text_tensors::<B>(tokenizer, &refs, device)?;
+        out.push_rows(id_chunk.to_vec(), model.encode_text(t, m).global);
+    }
+    Ok(out)
+}
+
+/// Seeded random unit vectors: the chance baseline, through the same ranking code.
+pub fn random_embeddings(ids: &[String], dim: usize, seed: u64) -> Embeddings {
+    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
+    };
+    let mut vectors = Vec::with_capacity(ids.len() * dim);
+    for _ in ids {
+        let row: Vec<f32> = (0..dim).map(|_| next()).collect();
+        let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        vectors.extend(row.iter().map(|x| x / n));
+    }
+    Embeddings { ids: ids.to_vec(), dim, vectors }
+}

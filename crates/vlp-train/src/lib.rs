@@ -1,0 +1,36 @@
+//! Training for vlp's dual encoders.
+//!
+//! - [`config`]: a whole `configs/*.toml` (model, loss, training, tokenizer, image pipeline).
+//! - [`schedule`]: linear warmup, then cosine decay.
+//! - [`optimizer`]: AdamW with OpenCLIP's weight-decay exclusions, global-norm gradient clipping
+//!   and the temperature clamp.
+//! - [`checkpoint`]: atomic checkpoints that resume a run exactly.
+//! - [`embed`]: encoding images and texts in batches, for validation, evaluation and indexing.
+//! - [`retrieval`]: exact retrieval both ways and its R@k.
+//! - [`trainer`]: the loop, with progress, a JSONL log and validation.
+
+pub mod checkpoint;
+pub mod config;
+pub mod embed;
+pub mod optimizer;
+pub mod retrieval;
+pub mod schedule;
+pub mod trainer;
+
+pub use config::RunConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] vlp_model::ConfigError),
+    #[error(transparent)]
+    Data(#[from] vlp_data::DataError),
+    #[error("{path}: {message}")]
+    Checkpoint { path: String, message: String },
+    #[error("{0}")]
+    Diverged(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;

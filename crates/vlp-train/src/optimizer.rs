@@ -1,0 +1,162 @@
+//! AdamW as OpenCLIP configures it: weight decay on matrices and convolutions only (not on
+//! gains, biases, embeddings or the temperatures), gradients clipped by their global norm, and
+//! the logit scales clamped to [0, ln 100] after each step.
+
+use crate::config::TrainConfig;
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor};
+use vlp_model::{DualEncoder, MAX_LOGIT_SCALE};
+
+type Adam<B> = OptimizerAdaptor<AdamW, DualEncoder<B>, B>;
+
+/// Which parameters take weight decay, found once from the module's structure.
+#[derive(Debug, Clone, Default)]
+pub struct DecaySplit {
+    pub decay: Vec<ParamId>,
+    pub no_decay: Vec<ParamId>,
+    /// Paths of the parameters without decay, for the log.
+    pub no_decay_names: Vec<String>,
+}
+
+struct SplitVisitor {
+    path: Vec<String>,
+    split: DecaySplit,
+}
+
+impl<B: Backend> ModuleVisitor<B> for SplitVisitor {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let path = self.path.join(".");
+        let excluded = ["embedding", "positions", "class_token", "logit_scale", "bias"];
+        if D < 2 || excluded.iter().any(|e| path.contains(e)) {
+            self.split.no_decay.push(param.id);
+            self.split.no_decay_names.push(path);
+        } else {
+            self.split.decay.push(param.id);
+        }
+    }
+}
+
+impl DecaySplit {
+    pub fn of<B: Backend, M: Module<B>>(module: &M) -> Self {
+        let mut v = SplitVisitor { path: Vec::new(), split: DecaySplit::default() };
+        module.visit(&mut v);
+        v.split
+    }
+}
+
+/// Sums the squares of every gradient, then scales them all by one factor.
+struct GlobalNorm<'a, B: AutodiffBackend> {
+    grads: [&'a mut GradientsParams; 2],
+    sum_sq: Option<Tensor<B::InnerBackend, 1>>,
+    scale: Option<f32>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GlobalNorm<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        for g in self.grads.iter_mut() {
+            match self.scale {
+                None => {
+                    if let Some(t) = g.get::<B::InnerBackend, D>(param.id) {
+                        let s = t.powi_scalar(2).sum();
+                        self.sum_sq = Some(match self.sum_sq.take() {
+                            Some(acc) => acc + s,
+                            None => s,
+                        });
+                    }
+                }
+                Some(c) => {
+                    if let Some(t) = g.remove::<B::InnerBackend, D>(param.id) {
+                        g.register(param.id, t.mul_scalar(c));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The optimizer of a run: two AdamW states (with and without weight decay).
+pub struct ClipOptimizer<B: AutodiffBackend> {
+    decayed: Adam<B>,
+    plain: Adam<B>,
+    split: DecaySplit,
+    clip: f32,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+}
+
+impl<B: AutodiffBackend> ClipOptimizer<B> {
+    pub fn new(model: &DualEncoder<B>, cfg: &TrainConfig) -> Self {
+        let base = AdamWConfig::new().with_beta_1(cfg.beta1).with_beta_2(cfg.beta2).with_epsilon(cfg.eps);
+        ClipOptimizer {
+            decayed: base.clone().with_weight_decay(cfg.weight_decay).init(),
+            plain: base.with_weight_decay(0.0).init(),
+            split: DecaySplit::of(model),
+            clip: cfg.grad_clip_norm,
+        }
+    }
+
+    pub fn split(&self) -> &DecaySplit {
+        &self.split
+    }
+
+    /// Backward has been run; applies one step at `lr` and clamps the temperatures.
+    pub fn step(&mut self, lr: f64, model: DualEncoder<B>, mut grads: B::Gradients) -> (DualEncoder<B>, StepReport) {
+        let mut g_decay = GradientsParams::from_params(&mut grads, &model, &self.split.decay);
+        let mut g_plain = GradientsParams::from_params(&mut grads, &model, &self.split.no_decay);
+        let mut norm = GlobalNorm::<B> { grads: [&mut g_decay, &mut g_plain], sum_sq: None, scale: None };
+        model.visit(&mut norm);
+        let grad_norm = norm.sum_sq.take().map(|s| s.sqrt().into_scalar().elem::<f32>()).unwrap_or(0.0f32);
+        if self.clip > 0.0 && grad_norm > self.clip {
+            norm.scale = Some(self.clip / (grad_norm + 1e-6));
+            model.visit(&mut norm);
+        }
+        let model = self.decayed.step(lr, model, g_decay);
+        let model = self.plain.step(lr, model, g_plain);
+        (clamp_temperatures(model), StepReport { grad_norm })
+    }
+
+    pub fn to_records(&self) -> (<Adam<B> as Optimizer<DualEncoder<B>, B>>::Record, <Adam<B> as Optimizer<DualEncoder<B>, B>>::Record) {
+        (self.decayed.to_record(), self.plain.to_record())
+    }
+
+    pub fn load_records(
+        mut self,
+        decayed: <Adam<B> as Optimizer<DualEncoder<B>, B>>::Record,
+        plain: <Adam<B> as Optimizer<DualEncoder<B>, B>>::Record,
+    ) -> Self {
+        self.decayed = self.decayed.load_record(decayed);
+        self.plain = self.plain.load_record(plain);
+        self
+    }
+}
+
+/// Clamps both log temperatures to [0, ln 100], keeping their parameter ids.
+pub fn clamp_temperatures<B: AutodiffBackend>(mut model: DualEncoder<B>) -> DualEncoder<B> {
+    let clamp = |p: Param<Tensor<B, 1>>| {
+        let (id, t, _) = p.consume();
+        let inner = t.inner().clamp(0.0, MAX_LOGIT_SCALE);
+        Param::initialized(id, Tensor::from_inner(inner).require_grad())
+    };
+    model.logit_scale = clamp(model.logit_scale);
+    model.token_logit_scale = clamp(model.token_logit_scale);
+    model
+}
+
+/// The model without autodiff, for encoding.
+pub fn inference_model<B: AutodiffBackend>(model: &DualEncoder<B>) -> DualEncoder<B::InnerBackend> {
+    model.valid()
+}

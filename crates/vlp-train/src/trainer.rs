@@ -1,0 +1,273 @@
+//! The training loop: batches from any vlp-data input, the weighted loss, AdamW steps on the
+//! schedule, progress, a JSONL log of every step, validation R@k, and checkpoints.
+
+use crate::checkpoint::{self, TrainState};
+use crate::config::RunConfig;
+use crate::embed::{embed_images, embed_texts, random_embeddings};
+use crate::optimizer::ClipOptimizer;
+use crate::retrieval::{recall, Recall};
+use crate::schedule::lr_at;
+use crate::{Result, TrainError};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::module::AutodiffModule;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use vlp_data::evalset::EvalSet;
+use vlp_data::loader::{BatchLoader, LoaderConfig};
+use vlp_data::source::{self, ReadOptions};
+use vlp_data::text::TextTokenizer;
+use vlp_data::SkipLog;
+
+/// What `vlp train` was asked to do.
+#[derive(Debug, Clone)]
+pub struct TrainJob {
+    pub config: RunConfig,
+    /// Directory of the config file, for a relative `tokenizer.file`.
+    pub config_dir: PathBuf,
+    pub train: String,
+    pub val: Option<String>,
+    pub out: PathBuf,
+    pub resume: bool,
+    /// Show a progress bar (off in tests and when stderr is not a terminal).
+    pub progress: bool,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub state: TrainState,
+    pub final_loss: f32,
+    pub val: Option<Recall>,
+    pub random_baseline: Option<Recall>,
+    pub skipped: SkipLog,
+    pub checkpoint: PathBuf,
+}
+
+fn tokenizer_for(job: &TrainJob) -> Result<TextTokenizer> {
+    let cfg = &job.config;
+    let ctx = cfg.model.text.context_length;
+    let tk = match &cfg.tokenizer.file {
+        Some(f) => TextTokenizer::from_file(&job.config_dir.join(f), ctx)?,
+        None => {
+            let mut captions = Vec::new();
+            for s in source::open(&job.train, Some("train"), &ReadOptions::default())?.flatten() {
+                captions.extend(s.captions.into_iter().map(|c| c.text));
+            }
+            if captions.is_empty() {
+                return Err(TrainError::Other(format!("{}: no captions to learn a vocabulary from", job.train)));
+            }
+            TextTokenizer::train(cfg.tokenizer.kind, cfg.tokenizer.vocab_size, captions.iter(), ctx)?
+        }
+    };
+    if tk.vocab_size() > cfg.model.text.vocab_size {
+        return Err(TrainError::Other(format!(
+            "model.text.vocab_size: the tokenizer has {} tokens, more than the model's {}",
+            tk.vocab_size(),
+            cfg.model.text.vocab_size
+        )));
+    }
+    Ok(tk)
+}
+
+/// Validation on `set`: the model's R@k and the random-embedding baseline.
+pub fn validate<B: AutodiffBackend>(
+    model: &vlp_model::DualEncoder<B>,
+    tokenizer: &TextTokenizer,
+    cfg: &RunConfig,
+    set: &EvalSet,
+    device: &B::Device,
+) -> Result<(Recall, Recall)> {
+    let inner = model.valid();
+    let (images, _) = embed_images(&inner, &set.images, &cfg.image_config(), 128, device);
+    let ids: Vec<String> = set.texts.iter().map(|t| t.id.clone()).collect();
+    let texts: Vec<String> = set.texts.iter().map(|t| t.text.clone()).collect();
+    let txt = embed_texts(&inner, tokenizer, &ids, &texts, 256, device)?;
+    let r = recall(&images, &txt, set);
+    let base = recall(&random_embeddings(&images.ids, images.dim, 1), &random_embeddings(&ids, images.dim, 2), set);
+    Ok((r, base))
+}
+
+struct Log {
+    file: std::fs::File,
+}
+
+impl Log {
+    fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| TrainError::Other(format!("{}: {e}", path.display())))?;
+        Ok(Log { file })
+    }
+    fn write(&mut self, v: serde_json::Value) {
+        let _ = writeln!(self.file, "{v}");
+    }
+}
+
+pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<TrainSummary> {
+    std::fs::create_dir_all(&job.out).map_err(|e| TrainError::Other(format!("{}: {e}", job.out.display())))?;
+    let (mut model, mut optim, mut state, tokenizer, cfg) = if job.resume {
+        let dir = checkpoint::latest(&job.out).ok_or_else(|| {
+            TrainError::Other(format!("--resume: {} holds no checkpoint to resume from", job.out.display()))
+        })?;
+        let (cfg, tokenizer, _) = checkpoint::read_meta(&dir)?;
+        if cfg.model != job.config.model || cfg.loss != job.config.loss {
+            return Err(TrainError::Other(format!(
+                "--resume: the model or loss of {} differs from the config given; resume with the run's own config",
+                dir.display()
+            )));
+        }
+        let (model, optim, state) = checkpoint::load_for_resume::<B>(&dir, device)?;
+        eprintln!("resuming from {} (step {})", dir.display(), state.step);
+        (model, optim, state, tokenizer, cfg)
+    } else {
+        if checkpoint::latest(&job.out).is_some() {
+            return Err(TrainError::Other(format!(
+                "{} already holds a run; pass --resume to continue it or choose another --out",
+                job.out.display()
+            )));
+        }
+        let cfg = job.config.clone();
+        let tokenizer = tokenizer_for(job)?;
+        B::seed(device, cfg.train.seed);
+        let model = cfg.model.init::<B>(device);
+        let optim = ClipOptimizer::new(&model, &cfg.train);
+        (model, optim, TrainState::default(), tokenizer, cfg)
+    };
+    let t = &cfg.train;
+    let val_set = match &job.val {
+        Some(v) => Some(EvalSet::load(v, "val", &ReadOptions::default())?),
+        None => None,
+    };
+    let mut steps_log = Log::open(&job.out.join("train_log.jsonl"))?;
+    let mut val_log = Log::open(&job.out.join("val_log.jsonl"))?;
+    let image_cfg = cfg.image_config();
+    let total = t.steps;
+    let bar = if job.progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}").expect("valid template"),
+    );
+    bar.set_position(state.step as u64);
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_secs;
+    let mut skipped = SkipLog::new();
+    let mut last_loss = f32::NAN;
+    let mut last_val = None;
+    let mut last_checkpoint = checkpoint::latest(&job.out).unwrap_or_default();
+    let mut samples_since = 0u64;
+    let mut window = Instant::now();
+    let mut samples_per_s = 0.0;
+
+    let run_val = |model: &vlp_model::DualEncoder<B>, step: usize, val_log: &mut Log, bar: &ProgressBar| -> Result<Option<(Recall, Recall)>> {
+        let Some(set) = &val_set else { return Ok(None) };
+        let (r, base) = validate(model, &tokenizer, &cfg, set, device)?;
+        bar.println(format!("step {step}: val {r}\n          random-embedding baseline: {base}"));
+        val_log.write(json!({"step": step, "val": r, "random_baseline": base}));
+        Ok(Some((r, base)))
+    };
+
+    'epochs: while state.step < total {
+        let stream = source::open(&job.train, Some("train"), &ReadOptions::default())?;
+        let loader_cfg = LoaderConfig {
+            batch_size: t.batch_size,
+            image: image_cfg.clone(),
+            train_seed: Some(t.seed),
+            epoch: state.epoch,
+            drop_last: true,
+            prefetch: 4,
+            shuffle_buffer: t.shuffle_buffer,
+        };
+        let mut loader = BatchLoader::new(stream, tokenizer.clone(), loader_cfg);
+        let mut batches_this_epoch = 0usize;
+        for (i, batch) in loader.by_ref().enumerate() {
+            let batch = batch?;
+            batches_this_epoch = i + 1;
+            if i < state.batch_in_epoch {
+                continue; // already trained on before the resume
+            }
+            let n = batch.len();
+            let s = batch.image_size as usize;
+            let images = Tensor::<B, 4>::from_data(TensorData::new(batch.images, [n, 3, s, s]), device);
+            let ids: Vec<i32> = batch.ids.iter().map(|&x| x as i32).collect();
+            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, batch.context]), device);
+            let mask: Vec<f32> = batch.mask.iter().map(|&x| x as f32).collect();
+            let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [n, batch.context]), device);
+            let out = model.loss(images, ids, mask, &cfg.loss);
+            let loss: f32 = out.total.clone().into_scalar().elem();
+            if !loss.is_finite() {
+                bar.abandon();
+                let kept = checkpoint::latest(&job.out)
+                    .map(|p| format!("the last good checkpoint, {}, is kept", p.display()))
+                    .unwrap_or_else(|| "no checkpoint had been written yet".into());
+                return Err(TrainError::Diverged(format!(
+                    "the loss became {loss} at step {} (lr {:.3e}); stopping without saving: {kept}",
+                    state.step + 1,
+                    lr_at(state.step, t.lr, t.warmup_steps, total)
+                )));
+            }
+            let lr = lr_at(state.step, t.lr, t.warmup_steps, total);
+            let grads = out.total.backward();
+            let (m, report) = optim.step(lr, model, grads);
+            model = m;
+            state.step += 1;
+            state.batch_in_epoch = i + 1;
+            state.samples_seen += n as u64;
+            state.elapsed_secs = elapsed_before + started.elapsed().as_secs_f64();
+            last_loss = loss;
+            samples_since += n as u64;
+            if window.elapsed().as_secs_f64() >= 2.0 {
+                samples_per_s = samples_since as f64 / window.elapsed().as_secs_f64();
+                samples_since = 0;
+                window = Instant::now();
+            }
+            let scale: f32 = model.logit_scale.val().into_scalar().elem();
+            steps_log.write(json!({
+                "step": state.step, "epoch": state.epoch, "loss": loss,
+                "global": out.global.map(|g| g.into_scalar().elem::<f32>()),
+                "token": out.token.map(|g| g.into_scalar().elem::<f32>()),
+                "lr": lr, "logit_scale": scale.exp(), "grad_norm": report.grad_norm,
+                "samples_per_s": samples_per_s, "elapsed_s": state.elapsed_secs,
+            }));
+            bar.set_position(state.step as u64);
+            bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {samples_per_s:.0} samples/s"));
+            let at_end = state.step == total;
+            if t.val_every > 0 && state.step % t.val_every == 0 && !at_end {
+                last_val = run_val(&model, state.step, &mut val_log, &bar)?;
+            }
+            if state.step % t.checkpoint_every == 0 || at_end {
+                last_checkpoint = checkpoint::save(&job.out, &model, &optim, &state, &cfg, &tokenizer)?;
+            }
+            if at_end {
+                break 'epochs;
+            }
+        }
+        if state.epoch == 0 || skipped.total() == 0 {
+            skipped = loader.skips();
+        }
+        if batches_this_epoch == 0 {
+            return Err(TrainError::Other(format!(
+                "{}: fewer than {} good samples, not one full batch ({})",
+                job.train,
+                t.batch_size,
+                loader.skips().summary().trim()
+            )));
+        }
+        state.epoch += 1;
+        state.batch_in_epoch = 0;
+    }
+    bar.finish_and_clear();
+    let final_val = run_val(&model, state.step, &mut val_log, &bar)?.or(last_val);
+    Ok(TrainSummary {
+        state,
+        final_loss: last_loss,
+        val: final_val.map(|v| v.0),
+        random_baseline: final_val.map(|v| v.1),
+        skipped,
+        checkpoint: last_checkpoint,
+    })
+}

@@ -1,0 +1,112 @@
+//! `vlp train --config configs/X.toml --train DATA [--val DATA] --out runs/NAME`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use vlp_train::trainer::{train, TrainJob, TrainSummary};
+use vlp_train::RunConfig;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Training data: shards, a manifest, a CSV/TSV table, or a built data set (its train split).
+    #[arg(long)]
+    pub train: String,
+    /// Validation data: a built data set (its val split and qrels) or any input (captions paired
+    /// with their images).
+    #[arg(long)]
+    pub val: Option<String>,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: Precision,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Override train.steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Override train.batch_size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    F32,
+    Bf16,
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let mut config = RunConfig::load(&a.config)?;
+    if let Some(s) = a.steps {
+        config.train.steps = s;
+    }
+    if let Some(b) = a.batch_size {
+        config.train.batch_size = b;
+    }
+    config.validate()?;
+    let job = TrainJob {
+        config,
+        config_dir: a.config.parent().map(PathBuf::from).unwrap_or_default(),
+        train: a.train.clone(),
+        val: a.val.clone(),
+        out: a.out.clone(),
+        resume: a.resume,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let summary = match (a.device, a.precision) {
+        (Device::Cpu, Precision::F32) => {
+            train::<burn::backend::Autodiff<burn::backend::Flex>>(&job, &Default::default()).map_err(anyhow::Error::from)
+        }
+        (Device::Cpu, Precision::Bf16) => bail!("--precision bf16 needs --device cuda (the CPU backend trains in f32)"),
+        (Device::Cuda, p) => cuda(&job, p),
+    }
+    .with_context(|| format!("training into {}", a.out.display()))?;
+    report(&summary);
+    Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(job: &TrainJob, p: Precision) -> Result<TrainSummary> {
+    use burn::backend::{cuda::CudaDevice, Autodiff, Cuda};
+    let device = CudaDevice::default();
+    match p {
+        Precision::F32 => train::<Autodiff<Cuda<f32>>>(job, &device),
+        Precision::Bf16 => train::<Autodiff<Cuda<burn::tensor::bf16>>>(job, &device),
+    }
+    .map_err(anyhow::Error::from)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(_: &TrainJob, _: Precision) -> Result<TrainSummary> {
+    bail!("this vlp was built without CUDA: rebuild with `cargo build --release --features cuda`")
+}
+
+fn report(s: &TrainSummary) {
+    eprintln!(
+        "trained {} steps ({} samples, {:.0}s, {:.1} samples/s); final loss {:.4}; checkpoint {}",
+        s.state.step,
+        s.state.samples_seen,
+        s.state.elapsed_secs,
+        s.state.samples_seen as f64 / s.state.elapsed_secs.max(1e-9),
+        s.final_loss,
+        s.checkpoint.display()
+    );
+    if let (Some(v), Some(b)) = (s.val, s.random_baseline) {
+        eprintln!("val:             {v}\nrandom baseline: {b}");
+    }
+    if s.skipped.total() > 0 {
+        eprint!("{}", s.skipped.summary());
+    }
+}
