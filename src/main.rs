@@ -17,6 +17,8 @@ enum Command {
     Data(cmd::data::DataArgs),
     /// Train or inspect a tokenizer.
     Tokenizer(cmd::tokenizer::TokenizerArgs),
+    /// Evaluate checkpoints: NDCG@5/10/20, MAP, R@k, MRR both ways, as a BriVL-style table.
+    Eval(cmd::eval::EvalArgs),
     /// Train a dual encoder.
     Train(cmd::train::TrainArgs),
     /// Score a TREC run against qrels, printing trec_eval's format.
@@ -30,6 +32,7 @@ fn main() {
     let result = match cli.command {
         Command::Data(a) => cmd::data::run(a),
         Command::Tokenizer(a) => cmd::tokenizer::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::TrecEval(a) => cmd::trec_eval::run(a),
         Command::Bench(a) => cmd::bench::run(a),

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod data;
+pub mod eval;
 pub mod tokenizer;
 pub mod train;
 pub mod trec_eval;

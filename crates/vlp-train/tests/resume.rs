@@ -1,0 +1,145 @@
+//! Checkpoints resume exactly, and a diverging loss stops the run without touching the last good
+//! checkpoint. Tiny models on a tiny generated set, so this runs in seconds.
+
+use burn::backend::{Autodiff, Flex};
+use std::path::Path;
+use vlp_data::synthetic::{build, SyntheticConfig};
+use vlp_train::checkpoint::{self, Encoder};
+use vlp_train::embed::embed_texts;
+use vlp_train::trainer::{train, TrainJob};
+use vlp_train::{RunConfig, TrainError};
+
+type B = Autodiff<Flex>;
+
+const CONFIG: &str = r#"
+[model]
+embed_dim = 16
+[model.image]
+kind = "vit"
+image_size = 16
+patch_size = 8
+width = 16
+layers = 1
+heads = 2
+[model.text]
+context_length = 16
+vocab_size = 200
+width = 16
+layers = 1
+heads = 2
+causal = false
+pool = "cls"
+[loss]
+global_weight = 1.0
+token_weight = 0.5
+[train]
+batch_size = 8
+steps = 6
+lr = 1e-3
+warmup_steps = 2
+checkpoint_every = 3
+seed = 7
+shuffle_buffer = 100
+[tokenizer]
+kind = "wordpiece"
+vocab_size = 200
+"#;
+
+fn data(dir: &Path) -> String {
+    build(&SyntheticConfig { images: 40, size: 16, ..Default::default() }, dir).unwrap();
+    dir.display().to_string()
+}
+
+fn job(cfg: &RunConfig, train_data: &str, out: &Path, resume: bool) -> TrainJob {
+    TrainJob {
+        config: cfg.clone(),
+        config_dir: ".".into(),
+        train: train_data.to_string(),
+        val: Some(train_data.to_string()),
+        out: out.to_path_buf(),
+        resume,
+        progress: false,
+    }
+}
+
+fn text_embeddings(run: &Path) -> Vec<f32> {
+    let enc = Encoder::<Flex>::load(run, &Default::default()).unwrap();
+    let texts = vec!["a small red circle".to_string(), "一个大的蓝色正方形".to_string()];
+    let ids = vec!["a".to_string(), "b".to_string()];
+    embed_texts(&enc.model, &enc.tokenizer, &ids, &texts, 8, &Default::default()).unwrap().vectors
+}
+
+#[test]
+fn n_plus_resumed_n_steps_equal_2n_straight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(&tmp.path().join("data"));
+    let cfg = RunConfig::from_toml(CONFIG, "test").unwrap();
+    let device = Default::default();
+
+    let straight = tmp.path().join("straight");
+    let s = train::<B>(&job(&cfg, &d, &straight, false), &device).unwrap();
+    assert_eq!(s.state.step, 6);
+    assert!(s.val.is_some() && s.random_baseline.is_some());
+
+    let split = tmp.path().join("split");
+    let mut half = cfg.clone();
+    half.train.steps = 3;
+    let h = train::<B>(&job(&half, &d, &split, false), &device).unwrap();
+    assert_eq!(h.state.step, 3);
+    // the resumed run takes the full schedule (the lr of step 4 depends on the total)
+    let r = train::<B>(&job(&cfg, &d, &split, true), &device).unwrap();
+    assert_eq!(r.state.step, 6);
+    assert!((s.final_loss - r.final_loss).abs() < 1e-5, "{} vs {}", s.final_loss, r.final_loss);
+    let (a, b) = (text_embeddings(&straight), text_embeddings(&split));
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-5, "weights differ after resume: {x} vs {y}");
+    }
+    // the same run twice from scratch is identical too (seeded)
+    let again = tmp.path().join("again");
+    train::<B>(&job(&cfg, &d, &again, false), &device).unwrap();
+    assert_eq!(text_embeddings(&straight), text_embeddings(&again));
+    // a finished run is not overwritten by accident
+    let err = train::<B>(&job(&cfg, &d, &straight, false), &device).unwrap_err().to_string();
+    assert!(err.contains("--resume"), "{err}");
+}
+
+#[test]
+fn a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(&tmp.path().join("data"));
+    let mut cfg = RunConfig::from_toml(CONFIG, "test").unwrap();
+    cfg.train.steps = 50;
+    cfg.train.checkpoint_every = 1;
+    cfg.train.warmup_steps = 0;
+    cfg.train.grad_clip_norm = 0.0;
+    cfg.train.lr = 1e38;
+    let out = tmp.path().join("run");
+    let err = train::<B>(&job(&cfg, &d, &out, false), &Default::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, TrainError::Diverged(_)), "{msg}");
+    assert!(msg.contains("at step") && msg.contains("is kept"), "{msg}");
+    let kept = checkpoint::latest(&out).expect("the step-1 checkpoint survives");
+    let (_, _, state) = checkpoint::read_meta(&kept).unwrap();
+    // the kept checkpoint is from before the bad step, and it loads
+    assert!(msg.contains(&format!("at step {}", state.step + 1)), "{msg}");
+    assert!(text_embeddings(&out).iter().all(|x| x.is_finite()));
+    let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let bad = CONFIG.replace("heads = 2\n[model.text]", "heads = 3\n[model.text]");
+    let e = RunConfig::from_toml(&bad, "x.toml").unwrap_err().to_string();
+    assert!(e.contains("model.image.heads"), "{e}");
+    let bad = CONFIG.replace("batch_size = 8", "batch_size = 8\nbatchsize = 9");
+    let e = RunConfig::from_toml(&bad, "x.toml").unwrap_err().to_string();
+    assert!(e.contains("x.toml") && e.contains("batchsize"), "{e}");
+    let bad = CONFIG.replace("patch_size = 8", "patch_size = 5");
+    let e = RunConfig::from_toml(&bad, "x.toml").unwrap_err().to_string();
+    assert!(e.contains("model.image.patch_size"), "{e}");
+    for name in ["tiny", "small", "vit-b-32", "rn-tiny", "zh-tiny"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../configs/{name}.toml"));
+        RunConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
