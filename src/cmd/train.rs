@@ -30,6 +30,9 @@ pub struct TrainArgs {
     /// Override train.steps.
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Stop with a checkpoint after this many steps of the schedule (continue with --resume).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
     /// Override train.batch_size.
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -64,6 +67,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         out: a.out.clone(),
         resume: a.resume,
         progress: std::io::stderr().is_terminal(),
+        stop_after: a.stop_after,
     };
     let summary = match (a.device, a.precision) {
         (Device::Cpu, Precision::F32) => {

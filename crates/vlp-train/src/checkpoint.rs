@@ -150,10 +150,11 @@ impl<B: Backend> Encoder<B> {
 pub fn load_for_resume<B: AutodiffBackend>(
     dir: &Path,
     device: &B::Device,
+    train: &crate::config::TrainConfig,
 ) -> Result<(DualEncoder<B>, ClipOptimizer<B>, TrainState)> {
     let (cfg, _, state) = read_meta(dir)?;
     let model = load_model::<B>(dir, &cfg, device)?;
-    let optim = ClipOptimizer::new(&model, &cfg.train);
+    let optim = ClipOptimizer::new(&model, train);
     let decayed = Recorder::<B>::load(&recorder(), dir.join("optim-decay"), device).map_err(|e| ck_err(&dir.join("optim-decay.bin"), e))?;
     let plain = Recorder::<B>::load(&recorder(), dir.join("optim-plain"), device).map_err(|e| ck_err(&dir.join("optim-plain.bin"), e))?;
     Ok((model, optim.load_records(decayed, plain), state))

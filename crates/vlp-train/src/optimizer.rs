@@ -113,20 +113,29 @@ impl<B: AutodiffBackend> ClipOptimizer<B> {
         &self.split
     }
 
-    /// Backward has been run; applies one step at `lr` and clamps the temperatures.
-    pub fn step(&mut self, lr: f64, model: DualEncoder<B>, mut grads: B::Gradients) -> (DualEncoder<B>, StepReport) {
+    /// Backward has been run; applies one step at `lr` and clamps the temperatures. A gradient
+    /// that is not finite is refused (`Err` with its norm) and the model is returned unchanged.
+    pub fn step(
+        &mut self,
+        lr: f64,
+        model: DualEncoder<B>,
+        mut grads: B::Gradients,
+    ) -> Result<(DualEncoder<B>, StepReport), (DualEncoder<B>, f32)> {
         let mut g_decay = GradientsParams::from_params(&mut grads, &model, &self.split.decay);
         let mut g_plain = GradientsParams::from_params(&mut grads, &model, &self.split.no_decay);
         let mut norm = GlobalNorm::<B> { grads: [&mut g_decay, &mut g_plain], sum_sq: None, scale: None };
         model.visit(&mut norm);
         let grad_norm = norm.sum_sq.take().map(|s| s.sqrt().into_scalar().elem::<f32>()).unwrap_or(0.0f32);
+        if !grad_norm.is_finite() {
+            return Err((model, grad_norm));
+        }
         if self.clip > 0.0 && grad_norm > self.clip {
             norm.scale = Some(self.clip / (grad_norm + 1e-6));
             model.visit(&mut norm);
         }
         let model = self.decayed.step(lr, model, g_decay);
         let model = self.plain.step(lr, model, g_plain);
-        (clamp_temperatures(model), StepReport { grad_norm })
+        Ok((clamp_temperatures(model), StepReport { grad_norm }))
     }
 
     pub fn to_records(&self) -> (<Adam<B> as Optimizer<DualEncoder<B>, B>>::Record, <Adam<B> as Optimizer<DualEncoder<B>, B>>::Record) {
@@ -154,6 +163,27 @@ pub fn clamp_temperatures<B: AutodiffBackend>(mut model: DualEncoder<B>) -> Dual
     model.logit_scale = clamp(model.logit_scale);
     model.token_logit_scale = clamp(model.token_logit_scale);
     model
+}
+
+struct Finite<B: Backend> {
+    bad: Option<Tensor<B, 1, burn::tensor::Bool>>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Finite<B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let bad = param.val().is_finite().bool_not().any();
+        self.bad = Some(match self.bad.take() {
+            Some(acc) => acc.bool_or(bad),
+            None => bad,
+        });
+    }
+}
+
+/// True when every parameter is finite (one device sync).
+pub fn all_finite<B: Backend, M: Module<B>>(model: &M) -> bool {
+    let mut v = Finite::<B> { bad: None };
+    model.visit(&mut v);
+    v.bad.map(|b| !b.into_scalar().elem::<bool>()).unwrap_or(true)
 }
 
 /// The model without autodiff, for encoding.

@@ -34,6 +34,9 @@ pub struct TrainJob {
     pub resume: bool,
     /// Show a progress bar (off in tests and when stderr is not a terminal).
     pub progress: bool,
+    /// Stop (with a checkpoint) after this many steps of the configured schedule, as an
+    /// interruption would; `--resume` continues from there.
+    pub stop_after: Option<usize>,
 }
 
 /// How the run ended.
@@ -115,14 +118,16 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
         let dir = checkpoint::latest(&job.out).ok_or_else(|| {
             TrainError::Other(format!("--resume: {} holds no checkpoint to resume from", job.out.display()))
         })?;
-        let (cfg, tokenizer, _) = checkpoint::read_meta(&dir)?;
+        let (mut cfg, tokenizer, _) = checkpoint::read_meta(&dir)?;
         if cfg.model != job.config.model || cfg.loss != job.config.loss {
             return Err(TrainError::Other(format!(
                 "--resume: the model or loss of {} differs from the config given; resume with the run's own config",
                 dir.display()
             )));
         }
-        let (model, optim, state) = checkpoint::load_for_resume::<B>(&dir, device)?;
+        // The training section may change on resume (more steps, another lr); the model may not.
+        cfg.train = job.config.train.clone();
+        let (model, optim, state) = checkpoint::load_for_resume::<B>(&dir, device, &cfg.train)?;
         eprintln!("resuming from {} (step {})", dir.display(), state.step);
         (model, optim, state, tokenizer, cfg)
     } else {
@@ -148,6 +153,7 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
     let mut val_log = Log::open(&job.out.join("val_log.jsonl"))?;
     let image_cfg = cfg.image_config();
     let total = t.steps;
+    let stop_at = job.stop_after.unwrap_or(total).min(total);
     let bar = if job.progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}").expect("valid template"),
@@ -162,6 +168,7 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
     let mut samples_since = 0u64;
     let mut window = Instant::now();
     let mut samples_per_s = 0.0;
+    let mut pending: Option<TrainState> = None;
 
     let run_val = |model: &vlp_model::DualEncoder<B>, step: usize, val_log: &mut Log, bar: &ProgressBar| -> Result<Option<(Recall, Recall)>> {
         let Some(set) = &val_set else { return Ok(None) };
@@ -171,7 +178,19 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
         Ok(Some((r, base)))
     };
 
-    'epochs: while state.step < total {
+    let diverged = |what: String, state: &TrainState, bar: &ProgressBar| {
+        bar.abandon();
+        let kept = checkpoint::latest(&job.out)
+            .map(|p| format!("the last good checkpoint, {}, is kept", p.display()))
+            .unwrap_or_else(|| "no checkpoint had been written yet".into());
+        TrainError::Diverged(format!(
+            "{what} at step {} (lr {:.3e}); stopping without saving: {kept}",
+            state.step + 1,
+            lr_at(state.step, t.lr, t.warmup_steps, total)
+        ))
+    };
+
+    'epochs: while state.step < stop_at {
         let stream = source::open(&job.train, Some("train"), &ReadOptions::default())?;
         let loader_cfg = LoaderConfig {
             batch_size: t.batch_size,
@@ -200,20 +219,22 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
             let out = model.loss(images, ids, mask, &cfg.loss);
             let loss: f32 = out.total.clone().into_scalar().elem();
             if !loss.is_finite() {
-                bar.abandon();
-                let kept = checkpoint::latest(&job.out)
-                    .map(|p| format!("the last good checkpoint, {}, is kept", p.display()))
-                    .unwrap_or_else(|| "no checkpoint had been written yet".into());
-                return Err(TrainError::Diverged(format!(
-                    "the loss became {loss} at step {} (lr {:.3e}); stopping without saving: {kept}",
-                    state.step + 1,
-                    lr_at(state.step, t.lr, t.warmup_steps, total)
-                )));
+                return Err(diverged(format!("the loss became {loss}"), &state, &bar));
+            }
+            // A checkpoint is written only once its weights have given a finite loss on the
+            // next batch: weights can be finite and still overflow in the forward pass.
+            if let Some(at) = pending.take() {
+                last_checkpoint = checkpoint::save(&job.out, &model, &optim, &at, &cfg, &tokenizer)?;
             }
             let lr = lr_at(state.step, t.lr, t.warmup_steps, total);
             let grads = out.total.backward();
-            let (m, report) = optim.step(lr, model, grads);
-            model = m;
+            let report = match optim.step(lr, model, grads) {
+                Ok((m, report)) => {
+                    model = m;
+                    report
+                }
+                Err((_, norm)) => return Err(diverged(format!("the gradient norm became {norm}"), &state, &bar)),
+            };
             state.step += 1;
             state.batch_in_epoch = i + 1;
             state.samples_seen += n as u64;
@@ -235,12 +256,18 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
             }));
             bar.set_position(state.step as u64);
             bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {samples_per_s:.0} samples/s"));
-            let at_end = state.step == total;
+            let at_end = state.step == stop_at;
             if t.val_every > 0 && state.step % t.val_every == 0 && !at_end {
                 last_val = run_val(&model, state.step, &mut val_log, &bar)?;
             }
-            if state.step % t.checkpoint_every == 0 || at_end {
+            if at_end {
+                if !crate::optimizer::all_finite(&model) {
+                    state.step -= 1;
+                    return Err(diverged("the weights became non-finite".into(), &state, &bar));
+                }
                 last_checkpoint = checkpoint::save(&job.out, &model, &optim, &state, &cfg, &tokenizer)?;
+            } else if state.step % t.checkpoint_every == 0 {
+                pending = Some(state);
             }
             if at_end {
                 break 'epochs;
