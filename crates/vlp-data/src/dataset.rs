@@ -244,6 +244,22 @@ pub fn write_lines(path: &Path, lines: impl Iterator<Item = String>) -> Result<(
     std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
 }
 
+/// Writes every split, then `dataset.json`: the shared tail of every builder.
+pub fn write_dataset(
+    dir: &DatasetDir,
+    name: &str,
+    by_split: &BTreeMap<&str, Vec<ImageRecord>>,
+    source: Value,
+) -> Result<DatasetInfo> {
+    let mut splits = BTreeMap::new();
+    for (split, recs) in by_split {
+        splits.insert(split.to_string(), write_split(dir, split, recs)?);
+    }
+    let info = DatasetInfo { name: name.to_string(), splits, source };
+    write_info(dir, &info)?;
+    Ok(info)
+}
+
 /// Writes `dataset.json` (last, so a directory with it is a finished build).
 pub fn write_info(dir: &DatasetDir, info: &DatasetInfo) -> Result<()> {
     let json = serde_json::to_string_pretty(info).expect("serialises");

@@ -7,7 +7,7 @@
 //! 20 % of the emoji (by a hash of the code points) are held out, half val and half test; both
 //! styles of an emoji stay in one split.
 
-use crate::dataset::{write_info, write_split, DatasetDir, DatasetInfo, ImageRecord, Judged};
+use crate::dataset::{write_dataset, DatasetDir, DatasetInfo, ImageRecord, Judged};
 use crate::image_pipeline::to_rgb_on_white;
 use crate::sample::Caption;
 use crate::skip::{SkipLog, SkipReason};
@@ -199,19 +199,10 @@ pub fn build(src: &EmojiSources, out: &Path) -> Result<(DatasetInfo, SkipLog)> {
         });
     }
     let dir = DatasetDir::new(out);
-    let mut splits = BTreeMap::new();
-    for (split, recs) in &by_split {
-        splits.insert(split.to_string(), write_split(&dir, split, recs)?);
-    }
-    let info = DatasetInfo {
-        name: "emoji".into(),
-        splits,
-        source: json!({
+    let info = write_dataset(&dir, "emoji", &by_split, json!({
             "packages": ["emoji-datasource-twitter@16.0.0", "emoji-datasource-google@16.0.0",
                          "cldr-annotations-full@48.2.0", "cldr-annotations-derived-full@48.2.0"],
             "licences": {"twemoji": "CC-BY-4.0", "noto-emoji": "Apache-2.0", "cldr": "Unicode-3.0"},
-        }),
-    };
-    write_info(&dir, &info)?;
+        }))?;
     Ok((info, log))
 }

@@ -8,7 +8,7 @@
 //! caption; grade 1 = the same category folder and a shared informative keyword. Split 70/10/20
 //! by a hash of the normalised caption, so one caption never spans splits.
 
-use crate::dataset::{write_info, write_split, DatasetDir, DatasetInfo, ImageRecord, Judged};
+use crate::dataset::{write_dataset, DatasetDir, DatasetInfo, ImageRecord, Judged};
 use crate::image_pipeline::{letterbox_on_white, to_rgb_on_white};
 use crate::sample::Caption;
 use crate::skip::{SkipLog, SkipReason};
@@ -288,16 +288,7 @@ pub fn build(src: &OpenclipartSources, out: &Path, side: u32) -> Result<(Dataset
         });
     }
     let dir = DatasetDir::new(out);
-    let mut splits = BTreeMap::new();
-    for (split, recs) in &by_split {
-        splits.insert(split.to_string(), write_split(&dir, split, recs)?);
-    }
-    let info = DatasetInfo {
-        name: "openclipart".into(),
-        splits,
-        source: json!({"packages": ["openclipart-png", "openclipart-svg"], "licence": "public domain", "side": side}),
-    };
-    write_info(&dir, &info)?;
+    let info = write_dataset(&dir, "openclipart", &by_split, json!({"packages": ["openclipart-png", "openclipart-svg"], "licence": "public domain", "side": side}))?;
     Ok((info, log))
 }
 

@@ -6,7 +6,7 @@
 //! "一个小的红色圆形在一个大的蓝色正方形左边"). Grade 2 = the same scene description; grade 1 = the
 //! same main object (colour and kind).
 
-use crate::dataset::{write_info, write_split, DatasetDir, DatasetInfo, ImageRecord, Judged};
+use crate::dataset::{write_dataset, DatasetDir, DatasetInfo, ImageRecord, Judged};
 use crate::sample::Caption;
 use crate::{stable_hash, DataError, Result};
 use image::{Rgb, RgbImage};
@@ -290,16 +290,7 @@ pub fn build(cfg: &SyntheticConfig, out: &std::path::Path) -> Result<DatasetInfo
     for (i, rec) in records {
         by_split.entry(split_of(cfg, i)).or_default().push(rec);
     }
-    let mut splits = BTreeMap::new();
-    for (split, recs) in &by_split {
-        splits.insert(split.to_string(), write_split(&dir, split, recs)?);
-    }
-    let info = DatasetInfo {
-        name: "synthetic".into(),
-        splits,
-        source: serde_json::to_value(cfg).expect("serialises"),
-    };
-    write_info(&dir, &info)?;
+    let info = write_dataset(&dir, "synthetic", &by_split, serde_json::to_value(cfg).expect("serialises"))?;
     Ok(info)
 }
 
