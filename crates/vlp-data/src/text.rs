@@ -15,7 +15,10 @@ use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Sequence, NFC};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{
+    AddedToken, NormalizedString, Normalizer, OffsetReferential, OffsetType, PaddingParams, PaddingStrategy,
+    PreTokenizedString, PreTokenizer, Tokenizer, TruncationParams,
+};
 
 /// Which vocabulary `vlp tokenizer train` learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +67,58 @@ fn tk_err(e: impl std::fmt::Display) -> DataError {
     DataError::Tokenizer(e.to_string())
 }
 
+/// BERT-Chinese's pipeline around a WordPiece model: clean text, a space around every CJK
+/// character, no accent stripping (it would damage other scripts), lower case; `[CLS] $A [SEP]`.
+fn bert_tokenizer(model: WordPiece) -> Result<Tokenizer> {
+    let mut tk = Tokenizer::new(model);
+    tk.with_normalizer(Some(bert_normalizer()));
+    tk.with_pre_tokenizer(Some(BertPreTokenizer));
+    tk.with_decoder(Some(WordPieceDecoder::default()));
+    let specials: Vec<AddedToken> = WORDPIECE_SPECIALS.iter().map(|s| AddedToken::from(*s, true)).collect();
+    tk.add_special_tokens(&specials);
+    if let (Some(cls), Some(sep)) = (tk.token_to_id("[CLS]"), tk.token_to_id("[SEP]")) {
+        tk.with_post_processor(Some(template("[CLS]", cls, "[SEP]", sep)?));
+    }
+    Ok(tk)
+}
+
+fn bert_normalizer() -> BertNormalizer {
+    BertNormalizer::new(true, true, Some(false), true)
+}
+
+/// The characters that occur after the first position of a word, once normalised and split
+/// as BERT does, in code point order.
+fn continuing_chars<'a>(texts: impl Iterator<Item = &'a str>) -> Result<std::collections::BTreeSet<char>> {
+    let norm = bert_normalizer();
+    let mut chars = std::collections::BTreeSet::new();
+    for text in texts {
+        let mut n = NormalizedString::from(text);
+        norm.normalize(&mut n).map_err(tk_err)?;
+        let mut words = PreTokenizedString::from(n);
+        BertPreTokenizer.pre_tokenize(&mut words).map_err(tk_err)?;
+        for (word, _, _) in words.get_splits(OffsetReferential::Original, OffsetType::Char) {
+            chars.extend(word.chars().skip(1));
+        }
+    }
+    Ok(chars)
+}
+
+/// The trained WordPiece vocabulary with ids that depend only on its tokens: the special tokens
+/// first, then the rest in byte order. `tokenizers` numbers merged tokens of equal frequency in
+/// hash-map order, so two trainings on the same captions gave different ids (and a seeded run
+/// could not be repeated).
+fn canonical_wordpiece(tk: &Tokenizer) -> Result<WordPiece> {
+    let mut rest: Vec<String> =
+        tk.get_vocab(false).into_keys().filter(|t| !WORDPIECE_SPECIALS.contains(&t.as_str())).collect();
+    rest.sort();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        WORDPIECE_SPECIALS.iter().map(|s| s.to_string()).chain(rest).enumerate().map(|(i, t)| (t, i.into())).collect();
+    // through serde, as the builder wants the crate's own hash map type
+    let model = serde_json::json!({"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+        "max_input_chars_per_word": 100, "vocab": vocab});
+    serde_json::from_str(&model.to_string()).map_err(tk_err)
+}
+
 impl TextTokenizer {
     /// Learns a vocabulary of at most `vocab_size` tokens from `texts`.
     pub fn train<I, S>(kind: VocabKind, vocab_size: usize, texts: I, context: usize) -> Result<Self>
@@ -73,24 +128,22 @@ impl TextTokenizer {
     {
         let mut tk = match kind {
             VocabKind::WordPiece => {
-                let mut tk = Tokenizer::new(WordPiece::builder().unk_token("[UNK]".into()).build().map_err(tk_err)?);
-                // BERT-Chinese: clean text, a space around every CJK character, no accent
-                // stripping (it would damage other scripts), lower case.
-                tk.with_normalizer(Some(BertNormalizer::new(true, true, Some(false), true)));
-                tk.with_pre_tokenizer(Some(BertPreTokenizer));
-                tk.with_decoder(Some(WordPieceDecoder::default()));
-                let specials = WORDPIECE_SPECIALS.iter().map(|s| AddedToken::from(*s, true)).collect();
+                let texts: Vec<S> = texts.collect();
+                // Every character that continues a word enters the vocabulary as `##c` up front:
+                // `tokenizers` otherwise numbers them in hash-map order, which changes which of
+                // two equally frequent pairs is merged, and with it the whole vocabulary.
+                let mut specials: Vec<String> = WORDPIECE_SPECIALS.iter().map(|s| s.to_string()).collect();
+                specials.extend(continuing_chars(texts.iter().map(|t| t.as_ref()))?.into_iter().map(|c| format!("##{c}")));
                 let trainer = WordPieceTrainerBuilder::default()
-                    .vocab_size(vocab_size)
+                    .vocab_size(vocab_size.max(specials.len()))
                     .min_frequency(1)
-                    .special_tokens(specials)
+                    .special_tokens(specials.into_iter().map(|s| AddedToken::from(s, true)).collect())
                     .show_progress(false)
                     .build();
                 let mut trainer: TrainerWrapper = trainer.into();
-                tk.train(&mut trainer, texts).map_err(tk_err)?;
-                let (cls, sep) = (id_of(&tk, "[CLS]")?, id_of(&tk, "[SEP]")?);
-                tk.with_post_processor(Some(template("[CLS]", cls, "[SEP]", sep)?));
-                tk
+                let mut tk = bert_tokenizer(WordPiece::builder().unk_token("[UNK]".into()).build().map_err(tk_err)?)?;
+                tk.train(&mut trainer, texts.into_iter()).map_err(tk_err)?;
+                bert_tokenizer(canonical_wordpiece(&tk)?)?
             }
             VocabKind::Bpe => {
                 let mut tk = Tokenizer::new(BPE::default());
@@ -287,6 +340,17 @@ mod tests {
         assert_eq!(&enc.mask[8..], &[1; 8]);
         // truncation keeps the closing [SEP]
         assert_eq!(enc.ids[15], tk.inner.token_to_id("[SEP]").unwrap());
+    }
+
+    #[test]
+    fn training_twice_gives_the_same_ids() {
+        for kind in [VocabKind::WordPiece, VocabKind::Bpe] {
+            let a = TextTokenizer::train(kind, 300, CORPUS.iter(), 32).unwrap();
+            for _ in 0..4 {
+                let b = TextTokenizer::train(kind, 300, CORPUS.iter(), 32).unwrap();
+                assert_eq!(a.to_json().unwrap(), b.to_json().unwrap(), "{kind:?}");
+            }
+        }
     }
 
     #[test]

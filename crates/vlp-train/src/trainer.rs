@@ -112,6 +112,18 @@ impl Log {
     }
 }
 
+/// The backend's random generator is one per process: two runs initialising at once (tests do)
+/// would interleave their draws, so seeding and drawing happen under one lock. burn initialises
+/// parameters lazily, on first use, so every one is touched here, in a fixed order.
+fn seeded_init<B: AutodiffBackend>(cfg: &RunConfig, device: &B::Device) -> vlp_model::DualEncoder<B> {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    B::seed(device, cfg.train.seed);
+    let model = cfg.model.init::<B>(device);
+    crate::optimizer::all_finite(&model); // reads, and so initialises, every parameter
+    model
+}
+
 pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<TrainSummary> {
     std::fs::create_dir_all(&job.out).map_err(|e| TrainError::Other(format!("{}: {e}", job.out.display())))?;
     let (mut model, mut optim, mut state, tokenizer, cfg) = if job.resume {
@@ -139,8 +151,7 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
         }
         let cfg = job.config.clone();
         let tokenizer = tokenizer_for(job)?;
-        B::seed(device, cfg.train.seed);
-        let model = cfg.model.init::<B>(device);
+        let model = seeded_init::<B>(&cfg, device);
         let optim = ClipOptimizer::new(&model, &cfg.train);
         (model, optim, TrainState::default(), tokenizer, cfg)
     };
