@@ -21,6 +21,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Train a dual encoder.
     Train(cmd::train::TrainArgs),
+    /// Draw a run's training curves, or compare runs, as PNG.
+    Plot(cmd::plot::PlotArgs),
     /// Score a TREC run against qrels, printing trec_eval's format.
     TrecEval(cmd::trec_eval::TrecEvalArgs),
     /// Micro-benchmarks that are timed beside peers (see BENCHMARKS.md).
@@ -34,6 +36,7 @@ fn main() {
         Command::Tokenizer(a) => cmd::tokenizer::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Train(a) => cmd::train::run(a),
+        Command::Plot(a) => cmd::plot::run(a),
         Command::TrecEval(a) => cmd::trec_eval::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };

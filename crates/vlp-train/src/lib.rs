@@ -8,11 +8,13 @@
 //! - [`embed`]: encoding images and texts in batches, for validation, evaluation and indexing.
 //! - [`retrieval`]: exact retrieval both ways and its R@k.
 //! - [`trainer`]: the loop, with progress, a JSONL log and validation.
+//! - [`plots`]: `curves.png` of a run, redrawn from its logs.
 
 pub mod checkpoint;
 pub mod config;
 pub mod embed;
 pub mod optimizer;
+pub mod plots;
 pub mod retrieval;
 pub mod schedule;
 pub mod trainer;

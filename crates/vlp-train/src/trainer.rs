@@ -112,6 +112,13 @@ impl Log {
     }
 }
 
+/// A chart that cannot be drawn is worth a warning, not a stopped run.
+fn redraw_curves(run: &Path, bar: &ProgressBar) {
+    if let Err(e) = crate::plots::training_curves(run) {
+        bar.println(format!("warning: curves.png not drawn: {e}"));
+    }
+}
+
 /// The backend's random generator is one per process: two runs initialising at once (tests do)
 /// would interleave their draws, so seeding and drawing happen under one lock. burn initialises
 /// parameters lazily, on first use, so every one is touched here, in a fixed order.
@@ -236,6 +243,7 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
             // next batch: weights can be finite and still overflow in the forward pass.
             if let Some(at) = pending.take() {
                 last_checkpoint = checkpoint::save(&job.out, &model, &optim, &at, &cfg, &tokenizer)?;
+                redraw_curves(&job.out, &bar);
             }
             let lr = lr_at(state.step, t.lr, t.warmup_steps, total);
             let grads = out.total.backward();
@@ -300,6 +308,7 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
     }
     bar.finish_and_clear();
     let final_val = run_val(&model, state.step, &mut val_log, &bar)?.or(last_val);
+    redraw_curves(&job.out, &bar);
     Ok(TrainSummary {
         state,
         final_loss: last_loss,
