@@ -25,6 +25,8 @@ enum Command {
     Plot(cmd::plot::PlotArgs),
     /// Score a TREC run against qrels, printing trec_eval's format.
     TrecEval(cmd::trec_eval::TrecEvalArgs),
+    /// Zero-shot classification by prompt templates: top-1/top-5 accuracy.
+    Zeroshot(cmd::zeroshot::ZeroShotArgs),
     /// Micro-benchmarks that are timed beside peers (see BENCHMARKS.md).
     Bench(cmd::bench::BenchArgs),
 }
@@ -38,6 +40,7 @@ fn main() {
         Command::Train(a) => cmd::train::run(a),
         Command::Plot(a) => cmd::plot::run(a),
         Command::TrecEval(a) => cmd::trec_eval::run(a),
+        Command::Zeroshot(a) => cmd::zeroshot::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {

@@ -152,7 +152,7 @@ pub fn markdown(rows: &[Row], split: &str, data: &str) -> String {
     s
 }
 
-fn model_name(path: &Path) -> String {
+pub(crate) fn model_name(path: &Path) -> String {
     path.components().rev().find_map(|c| {
         let s = c.as_os_str().to_string_lossy();
         (!s.starts_with("ckpt-") && s != "." && !s.is_empty()).then(|| s.into_owned())

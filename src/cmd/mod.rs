@@ -7,3 +7,4 @@ pub mod plot;
 pub mod tokenizer;
 pub mod train;
 pub mod trec_eval;
+pub mod zeroshot;

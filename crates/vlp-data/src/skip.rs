@@ -36,6 +36,8 @@ pub enum SkipReason {
     ManifestBadLine,
     /// A CSV/TSV row lacks a column or cannot be parsed.
     CsvBadRow,
+    /// The sample lacks the metadata field a task needs (zero-shot's label field).
+    FieldMissing,
 }
 
 impl SkipReason {
@@ -55,6 +57,7 @@ impl SkipReason {
             SkipReason::ShardTruncated => "tar shard is cut off",
             SkipReason::ManifestBadLine => "manifest line is not a valid JSON record",
             SkipReason::CsvBadRow => "CSV/TSV row is malformed",
+            SkipReason::FieldMissing => "sample lacks the field asked for",
         }
     }
 }

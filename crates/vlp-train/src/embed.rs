@@ -28,7 +28,7 @@ impl Embeddings {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.vectors[i * self.dim..(i + 1) * self.dim]
     }
-    fn push_rows(&mut self, ids: Vec<String>, t: Tensor<impl Backend, 2>) {
+    pub fn push_rows(&mut self, ids: Vec<String>, t: Tensor<impl Backend, 2>) {
         let [_, d] = t.dims();
         self.dim = d;
         self.ids.extend(ids);
@@ -44,8 +44,23 @@ pub fn embed_images<B: Backend>(
     batch: usize,
     device: &B::Device,
 ) -> (Embeddings, SkipLog) {
-    let px = (3 * cfg.size * cfg.size) as usize;
     let mut out = Embeddings::default();
+    let log = for_each_image_batch::<B>(images, cfg, batch, device, |ids, x| {
+        out.push_rows(ids, model.encode_image(x).global);
+    });
+    (out, log)
+}
+
+/// Decodes `images` (in parallel, centre-cropped) and hands each batch to `f` as ids and a
+/// `[n, 3, size, size]` tensor; images that fail to decode are skipped and counted.
+pub fn for_each_image_batch<B: Backend>(
+    images: &[Sample],
+    cfg: &ImageConfig,
+    batch: usize,
+    device: &B::Device,
+    mut f: impl FnMut(Vec<String>, Tensor<B, 4>),
+) -> SkipLog {
+    let px = (3 * cfg.size * cfg.size) as usize;
     let mut log = SkipLog::new();
     for chunk in images.chunks(batch.max(1)) {
         let decoded: Vec<Result<(String, Vec<f32>), Skip>> = chunk
@@ -73,10 +88,9 @@ pub fn embed_images<B: Backend>(
         }
         let n = ids.len();
         let s = cfg.size as usize;
-        let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, s, s]), device);
-        out.push_rows(ids, model.encode_image(x).global);
+        f(ids, Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, s, s]), device));
     }
-    (out, log)
+    log
 }
 
 /// `[batch, context]` id and mask tensors for a batch of texts.

@@ -8,6 +8,7 @@
 //! - [`embed`]: encoding images and texts in batches, for validation, evaluation and indexing.
 //! - [`retrieval`]: exact retrieval both ways and its R@k.
 //! - [`trainer`]: the loop, with progress, a JSONL log and validation.
+//! - [`zeroshot`]: zero-shot classification with prompt ensembles, CLIP's and FILIP's way.
 //! - [`plots`]: `curves.png` of a run, redrawn from its logs.
 
 pub mod checkpoint;
@@ -18,6 +19,7 @@ pub mod plots;
 pub mod retrieval;
 pub mod schedule;
 pub mod trainer;
+pub mod zeroshot;
 
 pub use config::RunConfig;
 
