@@ -27,11 +27,34 @@ enum BenchCommand {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Training steps of a config's model on random images and token ids (both towers forward,
+    /// the configured loss, backward, AdamW): what `../shared/peers/openclip_bench.py` times.
+    /// Prints median step time, samples/s and peak memory.
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Timed steps; the first two are warm-up and not counted.
+        #[arg(long, default_value_t = 12)]
+        steps: usize,
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: super::train::Device,
+    },
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.command {
         BenchCommand::Decode { dir, size, repeat, threads } => decode(&dir, size, repeat, threads),
+        BenchCommand::Train { config, batch, steps, device } => match device {
+            super::train::Device::Cpu => train_steps::<burn::backend::Autodiff<burn::backend::Flex>>(&config, batch, steps, &Default::default()),
+            #[cfg(feature = "cuda")]
+            super::train::Device::Cuda => {
+                train_steps::<burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::bf16>>>(&config, batch, steps, &Default::default())
+            }
+            #[cfg(not(feature = "cuda"))]
+            super::train::Device::Cuda => bail!("--device cuda: this vlp was built without the `cuda` feature"),
+        },
     }
 }
 
@@ -83,6 +106,56 @@ fn decode(dir: &PathBuf, size: u32, repeat: usize, threads: Option<usize>) -> Re
         files.len(),
         pool.current_num_threads(),
         n as f64 / secs
+    );
+    Ok(())
+}
+
+/// Peak resident memory of this process so far, from the kernel (`VmHWM`), in MiB.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn train_steps<B: burn::tensor::backend::AutodiffBackend>(
+    config: &PathBuf,
+    batch: Option<usize>,
+    steps: usize,
+    device: &B::Device,
+) -> Result<()> {
+    use burn::tensor::{Distribution, Int, Tensor};
+    let cfg = vlp_train::RunConfig::load(config)?;
+    let n = batch.unwrap_or(cfg.train.batch_size);
+    let (size, ctx, vocab) = (cfg.model.image_size(), cfg.model.text.context_length, cfg.model.text.vocab_size);
+    B::seed(device, 0);
+    let mut model = cfg.model.init::<B>(device);
+    let mut optim = vlp_train::optimizer::ClipOptimizer::new(&model, &cfg.train);
+    let mut times = Vec::with_capacity(steps);
+    for _ in 0..steps.max(3) {
+        let t0 = Instant::now();
+        let images = Tensor::<B, 4>::random([n, 3, size, size], Distribution::Normal(0.0, 1.0), device);
+        let ids = Tensor::<B, 2, Int>::random([n, ctx], Distribution::Uniform(1.0, (vocab - 1) as f64), device);
+        let mask = Tensor::<B, 2>::ones([n, ctx], device);
+        let loss = model.loss(images, ids, mask, &cfg.loss).total;
+        let grads = loss.backward();
+        model = match optim.step(1e-4, model, grads) {
+            Ok((m, _)) => m,
+            Err((_, norm)) => bail!("gradient norm {norm} on random inputs"),
+        };
+        // reading one weight waits for the step to finish on an asynchronous device
+        let _ = model.logit_scale.val().into_data();
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    let mut warm = times[2..].to_vec();
+    warm.sort_by(f64::total_cmp);
+    let median = warm[warm.len() / 2];
+    println!(
+        "RESULT peer=vlp config={} batch={n} loss=global{} median_step_ms={:.1} samples_per_s={:.1} peak_rss_mb={:.0}",
+        config.display(),
+        if cfg.loss.token_weight > 0.0 { "+token" } else { "" },
+        median * 1e3,
+        n as f64 / median,
+        peak_rss_mib().unwrap_or(f64::NAN)
     );
     Ok(())
 }
