@@ -1,0 +1,415 @@
+//! An index directory: a corpus of items (images with their captions and metadata) and texts,
+//! both embedded, each with an HNSW graph, and a caption index.
+//!
+//! ```text
+//! index/NAME/index.json      version, model identity, HNSW parameters, counts, file checksums
+//!            items.jsonl     one item per image row: id, image, captions, metadata
+//!            texts.jsonl     one text per text row: id, text, lang, field
+//!            images.vec      image embeddings (rows = items)     + images.hnsw.{graph,data}
+//!            texts.vec       text embeddings (rows = texts)      + texts.hnsw.{graph,data}
+//!            captions/       tantivy, one document per item
+//! ```
+//! A build writes `.NAME.building/` and renames it into place, so an interrupted build leaves
+//! the previous index untouched.
+
+use crate::ann::{HnswConfig, HnswIndex};
+use crate::captions::CaptionIndex;
+use crate::exact::{top_k, Hit};
+use crate::fusion::{reciprocal_rank_fusion, RRF_K};
+use crate::store::{fnv64, write_store, VectorStore};
+use crate::{IndexError, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const VERSION: u32 = 1;
+
+/// One caption or keyword line of an item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemText {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// A searchable image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    pub id: String,
+    /// Where the image file is (absolute, or as the data named it).
+    pub image: String,
+    pub captions: Vec<ItemText>,
+    #[serde(default)]
+    pub meta: Map<String, Value>,
+}
+
+/// A text that image queries can find.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextEntry {
+    pub id: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexInfo {
+    pub version: u32,
+    pub model: String,
+    pub dim: usize,
+    pub hnsw: HnswConfig,
+    pub items: usize,
+    pub texts: usize,
+    /// File name → FNV-1a 64 (hex) of the files that are not self-checking.
+    pub checksums: BTreeMap<String, String>,
+    /// Free-form provenance: checkpoint, data, split.
+    #[serde(default)]
+    pub source: Map<String, Value>,
+}
+
+/// Everything a build needs; vectors are `[rows, dim]` row-major and L2-normalised.
+pub struct BuildInput {
+    pub model: String,
+    pub dim: usize,
+    pub hnsw: HnswConfig,
+    pub items: Vec<Item>,
+    pub image_vectors: Vec<f32>,
+    pub texts: Vec<TextEntry>,
+    pub text_vectors: Vec<f32>,
+    pub source: Map<String, Value>,
+}
+
+fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
+    let mut s = String::new();
+    for r in rows {
+        s.push_str(&serde_json::to_string(r).expect("serialises"));
+        s.push('\n');
+    }
+    std::fs::write(path, s).map_err(|e| IndexError::io(path, e))
+}
+
+fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).map_err(|e| IndexError::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| IndexError::Corrupt { path: format!("{}:{}", path.display(), i + 1), message: e.to_string() })
+        })
+        .collect()
+}
+
+fn file_checksum(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| IndexError::io(path, e))?;
+    Ok(format!("{:016x}", fnv64(&[&bytes])))
+}
+
+const CHECKED: [&str; 6] = ["items.jsonl", "texts.jsonl", "images.hnsw.graph", "images.hnsw.data", "texts.hnsw.graph", "texts.hnsw.data"];
+
+/// Builds the whole index in a temporary directory beside `dir`, then swaps it in.
+pub fn build(dir: &Path, input: BuildInput) -> Result<IndexInfo> {
+    let BuildInput { model, dim, hnsw, items, image_vectors, texts, text_vectors, source } = input;
+    let name = dir.file_name().and_then(|n| n.to_str()).ok_or_else(|| IndexError::Invalid(format!("{}: not a directory name", dir.display())))?;
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| IndexError::io(parent, e))?;
+    let tmp = parent.join(format!(".{name}.building"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
+    write_jsonl(&tmp.join("items.jsonl"), &items)?;
+    write_jsonl(&tmp.join("texts.jsonl"), &texts)?;
+    let item_ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+    let text_ids: Vec<String> = texts.iter().map(|t| t.id.clone()).collect();
+    write_store(&tmp.join("images.vec"), &item_ids, dim, &image_vectors, &model)?;
+    write_store(&tmp.join("texts.vec"), &text_ids, dim, &text_vectors, &model)?;
+    HnswIndex::build(&image_vectors, dim, hnsw).save(&tmp, "images")?;
+    HnswIndex::build(&text_vectors, dim, hnsw).save(&tmp, "texts")?;
+    CaptionIndex::build(
+        &tmp.join("captions"),
+        items.iter().enumerate().map(|(r, it)| (r, it.captions.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(" | "))),
+    )?;
+    let mut checksums = BTreeMap::new();
+    for f in CHECKED {
+        checksums.insert(f.to_string(), file_checksum(&tmp.join(f))?);
+    }
+    let info = IndexInfo { version: VERSION, model, dim, hnsw, items: items.len(), texts: texts.len(), checksums, source };
+    std::fs::write(tmp.join("index.json"), serde_json::to_string_pretty(&info).expect("serialises")).map_err(|e| IndexError::io(&tmp, e))?;
+    // swap: the old index moves aside, the new one in, then the old one goes
+    let old = parent.join(format!(".{name}.old"));
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| IndexError::io(&old, e))?;
+    }
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(|e| IndexError::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| IndexError::io(dir, e))?;
+    if old.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(info)
+}
+
+/// `FIELD=VALUE`: an item matches when its metadata field equals VALUE (or, for a list, holds
+/// it), or, for `lang`, when one of its captions is in that language.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub field: String,
+    pub value: String,
+}
+
+impl std::str::FromStr for Filter {
+    type Err = IndexError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.split_once('=') {
+            Some((f, v)) if !f.trim().is_empty() => Ok(Filter { field: f.trim().into(), value: v.trim().into() }),
+            _ => Err(IndexError::Invalid(format!("filter {s:?}: expected FIELD=VALUE, e.g. lang=zh or style=google"))),
+        }
+    }
+}
+
+impl Filter {
+    pub fn matches(&self, item: &Item) -> bool {
+        let eq = |v: &Value| match v {
+            Value::String(s) => s == &self.value,
+            Value::Number(n) => n.to_string() == self.value,
+            Value::Bool(b) => b.to_string() == self.value,
+            _ => false,
+        };
+        match item.meta.get(&self.field) {
+            Some(Value::Array(list)) => list.iter().any(eq),
+            Some(v) => eq(v),
+            None if self.field == "lang" => item.captions.iter().any(|c| c.lang.as_deref() == Some(self.value.as_str())),
+            None => false,
+        }
+    }
+}
+
+/// How a text query is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Dense,
+    Bm25,
+    Hybrid,
+}
+
+/// A ranked item with its score (inner product, BM25 or fused, by mode).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ranked {
+    pub row: usize,
+    pub score: f32,
+}
+
+/// An opened index.
+pub struct RetrievalIndex {
+    pub dir: PathBuf,
+    pub info: IndexInfo,
+    pub items: Vec<Item>,
+    pub texts: Vec<TextEntry>,
+    pub image_vectors: VectorStore,
+    pub text_vectors: VectorStore,
+    image_graph: HnswIndex,
+    text_graph: HnswIndex,
+    pub captions: CaptionIndex,
+}
+
+impl RetrievalIndex {
+    /// Opens and checks every part; a missing, truncated, altered or foreign file is named.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let info_path = dir.join("index.json");
+        let text = std::fs::read_to_string(&info_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                IndexError::Corrupt { path: info_path.display().to_string(), message: "missing: not a vlp index, or its build did not finish".into() }
+            } else {
+                IndexError::io(&info_path, e)
+            }
+        })?;
+        let info: IndexInfo = serde_json::from_str(&text).map_err(|e| IndexError::Corrupt { path: info_path.display().to_string(), message: e.to_string() })?;
+        if info.version != VERSION {
+            return Err(IndexError::Corrupt {
+                path: info_path.display().to_string(),
+                message: format!("index format version {}, this vlp reads version {VERSION}; rebuild the index", info.version),
+            });
+        }
+        for f in CHECKED {
+            let p = dir.join(f);
+            let want = info.checksums.get(f).ok_or_else(|| IndexError::Corrupt { path: info_path.display().to_string(), message: format!("no checksum for {f}") })?;
+            if !p.is_file() {
+                return Err(IndexError::Corrupt { path: p.display().to_string(), message: "missing".into() });
+            }
+            if &file_checksum(&p)? != want {
+                return Err(IndexError::Corrupt { path: p.display().to_string(), message: "checksum mismatch: changed or damaged since the build".into() });
+            }
+        }
+        let items: Vec<Item> = read_jsonl(&dir.join("items.jsonl"))?;
+        let texts: Vec<TextEntry> = read_jsonl(&dir.join("texts.jsonl"))?;
+        let image_vectors = VectorStore::open(&dir.join("images.vec"))?;
+        let text_vectors = VectorStore::open(&dir.join("texts.vec"))?;
+        for (store, n) in [(&image_vectors, items.len()), (&text_vectors, texts.len())] {
+            if store.len() != n || store.header.model != info.model || store.dim() != info.dim {
+                return Err(IndexError::Corrupt { path: store.path.display().to_string(), message: "does not belong with index.json (rows, model or width differ)".into() });
+            }
+        }
+        let image_graph = HnswIndex::load(dir, "images", info.hnsw)?;
+        let text_graph = HnswIndex::load(dir, "texts", info.hnsw)?;
+        let captions = CaptionIndex::open(&dir.join("captions"))?;
+        Ok(RetrievalIndex { dir: dir.to_path_buf(), info, items, texts, image_vectors, text_vectors, image_graph, text_graph, captions })
+    }
+
+    fn keep_items<'a>(&'a self, filters: &'a [Filter]) -> impl Fn(usize) -> bool + Sync + 'a {
+        move |r| filters.iter().all(|f| f.matches(&self.items[r]))
+    }
+
+    /// Images for a query embedding (text→image, or image→image), HNSW or exact.
+    pub fn dense_images(&self, query: &[f32], model: &str, k: usize, ef: Option<usize>, exact: bool, filters: &[Filter]) -> Result<Vec<Hit>> {
+        self.image_vectors.check_query(model, query.len())?;
+        let keep = self.keep_items(filters);
+        Ok(if exact {
+            top_k(self.image_vectors.vectors(), self.info.dim, query, k, &keep)
+        } else if filters.is_empty() {
+            self.image_graph.search(query, k, ef, None)
+        } else {
+            self.image_graph.search(query, k, ef, Some(&keep))
+        })
+    }
+
+    /// Texts for a query embedding (image→text).
+    pub fn dense_texts(&self, query: &[f32], model: &str, k: usize, ef: Option<usize>, exact: bool) -> Result<Vec<Hit>> {
+        self.text_vectors.check_query(model, query.len())?;
+        Ok(if exact { top_k(self.text_vectors.vectors(), self.info.dim, query, k, &|_| true) } else { self.text_graph.search(query, k, ef, None) })
+    }
+
+    /// Images for a text query: dense (needs `embedding`), BM25 over captions, or both fused.
+    #[allow(clippy::too_many_arguments)]
+    pub fn text_to_images(
+        &self,
+        text: &str,
+        embedding: Option<(&[f32], &str)>,
+        mode: Mode,
+        k: usize,
+        ef: Option<usize>,
+        exact: bool,
+        filters: &[Filter],
+    ) -> Result<Vec<Ranked>> {
+        let dense = |depth: usize| -> Result<Vec<Hit>> {
+            let (q, model) = embedding.ok_or_else(|| IndexError::Invalid("dense search needs the query's embedding".into()))?;
+            self.dense_images(q, model, depth, ef, exact, filters)
+        };
+        let keep = self.keep_items(filters);
+        match mode {
+            Mode::Dense => Ok(dense(k)?.into_iter().map(|h| Ranked { row: h.row, score: h.score }).collect()),
+            Mode::Bm25 => Ok(self.captions.search(text, k, &keep)?.into_iter().map(|(row, score)| Ranked { row, score }).collect()),
+            Mode::Hybrid => {
+                // fuse deeper lists than asked for, so an item ranked well by one list and
+                // just below k by the other still counts
+                let depth = (k * 4).max(50);
+                let d: Vec<String> = dense(depth)?.iter().map(|h| h.row.to_string()).collect();
+                let b: Vec<String> = self.captions.search(text, depth, &keep)?.iter().map(|h| h.0.to_string()).collect();
+                Ok(reciprocal_rank_fusion(&[d, b], RRF_K)
+                    .into_iter()
+                    .take(k)
+                    .map(|(row, s)| Ranked { row: row.parse().expect("row numbers"), score: s as f32 })
+                    .collect())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    fn input(n: usize) -> BuildInput {
+        let dim = 4;
+        let mut items = Vec::new();
+        let mut iv = Vec::new();
+        let mut texts = Vec::new();
+        let mut tv = Vec::new();
+        for i in 0..n {
+            let colour = ["red", "blue"][i % 2];
+            let zh = ["红色", "蓝色"][i % 2];
+            let v = unit(&[1.0 + (i % 2) as f32 * 3.0, (i as f32 * 0.7).sin(), (i as f32 * 1.3).cos(), 0.2]);
+            let mut meta = Map::new();
+            meta.insert("style".into(), Value::String(["google", "twitter"][i % 2].into()));
+            items.push(Item {
+                id: format!("img{i}"),
+                image: format!("images/{i}.png"),
+                captions: vec![
+                    ItemText { text: format!("a {colour} thing {i}"), lang: Some("en".into()), field: None },
+                    ItemText { text: format!("{zh}的东西"), lang: Some("zh".into()), field: None },
+                ],
+                meta,
+            });
+            iv.extend(&v);
+            texts.push(TextEntry { id: format!("t{i}"), text: format!("a {colour} thing {i}"), lang: Some("en".into()), field: None });
+            tv.extend(&v);
+        }
+        BuildInput { model: "m1".into(), dim, hnsw: HnswConfig::default(), items, image_vectors: iv, texts, text_vectors: tv, source: Map::new() }
+    }
+
+    #[test]
+    fn builds_opens_searches_every_way_and_refuses_damage() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("idx");
+        build(&dir, input(200)).unwrap();
+        let idx = RetrievalIndex::open(&dir).unwrap();
+        let q = unit(&[1.0, 0.0, 1.0, 0.2]);
+        let exact = idx.dense_images(&q, "m1", 10, None, true, &[]).unwrap();
+        let ann = idx.dense_images(&q, "m1", 10, Some(64), false, &[]).unwrap();
+        assert_eq!(exact.iter().map(|h| h.row).collect::<Vec<_>>(), ann.iter().map(|h| h.row).collect::<Vec<_>>());
+        assert!(idx.dense_images(&q, "other-model", 10, None, false, &[]).unwrap_err().to_string().contains("other-model"));
+        let twitter: Filter = "style=twitter".parse().unwrap();
+        let f = idx.dense_images(&q, "m1", 10, None, false, std::slice::from_ref(&twitter)).unwrap();
+        assert!(f.len() == 10 && f.iter().all(|h| h.row % 2 == 1));
+        let bm25 = idx.text_to_images("蓝色", None, Mode::Bm25, 5, None, false, &[]).unwrap();
+        assert!(bm25.len() == 5 && bm25.iter().all(|r| r.row % 2 == 1));
+        // hybrid = RRF of the two lists at depth 50, recomputed here by hand
+        let hybrid = idx.text_to_images("thing 7", Some((&q, "m1")), Mode::Hybrid, 5, None, true, &[]).unwrap();
+        let d = idx.text_to_images("", Some((&q, "m1")), Mode::Dense, 50, None, true, &[]).unwrap();
+        let b = idx.text_to_images("thing 7", None, Mode::Bm25, 50, None, false, &[]).unwrap();
+        assert_eq!(b[0].row, 7);
+        let rrf = |row: usize| -> f32 {
+            [&d, &b].iter().filter_map(|l| l.iter().position(|r| r.row == row)).map(|p| 1.0 / (61.0 + p as f32)).sum()
+        };
+        for r in &hybrid {
+            assert!((r.score - rrf(r.row)).abs() < 1e-6, "{hybrid:?}");
+        }
+        assert!(hybrid.windows(2).all(|w| w[0].score >= w[1].score));
+        assert!("nonsense".parse::<Filter>().is_err());
+        assert!("lang=zh".parse::<Filter>().unwrap().matches(&idx.items[0]));
+
+        // damage, one file at a time: each is named
+        for f in ["images.hnsw.graph", "items.jsonl", "images.vec", "index.json"] {
+            let p = dir.join(f);
+            let good = std::fs::read(&p).unwrap();
+            std::fs::write(&p, &good[..good.len() / 2]).unwrap();
+            let e = RetrievalIndex::open(&dir).err().unwrap_or_else(|| panic!("{f} accepted")).to_string();
+            assert!(e.contains(f), "{f}: {e}");
+            std::fs::write(&p, &good).unwrap();
+        }
+        std::fs::remove_file(dir.join("texts.hnsw.data")).unwrap();
+        assert!(RetrievalIndex::open(&dir).err().unwrap().to_string().contains("texts.hnsw.data"));
+    }
+
+    #[test]
+    fn a_failed_rebuild_keeps_the_old_index() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("idx");
+        build(&dir, input(20)).unwrap();
+        let mut bad = input(20);
+        bad.image_vectors.pop(); // wrong length: the build fails part way
+        assert!(build(&dir, bad).is_err());
+        assert_eq!(RetrievalIndex::open(&dir).unwrap().items.len(), 20);
+    }
+}

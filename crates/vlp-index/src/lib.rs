@@ -1,0 +1,48 @@
+//! Retrieval over embeddings and captions: vectors and text in, ranked ids out.
+//!
+//! - [`store`]: one modality's vectors in a memory-mapped file that records the model that made
+//!   them and a checksum.
+//! - [`exact`]: brute-force inner-product search, the ground truth.
+//! - [`ann`]: HNSW (`hnsw_rs`) over normalised vectors.
+//! - [`captions`]: a tantivy BM25 index of captions, English and Chinese.
+//! - [`fusion`]: reciprocal rank fusion of dense and BM25 lists.
+//! - [`catalog`]: an index directory that holds all of these for a corpus of images and texts,
+//!   written whole or not at all.
+//!
+//! Nothing here knows how vectors are made; the crate has no burn dependency.
+
+pub mod ann;
+pub mod captions;
+pub mod catalog;
+pub mod exact;
+pub mod fusion;
+pub mod npy;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Corrupt { path: String, message: String },
+    #[error("{path} was built with model {index}, but the query was embedded by model {query}; embed queries with the index's own checkpoint")]
+    ModelMismatch { path: String, index: String, query: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl IndexError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        IndexError::Io { path: path.display().to_string(), source }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, IndexError>;
+
+/// `DIR/.NAME.tmp`, beside `path`, for write-then-rename.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    path.with_file_name(format!(".{name}.tmp"))
+}

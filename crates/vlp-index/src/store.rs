@@ -1,0 +1,224 @@
+//! One modality's embeddings in one file, memory-mapped.
+//!
+//! ```text
+//! "VLPVEC01"                 8 bytes
+//! header length (u32 LE)     then the header, JSON: dim, rows, model identity, checksum
+//! padding to 64 bytes
+//! rows × dim f32 LE          the vectors
+//! ids                        UTF-8, one per line
+//! ```
+//! The checksum (64-bit FNV-1a over vectors and ids) is checked on open, so a corrupted file is
+//! refused rather than searched.
+
+use crate::{IndexError, Result};
+use memmap2::Mmap;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"VLPVEC01";
+const ALIGN: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreHeader {
+    pub dim: usize,
+    pub rows: usize,
+    /// What made the vectors: a hash of the model's weights and config. Queries must come from
+    /// the same model.
+    pub model: String,
+    /// Byte offset of the ids.
+    pub ids_offset: usize,
+    pub ids_len: usize,
+    /// FNV-1a 64 of the vector and id bytes, hex.
+    pub checksum: String,
+}
+
+/// 64-bit FNV-1a, eight bytes at a time (a format checksum, not a cryptographic hash).
+pub fn fnv64(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for bytes in parts {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            h ^= u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        for &b in chunks.remainder() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn corrupt(path: &Path, what: impl std::fmt::Display) -> IndexError {
+    IndexError::Corrupt { path: path.display().to_string(), message: what.to_string() }
+}
+
+/// Writes `vectors` (`[ids.len(), dim]` row-major) under a temporary name, then renames.
+pub fn write_store(path: &Path, ids: &[String], dim: usize, vectors: &[f32], model: &str) -> Result<()> {
+    if vectors.len() != ids.len() * dim {
+        return Err(IndexError::Invalid(format!("{} floats for {} ids of width {dim}", vectors.len(), ids.len())));
+    }
+    if let Some(bad) = ids.iter().find(|i| i.contains('\n') || i.is_empty()) {
+        return Err(IndexError::Invalid(format!("item id {bad:?}: ids must be non-empty and one line")));
+    }
+    let data: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let id_bytes = ids.join("\n").into_bytes();
+    let checksum = format!("{:016x}", fnv64(&[&data, &id_bytes]));
+    // the header's own length moves the data; settle it with a fixed-width offset field
+    let mut header = StoreHeader { dim, rows: ids.len(), model: model.into(), ids_offset: 0, ids_len: id_bytes.len(), checksum };
+    let data_offset = |h: &StoreHeader| {
+        let json_len = serde_json::to_vec(h).expect("serialises").len();
+        (8 + 4 + json_len).div_ceil(ALIGN) * ALIGN
+    };
+    header.ids_offset = usize::MAX / 2; // widest the field will be
+    let start = data_offset(&header);
+    header.ids_offset = start + data.len();
+    let json = serde_json::to_vec(&header).expect("serialises");
+    let tmp = crate::temp_path(path);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?);
+    let mut put = |b: &[u8]| f.write_all(b).map_err(|e| IndexError::io(&tmp, e));
+    put(MAGIC)?;
+    // the padding is part of the header (JSON allows trailing spaces), so data starts at `start`
+    put(&((start - 12) as u32).to_le_bytes())?;
+    put(&json)?;
+    put(&vec![b' '; start - 12 - json.len()])?;
+    put(&data)?;
+    put(&id_bytes)?;
+    f.into_inner().map_err(|e| IndexError::io(&tmp, e.into_error()))?.sync_all().map_err(|e| IndexError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| IndexError::io(path, e))
+}
+
+/// An opened store: the header, the ids, and the vectors in place.
+pub struct VectorStore {
+    pub header: StoreHeader,
+    pub ids: Vec<String>,
+    map: Mmap,
+    data_offset: usize,
+    pub path: PathBuf,
+}
+
+impl VectorStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| IndexError::io(path, e))?;
+        // SAFETY: the file is only ever replaced by rename, never written in place.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| IndexError::io(path, e))?;
+        if map.len() < 12 || &map[..8] != MAGIC {
+            return Err(corrupt(path, "not a vlp vector store (bad magic; wrong file or another version)"));
+        }
+        let json_len = u32::from_le_bytes(map[8..12].try_into().expect("4 bytes")) as usize;
+        let json = map.get(12..12 + json_len).ok_or_else(|| corrupt(path, "header cut off"))?;
+        let header: StoreHeader = serde_json::from_slice(json).map_err(|e| corrupt(path, format!("header: {e}")))?;
+        let data_offset = (12 + json_len).div_ceil(ALIGN) * ALIGN;
+        let data_len = header.rows.checked_mul(header.dim).and_then(|n| n.checked_mul(4));
+        let expected = data_len.and_then(|d| data_offset.checked_add(d)).filter(|&e| e == header.ids_offset);
+        let end = expected.and_then(|e| e.checked_add(header.ids_len));
+        if end != Some(map.len()) {
+            return Err(corrupt(
+                path,
+                format!("{} bytes, but its header describes {} rows of {} floats and {} id bytes (truncated?)", map.len(), header.rows, header.dim, header.ids_len),
+            ));
+        }
+        let data = &map[data_offset..header.ids_offset];
+        let id_bytes = &map[header.ids_offset..];
+        if format!("{:016x}", fnv64(&[data, id_bytes])) != header.checksum {
+            return Err(corrupt(path, "checksum mismatch: the vectors or ids were changed or damaged"));
+        }
+        let ids_text = std::str::from_utf8(id_bytes).map_err(|_| corrupt(path, "ids are not UTF-8"))?;
+        let ids: Vec<String> = if header.rows == 0 { Vec::new() } else { ids_text.split('\n').map(String::from).collect() };
+        if ids.len() != header.rows {
+            return Err(corrupt(path, format!("{} ids for {} rows", ids.len(), header.rows)));
+        }
+        Ok(VectorStore { header, ids, map, data_offset, path: path.to_path_buf() })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.header.dim
+    }
+    pub fn len(&self) -> usize {
+        self.header.rows
+    }
+    pub fn is_empty(&self) -> bool {
+        self.header.rows == 0
+    }
+
+    /// All vectors, `[rows, dim]`.
+    pub fn vectors(&self) -> &[f32] {
+        let bytes = &self.map[self.data_offset..self.header.ids_offset];
+        // the data starts 64-byte aligned in a page-aligned map, so the cast is aligned
+        bytemuck_f32(bytes)
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.vectors()[i * self.dim()..(i + 1) * self.dim()]
+    }
+
+    /// Refuses a query vector made by another model or of another width.
+    pub fn check_query(&self, model: &str, dim: usize) -> Result<()> {
+        if model != self.header.model {
+            return Err(IndexError::ModelMismatch {
+                path: self.path.display().to_string(),
+                index: self.header.model.clone(),
+                query: model.to_string(),
+            });
+        }
+        if dim != self.dim() {
+            return Err(IndexError::Invalid(format!("query has {dim} dimensions, {} holds {}", self.path.display(), self.dim())));
+        }
+        Ok(())
+    }
+}
+
+fn bytemuck_f32(bytes: &[u8]) -> &[f32] {
+    assert!(bytes.as_ptr() as usize % 4 == 0 && bytes.len() % 4 == 0, "aligned f32 data");
+    // SAFETY: aligned (checked), length a multiple of 4, and every bit pattern is a valid f32;
+    // the bytes are little-endian, as is every target vlp builds for.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(dir: &Path) -> PathBuf {
+        let p = dir.join("v.vec");
+        let ids: Vec<String> = (0..5).map(|i| format!("item{i}")).collect();
+        let v: Vec<f32> = (0..15).map(|i| i as f32 * 0.5).collect();
+        write_store(&p, &ids, 3, &v, "model-a").unwrap();
+        p
+    }
+
+    #[test]
+    fn round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = VectorStore::open(&sample(dir.path())).unwrap();
+        assert_eq!((s.len(), s.dim()), (5, 3));
+        assert_eq!(s.row(4), &[6.0, 6.5, 7.0]);
+        assert_eq!(s.ids[2], "item2");
+        assert!(s.check_query("model-a", 3).is_ok());
+        let e = s.check_query("model-b", 3).unwrap_err().to_string();
+        assert!(e.contains("model-a") && e.contains("model-b"), "{e}");
+    }
+
+    #[test]
+    fn truncation_flipped_bytes_and_foreign_files_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = sample(dir.path());
+        let good = std::fs::read(&p).unwrap();
+        for (what, bytes) in [
+            ("truncated", good[..good.len() - 3].to_vec()),
+            ("flipped", {
+                let mut b = good.clone();
+                let n = b.len() - 40;
+                b[n] ^= 0x10;
+                b
+            }),
+            ("foreign", b"PK\x03\x04 not a store at all".to_vec()),
+            ("empty", Vec::new()),
+        ] {
+            std::fs::write(&p, &bytes).unwrap();
+            let e = VectorStore::open(&p).err().unwrap_or_else(|| panic!("{what} accepted")).to_string();
+            assert!(e.contains("v.vec"), "{what}: {e}");
+        }
+    }
+}
