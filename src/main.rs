@@ -21,6 +21,10 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Train a dual encoder.
     Train(cmd::train::TrainArgs),
+    /// Build, check, benchmark and export retrieval indexes.
+    Index(cmd::index::IndexArgs),
+    /// Search an index by text (dense, BM25 or hybrid) or by image.
+    Search(cmd::index::SearchArgs),
     /// Draw a run's training curves, or compare runs, as PNG.
     Plot(cmd::plot::PlotArgs),
     /// Score a TREC run against qrels, printing trec_eval's format.
@@ -38,6 +42,8 @@ fn main() {
         Command::Tokenizer(a) => cmd::tokenizer::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Train(a) => cmd::train::run(a),
+        Command::Index(a) => cmd::index::run(a),
+        Command::Search(a) => cmd::index::search(a),
         Command::Plot(a) => cmd::plot::run(a),
         Command::TrecEval(a) => cmd::trec_eval::run(a),
         Command::Zeroshot(a) => cmd::zeroshot::run(a),

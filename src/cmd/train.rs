@@ -36,6 +36,9 @@ pub struct TrainArgs {
     /// Override train.batch_size.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Override any config value: `--set loss.token_weight=1 --set model.text.vocab_size=4096`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -51,7 +54,7 @@ pub enum Precision {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    let mut config = RunConfig::load(&a.config)?;
+    let mut config = RunConfig::load_with(&a.config, &a.set)?;
     if let Some(s) = a.steps {
         config.train.steps = s;
     }

@@ -112,9 +112,38 @@ impl RunConfig {
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Parse { file: path.display().to_string(), message: e.to_string() })?;
-        Self::from_toml(&text, &path.display().to_string())
+        Self::load_with(path, &[])
+    }
+
+    /// Loads a config file with `KEY=VALUE` overrides (`loss.token_weight=1`,
+    /// `model.text.vocab_size=4096`); VALUE is TOML, or a bare string.
+    pub fn load_with(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse { file: name.clone(), message: e.to_string() })?;
+        if overrides.is_empty() {
+            return Self::from_toml(&text, &name);
+        }
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse { file: name.clone(), message: e.to_string() })?;
+        for o in overrides {
+            let bad = |m: &str| ConfigError::Parse { file: format!("--set {o}"), message: m.to_string() };
+            let (key, value) = o.split_once('=').ok_or_else(|| bad("expected KEY=VALUE, e.g. loss.token_weight=1"))?;
+            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.to_string()));
+            let parts: Vec<&str> = key.trim().split('.').collect();
+            let (last, path) = parts.split_last().ok_or_else(|| bad("empty key"))?;
+            let mut at = &mut table;
+            for p in path {
+                at = at
+                    .entry(p.to_string())
+                    .or_insert_with(|| toml::Value::Table(Default::default()))
+                    .as_table_mut()
+                    .ok_or_else(|| bad(&format!("{p} is a value, not a section")))?;
+            }
+            at.insert(last.to_string(), value);
+        }
+        Self::from_toml(&toml::to_string(&table).expect("a table serialises"), &format!("{name} with --set"))
     }
 
     pub fn to_toml(&self) -> String {

@@ -1,0 +1,358 @@
+//! `vlp index build | check | bench | export` and `vlp search`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use vlp_data::evalset::EvalSet;
+use vlp_data::source::ReadOptions;
+use vlp_index::ann::{HnswConfig, HnswIndex};
+use vlp_index::catalog::{self, BuildInput, Filter, Item, ItemText, Mode, RetrievalIndex, TextEntry};
+use vlp_index::exact::top_k;
+use vlp_index::npy;
+use vlp_index::store::fnv64;
+use vlp_train::checkpoint::Encoder;
+use vlp_train::embed::{embed_images, embed_texts};
+
+type Cpu = burn::backend::Flex;
+
+#[derive(Args)]
+pub struct IndexArgs {
+    #[command(subcommand)]
+    command: IndexCommand,
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct HnswArgs {
+    /// HNSW links per node (hnswlib's M).
+    #[arg(long, default_value_t = 16)]
+    pub m: usize,
+    #[arg(long, default_value_t = 200)]
+    pub ef_construction: usize,
+    /// Candidates kept while searching (the default stored in the index).
+    #[arg(long, default_value_t = 64)]
+    pub ef_search: usize,
+}
+
+impl From<HnswArgs> for HnswConfig {
+    fn from(a: HnswArgs) -> Self {
+        HnswConfig { m: a.m, ef_construction: a.ef_construction, ef_search: a.ef_search }
+    }
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Embed a data split with a checkpoint and index images, texts and captions.
+    Build {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// A built data set directory, or any input (shards, manifest, CSV).
+        #[arg(long)]
+        data: String,
+        #[arg(long, default_value = "test")]
+        split: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        hnsw: HnswArgs,
+    },
+    /// Recall@10 of HNSW against exact search on sampled queries, text→image and image→text.
+    Check {
+        #[arg(long)]
+        index: PathBuf,
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+        #[arg(long)]
+        ef: Option<usize>,
+    },
+    /// Build HNSW over `--base` vectors (.npy, as `ann_bench.py` writes them) and print build
+    /// time, then recall@10 and single-thread queries/s per ef, on the same queries and ground
+    /// truth as the peers.
+    Bench {
+        #[arg(long)]
+        base: PathBuf,
+        #[arg(long)]
+        queries: PathBuf,
+        #[arg(long)]
+        gt: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
+        ef: Vec<usize>,
+        /// Threads for the build (queries always run on one).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[command(flatten)]
+        hnsw: HnswArgs,
+    },
+    /// Write an index's vectors as .npy with their ids (one per line), for FAISS or a vector database.
+    Export {
+        #[arg(long)]
+        index: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// What identifies a checkpoint's model: its weights and config, hashed.
+pub fn model_identity(dir: &Path) -> Result<String> {
+    let weights = std::fs::read(dir.join("model.bin")).with_context(|| format!("reading {}/model.bin", dir.display()))?;
+    let config = std::fs::read(dir.join("config.toml")).with_context(|| format!("reading {}/config.toml", dir.display()))?;
+    Ok(format!("{:016x}", fnv64(&[&weights, &config])))
+}
+
+pub fn run(a: IndexArgs) -> Result<()> {
+    match a.command {
+        IndexCommand::Build { checkpoint, data, split, out, hnsw } => build(&checkpoint, &data, &split, &out, hnsw.into()),
+        IndexCommand::Check { index, queries, ef } => check(&index, queries, ef),
+        IndexCommand::Bench { base, queries, gt, ef, threads, hnsw } => bench(&base, &queries, &gt, &ef, threads, hnsw.into()),
+        IndexCommand::Export { index, out } => export(&index, &out),
+    }
+}
+
+fn image_path(data: &str, meta: &Map<String, Value>, location: &str) -> String {
+    let Some(rel) = meta.get("image").and_then(Value::as_str) else { return location.to_string() };
+    let root = Path::new(data);
+    let base = if root.is_dir() { root } else { root.parent().unwrap_or(Path::new(".")) };
+    let p = base.join(rel);
+    std::fs::canonicalize(&p).unwrap_or(p).display().to_string()
+}
+
+fn build(checkpoint: &Path, data: &str, split: &str, out: &Path, hnsw: HnswConfig) -> Result<()> {
+    let started = Instant::now();
+    let enc = Encoder::<Cpu>::load(checkpoint, &Default::default()).with_context(|| format!("loading {}", checkpoint.display()))?;
+    let model = model_identity(&enc.dir)?;
+    let set = EvalSet::load(data, split, &ReadOptions::default()).with_context(|| format!("reading {data} ({split})"))?;
+    eprintln!("embedding {} images and {} texts of {data} ({split}) with {}", set.images.len(), set.texts.len(), enc.dir.display());
+    let device = Default::default();
+    let (images, skipped) = embed_images(&enc.model, &set.images, &enc.config.image_config(), 128, &device);
+    let ids: Vec<String> = set.texts.iter().map(|t| t.id.clone()).collect();
+    let strings: Vec<String> = set.texts.iter().map(|t| t.text.clone()).collect();
+    let texts = embed_texts(&enc.model, &enc.tokenizer, &ids, &strings, 256, &device)?;
+    let embedded_at = started.elapsed().as_secs_f64();
+    let kept: std::collections::HashSet<&str> = images.ids.iter().map(String::as_str).collect();
+    let items: Vec<Item> = set
+        .images
+        .iter()
+        .filter(|s| kept.contains(s.key.as_str()))
+        .map(|s| Item {
+            id: s.key.clone(),
+            image: image_path(data, &s.meta, &s.location),
+            captions: s.captions.iter().map(|c| ItemText { text: c.text.clone(), lang: c.lang.clone(), field: c.field.clone() }).collect(),
+            meta: s.meta.clone(),
+        })
+        .collect();
+    let text_entries: Vec<TextEntry> =
+        set.texts.iter().map(|t| TextEntry { id: t.id.clone(), text: t.text.clone(), lang: t.lang.clone(), field: t.field.clone() }).collect();
+    let mut source = Map::new();
+    source.insert("checkpoint".into(), json!(enc.dir.display().to_string()));
+    source.insert("data".into(), json!(data));
+    source.insert("split".into(), json!(split));
+    let info = catalog::build(
+        out,
+        BuildInput {
+            model,
+            dim: images.dim,
+            hnsw,
+            items,
+            image_vectors: images.vectors,
+            texts: text_entries,
+            text_vectors: texts.vectors,
+            source,
+        },
+    )?;
+    eprint!("{}", skipped.summary());
+    println!(
+        "{}",
+        json!({"index": out.display().to_string(), "items": info.items, "texts": info.texts, "skipped": skipped.total(),
+               "dim": info.dim, "model": info.model, "embed_s": embedded_at, "total_s": started.elapsed().as_secs_f64()})
+    );
+    Ok(())
+}
+
+fn sample_rows(n: usize, want: usize) -> Vec<usize> {
+    let step = (n as f64 / want.max(1) as f64).max(1.0);
+    (0..want.min(n)).map(|i| (i as f64 * step) as usize).collect()
+}
+
+fn check(dir: &Path, queries: usize, ef: Option<usize>) -> Result<()> {
+    let idx = RetrievalIndex::open(dir)?;
+    let model = idx.info.model.clone();
+    let mut report = Map::new();
+    for (name, q_store, docs) in [("text_to_image", &idx.text_vectors, true), ("image_to_text", &idx.image_vectors, false)] {
+        let rows = sample_rows(q_store.len(), queries);
+        let (mut hit, mut total) = (0usize, 0usize);
+        for &r in &rows {
+            let q = q_store.row(r);
+            let (exact, ann) = if docs {
+                (idx.dense_images(q, &model, 10, ef, true, &[])?, idx.dense_images(q, &model, 10, ef, false, &[])?)
+            } else {
+                (idx.dense_texts(q, &model, 10, ef, true)?, idx.dense_texts(q, &model, 10, ef, false)?)
+            };
+            hit += ann.iter().filter(|h| exact.iter().any(|e| e.row == h.row)).count();
+            total += exact.len();
+        }
+        report.insert(name.into(), json!({"queries": rows.len(), "recall_at_10": hit as f64 / total.max(1) as f64}));
+    }
+    report.insert("ef_search".into(), json!(ef.unwrap_or(idx.info.hnsw.ef_search)));
+    println!("{}", Value::Object(report));
+    Ok(())
+}
+
+fn bench(base: &Path, queries: &Path, gt: &Path, efs: &[usize], threads: usize, cfg: HnswConfig) -> Result<()> {
+    let b = npy::read_f32(base)?;
+    let q = npy::read_f32(queries)?;
+    let g = npy::read_ints(gt)?;
+    if q.cols != b.cols || g.rows != q.rows || g.cols < 10 {
+        bail!("shapes: base {}×{}, queries {}×{}, gt {}×{} (gt needs ≥ 10 columns, one row per query)", b.rows, b.cols, q.rows, q.cols, g.rows, g.cols);
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let t0 = Instant::now();
+    let index = pool.install(|| HnswIndex::build(&b.data, b.cols, cfg));
+    let build_s = t0.elapsed().as_secs_f64();
+    let peak = super::bench::peak_rss_mib();
+    println!("{}", json!({"peer": "vlp", "rows": b.rows, "dim": b.cols, "m": cfg.m, "ef_construction": cfg.ef_construction, "threads": threads, "build_s": build_s, "peak_rss_mb": peak}));
+    for &ef in efs {
+        let t = Instant::now();
+        let mut hit = 0usize;
+        for (i, query) in q.data.chunks(q.cols).enumerate() {
+            let found = index.search(query, 10, Some(ef), None);
+            let truth = &g.data[i * g.cols..i * g.cols + 10];
+            hit += found.iter().filter(|h| truth.contains(&(h.row as i64))).count();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!("{}", json!({"peer": "vlp", "ef": ef, "recall_at_10": hit as f64 / (10 * q.rows) as f64, "qps": q.rows as f64 / secs}));
+    }
+    // exact search on the same machine, as the floor
+    let t = Instant::now();
+    for query in q.data.chunks(q.cols).take(200) {
+        let _ = pool.install(|| top_k(&b.data, b.cols, query, 10, &|_| true));
+    }
+    println!("{}", json!({"peer": "vlp-exact", "qps": q.rows.min(200) as f64 / t.elapsed().as_secs_f64(), "threads": threads}));
+    Ok(())
+}
+
+fn export(dir: &Path, out: &Path) -> Result<()> {
+    let idx = RetrievalIndex::open(dir)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for (name, store) in [("images", &idx.image_vectors), ("texts", &idx.text_vectors)] {
+        npy::write_f32(&out.join(format!("{name}.npy")), store.len(), store.dim(), store.vectors())?;
+        std::fs::write(out.join(format!("{name}.ids.txt")), store.ids.join("\n") + "\n")?;
+    }
+    println!("{}", json!({"out": out.display().to_string(), "images": idx.items.len(), "texts": idx.texts.len(), "model": idx.info.model}));
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    #[arg(long)]
+    pub index: PathBuf,
+    /// A text query (English or Chinese): finds images.
+    #[arg(long, conflicts_with = "image")]
+    pub text: Option<String>,
+    /// An image file: finds texts (captions), and with --images, images.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    #[arg(short, long, default_value_t = 10)]
+    pub k: usize,
+    #[arg(long, value_enum, default_value = "dense")]
+    pub mode: SearchMode,
+    /// Only items whose metadata FIELD equals VALUE (lang=zh, style=google); repeatable.
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// HNSW candidates (default: the index's ef_search).
+    #[arg(long)]
+    pub ef: Option<usize>,
+    /// Exact (brute-force) search instead of HNSW.
+    #[arg(long)]
+    pub exact: bool,
+    /// For an image query, search images instead of texts.
+    #[arg(long)]
+    pub images: bool,
+    #[arg(long)]
+    pub json: bool,
+    /// The checkpoint that embeds the query (default: the one the index was built with).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SearchMode {
+    Dense,
+    Bm25,
+    Hybrid,
+}
+
+pub fn search(a: SearchArgs) -> Result<()> {
+    let started = Instant::now();
+    let idx = RetrievalIndex::open(&a.index)?;
+    let filters: Vec<Filter> = a.filter.iter().map(|f| f.parse()).collect::<std::result::Result<_, _>>()?;
+    let mode = match a.mode {
+        SearchMode::Dense => Mode::Dense,
+        SearchMode::Bm25 => Mode::Bm25,
+        SearchMode::Hybrid => Mode::Hybrid,
+    };
+    let needs_encoder = a.image.is_some() || !matches!(mode, Mode::Bm25);
+    let ck = match &a.checkpoint {
+        Some(c) => c.clone(),
+        None => PathBuf::from(idx.info.source.get("checkpoint").and_then(Value::as_str).unwrap_or_default()),
+    };
+    let device = Default::default();
+    let enc = if needs_encoder {
+        Some(Encoder::<Cpu>::load(&ck, &device).with_context(|| format!("loading the index's checkpoint {} (pass --checkpoint)", ck.display()))?)
+    } else {
+        None
+    };
+    let model = match &enc {
+        Some(e) => model_identity(&e.dir)?,
+        None => idx.info.model.clone(),
+    };
+    let loaded = started.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let results: Vec<Value> = match (&a.text, &a.image) {
+        (Some(text), _) => {
+            let q = match &enc {
+                Some(e) => Some(embed_texts(&e.model, &e.tokenizer, &["q".into()], std::slice::from_ref(text), 1, &device)?.vectors),
+                None => None,
+            };
+            let ranked = idx.text_to_images(text, q.as_deref().map(|v| (v, model.as_str())), mode, a.k, a.ef, a.exact, &filters)?;
+            ranked.iter().map(|r| item_json(&idx, r.row, r.score)).collect()
+        }
+        (None, Some(path)) => {
+            let e = enc.as_ref().expect("loaded for image queries");
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let sample = vlp_data::Sample { key: "q".into(), location: path.display().to_string(), image: bytes, image_ext: String::new(), captions: vec![], meta: Map::new() };
+            let (q, skipped) = embed_images(&e.model, std::slice::from_ref(&sample), &e.config.image_config(), 1, &device);
+            if q.is_empty() {
+                bail!("{}: not a readable image ({})", path.display(), skipped.summary().trim());
+            }
+            if a.images {
+                idx.dense_images(&q.vectors, &model, a.k, a.ef, a.exact, &filters)?.iter().map(|h| item_json(&idx, h.row, h.score)).collect()
+            } else {
+                idx.dense_texts(&q.vectors, &model, a.k, a.ef, a.exact)?
+                    .iter()
+                    .map(|h| {
+                        let t = &idx.texts[h.row];
+                        json!({"id": t.id, "score": h.score, "text": t.text, "lang": t.lang, "field": t.field})
+                    })
+                    .collect()
+            }
+        }
+        (None, None) => bail!("give --text \"...\" or --image PATH"),
+    };
+    let search_s = t.elapsed().as_secs_f64();
+    if a.json {
+        println!("{}", json!({"results": results, "load_s": loaded, "search_s": search_s}));
+    } else {
+        for (i, r) in results.iter().enumerate() {
+            let label = r.get("caption").or_else(|| r.get("text")).and_then(Value::as_str).unwrap_or("");
+            println!("{:>3}. {:<28} {:>8.4}  {label}", i + 1, r["id"].as_str().unwrap_or(""), r["score"].as_f64().unwrap_or(0.0));
+        }
+        eprintln!("({} results; index and model loaded in {loaded:.2}s, query answered in {:.1} ms)", results.len(), search_s * 1e3);
+    }
+    Ok(())
+}
+
+fn item_json(idx: &RetrievalIndex, row: usize, score: f32) -> Value {
+    let it = &idx.items[row];
+    json!({"id": it.id, "score": score, "caption": it.captions.first().map(|c| c.text.as_str()), "image": it.image, "meta": it.meta})
+}
