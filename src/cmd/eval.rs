@@ -31,6 +31,17 @@ pub struct EvalArgs {
     /// Results kept per query in the run files (trec_eval's usual depth is 1000).
     #[arg(long, default_value_t = 1000)]
     pub depth: usize,
+    /// Also rank through this index (built from the same data and split with `vlp index
+    /// build`), adding a row per `--mode` beside exact search.
+    #[arg(long)]
+    pub index: Option<PathBuf>,
+    /// Ways text queries go through the index: dense (HNSW), bm25, hybrid. Image queries are
+    /// always dense (HNSW) over the texts.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "dense")]
+    pub mode: Vec<super::index::SearchMode>,
+    /// HNSW candidates for the index rows (default: the index's ef_search).
+    #[arg(long)]
+    pub ef: Option<usize>,
 }
 
 /// The columns of one direction.
@@ -85,9 +96,13 @@ fn subset(e: &Embeddings, keep: &dyn Fn(&str) -> bool) -> Embeddings {
 
 fn score(queries: &Embeddings, docs: &Embeddings, graded: &Qrels, exact: &Qrels, depth: usize) -> (DirectionScores, vlp_eval::Run) {
     let run = exact_run("vlp", queries, docs, depth);
-    let g = evaluate(graded, &run, &GRADED, MissingQueries::Zero);
-    let e = evaluate(exact, &run, &EXACT, MissingQueries::Zero);
-    let s = DirectionScores {
+    (score_run(&run, graded, exact), run)
+}
+
+fn score_run(run: &vlp_eval::Run, graded: &Qrels, exact: &Qrels) -> DirectionScores {
+    let g = evaluate(graded, run, &GRADED, MissingQueries::Zero);
+    let e = evaluate(exact, run, &EXACT, MissingQueries::Zero);
+    DirectionScores {
         ndcg_5: g.mean_at(0),
         ndcg_10: g.mean_at(1),
         ndcg_20: g.mean_at(2),
@@ -97,8 +112,7 @@ fn score(queries: &Embeddings, docs: &Embeddings, graded: &Qrels, exact: &Qrels,
         r_5: e.mean_at(1),
         r_10: e.mean_at(2),
         queries: g.num_queries(),
-    };
-    (s, run)
+    }
 }
 
 /// Every row for one pair of embeddings: all texts, then each (language, field) group.
@@ -186,6 +200,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
         run_t2i.write(&a.out.join(format!("{safe}.{}.t2i.run", a.split)))?;
         run_i2t.write(&a.out.join(format!("{safe}.{}.i2t.run", a.split)))?;
         rows.extend(r);
+        if let Some(dir) = &a.index {
+            rows.extend(index_rows(dir, &name, &enc, &images, &texts, &set, &a)?);
+        }
     }
     let image_ids: Vec<String> = set.images.iter().map(|s| s.key.clone()).collect();
     let (r, _) = rows_for("random embeddings", &random_embeddings(&image_ids, dim, 1), &random_embeddings(&text_ids, dim, 2), &set, a.depth);
@@ -196,4 +213,48 @@ pub fn run(a: EvalArgs) -> Result<()> {
     println!("{table}");
     eprintln!("wrote {}/table.md, report.json and the TREC runs (*.t2i.run, *.i2t.run)", a.out.display());
     Ok(())
+}
+
+/// Rows for ranking through an index: text→image per mode, image→text by HNSW.
+fn index_rows(
+    dir: &Path,
+    name: &str,
+    enc: &Encoder<burn::backend::Flex>,
+    images: &Embeddings,
+    texts: &Embeddings,
+    set: &EvalSet,
+    a: &EvalArgs,
+) -> Result<Vec<Row>> {
+    use vlp_index::catalog::{Mode, RetrievalIndex};
+    let idx = RetrievalIndex::open(dir)?;
+    let model = super::index::model_identity(&enc.dir)?;
+    let split = idx.info.source.get("split").and_then(|v| v.as_str()).unwrap_or("");
+    if split != a.split {
+        eprintln!("warning: {} indexes split {split:?}, the qrels are of {:?}; unjudged items count as non-relevant", dir.display(), a.split);
+    }
+    let depth = a.depth.min(idx.items.len()).max(1);
+    let grade = |d: Direction, g: i32| qrels_of(&set.qrels(d, g));
+    let (t2i_g, t2i_e, i2t_g, i2t_e) = (grade(Direction::T2i, 1), grade(Direction::T2i, 2), grade(Direction::I2t, 1), grade(Direction::I2t, 2));
+    let mut i2t_run = vlp_eval::Run::new("vlp-hnsw");
+    for (i, id) in images.ids.iter().enumerate() {
+        let hits = idx.dense_texts(images.row(i), &model, depth.min(idx.texts.len()), a.ef, false)?;
+        i2t_run.insert_query(id, hits.iter().map(|h| (idx.texts[h.row].id.clone(), h.score)).collect());
+    }
+    let i2t = score_run(&i2t_run, &i2t_g, &i2t_e);
+    let text_of: std::collections::HashMap<&str, &str> = set.texts.iter().map(|t| (t.id.as_str(), t.text.as_str())).collect();
+    let mut rows = Vec::new();
+    for mode in &a.mode {
+        let (m, label) = match mode {
+            super::index::SearchMode::Dense => (Mode::Dense, "index: HNSW dense"),
+            super::index::SearchMode::Bm25 => (Mode::Bm25, "index: BM25 (T→I)"),
+            super::index::SearchMode::Hybrid => (Mode::Hybrid, "index: hybrid RRF (T→I)"),
+        };
+        let mut run = vlp_eval::Run::new("vlp-index");
+        for (i, id) in texts.ids.iter().enumerate() {
+            let ranked = idx.text_to_images(text_of[id.as_str()], Some((texts.row(i), &model)), m, depth, a.ef, false, &[])?;
+            run.insert_query(id, ranked.iter().map(|r| (idx.items[r.row].id.clone(), r.score)).collect());
+        }
+        rows.push(Row { model: format!("{name} [{label}]"), group: "all".into(), t2i: score_run(&run, &t2i_g, &t2i_e), i2t });
+    }
+    Ok(rows)
 }

@@ -133,10 +133,13 @@ fn seeded_init<B: AutodiffBackend>(cfg: &RunConfig, device: &B::Device) -> vlp_m
 
 pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<TrainSummary> {
     std::fs::create_dir_all(&job.out).map_err(|e| TrainError::Other(format!("{}: {e}", job.out.display())))?;
-    let (mut model, mut optim, mut state, tokenizer, cfg) = if job.resume {
-        let dir = checkpoint::latest(&job.out).ok_or_else(|| {
-            TrainError::Other(format!("--resume: {} holds no checkpoint to resume from", job.out.display()))
-        })?;
+    // `--resume` on a run that has no checkpoint yet starts it, so one command line can be
+    // re-run after an interruption or after it finished (it then has nothing left to do).
+    let resume_from = if job.resume { checkpoint::latest(&job.out) } else { None };
+    if job.resume && resume_from.is_none() {
+        eprintln!("--resume: {} holds no checkpoint yet; starting a new run", job.out.display());
+    }
+    let (mut model, mut optim, mut state, tokenizer, cfg) = if let Some(dir) = resume_from {
         let (mut cfg, tokenizer, _) = checkpoint::read_meta(&dir)?;
         if cfg.model != job.config.model || cfg.loss != job.config.loss {
             return Err(TrainError::Other(format!(
