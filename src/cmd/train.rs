@@ -101,15 +101,20 @@ fn cuda(_: &TrainJob, _: Precision) -> Result<TrainSummary> {
 }
 
 fn report(s: &TrainSummary) {
-    eprintln!(
-        "trained {} steps ({} samples, {:.0}s, {:.1} samples/s); final loss {:.4}; checkpoint {}",
-        s.state.step,
-        s.state.samples_seen,
-        s.state.elapsed_secs,
-        s.state.samples_seen as f64 / s.state.elapsed_secs.max(1e-9),
-        s.final_loss,
-        s.checkpoint.display()
-    );
+    if s.final_loss.is_nan() {
+        // resumed at the end of its schedule: no step ran in this call
+        eprintln!("{} is already trained to step {}; nothing left to do (raise --steps to go on)", s.checkpoint.display(), s.state.step);
+    } else {
+        eprintln!(
+            "trained {} steps ({} samples, {:.0}s, {:.1} samples/s); final loss {:.4}; checkpoint {}",
+            s.state.step,
+            s.state.samples_seen,
+            s.state.elapsed_secs,
+            s.state.samples_seen as f64 / s.state.elapsed_secs.max(1e-9),
+            s.final_loss,
+            s.checkpoint.display()
+        );
+    }
     if let (Some(v), Some(b)) = (s.val, s.random_baseline) {
         eprintln!("val:             {v}\nrandom baseline: {b}");
     }
