@@ -83,6 +83,10 @@ fn data_train_plot_index_search_zeroshot() {
             assert!(results[0]["caption"].as_str().unwrap().contains("red star"), "{out}");
         }
     }
+    let rr = ok(&["search", "--index", s(&index), "--text", "a small blue circle", "-k", "4", "--rerank", "20", "--json"]);
+    let rr: serde_json::Value = serde_json::from_str(&rr).unwrap();
+    let scores: Vec<f64> = rr["results"].as_array().unwrap().iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert!(scores.len() == 4 && scores.windows(2).all(|w| w[0] >= w[1]), "{rr}");
     let zh = ok(&["search", "--index", s(&index), "--text", "红色星形", "--mode", "bm25", "--filter", "lang=zh", "-k", "3", "--json"]);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&zh).unwrap()["results"].as_array().unwrap().len(), 3);
     let image = std::fs::read_dir(data.join("images")).unwrap().next().unwrap().unwrap().path();

@@ -42,6 +42,10 @@ pub struct EvalArgs {
     /// HNSW candidates for the index rows (default: the index's ef_search).
     #[arg(long)]
     pub ef: Option<usize>,
+    /// Add a row where the top K dense (HNSW) candidates of each text query are re-ranked with
+    /// the token-level similarity.
+    #[arg(long)]
+    pub rerank: Option<usize>,
 }
 
 /// The columns of one direction.
@@ -254,6 +258,17 @@ fn index_rows(
             let ranked = idx.text_to_images(text_of[id.as_str()], Some((texts.row(i), &model)), m, depth, a.ef, false, &[])?;
             run.insert_query(id, ranked.iter().map(|r| (idx.items[r.row].id.clone(), r.score)).collect());
         }
+        rows.push(Row { model: format!("{name} [{label}]"), group: "all".into(), t2i: score_run(&run, &t2i_g, &t2i_e), i2t });
+    }
+    if let Some(k) = a.rerank {
+        let mut run = vlp_eval::Run::new("vlp-rerank");
+        for (i, id) in texts.ids.iter().enumerate() {
+            let rows: Vec<usize> = idx.dense_images(texts.row(i), &model, k, a.ef, false, &[])?.iter().map(|h| h.row).collect();
+            let q = super::index::query_tokens(enc, text_of[id.as_str()], &Default::default())?;
+            let ranked = idx.rerank_images(&rows, &q, &model)?;
+            run.insert_query(id, ranked.iter().map(|r| (idx.items[r.row].id.clone(), r.score)).collect());
+        }
+        let label = format!("index: HNSW top {k}, token re-rank (T→I)");
         rows.push(Row { model: format!("{name} [{label}]"), group: "all".into(), t2i: score_run(&run, &t2i_g, &t2i_e), i2t });
     }
     Ok(rows)

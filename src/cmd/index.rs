@@ -13,7 +13,7 @@ use vlp_index::exact::top_k;
 use vlp_index::npy;
 use vlp_index::store::fnv64;
 use vlp_train::checkpoint::Encoder;
-use vlp_train::embed::{embed_images, embed_texts};
+use vlp_train::embed::{embed_images, embed_texts, for_each_image_batch, text_tensors, Embeddings};
 
 type Cpu = burn::backend::Flex;
 
@@ -124,7 +124,17 @@ fn build(checkpoint: &Path, data: &str, split: &str, out: &Path, hnsw: HnswConfi
     let set = EvalSet::load(data, split, &ReadOptions::default()).with_context(|| format!("reading {data} ({split})"))?;
     eprintln!("embedding {} images and {} texts of {data} ({split}) with {}", set.images.len(), set.texts.len(), enc.dir.display());
     let device = Default::default();
-    let (images, skipped) = embed_images(&enc.model, &set.images, &enc.config.image_config(), 128, &device);
+    // global and token embeddings in one pass over the images
+    let mut images = Embeddings::default();
+    let mut tokens: Vec<f32> = Vec::new();
+    let mut token_shape = [0usize; 2];
+    let skipped = for_each_image_batch::<Cpu>(&set.images, &enc.config.image_config(), 128, &device, |ids, x| {
+        let out = enc.model.encode_image(x);
+        let [_, n, d] = out.tokens.dims();
+        token_shape = [n, d];
+        tokens.extend(out.tokens.into_data().convert::<f32>().to_vec::<f32>().expect("f32"));
+        images.push_rows(ids, out.global);
+    });
     let ids: Vec<String> = set.texts.iter().map(|t| t.id.clone()).collect();
     let strings: Vec<String> = set.texts.iter().map(|t| t.text.clone()).collect();
     let texts = embed_texts(&enc.model, &enc.tokenizer, &ids, &strings, 256, &device)?;
@@ -158,6 +168,7 @@ fn build(checkpoint: &Path, data: &str, split: &str, out: &Path, hnsw: HnswConfi
             texts: text_entries,
             text_vectors: texts.vectors,
             source,
+            image_tokens: Some((token_shape, tokens)),
         },
     )?;
     eprint!("{}", skipped.summary());
@@ -265,6 +276,10 @@ pub struct SearchArgs {
     /// Exact (brute-force) search instead of HNSW.
     #[arg(long)]
     pub exact: bool,
+    /// Re-rank the top K candidates of a text query with the token-level (FILIP) similarity
+    /// against the stored image tokens.
+    #[arg(long)]
+    pub rerank: Option<usize>,
     /// For an image query, search images instead of texts.
     #[arg(long)]
     pub images: bool,
@@ -291,7 +306,7 @@ pub fn search(a: SearchArgs) -> Result<()> {
         SearchMode::Bm25 => Mode::Bm25,
         SearchMode::Hybrid => Mode::Hybrid,
     };
-    let needs_encoder = a.image.is_some() || !matches!(mode, Mode::Bm25);
+    let needs_encoder = a.image.is_some() || !matches!(mode, Mode::Bm25) || a.rerank.is_some();
     let ck = match &a.checkpoint {
         Some(c) => c.clone(),
         None => PathBuf::from(idx.info.source.get("checkpoint").and_then(Value::as_str).unwrap_or_default()),
@@ -314,7 +329,14 @@ pub fn search(a: SearchArgs) -> Result<()> {
                 Some(e) => Some(embed_texts(&e.model, &e.tokenizer, &["q".into()], std::slice::from_ref(text), 1, &device)?.vectors),
                 None => None,
             };
-            let ranked = idx.text_to_images(text, q.as_deref().map(|v| (v, model.as_str())), mode, a.k, a.ef, a.exact, &filters)?;
+            let depth = a.rerank.map_or(a.k, |r| r.max(a.k));
+            let mut ranked = idx.text_to_images(text, q.as_deref().map(|v| (v, model.as_str())), mode, depth, a.ef, a.exact, &filters)?;
+            if a.rerank.is_some() {
+                let e = enc.as_ref().expect("loaded: --rerank needs the model");
+                let rows: Vec<usize> = ranked.iter().map(|r| r.row).collect();
+                ranked = idx.rerank_images(&rows, &query_tokens(e, text, &device)?, &model)?;
+                ranked.truncate(a.k);
+            }
             ranked.iter().map(|r| item_json(&idx, r.row, r.score)).collect()
         }
         (None, Some(path)) => {
@@ -355,4 +377,14 @@ pub fn search(a: SearchArgs) -> Result<()> {
 fn item_json(idx: &RetrievalIndex, row: usize, score: f32) -> Value {
     let it = &idx.items[row];
     json!({"id": it.id, "score": score, "caption": it.captions.first().map(|c| c.text.as_str()), "image": it.image, "meta": it.meta})
+}
+
+/// The query's token embeddings, `[real tokens, token_dim]` row-major (padding dropped).
+pub fn query_tokens<B: burn::tensor::backend::Backend>(enc: &Encoder<B>, text: &str, device: &B::Device) -> Result<Vec<f32>> {
+    let (ids, mask) = text_tensors::<B>(&enc.tokenizer, &[text], device)?;
+    let mask_values: Vec<f32> = mask.clone().into_data().convert::<f32>().to_vec().expect("f32");
+    let out = enc.model.encode_text(ids, mask);
+    let [_, _, d] = out.tokens.dims();
+    let values: Vec<f32> = out.tokens.into_data().convert::<f32>().to_vec().expect("f32");
+    Ok(values.chunks(d).zip(&mask_values).filter(|(_, m)| **m > 0.5).flat_map(|(t, _)| t.iter().copied()).collect())
 }

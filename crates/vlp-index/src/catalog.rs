@@ -70,6 +70,10 @@ pub struct IndexInfo {
     /// Free-form provenance: checkpoint, data, split.
     #[serde(default)]
     pub source: Map<String, Value>,
+    /// `[tokens, token_dim]` of the stored per-image token embeddings (`image_tokens.vec`),
+    /// for token-level re-ranking; absent when they were not stored.
+    #[serde(default)]
+    pub image_tokens: Option<[usize; 2]>,
 }
 
 /// Everything a build needs; vectors are `[rows, dim]` row-major and L2-normalised.
@@ -82,6 +86,8 @@ pub struct BuildInput {
     pub texts: Vec<TextEntry>,
     pub text_vectors: Vec<f32>,
     pub source: Map<String, Value>,
+    /// Per-image token embeddings: `[tokens, token_dim]` and `[items, tokens, token_dim]` values.
+    pub image_tokens: Option<([usize; 2], Vec<f32>)>,
 }
 
 fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
@@ -113,7 +119,7 @@ const CHECKED: [&str; 6] = ["items.jsonl", "texts.jsonl", "images.hnsw.graph", "
 
 /// Builds the whole index in a temporary directory beside `dir`, then swaps it in.
 pub fn build(dir: &Path, input: BuildInput) -> Result<IndexInfo> {
-    let BuildInput { model, dim, hnsw, items, image_vectors, texts, text_vectors, source } = input;
+    let BuildInput { model, dim, hnsw, items, image_vectors, texts, text_vectors, source, image_tokens } = input;
     let name = dir.file_name().and_then(|n| n.to_str()).ok_or_else(|| IndexError::Invalid(format!("{}: not a directory name", dir.display())))?;
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| IndexError::io(parent, e))?;
@@ -128,6 +134,13 @@ pub fn build(dir: &Path, input: BuildInput) -> Result<IndexInfo> {
     let text_ids: Vec<String> = texts.iter().map(|t| t.id.clone()).collect();
     write_store(&tmp.join("images.vec"), &item_ids, dim, &image_vectors, &model)?;
     write_store(&tmp.join("texts.vec"), &text_ids, dim, &text_vectors, &model)?;
+    let token_shape = match &image_tokens {
+        Some((shape, values)) => {
+            write_store(&tmp.join("image_tokens.vec"), &item_ids, shape[0] * shape[1], values, &model)?;
+            Some(*shape)
+        }
+        None => None,
+    };
     HnswIndex::build(&image_vectors, dim, hnsw).save(&tmp, "images")?;
     HnswIndex::build(&text_vectors, dim, hnsw).save(&tmp, "texts")?;
     CaptionIndex::build(
@@ -138,7 +151,7 @@ pub fn build(dir: &Path, input: BuildInput) -> Result<IndexInfo> {
     for f in CHECKED {
         checksums.insert(f.to_string(), file_checksum(&tmp.join(f))?);
     }
-    let info = IndexInfo { version: VERSION, model, dim, hnsw, items: items.len(), texts: texts.len(), checksums, source };
+    let info = IndexInfo { version: VERSION, model, dim, hnsw, items: items.len(), texts: texts.len(), checksums, source, image_tokens: token_shape };
     std::fs::write(tmp.join("index.json"), serde_json::to_string_pretty(&info).expect("serialises")).map_err(|e| IndexError::io(&tmp, e))?;
     // swap: the old index moves aside, the new one in, then the old one goes
     let old = parent.join(format!(".{name}.old"));
@@ -217,6 +230,8 @@ pub struct RetrievalIndex {
     image_graph: HnswIndex,
     text_graph: HnswIndex,
     pub captions: CaptionIndex,
+    /// Per-image token embeddings, when the index stores them.
+    pub image_tokens: Option<VectorStore>,
 }
 
 impl RetrievalIndex {
@@ -259,7 +274,17 @@ impl RetrievalIndex {
         let image_graph = HnswIndex::load(dir, "images", info.hnsw)?;
         let text_graph = HnswIndex::load(dir, "texts", info.hnsw)?;
         let captions = CaptionIndex::open(&dir.join("captions"))?;
-        Ok(RetrievalIndex { dir: dir.to_path_buf(), info, items, texts, image_vectors, text_vectors, image_graph, text_graph, captions })
+        let image_tokens = match info.image_tokens {
+            Some([n, d]) => {
+                let store = VectorStore::open(&dir.join("image_tokens.vec"))?;
+                if store.len() != items.len() || store.dim() != n * d || store.header.model != info.model {
+                    return Err(IndexError::Corrupt { path: store.path.display().to_string(), message: "does not belong with index.json".into() });
+                }
+                Some(store)
+            }
+            None => None,
+        };
+        Ok(RetrievalIndex { dir: dir.to_path_buf(), info, items, texts, image_vectors, text_vectors, image_graph, text_graph, captions, image_tokens })
     }
 
     fn keep_items<'a>(&'a self, filters: &'a [Filter]) -> impl Fn(usize) -> bool + Sync + 'a {
@@ -283,6 +308,25 @@ impl RetrievalIndex {
     pub fn dense_texts(&self, query: &[f32], model: &str, k: usize, ef: Option<usize>, exact: bool) -> Result<Vec<Hit>> {
         self.text_vectors.check_query(model, query.len())?;
         Ok(if exact { top_k(self.text_vectors.vectors(), self.info.dim, query, k, &|_| true) } else { self.text_graph.search(query, k, ef, None) })
+    }
+
+    /// Re-scores candidate rows with FILIP's text→image similarity: the mean over the query's
+    /// tokens (`[l, d]`, real tokens only, L2-normalised) of the best-matching image token.
+    pub fn rerank_images(&self, rows: &[usize], query_tokens: &[f32], model: &str) -> Result<Vec<Ranked>> {
+        let (store, [n, d]) = match (&self.image_tokens, self.info.image_tokens) {
+            (Some(s), Some(shape)) => (s, shape),
+            _ => return Err(IndexError::Invalid(format!("{} stores no token embeddings; rebuild it to re-rank", self.dir.display()))),
+        };
+        store.check_query(model, n * d)?;
+        if query_tokens.is_empty() || query_tokens.len() % d != 0 {
+            return Err(IndexError::Invalid(format!("query tokens: {} values, not a multiple of the token width {d}", query_tokens.len())));
+        }
+        let mut out: Vec<Ranked> = rows
+            .iter()
+            .map(|&row| Ranked { row, score: token_similarity(query_tokens, store.row(row), d) })
+            .collect();
+        out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
+        Ok(out)
     }
 
     /// Images for a text query: dense (needs `embedding`), BM25 over captions, or both fused.
@@ -321,9 +365,28 @@ impl RetrievalIndex {
     }
 }
 
+/// Mean over the rows of `query` (`[l, d]`) of the best inner product with a row of `doc`.
+pub fn token_similarity(query: &[f32], doc: &[f32], d: usize) -> f32 {
+    let l = query.len() / d;
+    let best: f32 = query
+        .chunks(d)
+        .map(|q| doc.chunks(d).map(|p| crate::exact::dot(q, p)).fold(f32::NEG_INFINITY, f32::max))
+        .sum();
+    best / l as f32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_similarity_by_hand() {
+        // query tokens (1,0) and (0,1); doc tokens (0.6,0.8), (1,0), (0,-1)
+        let q = [1.0, 0.0, 0.0, 1.0];
+        let doc = [0.6, 0.8, 1.0, 0.0, 0.0, -1.0];
+        // best for (1,0) is 1.0, best for (0,1) is 0.8
+        assert!((token_similarity(&q, &doc, 2) - 0.9).abs() < 1e-6);
+    }
 
     fn unit(v: &[f32]) -> Vec<f32> {
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -355,7 +418,19 @@ mod tests {
             texts.push(TextEntry { id: format!("t{i}"), text: format!("a {colour} thing {i}"), lang: Some("en".into()), field: None });
             tv.extend(&v);
         }
-        BuildInput { model: "m1".into(), dim, hnsw: HnswConfig::default(), items, image_vectors: iv, texts, text_vectors: tv, source: Map::new() }
+        // two "tokens" per image: its own vector and its negation
+        let tokens: Vec<f32> = iv.chunks(dim).flat_map(|v: &[f32]| v.iter().copied().chain(v.iter().map(|x: &f32| -*x)).collect::<Vec<f32>>()).collect();
+        BuildInput {
+            model: "m1".into(),
+            dim,
+            hnsw: HnswConfig::default(),
+            items,
+            image_vectors: iv,
+            texts,
+            text_vectors: tv,
+            source: Map::new(),
+            image_tokens: Some(([2, dim], tokens)),
+        }
     }
 
     #[test]
@@ -387,10 +462,15 @@ mod tests {
         }
         assert!(hybrid.windows(2).all(|w| w[0].score >= w[1].score));
         assert!("nonsense".parse::<Filter>().is_err());
+        // re-ranking a candidate list by token similarity: with the query itself as the only
+        // token, each image's best token is its own vector, so the order is the exact order
+        let rows: Vec<usize> = exact.iter().rev().map(|h| h.row).collect();
+        let reranked = idx.rerank_images(&rows, &q, "m1").unwrap();
+        assert_eq!(reranked.iter().map(|r| r.row).collect::<Vec<_>>(), exact.iter().map(|h| h.row).collect::<Vec<_>>());
         assert!("lang=zh".parse::<Filter>().unwrap().matches(&idx.items[0]));
 
         // damage, one file at a time: each is named
-        for f in ["images.hnsw.graph", "items.jsonl", "images.vec", "index.json"] {
+        for f in ["images.hnsw.graph", "items.jsonl", "images.vec", "index.json", "image_tokens.vec"] {
             let p = dir.join(f);
             let good = std::fs::read(&p).unwrap();
             std::fs::write(&p, &good[..good.len() / 2]).unwrap();
