@@ -152,7 +152,7 @@ fn build(checkpoint: &Path, data: &str, split: &str, out: &Path, hnsw: HnswConfi
         })
         .collect();
     let text_entries: Vec<TextEntry> =
-        set.texts.iter().map(|t| TextEntry { id: t.id.clone(), text: t.text.clone(), lang: t.lang.clone(), field: t.field.clone() }).collect();
+        set.texts.iter().map(|t| TextEntry { id: t.id.clone(), body: ItemText { text: t.text.clone(), lang: t.lang.clone(), field: t.field.clone() } }).collect();
     let mut source = Map::new();
     source.insert("checkpoint".into(), json!(enc.dir.display().to_string()));
     source.insert("data".into(), json!(data));
@@ -354,7 +354,7 @@ pub fn search(a: SearchArgs) -> Result<()> {
                     .iter()
                     .map(|h| {
                         let t = &idx.texts[h.row];
-                        json!({"id": t.id, "score": h.score, "text": t.text, "lang": t.lang, "field": t.field})
+                        json!({"id": t.id, "score": h.score, "text": t.body.text, "lang": t.body.lang, "field": t.body.field})
                     })
                     .collect()
             }

@@ -46,15 +46,12 @@ pub struct Item {
     pub meta: Map<String, Value>,
 }
 
-/// A text that image queries can find.
+/// A text that image queries can find: a caption line with its own id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextEntry {
     pub id: String,
-    pub text: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lang: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
+    #[serde(flatten)]
+    pub body: ItemText,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -415,7 +412,7 @@ mod tests {
                 meta,
             });
             iv.extend(&v);
-            texts.push(TextEntry { id: format!("t{i}"), text: format!("a {colour} thing {i}"), lang: Some("en".into()), field: None });
+            texts.push(TextEntry { id: format!("t{i}"), body: ItemText { text: format!("a {colour} thing {i}"), lang: Some("en".into()), field: None } });
             tv.extend(&v);
         }
         // two "tokens" per image: its own vector and its negation
