@@ -96,8 +96,9 @@ fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     std::fs::write(path, s).map_err(|e| IndexError::io(path, e))
 }
 
-fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
-    let text = std::fs::read_to_string(path).map_err(|e| IndexError::io(path, e))?;
+/// Parses JSON lines already read (and checksummed) from `path`.
+fn parse_jsonl<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<Vec<T>> {
+    let text = std::str::from_utf8(bytes).map_err(|_| IndexError::Corrupt { path: path.display().to_string(), message: "not UTF-8".into() })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -107,9 +108,12 @@ fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
         .collect()
 }
 
+fn checksum_of(bytes: &[u8]) -> String {
+    format!("{:016x}", fnv64(&[bytes]))
+}
+
 fn file_checksum(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| IndexError::io(path, e))?;
-    Ok(format!("{:016x}", fnv64(&[&bytes])))
+    Ok(checksum_of(&std::fs::read(path).map_err(|e| IndexError::io(path, e))?))
 }
 
 const CHECKED: [&str; 6] = ["items.jsonl", "texts.jsonl", "images.hnsw.graph", "images.hnsw.data", "texts.hnsw.graph", "texts.hnsw.data"];
@@ -249,18 +253,24 @@ impl RetrievalIndex {
                 message: format!("index format version {}, this vlp reads version {VERSION}; rebuild the index", info.version),
             });
         }
+        // each checked file is read once: the JSON lines are parsed from the bytes checksummed
+        let mut verified = std::collections::HashMap::new();
         for f in CHECKED {
             let p = dir.join(f);
             let want = info.checksums.get(f).ok_or_else(|| IndexError::Corrupt { path: info_path.display().to_string(), message: format!("no checksum for {f}") })?;
             if !p.is_file() {
                 return Err(IndexError::Corrupt { path: p.display().to_string(), message: "missing".into() });
             }
-            if &file_checksum(&p)? != want {
+            let bytes = std::fs::read(&p).map_err(|e| IndexError::io(&p, e))?;
+            if &checksum_of(&bytes) != want {
                 return Err(IndexError::Corrupt { path: p.display().to_string(), message: "checksum mismatch: changed or damaged since the build".into() });
             }
+            if f.ends_with(".jsonl") {
+                verified.insert(f, bytes);
+            }
         }
-        let items: Vec<Item> = read_jsonl(&dir.join("items.jsonl"))?;
-        let texts: Vec<TextEntry> = read_jsonl(&dir.join("texts.jsonl"))?;
+        let items: Vec<Item> = parse_jsonl(&dir.join("items.jsonl"), &verified["items.jsonl"])?;
+        let texts: Vec<TextEntry> = parse_jsonl(&dir.join("texts.jsonl"), &verified["texts.jsonl"])?;
         let image_vectors = VectorStore::open(&dir.join("images.vec"))?;
         let text_vectors = VectorStore::open(&dir.join("texts.vec"))?;
         for (store, n) in [(&image_vectors, items.len()), (&text_vectors, texts.len())] {
