@@ -29,6 +29,8 @@ enum Command {
     Plot(cmd::plot::PlotArgs),
     /// Score a TREC run against qrels, printing trec_eval's format.
     TrecEval(cmd::trec_eval::TrecEvalArgs),
+    /// Score image-text pairs with a checkpoint; keep those above a threshold, drop near-duplicates.
+    Filter(cmd::filter::FilterArgs),
     /// Zero-shot classification by prompt templates: top-1/top-5 accuracy.
     Zeroshot(cmd::zeroshot::ZeroShotArgs),
     /// Micro-benchmarks that are timed beside peers (see BENCHMARKS.md).
@@ -46,6 +48,7 @@ fn main() {
         Command::Search(a) => cmd::index::search(a),
         Command::Plot(a) => cmd::plot::run(a),
         Command::TrecEval(a) => cmd::trec_eval::run(a),
+        Command::Filter(a) => cmd::filter::run(a),
         Command::Zeroshot(a) => cmd::zeroshot::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };

@@ -29,6 +29,32 @@ enum DataCommand {
     },
     /// Read every sample of any supported input, decode every image, and print the skip summary.
     Validate(ValidateArgs),
+    /// Write a copy as WebDataset shards with a share of captions swapped between images, each
+    /// sample's JSON saying `"corrupted": true|false`: ground truth for `vlp filter --truth-field`.
+    Corrupt(CorruptArgs),
+}
+
+#[derive(Args)]
+pub struct CorruptArgs {
+    /// Any input, as for `validate`.
+    pub input: String,
+    #[arg(long)]
+    pub split: Option<String>,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Share of pairs whose captions are swapped.
+    #[arg(long, default_value_t = 0.2)]
+    pub fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use each image's first caption of this language (samples without one are left out).
+    #[arg(long)]
+    pub lang: Option<String>,
+    /// ... and of this field (`name`, `keywords`).
+    #[arg(long)]
+    pub field: Option<String>,
+    #[arg(long, default_value_t = 1000)]
+    pub per_shard: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -81,7 +107,28 @@ pub fn run(args: DataArgs) -> Result<()> {
         DataCommand::Build(a) => build(a),
         DataCommand::Stats { dir, json } => stats(&dir, json),
         DataCommand::Validate(a) => validate(a),
+        DataCommand::Corrupt(a) => corrupt(a),
     }
+}
+
+fn corrupt(a: CorruptArgs) -> Result<()> {
+    use vlp_curate::corrupt::{corrupt, CorruptOptions};
+    let o = CorruptOptions { fraction: a.fraction, seed: a.seed, lang: a.lang, field: a.field, per_shard: a.per_shard };
+    let s = corrupt(&a.input, a.split.as_deref(), &source::ReadOptions::default(), &a.out, &o)
+        .with_context(|| format!("corrupting {}", a.input))?;
+    println!(
+        "wrote {} pairs in {} shard(s) to {}: {} with swapped captions ({:.1}%), {} without a caption of that kind left out",
+        s.pairs,
+        s.shards.len(),
+        a.out.display(),
+        s.corrupted,
+        100.0 * s.corrupted as f64 / s.pairs.max(1) as f64,
+        s.no_caption
+    );
+    if s.skipped.total() > 0 {
+        eprint!("{}", s.skipped.summary());
+    }
+    Ok(())
 }
 
 fn build(a: BuildArgs) -> Result<()> {

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod data;
 pub mod eval;
+pub mod filter;
 pub mod index;
 pub mod plot;
 pub mod tokenizer;

@@ -1,5 +1,6 @@
-//! Writes WebDataset tar shards: N samples per shard, each shard written under a temporary name
-//! and renamed when complete, so a reader never sees half a shard.
+//! Writes WebDataset tar shards: N samples per numbered shard, or every sample into one named
+//! shard. Each shard is written under a temporary name and renamed when complete, so a reader
+//! never sees half a shard.
 
 use crate::{DataError, Result};
 use serde_json::{Map, Value};
@@ -7,14 +8,20 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-/// Writes `PREFIX-000000.tar`, `PREFIX-000001.tar`, ... into a directory.
+/// Writes `PREFIX-000000.tar`, `PREFIX-000001.tar`, ... into a directory, or one named shard.
 pub struct WdsWriter {
     dir: PathBuf,
-    prefix: String,
+    naming: Naming,
     per_shard: usize,
     open: Option<OpenShard>,
     next_index: usize,
     finished: Vec<PathBuf>,
+}
+
+enum Naming {
+    Numbered { prefix: String },
+    /// One shard of this file name, however many samples it holds.
+    Fixed { name: String },
 }
 
 struct OpenShard {
@@ -32,8 +39,24 @@ impl WdsWriter {
         std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
         Ok(WdsWriter {
             dir: dir.to_path_buf(),
-            prefix: prefix.to_string(),
+            naming: Naming::Numbered { prefix: prefix.to_string() },
             per_shard,
+            open: None,
+            next_index: 0,
+            finished: Vec::new(),
+        })
+    }
+
+    /// Writes every sample into the single shard `path` (created when the first sample comes).
+    pub fn single(path: &Path) -> Result<Self> {
+        let name = path.file_name().and_then(|n| n.to_str()).filter(|n| !n.is_empty());
+        let name = name.ok_or_else(|| DataError::input(path.display(), "a shard path needs a file name"))?.to_string();
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+        Ok(WdsWriter {
+            dir: dir.to_path_buf(),
+            naming: Naming::Fixed { name },
+            per_shard: usize::MAX,
             open: None,
             next_index: 0,
             finished: Vec::new(),
@@ -84,7 +107,10 @@ impl WdsWriter {
     }
 
     fn open_next(&mut self) -> Result<()> {
-        let name = format!("{}-{:06}.tar", self.prefix, self.next_index);
+        let name = match &self.naming {
+            Naming::Numbered { prefix } => format!("{prefix}-{:06}.tar", self.next_index),
+            Naming::Fixed { name } => name.clone(),
+        };
         self.next_index += 1;
         let dest = self.dir.join(&name);
         let tmp = self.dir.join(format!(".{name}.tmp"));

@@ -57,6 +57,12 @@ impl HnswIndex {
         HnswIndex { graph, config }
     }
 
+    /// An empty index to [`insert`](Self::insert) into; `capacity` is a sizing hint, not a limit.
+    pub fn with_capacity(capacity: usize, config: HnswConfig) -> Self {
+        let graph = Hnsw::new(config.m.clamp(2, 255), capacity.max(1), MAX_LAYERS, config.ef_construction.max(config.m), InnerProduct);
+        HnswIndex { graph, config }
+    }
+
     pub fn len(&self) -> usize {
         self.graph.get_nb_point()
     }

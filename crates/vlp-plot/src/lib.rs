@@ -1,7 +1,7 @@
 //! PNG charts for vlp: training curves, score histograms, recall against speed.
 //!
 //! A thin layer over `plotters` that knows nothing of models or indexes: callers hand it
-//! [`Series`] of points, grouped into [`Panel`]s, or raw values for a [`Histogram`]. Text is
+//! [`Series`] of points, grouped into [`Panel`]s, or bin counts for a [`Histogram`]. Text is
 //! drawn with an embedded DejaVu Sans Mono, so a chart looks the same on a machine without
 //! fonts. Files are written under a temporary name and renamed, so a reader never sees half a
 //! PNG.
@@ -179,36 +179,55 @@ where
     Ok(())
 }
 
-/// Values binned into a histogram, with an optional marked threshold.
+/// Counts in equal bins over `[lo, hi]`, with an optional marked threshold. Callers that stream
+/// (the curation filter) keep only the counts; [`Histogram::of_values`] bins a slice.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Histogram {
     pub title: String,
     pub x_label: String,
-    pub values: Vec<f64>,
-    pub bins: usize,
+    pub lo: f64,
+    pub hi: f64,
+    pub counts: Vec<u64>,
     /// A vertical line and its label, e.g. the filter's threshold.
     pub marker: Option<(f64, String)>,
+}
+
+impl Histogram {
+    /// Bins `values` over their own range (padded by 5%) into `bins` bins.
+    pub fn of_values(title: impl Into<String>, x_label: impl Into<String>, values: &[f64], bins: usize) -> Self {
+        let (lo, hi) = range(values.iter().copied().filter(|v| v.is_finite()));
+        let counts = bin_counts(values, lo, hi, bins);
+        Histogram { title: title.into(), x_label: x_label.into(), lo, hi, counts, marker: None }
+    }
+
+    pub fn with_marker(mut self, x: f64, label: impl Into<String>) -> Self {
+        self.marker = Some((x, label.into()));
+        self
+    }
 }
 
 /// Bin counts of `values` over [lo, hi] in `bins` equal bins.
 pub fn bin_counts(values: &[f64], lo: f64, hi: f64, bins: usize) -> Vec<u64> {
     let n = bins.max(1);
     let mut counts = vec![0u64; n];
-    let width = (hi - lo) / n as f64;
     for &v in values.iter().filter(|v| v.is_finite()) {
-        let i = if width > 0.0 { ((v - lo) / width).floor() as isize } else { 0 };
-        counts[i.clamp(0, n as isize - 1) as usize] += 1;
+        counts[bin_of(v, lo, hi, n)] += 1;
     }
     counts
 }
 
+/// The bin of `v` among `bins` equal bins over [lo, hi]; values outside go to the end bins.
+pub fn bin_of(v: f64, lo: f64, hi: f64, bins: usize) -> usize {
+    let width = (hi - lo) / bins as f64;
+    let i = if width > 0.0 { ((v - lo) / width).floor() as isize } else { 0 };
+    i.clamp(0, bins as isize - 1) as usize
+}
+
 pub fn histogram_png(path: &Path, h: &Histogram, size: (u32, u32)) -> Result<()> {
     fonts();
-    let marker_x = h.marker.as_ref().map(|m| m.0);
-    let (lo, hi) = range(h.values.iter().copied().filter(|v| v.is_finite()).chain(marker_x));
-    let bins = h.bins.max(1);
-    let counts = bin_counts(&h.values, lo, hi, bins);
-    let width = (hi - lo) / bins as f64;
+    let (lo, hi) = (h.lo, if h.hi > h.lo { h.hi } else { h.lo + 1.0 });
+    let counts = if h.counts.is_empty() { vec![0] } else { h.counts.clone() };
+    let width = (hi - lo) / counts.len() as f64;
     let top = counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.1;
     let tmp = temp_for(path);
     {
@@ -265,13 +284,9 @@ mod tests {
         panels_png(&p, "run", &[loss, empty, speed], 2, (400, 300)).unwrap();
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-        let h = Histogram {
-            title: "scores".into(),
-            x_label: "cosine".into(),
-            values: (0..200).map(|i| (i as f64 / 200.0).powi(2)).collect(),
-            bins: 20,
-            marker: Some((0.3, "threshold 0.3".into())),
-        };
+        let values: Vec<f64> = (0..200).map(|i| (i as f64 / 200.0).powi(2)).collect();
+        let h = Histogram::of_values("scores", "cosine", &values, 20).with_marker(0.3, "threshold 0.3");
+        assert_eq!(h.counts.iter().sum::<u64>(), 200);
         histogram_png(&dir.path().join("hist.png"), &h, (500, 300)).unwrap();
         let names: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
