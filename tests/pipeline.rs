@@ -1,67 +1,15 @@
 //! The binary through a whole small pipeline: data → train (a few steps) → plot → index → search
 //! → zero-shot, checking what each step wrote, and that a damaged index is refused by name.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn vlp(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vlp")).args(args).output().expect("run vlp");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn ok(args: &[&str]) -> String {
-    let (ok, out, err) = vlp(args);
-    assert!(ok, "vlp {args:?} failed: {err}");
-    out
-}
-
-const CONFIG: &str = r#"
-[model]
-embed_dim = 16
-token_dim = 8
-[model.image]
-kind = "vit"
-image_size = 16
-patch_size = 8
-width = 16
-layers = 1
-heads = 2
-[model.text]
-context_length = 16
-vocab_size = 256
-width = 16
-layers = 1
-heads = 2
-causal = true
-pool = "eos"
-[loss]
-global_weight = 1.0
-token_weight = 0.5
-[train]
-batch_size = 16
-steps = 6
-lr = 1e-3
-warmup_steps = 2
-checkpoint_every = 3
-val_every = 3
-seed = 1
-[tokenizer]
-kind = "wordpiece"
-vocab_size = 256
-"#;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{ok, s, tiny_run, vlp};
 
 #[test]
 fn data_train_plot_index_search_zeroshot() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, run, index) = (tmp.path().join("data"), tmp.path().join("run"), tmp.path().join("index"));
-    let config = tmp.path().join("tiny.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    ok(&["data", "build", "synthetic", "--out", s(&data), "--images", "200", "--size", "16"]);
-    ok(&["train", "--config", s(&config), "--train", s(&data), "--val", s(&data), "--out", s(&run)]);
+    let (data, run) = tiny_run(tmp.path());
+    let index = tmp.path().join("index");
     let png = std::fs::read(run.join("curves.png")).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");
     assert_eq!(std::fs::read_to_string(run.join("train_log.jsonl")).unwrap().lines().count(), 6);
