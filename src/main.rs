@@ -25,6 +25,8 @@ enum Command {
     Index(cmd::index::IndexArgs),
     /// Search an index by text (dense, BM25 or hybrid) or by image.
     Search(cmd::index::SearchArgs),
+    /// Serve search over HTTP: a JSON API and a search page.
+    Serve(cmd::serve::ServeArgs),
     /// Draw a run's training curves, or compare runs, as PNG.
     Plot(cmd::plot::PlotArgs),
     /// Score a TREC run against qrels, printing trec_eval's format.
@@ -46,6 +48,7 @@ fn main() {
         Command::Train(a) => cmd::train::run(a),
         Command::Index(a) => cmd::index::run(a),
         Command::Search(a) => cmd::index::search(a),
+        Command::Serve(a) => cmd::serve::run(a),
         Command::Plot(a) => cmd::plot::run(a),
         Command::TrecEval(a) => cmd::trec_eval::run(a),
         Command::Filter(a) => cmd::filter::run(a),

@@ -264,7 +264,7 @@ fn index_rows(
         let mut run = vlp_eval::Run::new("vlp-rerank");
         for (i, id) in texts.ids.iter().enumerate() {
             let rows: Vec<usize> = idx.dense_images(texts.row(i), &model, k, a.ef, false, &[])?.iter().map(|h| h.row).collect();
-            let q = super::index::query_tokens(enc, text_of[id.as_str()], &Default::default())?;
+            let q = vlp_serve::searcher::text_tokens(enc, text_of[id.as_str()], &Default::default())?;
             let ranked = idx.rerank_images(&rows, &q, &model)?;
             run.insert_query(id, ranked.iter().map(|r| (idx.items[r.row].id.clone(), r.score)).collect());
         }

@@ -12,8 +12,9 @@ use vlp_index::catalog::{self, BuildInput, Filter, Item, ItemText, Mode, Retriev
 use vlp_index::exact::top_k;
 use vlp_index::npy;
 use vlp_index::store::fnv64;
+use vlp_serve::{Query, SearchRequest, Searcher, Side};
 use vlp_train::checkpoint::Encoder;
-use vlp_train::embed::{embed_images, embed_texts, for_each_image_batch, text_tensors, Embeddings};
+use vlp_train::embed::{embed_texts, for_each_image_batch, Embeddings};
 
 type Cpu = burn::backend::Flex;
 
@@ -299,68 +300,27 @@ pub enum SearchMode {
 
 pub fn search(a: SearchArgs) -> Result<()> {
     let started = Instant::now();
-    let idx = RetrievalIndex::open(&a.index)?;
     let filters: Vec<Filter> = a.filter.iter().map(|f| f.parse()).collect::<std::result::Result<_, _>>()?;
     let mode = match a.mode {
         SearchMode::Dense => Mode::Dense,
         SearchMode::Bm25 => Mode::Bm25,
         SearchMode::Hybrid => Mode::Hybrid,
     };
-    let needs_encoder = a.image.is_some() || !matches!(mode, Mode::Bm25) || a.rerank.is_some();
-    let ck = match &a.checkpoint {
-        Some(c) => c.clone(),
-        None => PathBuf::from(idx.info.source.get("checkpoint").and_then(Value::as_str).unwrap_or_default()),
-    };
-    let device = Default::default();
-    let enc = if needs_encoder {
-        Some(Encoder::<Cpu>::load(&ck, &device).with_context(|| format!("loading the index's checkpoint {} (pass --checkpoint)", ck.display()))?)
-    } else {
-        None
-    };
-    let model = match &enc {
-        Some(e) => model_identity(&e.dir)?,
-        None => idx.info.model.clone(),
-    };
-    let loaded = started.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let results: Vec<Value> = match (&a.text, &a.image) {
-        (Some(text), _) => {
-            let q = match &enc {
-                Some(e) => Some(embed_texts(&e.model, &e.tokenizer, &["q".into()], std::slice::from_ref(text), 1, &device)?.vectors),
-                None => None,
-            };
-            let depth = a.rerank.map_or(a.k, |r| r.max(a.k));
-            let mut ranked = idx.text_to_images(text, q.as_deref().map(|v| (v, model.as_str())), mode, depth, a.ef, a.exact, &filters)?;
-            if a.rerank.is_some() {
-                let e = enc.as_ref().expect("loaded: --rerank needs the model");
-                let rows: Vec<usize> = ranked.iter().map(|r| r.row).collect();
-                ranked = idx.rerank_images(&rows, &query_tokens(e, text, &device)?, &model)?;
-                ranked.truncate(a.k);
-            }
-            ranked.iter().map(|r| item_json(&idx, r.row, r.score)).collect()
-        }
+    let (query, side) = match (&a.text, &a.image) {
+        (Some(text), _) => (Query::Text(text.clone()), Side::Images),
         (None, Some(path)) => {
-            let e = enc.as_ref().expect("loaded for image queries");
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let sample = vlp_data::Sample { key: "q".into(), location: path.display().to_string(), image: bytes, image_ext: String::new(), captions: vec![], meta: Map::new() };
-            let (q, skipped) = embed_images(&e.model, std::slice::from_ref(&sample), &e.config.image_config(), 1, &device);
-            if q.is_empty() {
-                bail!("{}: not a readable image ({})", path.display(), skipped.summary().trim());
-            }
-            if a.images {
-                idx.dense_images(&q.vectors, &model, a.k, a.ef, a.exact, &filters)?.iter().map(|h| item_json(&idx, h.row, h.score)).collect()
-            } else {
-                idx.dense_texts(&q.vectors, &model, a.k, a.ef, a.exact)?
-                    .iter()
-                    .map(|h| {
-                        let t = &idx.texts[h.row];
-                        json!({"id": t.id, "score": h.score, "text": t.body.text, "lang": t.body.lang, "field": t.body.field})
-                    })
-                    .collect()
-            }
+            (Query::Image(bytes), if a.images { Side::Images } else { Side::Texts })
         }
         (None, None) => bail!("give --text \"...\" or --image PATH"),
     };
+    // BM25 alone needs no model: the checkpoint is loaded only when the query must be embedded
+    let needs_model = !(matches!(query, Query::Text(_)) && mode == Mode::Bm25 && a.rerank.is_none());
+    let searcher = open_searcher(&a.index, a.checkpoint.as_deref(), needs_model)?;
+    let loaded = started.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let request = SearchRequest { query, side, k: a.k, mode, rerank: a.rerank, filters, ef: a.ef, exact: a.exact };
+    let results = searcher.search(&request).map_err(|e| anyhow::anyhow!("{}: {e}", a.image.as_ref().map_or(String::from("query"), |p| p.display().to_string())))?;
     let search_s = t.elapsed().as_secs_f64();
     if a.json {
         println!("{}", json!({"results": results, "load_s": loaded, "search_s": search_s}));
@@ -374,17 +334,16 @@ pub fn search(a: SearchArgs) -> Result<()> {
     Ok(())
 }
 
-fn item_json(idx: &RetrievalIndex, row: usize, score: f32) -> Value {
-    let it = &idx.items[row];
-    json!({"id": it.id, "score": score, "caption": it.captions.first().map(|c| c.text.as_str()), "image": it.image, "meta": it.meta})
+/// Opens an index with the checkpoint that embeds its queries (by default the one it was built
+/// with); without `with_model`, only the index.
+pub fn open_searcher(index: &Path, checkpoint: Option<&Path>, with_model: bool) -> Result<Searcher<Cpu>> {
+    let device = Default::default();
+    if !with_model {
+        let idx = RetrievalIndex::open(index)?;
+        let model = idx.info.model.clone();
+        return Ok(Searcher::new(idx, None, model, device));
+    }
+    let identity = |dir: &Path| model_identity(dir).map_err(|e| std::io::Error::other(e.to_string()));
+    Searcher::open(index, checkpoint, identity, device).map_err(|e| anyhow::anyhow!("{e} (pass --checkpoint)"))
 }
 
-/// The query's token embeddings, `[real tokens, token_dim]` row-major (padding dropped).
-pub fn query_tokens<B: burn::tensor::backend::Backend>(enc: &Encoder<B>, text: &str, device: &B::Device) -> Result<Vec<f32>> {
-    let (ids, mask) = text_tensors::<B>(&enc.tokenizer, &[text], device)?;
-    let mask_values: Vec<f32> = mask.clone().into_data().convert::<f32>().to_vec().expect("f32");
-    let out = enc.model.encode_text(ids, mask);
-    let [_, _, d] = out.tokens.dims();
-    let values: Vec<f32> = out.tokens.into_data().convert::<f32>().to_vec().expect("f32");
-    Ok(values.chunks(d).zip(&mask_values).filter(|(_, m)| **m > 0.5).flat_map(|(t, _)| t.iter().copied()).collect())
-}

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod filter;
 pub mod index;
 pub mod plot;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 pub mod trec_eval;

@@ -1,0 +1,245 @@
+//! The query engine: an index, the checkpoint that built it, and one `search` for every kind of
+//! query. Errors say whether the request was at fault (and how) or the server.
+
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+use vlp_data::image_pipeline::{process_into, Augment};
+use vlp_index::catalog::{Filter, Mode, RetrievalIndex};
+use vlp_index::IndexError;
+use vlp_train::checkpoint::Encoder;
+use vlp_train::embed::text_tensors;
+
+/// What is searched for.
+#[derive(Debug, Clone)]
+pub enum Query {
+    Text(String),
+    /// An encoded image file (PNG, JPEG, WebP).
+    Image(Vec<u8>),
+    /// A vector from the index's own model, `dim` long.
+    Embedding(Vec<f32>),
+    /// An item of the index: its stored image embedding ("more like this").
+    Item(String),
+}
+
+/// Which side of the index answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    #[default]
+    Images,
+    Texts,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub query: Query,
+    pub side: Side,
+    pub k: usize,
+    pub mode: Mode,
+    /// Re-rank this many dense candidates by token-level similarity (text queries, image side).
+    pub rerank: Option<usize>,
+    pub filters: Vec<Filter>,
+    pub ef: Option<usize>,
+    pub exact: bool,
+}
+
+impl SearchRequest {
+    pub fn new(query: Query) -> Self {
+        SearchRequest { query, side: Side::Images, k: 10, mode: Mode::Dense, rerank: None, filters: Vec::new(), ef: None, exact: false }
+    }
+}
+
+/// Why a search failed: the request (with a stable code) or the server.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl SearchError {
+    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        SearchError::BadRequest { code, message: message.into() }
+    }
+}
+
+impl From<IndexError> for SearchError {
+    fn from(e: IndexError) -> Self {
+        match e {
+            IndexError::ModelMismatch { .. } | IndexError::Invalid(_) => SearchError::bad("bad_request", e.to_string()),
+            e => SearchError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// An index with the encoder that embeds its queries.
+pub struct Searcher<B: Backend> {
+    pub index: RetrievalIndex,
+    /// `None` when the checkpoint is not at hand: BM25 and item queries still work.
+    pub encoder: Option<Encoder<B>>,
+    /// The identity of the index's model.
+    pub model: String,
+    /// Image queries above this many pixels are refused before decoding.
+    pub max_image_pixels: u64,
+    rows_by_id: std::collections::HashMap<String, usize>,
+    device: B::Device,
+}
+
+impl<B: Backend> Searcher<B> {
+    pub fn new(index: RetrievalIndex, encoder: Option<Encoder<B>>, model: String, device: B::Device) -> Self {
+        let rows_by_id = index.items.iter().enumerate().map(|(i, it)| (it.id.clone(), i)).collect();
+        let max_image_pixels = vlp_data::image_pipeline::ImageConfig::default().max_pixels;
+        Searcher { index, encoder, model, max_image_pixels, rows_by_id, device }
+    }
+
+    /// Opens an index; `checkpoint` overrides the one recorded at build time.
+    pub fn open(dir: &Path, checkpoint: Option<&Path>, identity: impl Fn(&Path) -> std::io::Result<String>, device: B::Device) -> Result<Self, String> {
+        let index = RetrievalIndex::open(dir).map_err(|e| e.to_string())?;
+        let recorded = index.info.source.get("checkpoint").and_then(Value::as_str).map(Path::new);
+        let (encoder, model) = match checkpoint.or(recorded) {
+            Some(ck) => {
+                let enc = Encoder::<B>::load(ck, &device).map_err(|e| format!("loading the index's checkpoint {}: {e}", ck.display()))?;
+                let model = identity(&enc.dir).map_err(|e| format!("{}: {e}", enc.dir.display()))?;
+                (Some(enc), model)
+            }
+            None => (None, index.info.model.clone()),
+        };
+        Ok(Searcher::new(index, encoder, model, device))
+    }
+
+    fn encoder(&self) -> Result<&Encoder<B>, SearchError> {
+        self.encoder.as_ref().ok_or_else(|| SearchError::bad("no_model", "this index was opened without its checkpoint: only BM25 and item queries work"))
+    }
+
+    /// Ranked results as JSON objects: `id`, `score`, and the item's caption, image and
+    /// metadata (image side) or the text, its language and field (text side).
+    pub fn search(&self, r: &SearchRequest) -> Result<Vec<Value>, SearchError> {
+        let idx = &self.index;
+        if r.k == 0 {
+            return Ok(Vec::new());
+        }
+        let hits: Vec<(usize, f32)> = match (&r.query, r.side) {
+            (Query::Text(text), Side::Images) => {
+                let dense = !matches!(r.mode, Mode::Bm25) || r.rerank.is_some();
+                let q = if dense { Some(self.text_embedding(text)?) } else { None };
+                let depth = r.rerank.map_or(r.k, |n| n.max(r.k));
+                let mut ranked = idx.text_to_images(text, q.as_deref().map(|v| (v, self.model.as_str())), r.mode, depth, r.ef, r.exact, &r.filters)?;
+                if r.rerank.is_some() {
+                    let rows: Vec<usize> = ranked.iter().map(|x| x.row).collect();
+                    ranked = idx.rerank_images(&rows, &self.text_tokens(text)?, &self.model)?;
+                    ranked.truncate(r.k);
+                }
+                ranked.iter().map(|x| (x.row, x.score)).collect()
+            }
+            (Query::Text(text), Side::Texts) => {
+                let q = self.text_embedding(text)?;
+                idx.dense_texts(&q, &self.model, r.k, r.ef, r.exact)?.iter().map(|h| (h.row, h.score)).collect()
+            }
+            (query, side) => {
+                let q = match query {
+                    Query::Image(bytes) => self.image_embedding(bytes)?,
+                    Query::Embedding(v) => self.checked_embedding(v)?,
+                    Query::Item(id) => {
+                        let row = self.item_row(id).ok_or_else(|| SearchError::bad("not_found", format!("no item {id:?} in this index")))?;
+                        idx.image_vectors.row(row).to_vec()
+                    }
+                    Query::Text(_) => unreachable!("matched above"),
+                };
+                let hits = match side {
+                    Side::Images => idx.dense_images(&q, &self.model, r.k, r.ef, r.exact, &r.filters)?,
+                    Side::Texts => idx.dense_texts(&q, &self.model, r.k, r.ef, r.exact)?,
+                };
+                hits.iter().map(|h| (h.row, h.score)).collect()
+            }
+        };
+        Ok(hits
+            .into_iter()
+            .map(|(row, score)| match r.side {
+                Side::Images => self.item_json(row, score),
+                Side::Texts => {
+                    let t = &idx.texts[row];
+                    json!({"id": t.id, "score": score, "text": t.body.text, "lang": t.body.lang, "field": t.body.field})
+                }
+            })
+            .collect())
+    }
+
+    pub fn item_row(&self, id: &str) -> Option<usize> {
+        self.rows_by_id.get(id).copied()
+    }
+
+    pub fn item_json(&self, row: usize, score: f32) -> Value {
+        let it = &self.index.items[row];
+        json!({"id": it.id, "score": score, "caption": it.captions.first().map(|c| c.text.as_str()), "captions": it.captions, "image": it.image, "meta": it.meta})
+    }
+
+    fn text_embedding(&self, text: &str) -> Result<Vec<f32>, SearchError> {
+        let enc = self.encoder()?;
+        let (ids, mask) = text_tensors::<B>(&enc.tokenizer, &[text], &self.device).map_err(|e| SearchError::Internal(e.to_string()))?;
+        Ok(rows(enc.model.encode_text(ids, mask).global))
+    }
+
+    fn text_tokens(&self, text: &str) -> Result<Vec<f32>, SearchError> {
+        text_tokens(self.encoder()?, text, &self.device).map_err(|e| SearchError::Internal(e.to_string()))
+    }
+
+    /// Decodes (within the model's pixel limit) and embeds an image.
+    pub fn image_embedding(&self, bytes: &[u8]) -> Result<Vec<f32>, SearchError> {
+        let enc = self.encoder()?;
+        let format = image::guess_format(bytes).map_err(|_| SearchError::bad("unsupported_image", "the image is not PNG, JPEG or WebP"))?;
+        if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP) {
+            return Err(SearchError::bad("unsupported_image", format!("{format:?} images are not accepted: send PNG, JPEG or WebP")));
+        }
+        let cfg = vlp_data::image_pipeline::ImageConfig { max_pixels: self.max_image_pixels, ..enc.config.image_config() };
+        let side = cfg.size as usize;
+        let mut buf = vec![0f32; 3 * side * side];
+        process_into(bytes, &cfg, Augment::Eval, &mut buf).map_err(|f| {
+            let code = if f.reason == vlp_data::SkipReason::ImageTooLarge { "image_too_large" } else { "bad_image" };
+            SearchError::bad(code, format!("the image cannot be used: {}", f.detail))
+        })?;
+        let x = burn::tensor::Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(buf, [1, 3, side, side]), &self.device);
+        Ok(rows(enc.model.encode_image(x).global))
+    }
+
+    fn checked_embedding(&self, v: &[f32]) -> Result<Vec<f32>, SearchError> {
+        let dim = self.index.info.dim;
+        if v.len() != dim {
+            return Err(SearchError::bad("bad_embedding", format!("the embedding has {} values; this index's are {dim} long", v.len())));
+        }
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(SearchError::bad("bad_embedding", "the embedding holds a NaN or infinite value"));
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm == 0.0 {
+            return Err(SearchError::bad("bad_embedding", "the embedding is all zeros"));
+        }
+        Ok(v.iter().map(|x| x / norm).collect())
+    }
+
+    /// Index size, for health and metrics.
+    pub fn sizes(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("items".into(), json!(self.index.items.len()));
+        m.insert("texts".into(), json!(self.index.texts.len()));
+        m.insert("dim".into(), json!(self.index.info.dim));
+        m
+    }
+}
+
+/// A text's token embeddings, `[real tokens, token_dim]` row-major (padding dropped): the query
+/// side of token-level re-ranking.
+pub fn text_tokens<B: Backend>(enc: &Encoder<B>, text: &str, device: &B::Device) -> vlp_data::Result<Vec<f32>> {
+    let (ids, mask) = text_tensors::<B>(&enc.tokenizer, &[text], device)?;
+    let mask_values: Vec<f32> = mask.clone().into_data().convert::<f32>().to_vec().expect("f32");
+    let out = enc.model.encode_text(ids, mask);
+    let [_, _, d] = out.tokens.dims();
+    let values: Vec<f32> = out.tokens.into_data().convert::<f32>().to_vec().expect("f32");
+    Ok(values.chunks(d).zip(&mask_values).filter(|(_, m)| **m > 0.5).flat_map(|(t, _)| t.iter().copied()).collect())
+}
+
+fn rows<B: Backend>(t: burn::tensor::Tensor<B, 2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 rows")
+}
