@@ -4,85 +4,11 @@
 
 mod common;
 
-use common::{ok, s, tiny_run};
+use common::{tiny_index, Server};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(index: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vlp"))
-            .args(["serve", "--index", s(index), "--addr", "127.0.0.1:0"])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("the server says where it listens").unwrap();
-            if let Some(rest) = line.split("http://").nth(1) {
-                break rest.split('/').next().unwrap().to_string();
-            }
-        };
-        // keep draining stderr so the server never blocks on a full pipe
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, addr }
-    }
-
-    /// Sends raw bytes, returns (status, headers, body).
-    fn raw(&self, request: &[u8]) -> (u16, String, Vec<u8>) {
-        let mut c = TcpStream::connect(&self.addr).unwrap();
-        c.write_all(request).unwrap();
-        let mut out = Vec::new();
-        c.read_to_end(&mut out).unwrap();
-        let split = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a full response");
-        let head = String::from_utf8_lossy(&out[..split]).into_owned();
-        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        (status, head, out[split + 4..].to_vec())
-    }
-
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Vec<u8>) {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        let mut bytes = req.into_bytes();
-        bytes.extend_from_slice(body);
-        self.raw(&bytes)
-    }
-
-    fn json(&self, method: &str, path: &str, body: Option<&Value>, auth: Option<&str>) -> (u16, Value) {
-        let bearer = auth.map(|t| format!("Bearer {t}"));
-        let mut headers = vec![("Content-Type", "application/json")];
-        if let Some(b) = &bearer {
-            headers.push(("Authorization", b));
-        }
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let (status, _, bytes) = self.request(method, path, &headers, body.as_bytes());
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn index(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (data, run) = tiny_run(dir);
-    let index = dir.join("index");
-    ok(&["index", "build", "--checkpoint", s(&run), "--data", s(&data), "--split", "test", "--out", s(&index)]);
-    (data, index)
-}
+use std::process::Command;
 
 fn png(w: u32, h: u32) -> Vec<u8> {
     let img = image::RgbImage::from_pixel(w, h, image::Rgb([200, 30, 30]));
@@ -115,7 +41,7 @@ fn code(v: &Value) -> &str {
 #[test]
 fn api_answers_every_query_kind_and_refuses_hostile_input() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, index) = index(tmp.path());
+    let (data, index) = tiny_index(tmp.path());
     let srv = Server::start(&index, &["--max-body-bytes", "200000", "--max-pixels", "1000000"]);
 
     let (st, health) = srv.json("GET", "/healthz", None, None);
@@ -224,7 +150,7 @@ fn api_answers_every_query_kind_and_refuses_hostile_input() {
 #[test]
 fn token_overload_and_graceful_stop() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_, index) = index(tmp.path());
+    let (_, index) = tiny_index(tmp.path());
     let mut srv = Server::start(&index, &["--token", "s3cret", "--max-inflight", "1"]);
     let q = json!({"text": "red", "k": 2});
     assert_eq!(srv.json("GET", "/healthz", None, None).0, 200, "health needs no token");

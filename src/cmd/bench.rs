@@ -1,4 +1,4 @@
-//! `vlp bench decode | trec-eval`: the work that BENCHMARKS.md times beside its peers.
+//! `vlp bench decode | train | serve`: the work that BENCHMARKS.md times beside its peers.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -41,10 +41,14 @@ enum BenchCommand {
         #[arg(long, value_enum, default_value = "cpu")]
         device: super::train::Device,
     },
+    /// Load-test a running `vlp serve`: N clients of text searches (optionally mixed with
+    /// malformed requests) for a fixed time; queries/s, p50/p99, errors, server memory.
+    Serve(super::load::LoadArgs),
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.command {
+        BenchCommand::Serve(a) => super::load::run(a),
         BenchCommand::Decode { dir, size, repeat, threads } => decode(&dir, size, repeat, threads),
         BenchCommand::Train { config, batch, steps, device } => match device {
             super::train::Device::Cpu => train_steps::<burn::backend::Autodiff<burn::backend::Flex>>(&config, batch, steps, &Default::default()),

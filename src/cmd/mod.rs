@@ -5,6 +5,7 @@ pub mod data;
 pub mod eval;
 pub mod filter;
 pub mod index;
+pub mod load;
 pub mod plot;
 pub mod serve;
 pub mod tokenizer;
