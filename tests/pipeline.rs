@@ -1,5 +1,6 @@
 //! The binary through a whole small pipeline: data → train (a few steps) → plot → index → search
-//! → zero-shot, checking what each step wrote, and that a damaged index is refused by name.
+//! → zero-shot → eval → filter → index add/delete, checking what each step wrote, and that a
+//! damaged index is refused by name.
 
 mod common;
 
@@ -43,6 +44,35 @@ fn data_train_plot_index_search_zeroshot() {
 
     let zs = ok(&["zeroshot", "--checkpoint", s(&run), "--data", s(&data), "--label-field", "main", "--out", s(&tmp.path().join("zs"))]);
     assert!(zs.contains("global, mean embedding") && zs.contains("token-level, mean similarity") && zs.contains("random"), "{zs}");
+
+    // eval: exact search and the index's modes in one table, both directions, with a random row
+    let eval_dir = tmp.path().join("eval");
+    ok(&["eval", "--checkpoint", s(&run), "--data", s(&data), "--split", "test", "--index", s(&index), "--mode", "dense,bm25", "--out", s(&eval_dir)]);
+    let table = std::fs::read_to_string(eval_dir.join("table.md")).unwrap();
+    assert!(table.contains("NDCG@5") && table.contains("random embeddings") && table.contains("BM25"), "{table}");
+
+    // filter: every pair is kept or dropped for a reason, and the kept ones come back as a manifest
+    let kept = tmp.path().join("kept");
+    ok(&["filter", "--checkpoint", s(&run), "--input", s(&data), "--split", "val", "--out", s(&kept), "--dedup", "0.99999"]);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(kept.join("report.json")).unwrap()).unwrap();
+    let dropped: u64 = report["dropped"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(report["kept"].as_u64().unwrap() + dropped, report["seen"].as_u64().unwrap(), "{report}");
+    assert_eq!(std::fs::read_to_string(kept.join("val.jsonl")).unwrap().lines().count() as u64, report["kept"].as_u64().unwrap());
+
+    // add the val split to the index without a rebuild, then delete one of the added items
+    let added: serde_json::Value = serde_json::from_str(ok(&["index", "add", "--index", s(&index), "--data", s(&data), "--split", "val"]).trim()).unwrap();
+    assert_eq!(added["items"].as_u64().unwrap(), items + added["added_items"].as_u64().unwrap());
+    let val_id = std::fs::read_to_string(data.join("val.jsonl")).unwrap().lines().next().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string()).unwrap();
+    let val_image = data.join(format!("images/{val_id}.png"));
+    let top = |k: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&ok(&["search", "--index", s(&index), "--image", s(&val_image), "--images", "-k", k, "--exact", "--json"])).unwrap();
+        v["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(top("3").contains(&val_id), "an added image finds itself");
+    ok(&["index", "delete", "--index", s(&index), &val_id]);
+    assert!(!top("50").contains(&val_id), "a deleted item is never returned");
+    let check: serde_json::Value = serde_json::from_str(ok(&["index", "check", "--index", s(&index)]).trim()).unwrap();
+    assert!(check["text_to_image"]["recall_at_10"].as_f64().unwrap() >= 0.95, "after an addition: {check}");
 
     // a damaged part is refused with its name, and an interrupted rebuild would not have touched it
     let graph = index.join("images.hnsw.graph");

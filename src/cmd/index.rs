@@ -1,4 +1,4 @@
-//! `vlp index build | check | bench | export` and `vlp search`.
+//! `vlp index build | add | delete | check | bench | export` and `vlp search`.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -58,6 +58,26 @@ enum IndexCommand {
         #[command(flatten)]
         hnsw: HnswArgs,
     },
+    /// Embed more items (any input) with the index's checkpoint and insert them into its graphs,
+    /// without a rebuild. Ids already in the index are refused.
+    Add {
+        #[arg(long)]
+        index: PathBuf,
+        #[arg(long)]
+        data: String,
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// The checkpoint (default: the one the index was built with; it must be the same model).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Delete items by id: they stay in the files and are never returned again.
+    Delete {
+        #[arg(long)]
+        index: PathBuf,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
     /// Recall@10 of HNSW against exact search on sampled queries, text→image and image→text.
     Check {
         #[arg(long)]
@@ -104,6 +124,8 @@ pub fn model_identity(dir: &Path) -> Result<String> {
 pub fn run(a: IndexArgs) -> Result<()> {
     match a.command {
         IndexCommand::Build { checkpoint, data, split, out, hnsw } => build(&checkpoint, &data, &split, &out, hnsw.into()),
+        IndexCommand::Add { index, data, split, checkpoint } => add(&index, checkpoint.as_deref(), &data, &split),
+        IndexCommand::Delete { index, ids } => delete(&index, &ids),
         IndexCommand::Check { index, queries, ef } => check(&index, queries, ef),
         IndexCommand::Bench { base, queries, gt, ef, threads, hnsw } => bench(&base, &queries, &gt, &ef, threads, hnsw.into()),
         IndexCommand::Export { index, out } => export(&index, &out),
@@ -118,9 +140,8 @@ fn image_path(data: &str, meta: &Map<String, Value>, location: &str) -> String {
     std::fs::canonicalize(&p).unwrap_or(p).display().to_string()
 }
 
-fn build(checkpoint: &Path, data: &str, split: &str, out: &Path, hnsw: HnswConfig) -> Result<()> {
-    let started = Instant::now();
-    let enc = Encoder::<Cpu>::load(checkpoint, &Default::default()).with_context(|| format!("loading {}", checkpoint.display()))?;
+/// Embeds a data split with a checkpoint: everything an index needs, and what was skipped.
+fn embed_corpus(enc: &Encoder<Cpu>, data: &str, split: &str, hnsw: HnswConfig) -> Result<(BuildInput, vlp_data::SkipLog)> {
     let model = model_identity(&enc.dir)?;
     let set = EvalSet::load(data, split, &ReadOptions::default()).with_context(|| format!("reading {data} ({split})"))?;
     eprintln!("embedding {} images and {} texts of {data} ({split}) with {}", set.images.len(), set.texts.len(), enc.dir.display());
@@ -139,7 +160,6 @@ fn build(checkpoint: &Path, data: &str, split: &str, out: &Path, hnsw: HnswConfi
     let ids: Vec<String> = set.texts.iter().map(|t| t.id.clone()).collect();
     let strings: Vec<String> = set.texts.iter().map(|t| t.text.clone()).collect();
     let texts = embed_texts(&enc.model, &enc.tokenizer, &ids, &strings, 256, &device)?;
-    let embedded_at = started.elapsed().as_secs_f64();
     let kept: std::collections::HashSet<&str> = images.ids.iter().map(String::as_str).collect();
     let items: Vec<Item> = set
         .images
@@ -158,26 +178,62 @@ fn build(checkpoint: &Path, data: &str, split: &str, out: &Path, hnsw: HnswConfi
     source.insert("checkpoint".into(), json!(enc.dir.display().to_string()));
     source.insert("data".into(), json!(data));
     source.insert("split".into(), json!(split));
-    let info = catalog::build(
-        out,
-        BuildInput {
-            model,
-            dim: images.dim,
-            hnsw,
-            items,
-            image_vectors: images.vectors,
-            texts: text_entries,
-            text_vectors: texts.vectors,
-            source,
-            image_tokens: Some((token_shape, tokens)),
-        },
-    )?;
+    let dim = if images.is_empty() { texts.dim } else { images.dim };
+    let input = BuildInput {
+        model,
+        dim,
+        hnsw,
+        items,
+        image_vectors: images.vectors,
+        texts: text_entries,
+        text_vectors: texts.vectors,
+        source,
+        image_tokens: Some((token_shape, tokens)),
+    };
+    Ok((input, skipped))
+}
+
+fn build(checkpoint: &Path, data: &str, split: &str, out: &Path, hnsw: HnswConfig) -> Result<()> {
+    let started = Instant::now();
+    let enc = Encoder::<Cpu>::load(checkpoint, &Default::default()).with_context(|| format!("loading {}", checkpoint.display()))?;
+    let (input, skipped) = embed_corpus(&enc, data, split, hnsw)?;
+    let embedded_at = started.elapsed().as_secs_f64();
+    let info = catalog::build(out, input)?;
     eprint!("{}", skipped.summary());
     println!(
         "{}",
         json!({"index": out.display().to_string(), "items": info.items, "texts": info.texts, "skipped": skipped.total(),
                "dim": info.dim, "model": info.model, "embed_s": embedded_at, "total_s": started.elapsed().as_secs_f64()})
     );
+    Ok(())
+}
+
+/// Embeds more items with the index's own checkpoint and inserts them without a rebuild.
+fn add(index: &Path, checkpoint: Option<&Path>, data: &str, split: &str) -> Result<()> {
+    let started = Instant::now();
+    let idx = RetrievalIndex::open(index)?;
+    let ck = checkpoint.map(Path::to_path_buf).or_else(|| idx.info.source.get("checkpoint").and_then(Value::as_str).map(PathBuf::from));
+    let ck = ck.context("the index records no checkpoint: pass --checkpoint")?;
+    let enc = Encoder::<Cpu>::load(&ck, &Default::default()).with_context(|| format!("loading {}", ck.display()))?;
+    let (input, skipped) = embed_corpus(&enc, data, split, idx.info.hnsw)?;
+    let added = idx.add(input)?;
+    eprint!("{}", skipped.summary());
+    println!(
+        "{}",
+        json!({"index": index.display().to_string(), "added_items": added.items, "added_texts": added.texts,
+               "texts_already_present": added.texts_already_present, "items": added.info.items, "texts": added.info.texts,
+               "skipped": skipped.total(), "total_s": started.elapsed().as_secs_f64()})
+    );
+    Ok(())
+}
+
+fn delete(index: &Path, ids: &[String]) -> Result<()> {
+    let idx = RetrievalIndex::open(index)?;
+    let unknown = idx.delete(ids)?;
+    if !unknown.is_empty() {
+        eprintln!("not in the index (nothing done): {}", unknown.join(", "));
+    }
+    println!("{}", json!({"index": index.display().to_string(), "deleted": ids.len() - unknown.len(), "unknown": unknown}));
     Ok(())
 }
 

@@ -71,6 +71,9 @@ pub struct IndexInfo {
     /// for token-level re-ranking; absent when they were not stored.
     #[serde(default)]
     pub image_tokens: Option<[usize; 2]>,
+    /// Ids of items deleted since the build: kept in the files, never returned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<String>,
 }
 
 /// Everything a build needs; vectors are `[rows, dim]` row-major and L2-normalised.
@@ -120,6 +123,13 @@ const CHECKED: [&str; 6] = ["items.jsonl", "texts.jsonl", "images.hnsw.graph", "
 
 /// Builds the whole index in a temporary directory beside `dir`, then swaps it in.
 pub fn build(dir: &Path, input: BuildInput) -> Result<IndexInfo> {
+    write_index(dir, input, None, Vec::new())
+}
+
+/// Writes an index into a temporary directory beside `dir`, then swaps it in. `graphs` are the
+/// image and text HNSW graphs when they already hold every row (an addition); otherwise they are
+/// built here.
+pub(crate) fn write_index(dir: &Path, input: BuildInput, graphs: Option<(&HnswIndex, &HnswIndex)>, deleted: Vec<String>) -> Result<IndexInfo> {
     let BuildInput { model, dim, hnsw, items, image_vectors, texts, text_vectors, source, image_tokens } = input;
     let name = dir.file_name().and_then(|n| n.to_str()).ok_or_else(|| IndexError::Invalid(format!("{}: not a directory name", dir.display())))?;
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -142,8 +152,16 @@ pub fn build(dir: &Path, input: BuildInput) -> Result<IndexInfo> {
         }
         None => None,
     };
-    HnswIndex::build(&image_vectors, dim, hnsw).save(&tmp, "images")?;
-    HnswIndex::build(&text_vectors, dim, hnsw).save(&tmp, "texts")?;
+    match graphs {
+        Some((images, texts)) => {
+            images.save(&tmp, "images")?;
+            texts.save(&tmp, "texts")?;
+        }
+        None => {
+            HnswIndex::build(&image_vectors, dim, hnsw).save(&tmp, "images")?;
+            HnswIndex::build(&text_vectors, dim, hnsw).save(&tmp, "texts")?;
+        }
+    }
     CaptionIndex::build(
         &tmp.join("captions"),
         items.iter().enumerate().map(|(r, it)| (r, it.captions.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(" | "))),
@@ -152,7 +170,7 @@ pub fn build(dir: &Path, input: BuildInput) -> Result<IndexInfo> {
     for f in CHECKED {
         checksums.insert(f.to_string(), file_checksum(&tmp.join(f))?);
     }
-    let info = IndexInfo { version: VERSION, model, dim, hnsw, items: items.len(), texts: texts.len(), checksums, source, image_tokens: token_shape };
+    let info = IndexInfo { version: VERSION, model, dim, hnsw, items: items.len(), texts: texts.len(), checksums, source, image_tokens: token_shape, deleted };
     std::fs::write(tmp.join("index.json"), serde_json::to_string_pretty(&info).expect("serialises")).map_err(|e| IndexError::io(&tmp, e))?;
     // swap: the old index moves aside, the new one in, then the old one goes
     let old = parent.join(format!(".{name}.old"));
@@ -228,11 +246,13 @@ pub struct RetrievalIndex {
     pub texts: Vec<TextEntry>,
     pub image_vectors: VectorStore,
     pub text_vectors: VectorStore,
-    image_graph: HnswIndex,
-    text_graph: HnswIndex,
+    pub(crate) image_graph: HnswIndex,
+    pub(crate) text_graph: HnswIndex,
     pub captions: CaptionIndex,
     /// Per-image token embeddings, when the index stores them.
     pub image_tokens: Option<VectorStore>,
+    /// `live[row]` is false for a deleted item.
+    pub(crate) live: Vec<bool>,
 }
 
 impl RetrievalIndex {
@@ -291,11 +311,13 @@ impl RetrievalIndex {
             }
             None => None,
         };
-        Ok(RetrievalIndex { dir: dir.to_path_buf(), info, items, texts, image_vectors, text_vectors, image_graph, text_graph, captions, image_tokens })
+        let deleted: std::collections::HashSet<&str> = info.deleted.iter().map(String::as_str).collect();
+        let live = items.iter().map(|it| !deleted.contains(it.id.as_str())).collect();
+        Ok(RetrievalIndex { dir: dir.to_path_buf(), info, items, texts, image_vectors, text_vectors, image_graph, text_graph, captions, image_tokens, live })
     }
 
     fn keep_items<'a>(&'a self, filters: &'a [Filter]) -> impl Fn(usize) -> bool + Sync + 'a {
-        move |r| filters.iter().all(|f| f.matches(&self.items[r]))
+        move |r| self.live[r] && filters.iter().all(|f| f.matches(&self.items[r]))
     }
 
     /// Images for a query embedding (text→image, or image→image), HNSW or exact.
@@ -304,7 +326,7 @@ impl RetrievalIndex {
         let keep = self.keep_items(filters);
         Ok(if exact {
             top_k(self.image_vectors.vectors(), self.info.dim, query, k, &keep)
-        } else if filters.is_empty() {
+        } else if filters.is_empty() && self.info.deleted.is_empty() {
             self.image_graph.search(query, k, ef, None)
         } else {
             self.image_graph.search(query, k, ef, Some(&keep))
@@ -383,7 +405,7 @@ pub fn token_similarity(query: &[f32], doc: &[f32], d: usize) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -400,7 +422,7 @@ mod tests {
         v.iter().map(|x| x / n).collect()
     }
 
-    fn input(n: usize) -> BuildInput {
+    pub(crate) fn input(n: usize) -> BuildInput {
         let dim = 4;
         let mut items = Vec::new();
         let mut iv = Vec::new();

@@ -8,6 +8,7 @@
 //! - [`fusion`]: reciprocal rank fusion of dense and BM25 lists.
 //! - [`catalog`]: an index directory that holds all of these for a corpus of images and texts,
 //!   written whole or not at all.
+//! - [`update`]: items added to a built index (inserted into its graphs) or deleted by id.
 //!
 //! Nothing here knows how vectors are made; the crate has no burn dependency.
 
@@ -18,6 +19,7 @@ pub mod exact;
 pub mod fusion;
 pub mod npy;
 pub mod store;
+pub mod update;
 
 use std::path::{Path, PathBuf};
 
