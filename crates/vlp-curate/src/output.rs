@@ -170,15 +170,7 @@ fn caption_value(c: &Caption) -> Value {
     if c.lang.is_none() && c.field.is_none() {
         return Value::String(c.text.clone());
     }
-    let mut m = Map::new();
-    m.insert("text".into(), Value::String(c.text.clone()));
-    if let Some(l) = &c.lang {
-        m.insert("lang".into(), Value::String(l.clone()));
-    }
-    if let Some(f) = &c.field {
-        m.insert("field".into(), Value::String(f.clone()));
-    }
-    Value::Object(m)
+    c.to_json()
 }
 
 /// Joins part files, in order, under an optional header line, into `dest` (atomically).

@@ -206,21 +206,7 @@ fn manifest_line(img: &ImageRecord, split: &str) -> String {
     let mut obj = Map::new();
     obj.insert("id".into(), Value::String(img.id.clone()));
     obj.insert("image".into(), Value::String(img.image.clone()));
-    let caps: Vec<Value> = img
-        .captions
-        .iter()
-        .map(|c| {
-            let mut m = Map::new();
-            m.insert("text".into(), Value::String(c.text.clone()));
-            if let Some(l) = &c.lang {
-                m.insert("lang".into(), Value::String(l.clone()));
-            }
-            if let Some(f) = &c.field {
-                m.insert("field".into(), Value::String(f.clone()));
-            }
-            Value::Object(m)
-        })
-        .collect();
+    let caps: Vec<Value> = img.captions.iter().map(Caption::to_json).collect();
     obj.insert("captions".into(), Value::Array(caps));
     obj.insert("split".into(), Value::String(split.to_string()));
     for (k, v) in &img.meta {

@@ -16,6 +16,19 @@ impl Caption {
     pub fn plain(text: impl Into<String>) -> Self {
         Caption { text: text.into(), lang: None, field: None }
     }
+
+    /// The caption as a manifest writes it: `{"text", "lang"?, "field"?}`.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("text".into(), Value::String(self.text.clone()));
+        if let Some(l) = &self.lang {
+            m.insert("lang".into(), Value::String(l.clone()));
+        }
+        if let Some(f) = &self.field {
+            m.insert("field".into(), Value::String(f.clone()));
+        }
+        Value::Object(m)
+    }
 }
 
 /// An undecoded image-text pair. Decoding is left to [`crate::image_pipeline`] so that it can run
