@@ -65,7 +65,8 @@ struct AppState {
     cfg: ServeConfig,
     metrics: Metrics,
     inflight: AtomicUsize,
-    work: Semaphore,
+    /// Held by each search for as long as it computes, even past its timeout.
+    work: Arc<Semaphore>,
 }
 
 type Shared = Arc<AppState>;
@@ -113,7 +114,7 @@ impl From<SearchError> for ApiError {
 /// The routes, with auth, admission control and metrics around them.
 pub fn router(searcher: Searcher<Cpu>, cfg: ServeConfig) -> Router {
     let state: Shared = Arc::new(AppState {
-        work: Semaphore::new(cfg.workers.max(1)),
+        work: Arc::new(Semaphore::new(cfg.workers.max(1))),
         searcher,
         cfg,
         metrics: Metrics::default(),
@@ -306,14 +307,20 @@ async fn search(State(st): State<Shared>, req: Request) -> Result<Json<Value>, A
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     let (body, image) = if is_multipart { read_multipart(&st, req).await? } else { read_json(&st, req).await? };
     let request = st.validate(body, image)?;
-    let _permit = tokio::time::timeout(st.cfg.timeout, st.work.acquire())
+    let permit = tokio::time::timeout(st.cfg.timeout, st.work.clone().acquire_owned())
         .await
         .map_err(|_| timeout(&st))?
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping"))?;
     let left = st.cfg.timeout.saturating_sub(started.elapsed());
     let worker = st.clone();
     let req2 = request.clone();
-    let results = tokio::time::timeout(left, tokio::task::spawn_blocking(move || worker.searcher.search(&req2)))
+    // the permit goes with the work: a search that outlives its timeout still counts against
+    // `workers` until it ends
+    let compute = move || {
+        let _permit = permit;
+        worker.searcher.search(&req2)
+    };
+    let results = tokio::time::timeout(left, tokio::task::spawn_blocking(compute))
         .await
         .map_err(|_| timeout(&st))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
