@@ -508,7 +508,7 @@ fn open_state(state: &Path, record: &RunRecord, resume: bool) -> Result<Vec<Part
     for entry in std::fs::read_dir(state).map_err(|e| CurateError::io(state, e))? {
         let path = entry.map_err(|e| CurateError::io(state, e))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with("part-") && name.ends_with(".json") && !name.ends_with(".kept.json") {
+        if name.starts_with("part-") && name.ends_with(".json") {
             let bytes = std::fs::read(&path).map_err(|e| CurateError::io(&path, e))?;
             let stats: PartStats =
                 serde_json::from_slice(&bytes).map_err(|e| CurateError::Invalid(format!("{}: {e}", path.display())))?;

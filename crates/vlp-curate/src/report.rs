@@ -429,7 +429,9 @@ mod tests {
         let d = t.at(0.0);
         // strictly below 0.0: -0.2 and -0.1
         assert_eq!((d.flagged, d.recall, d.precision), (2, 0.5, 1.0));
-        assert_eq!(t.positive.quantile(0.5), Some(-0.1));
+        // the median bad score is -0.1: its bin's lower edge is within one bin width below it
+        let median = t.positive.quantile(0.5).unwrap();
+        assert!(median <= -0.1 + 1e-6 && median > -0.1 - ScoreBins::bin_width() - 1e-6, "{median}");
         let sweep = t.sweep(1);
         assert!(sweep.windows(2).all(|w| w[0].recall <= w[1].recall && w[0].flagged <= w[1].flagged));
         assert_eq!(sweep.last().unwrap().recall, 1.0);
