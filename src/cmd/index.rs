@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use vlp_data::evalset::EvalSet;
 use vlp_data::source::ReadOptions;
-use vlp_index::ann::{HnswConfig, HnswIndex};
+use vlp_index::ann::{HnswConfig, HnswGraph};
 use vlp_index::catalog::{self, BuildInput, Filter, Item, ItemText, Mode, RetrievalIndex, TextEntry};
 use vlp_index::exact::top_k;
 use vlp_index::npy;
@@ -283,10 +283,18 @@ fn bench(base: &Path, queries: &Path, gt: &Path, efs: &[usize], threads: usize, 
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
     let t0 = Instant::now();
-    let index = pool.install(|| HnswIndex::build(&b.data, b.cols, cfg));
+    let graph = pool.install(|| HnswGraph::build(&b.data, b.cols, cfg));
     let build_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let index = graph.freeze();
+    let freeze_s = t1.elapsed().as_secs_f64();
+    let nodes = graph.nodes();
+    drop(graph);
     let peak = super::bench::peak_rss_mib();
-    println!("{}", json!({"peer": "vlp", "rows": b.rows, "dim": b.cols, "m": cfg.m, "ef_construction": cfg.ef_construction, "threads": threads, "build_s": build_s, "peak_rss_mb": peak}));
+    println!(
+        "{}",
+        json!({"peer": "vlp", "rows": b.rows, "nodes": nodes, "dim": b.cols, "m": cfg.m, "ef_construction": cfg.ef_construction, "threads": threads, "build_s": build_s, "freeze_s": freeze_s, "peak_rss_mb": peak})
+    );
     for &ef in efs {
         let t = Instant::now();
         let mut hit = 0usize;

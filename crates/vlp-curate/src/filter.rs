@@ -21,7 +21,7 @@ use std::time::Instant;
 use vlp_data::image_pipeline::{crop_resize, decode, normalize_into, to_rgb_on_white, Augment, ImageConfig};
 use vlp_data::source::{self, InputKind, ReadOptions, SourceItem};
 use vlp_data::{Caption, Sample};
-use vlp_index::ann::{HnswConfig, HnswIndex};
+use vlp_index::ann::{HnswConfig, HnswGraph};
 use vlp_train::checkpoint::Encoder;
 use vlp_train::embed::text_tensors;
 
@@ -416,7 +416,7 @@ fn lang_ok(c: &Caption, langs: &[String]) -> bool {
 
 /// Near-duplicate detection over the images kept so far, through HNSW so it scales.
 struct Dedup {
-    index: HnswIndex,
+    index: HnswGraph,
     dim: usize,
     threshold: f32,
     keys: Vec<String>,
@@ -425,7 +425,7 @@ struct Dedup {
 
 impl Dedup {
     fn new(dim: usize, threshold: f32, hnsw: HnswConfig) -> Self {
-        Dedup { index: HnswIndex::with_capacity(100_000, hnsw), dim, threshold, keys: Vec::new(), vectors: Vec::new() }
+        Dedup { index: HnswGraph::with_capacity(100_000, dim, hnsw), dim, threshold, keys: Vec::new(), vectors: Vec::new() }
     }
 
     /// Rebuilds the index from the kept images of the done parts, in their order.
@@ -452,7 +452,7 @@ impl Dedup {
     }
 
     fn insert(&mut self, key: &str, v: &[f32]) {
-        self.index.insert(v, self.dim, self.keys.len());
+        self.index.insert(v, self.dim);
         self.keys.push(key.to_string());
         self.vectors.extend_from_slice(v);
     }
@@ -460,7 +460,7 @@ impl Dedup {
     /// The first-kept image this one duplicates, or `None` after adding it as kept.
     fn check_and_insert(&mut self, key: &str, v: &[f32]) -> Option<(String, f32)> {
         if !self.keys.is_empty() {
-            if let Some(hit) = self.index.search(v, 1, None, None).first() {
+            if let Some(hit) = self.index.search(v, 1, None).first() {
                 if hit.score >= self.threshold {
                     return Some((self.keys[hit.row].clone(), hit.score));
                 }

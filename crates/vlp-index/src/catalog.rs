@@ -5,14 +5,14 @@
 //! index/NAME/index.json      version, model identity, HNSW parameters, counts, file checksums
 //!            items.jsonl     one item per image row: id, image, captions, metadata
 //!            texts.jsonl     one text per text row: id, text, lang, field
-//!            images.vec      image embeddings (rows = items)     + images.hnsw.{graph,data}
-//!            texts.vec       text embeddings (rows = texts)      + texts.hnsw.{graph,data}
+//!            images.vec      image embeddings (rows = items)     + images.hnsw.{graph,data,rows}
+//!            texts.vec       text embeddings (rows = texts)      + texts.hnsw.{graph,data,rows}
 //!            captions/       tantivy, one document per item
 //! ```
 //! A build writes `.NAME.building/` and renames it into place, so an interrupted build leaves
 //! the previous index untouched.
 
-use crate::ann::{HnswConfig, HnswIndex};
+use crate::ann::{HnswConfig, HnswGraph, HnswIndex};
 use crate::captions::CaptionIndex;
 use crate::exact::{top_k, Hit};
 use crate::fusion::{reciprocal_rank_fusion, RRF_K};
@@ -23,7 +23,8 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub const VERSION: u32 = 1;
+/// 2: identical vectors share an HNSW node (`*.hnsw.rows`).
+pub const VERSION: u32 = 2;
 
 /// One caption or keyword line of an item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,7 +120,16 @@ fn file_checksum(path: &Path) -> Result<String> {
     Ok(checksum_of(&std::fs::read(path).map_err(|e| IndexError::io(path, e))?))
 }
 
-const CHECKED: [&str; 6] = ["items.jsonl", "texts.jsonl", "images.hnsw.graph", "images.hnsw.data", "texts.hnsw.graph", "texts.hnsw.data"];
+const CHECKED: [&str; 8] = [
+    "items.jsonl",
+    "texts.jsonl",
+    "images.hnsw.graph",
+    "images.hnsw.data",
+    "images.hnsw.rows",
+    "texts.hnsw.graph",
+    "texts.hnsw.data",
+    "texts.hnsw.rows",
+];
 
 /// Builds the whole index in a temporary directory beside `dir`, then swaps it in.
 pub fn build(dir: &Path, input: BuildInput) -> Result<IndexInfo> {
@@ -129,7 +139,7 @@ pub fn build(dir: &Path, input: BuildInput) -> Result<IndexInfo> {
 /// Writes an index into a temporary directory beside `dir`, then swaps it in. `graphs` are the
 /// image and text HNSW graphs when they already hold every row (an addition); otherwise they are
 /// built here.
-pub(crate) fn write_index(dir: &Path, input: BuildInput, graphs: Option<(&HnswIndex, &HnswIndex)>, deleted: Vec<String>) -> Result<IndexInfo> {
+pub(crate) fn write_index(dir: &Path, input: BuildInput, graphs: Option<(&HnswGraph, &HnswGraph)>, deleted: Vec<String>) -> Result<IndexInfo> {
     let BuildInput { model, dim, hnsw, items, image_vectors, texts, text_vectors, source, image_tokens } = input;
     let name = dir.file_name().and_then(|n| n.to_str()).ok_or_else(|| IndexError::Invalid(format!("{}: not a directory name", dir.display())))?;
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -158,8 +168,8 @@ pub(crate) fn write_index(dir: &Path, input: BuildInput, graphs: Option<(&HnswIn
             texts.save(&tmp, "texts")?;
         }
         None => {
-            HnswIndex::build(&image_vectors, dim, hnsw).save(&tmp, "images")?;
-            HnswIndex::build(&text_vectors, dim, hnsw).save(&tmp, "texts")?;
+            HnswGraph::build(&image_vectors, dim, hnsw).save(&tmp, "images")?;
+            HnswGraph::build(&text_vectors, dim, hnsw).save(&tmp, "texts")?;
         }
     }
     CaptionIndex::build(
@@ -298,8 +308,8 @@ impl RetrievalIndex {
                 return Err(IndexError::Corrupt { path: store.path.display().to_string(), message: "does not belong with index.json (rows, model or width differ)".into() });
             }
         }
-        let image_graph = HnswIndex::load(dir, "images", info.hnsw)?;
-        let text_graph = HnswIndex::load(dir, "texts", info.hnsw)?;
+        let image_graph = HnswIndex::load(dir, "images", info.dim, info.hnsw)?;
+        let text_graph = HnswIndex::load(dir, "texts", info.dim, info.hnsw)?;
         let captions = CaptionIndex::open(&dir.join("captions"))?;
         let image_tokens = match info.image_tokens {
             Some([n, d]) => {
@@ -499,7 +509,7 @@ pub(crate) mod tests {
         assert!("lang=zh".parse::<Filter>().unwrap().matches(&idx.items[0]));
 
         // damage, one file at a time: each is named
-        for f in ["images.hnsw.graph", "items.jsonl", "images.vec", "index.json", "image_tokens.vec"] {
+        for f in ["images.hnsw.graph", "images.hnsw.rows", "items.jsonl", "images.vec", "index.json", "image_tokens.vec"] {
             let p = dir.join(f);
             let good = std::fs::read(&p).unwrap();
             std::fs::write(&p, &good[..good.len() / 2]).unwrap();

@@ -3,6 +3,7 @@
 //! tombstones that no search returns. Both write the changed index beside the old one and swap
 //! it in, as a build does.
 
+use crate::ann::HnswGraph;
 use crate::catalog::{write_index, BuildInput, IndexInfo, RetrievalIndex};
 use crate::{IndexError, Result};
 use std::collections::HashSet;
@@ -38,8 +39,13 @@ impl RetrievalIndex {
             }
         }
         let dim = self.info.dim;
-        let first_item = self.items.len();
-        self.image_graph.insert(&new.image_vectors, dim, first_item);
+        // the open index holds its graphs frozen for search; the growable ones are read again
+        let mut image_graph = HnswGraph::load(&self.dir, "images", dim, self.info.hnsw)?;
+        let mut text_graph = HnswGraph::load(&self.dir, "texts", dim, self.info.hnsw)?;
+        if image_graph.len() != self.items.len() || text_graph.len() != self.texts.len() {
+            return Err(IndexError::Corrupt { path, message: "the HNSW graphs changed since the index was opened".into() });
+        }
+        image_graph.insert(&new.image_vectors, dim);
         let known_texts: HashSet<&str> = self.texts.iter().map(|t| t.id.as_str()).collect();
         let mut texts = self.texts.clone();
         let mut text_vectors = self.text_vectors.vectors().to_vec();
@@ -53,7 +59,7 @@ impl RetrievalIndex {
             texts.push(t.clone());
             fresh_vectors.extend_from_slice(v);
         }
-        self.text_graph.insert(&fresh_vectors, dim, self.texts.len());
+        text_graph.insert(&fresh_vectors, dim);
         text_vectors.extend_from_slice(&fresh_vectors);
         let mut image_vectors = self.image_vectors.vectors().to_vec();
         image_vectors.extend_from_slice(&new.image_vectors);
@@ -80,7 +86,7 @@ impl RetrievalIndex {
             source: self.info.source.clone(),
             image_tokens,
         };
-        let info = write_index(&self.dir, input, Some((&self.image_graph, &self.text_graph)), self.info.deleted.clone())?;
+        let info = write_index(&self.dir, input, Some((&image_graph, &text_graph)), self.info.deleted.clone())?;
         Ok(Added { items: added_items, texts: added_texts, texts_already_present: present, info })
     }
 
