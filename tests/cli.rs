@@ -104,3 +104,87 @@ fn bad_arguments_give_clear_errors() {
     let (ok, _, err) = vlp(&["data", "validate", "/nonexistent/shards-{00..02}.tar"]);
     assert!(!ok && err.contains("/nonexistent/shards-00.tar"), "{err}");
 }
+
+/// Vectors made elsewhere: built into an index from .npy, searched by vector, benchmarked against
+/// a ground truth computed here by brute force; bad vector files refused with the file named.
+#[test]
+fn an_index_of_vectors_made_elsewhere() {
+    use vlp_index::npy;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let (distinct, dim) = (400usize, 16usize);
+    let mut s = 7u64;
+    let mut rnd = || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((s >> 11) as f64 / (1u64 << 53) as f64) as f32 - 0.5
+    };
+    let unique: Vec<f32> = (0..distinct * dim).map(|_| rnd()).collect();
+    // each vector three times, scaled by 1, 2 and 4 (rows need not be unit length), ids "v<row>"
+    let rows = distinct * 3;
+    let base: Vec<f32> = (0..rows).flat_map(|r| unique[(r % distinct) * dim..(r % distinct + 1) * dim].iter().map(move |x| x * (1u32 << (r / distinct)) as f32)).collect();
+    npy::write_f32(Path::new(&p("base.npy")), rows, dim, &base).unwrap();
+    std::fs::write(p("ids.txt"), (0..rows).map(|r| format!("v{r}\n")).collect::<String>()).unwrap();
+    let out = ok_json(&["index", "build", "--vectors", &p("base.npy"), "--ids", &p("ids.txt"), "--out", &p("idx")]);
+    assert_eq!((out["items"].as_u64(), out["dim"].as_u64(), out["normalised_rows"].as_u64()), (Some(rows as u64), Some(dim as u64), Some(rows as u64)));
+
+    // queries and their exact top 10 by plain loops over the normalised rows
+    let norm = |v: &[f32]| -> Vec<f64> {
+        let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        v.iter().map(|x| *x as f64 / n).collect()
+    };
+    let nq = 50;
+    let queries: Vec<f32> = (0..nq * dim).map(|_| rnd()).collect();
+    let mut gt = Vec::new();
+    for q in queries.chunks(dim) {
+        let q = norm(q);
+        let mut scored: Vec<(f64, usize)> = (0..rows).map(|r| (norm(&base[r * dim..(r + 1) * dim]).iter().zip(&q).map(|(a, b)| a * b).sum(), r)).collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        gt.extend(scored[..10].iter().map(|x| x.1 as i64));
+    }
+    npy::write_f32(Path::new(&p("q.npy")), nq, dim, &queries).unwrap();
+    write_i64_npy(Path::new(&p("gt.npy")), nq, 10, &gt);
+    let (good, bench, err) = vlp(&["index", "bench", "--index", &p("idx"), "--queries", &p("q.npy"), "--gt", &p("gt.npy"), "--ef", "64"]);
+    assert!(good, "{err}");
+    let line: serde_json::Value = serde_json::from_str(bench.lines().last().unwrap()).unwrap();
+    assert!(line["recall_at_10"].as_f64().unwrap() >= 0.95, "{bench}");
+
+    // a query vector from a file: the three copies of the nearest vector come first, by row
+    let (good, found, err) = vlp(&["search", "--index", &p("idx"), "--vector", &p("q.npy"), "--row", "3", "--json", "-k", "3"]);
+    assert!(good, "{err}");
+    let ids: Vec<String> = serde_json::from_str::<serde_json::Value>(&found).unwrap()["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let best = gt[3 * 10] as usize % distinct;
+    assert_eq!(ids, (0..3).map(|c| format!("v{}", best + c * distinct)).collect::<Vec<_>>());
+
+    // refusals, each naming its file
+    std::fs::write(p("short.txt"), "a\nb\n").unwrap();
+    let (good, _, err) = vlp(&["index", "build", "--vectors", &p("base.npy"), "--ids", &p("short.txt"), "--out", &p("bad")]);
+    assert!(!good && err.contains("short.txt") && err.contains("2 ids for 1200 rows"), "{err}");
+    let mut zero = base.clone();
+    zero[5 * dim..6 * dim].iter_mut().for_each(|x| *x = 0.0);
+    npy::write_f32(Path::new(&p("zero.npy")), rows, dim, &zero).unwrap();
+    let (good, _, err) = vlp(&["index", "build", "--vectors", &p("zero.npy"), "--out", &p("bad")]);
+    assert!(!good && err.contains("zero.npy") && err.contains("row 5"), "{err}");
+    let (good, _, err) = vlp(&["search", "--index", &p("idx"), "--vector", &p("q.npy"), "--row", "99"]);
+    assert!(!good && err.contains("q.npy") && err.contains("50 rows"), "{err}");
+    assert!(!Path::new(&p("bad")).exists());
+}
+
+fn ok_json(args: &[&str]) -> serde_json::Value {
+    let (good, out, err) = vlp(args);
+    assert!(good, "vlp {args:?}: {err}");
+    serde_json::from_str(out.lines().last().unwrap()).unwrap()
+}
+
+/// A `<i8` .npy, as numpy writes ground truth.
+fn write_i64_npy(path: &Path, rows: usize, cols: usize, data: &[i64]) {
+    let mut header = format!("{{'descr': '<i8', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+    std::fs::write(path, bytes).unwrap();
+}

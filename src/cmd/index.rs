@@ -44,13 +44,25 @@ impl From<HnswArgs> for HnswConfig {
 
 #[derive(Subcommand)]
 enum IndexCommand {
-    /// Embed a data split with a checkpoint and index images, texts and captions.
+    /// Embed a data split with a checkpoint and index images, texts and captions; or index
+    /// vectors embedded elsewhere (`--vectors`).
     Build {
-        #[arg(long)]
-        checkpoint: PathBuf,
+        #[arg(long, required_unless_present = "vectors", requires = "data")]
+        checkpoint: Option<PathBuf>,
         /// A built data set directory, or any input (shards, manifest, CSV).
+        #[arg(long, conflicts_with = "vectors")]
+        data: Option<String>,
+        /// Item vectors as a float32 .npy `[rows, dim]` (from FAISS, a vector database,
+        /// `vlp index export`, `ann_bench.py`): indexed by inner product, rows normalised.
         #[arg(long)]
-        data: String,
+        vectors: Option<PathBuf>,
+        /// One id per line for `--vectors` (default: the row numbers).
+        #[arg(long, requires = "vectors")]
+        ids: Option<PathBuf>,
+        /// The name of the model that made `--vectors`; queries must name the same (default:
+        /// `npy:` and a hash of the file).
+        #[arg(long, requires = "vectors")]
+        model: Option<String>,
         #[arg(long, default_value = "test")]
         split: String,
         #[arg(long)]
@@ -88,11 +100,14 @@ enum IndexCommand {
         ef: Option<usize>,
     },
     /// Build HNSW over `--base` vectors (.npy, as `ann_bench.py` writes them) and print build
-    /// time, then recall@10 and single-thread queries/s per ef, on the same queries and ground
-    /// truth as the peers.
+    /// time, or open a built `--index`; then recall@10 and single-thread queries/s per ef, on
+    /// the same queries and ground truth as the peers.
     Bench {
+        #[arg(long, required_unless_present = "index", conflicts_with = "index")]
+        base: Option<PathBuf>,
+        /// An index (e.g. `index build --vectors base.npy`) whose item rows are the base.
         #[arg(long)]
-        base: PathBuf,
+        index: Option<PathBuf>,
         #[arg(long)]
         queries: PathBuf,
         #[arg(long)]
@@ -123,11 +138,22 @@ pub fn model_identity(dir: &Path) -> Result<String> {
 
 pub fn run(a: IndexArgs) -> Result<()> {
     match a.command {
-        IndexCommand::Build { checkpoint, data, split, out, hnsw } => build(&checkpoint, &data, &split, &out, hnsw.into()),
+        IndexCommand::Build { checkpoint, data, vectors, ids, model, split, out, hnsw } => match (checkpoint, data, vectors) {
+            (Some(checkpoint), Some(data), None) => build(&checkpoint, &data, &split, &out, hnsw.into()),
+            (None, None, Some(vectors)) => build_from_vectors(&vectors, ids.as_deref(), model, &out, hnsw.into()),
+            _ => bail!("give --checkpoint RUN --data DATA, or --vectors X.npy"),
+        },
         IndexCommand::Add { index, data, split, checkpoint } => add(&index, checkpoint.as_deref(), &data, &split),
         IndexCommand::Delete { index, ids } => delete(&index, &ids),
         IndexCommand::Check { index, queries, ef } => check(&index, queries, ef),
-        IndexCommand::Bench { base, queries, gt, ef, threads, hnsw } => bench(&base, &queries, &gt, &ef, threads, hnsw.into()),
+        IndexCommand::Bench { base, index, queries, gt, ef, threads, hnsw } => {
+            let base = match (base, index) {
+                (Some(b), _) => BenchBase::Vectors(b, threads, hnsw.into()),
+                (None, Some(i)) => BenchBase::Index(i),
+                (None, None) => bail!("give --base X.npy or --index DIR"),
+            };
+            bench(base, &queries, &gt, &ef)
+        }
         IndexCommand::Export { index, out } => export(&index, &out),
     }
 }
@@ -208,6 +234,54 @@ fn build(checkpoint: &Path, data: &str, split: &str, out: &Path, hnsw: HnswConfi
     Ok(())
 }
 
+/// Indexes vectors made elsewhere: items with ids and nothing else (no texts, no captions), so
+/// they are searched by embedding (`vlp search --vector`, `POST /v1/search` with `embedding`).
+fn build_from_vectors(vectors: &Path, ids: Option<&Path>, model: Option<String>, out: &Path, hnsw: HnswConfig) -> Result<()> {
+    let started = Instant::now();
+    let bytes = std::fs::read(vectors).with_context(|| format!("reading {}", vectors.display()))?;
+    let mut m = npy::read_f32(vectors)?;
+    if m.rows == 0 || m.cols == 0 {
+        bail!("{}: no vectors ({}×{})", vectors.display(), m.rows, m.cols);
+    }
+    let mut normalised = 0usize;
+    for (r, row) in m.data.chunks_mut(m.cols).enumerate() {
+        let norm = row.iter().map(|x| *x as f64 * *x as f64).sum::<f64>().sqrt();
+        if !norm.is_finite() || norm == 0.0 {
+            bail!("{}: row {r} has norm {norm}: zero, NaN or infinite vectors cannot be searched by inner product", vectors.display());
+        }
+        // every row, so that copies at different scales become the same vector
+        row.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
+        normalised += usize::from((norm - 1.0).abs() > 1e-3);
+    }
+    let ids: Vec<String> = match ids {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let ids: Vec<String> = text.lines().map(str::to_string).collect();
+            if ids.len() != m.rows {
+                bail!("{}: {} ids for {} rows of {}", p.display(), ids.len(), m.rows, vectors.display());
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some((i, dup)) = ids.iter().enumerate().find(|(_, id)| id.is_empty() || !seen.insert(id.as_str())) {
+                bail!("{}:{}: id {dup:?} is empty or repeated; ids must be unique", p.display(), i + 1);
+            }
+            ids
+        }
+        None => (0..m.rows).map(|r| r.to_string()).collect(),
+    };
+    let model = model.unwrap_or_else(|| format!("npy:{:016x}", fnv64(&[&bytes])));
+    let items = ids.into_iter().map(|id| Item { id, image: String::new(), captions: Vec::new(), meta: Map::new() }).collect();
+    let mut source = Map::new();
+    source.insert("vectors".into(), json!(vectors.display().to_string()));
+    let input = BuildInput { model, dim: m.cols, hnsw, items, image_vectors: m.data, texts: Vec::new(), text_vectors: Vec::new(), source, image_tokens: None };
+    let info = catalog::build(out, input)?;
+    println!(
+        "{}",
+        json!({"index": out.display().to_string(), "items": info.items, "dim": info.dim, "model": info.model,
+               "normalised_rows": normalised, "total_s": started.elapsed().as_secs_f64()})
+    );
+    Ok(())
+}
+
 /// Embeds more items with the index's own checkpoint and inserts them without a rebuild.
 fn add(index: &Path, checkpoint: Option<&Path>, data: &str, split: &str) -> Result<()> {
     let started = Instant::now();
@@ -274,44 +348,69 @@ fn check(dir: &Path, queries: usize, ef: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-fn bench(base: &Path, queries: &Path, gt: &Path, efs: &[usize], threads: usize, cfg: HnswConfig) -> Result<()> {
-    let b = npy::read_f32(base)?;
+enum BenchBase {
+    /// Build over these vectors with this many threads.
+    Vectors(PathBuf, usize, HnswConfig),
+    /// A built index's item rows.
+    Index(PathBuf),
+}
+
+fn bench(base: BenchBase, queries: &Path, gt: &Path, efs: &[usize]) -> Result<()> {
     let q = npy::read_f32(queries)?;
     let g = npy::read_ints(gt)?;
-    if q.cols != b.cols || g.rows != q.rows || g.cols < 10 {
-        bail!("shapes: base {}×{}, queries {}×{}, gt {}×{} (gt needs ≥ 10 columns, one row per query)", b.rows, b.cols, q.rows, q.cols, g.rows, g.cols);
+    if g.rows != q.rows || g.cols < 10 {
+        bail!("shapes: queries {}×{}, gt {}×{} (gt needs ≥ 10 columns, one row per query)", q.rows, q.cols, g.rows, g.cols);
     }
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
-    let t0 = Instant::now();
-    let graph = pool.install(|| HnswGraph::build(&b.data, b.cols, cfg));
-    let build_s = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    let index = graph.freeze();
-    let freeze_s = t1.elapsed().as_secs_f64();
-    let nodes = graph.nodes();
-    drop(graph);
-    let peak = super::bench::peak_rss_mib();
-    println!(
-        "{}",
-        json!({"peer": "vlp", "rows": b.rows, "nodes": nodes, "dim": b.cols, "m": cfg.m, "ef_construction": cfg.ef_construction, "threads": threads, "build_s": build_s, "freeze_s": freeze_s, "peak_rss_mb": peak})
-    );
+    // every search runs on this (one) thread
+    let search: Box<dyn Fn(&[f32], usize) -> Result<Vec<usize>>> = match base {
+        BenchBase::Vectors(path, threads, cfg) => {
+            let b = npy::read_f32(&path)?;
+            if q.cols != b.cols {
+                bail!("shapes: base {}×{}, queries {}×{}", b.rows, b.cols, q.rows, q.cols);
+            }
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+            let t0 = Instant::now();
+            let graph = pool.install(|| HnswGraph::build(&b.data, b.cols, cfg));
+            let build_s = t0.elapsed().as_secs_f64();
+            let t1 = Instant::now();
+            let index = graph.freeze();
+            let freeze_s = t1.elapsed().as_secs_f64();
+            let nodes = graph.nodes();
+            drop(graph);
+            let peak = super::bench::peak_rss_mib();
+            println!(
+                "{}",
+                json!({"peer": "vlp", "rows": b.rows, "nodes": nodes, "dim": b.cols, "m": cfg.m, "ef_construction": cfg.ef_construction,
+                       "threads": threads, "build_s": build_s, "freeze_s": freeze_s, "peak_rss_mb": peak})
+            );
+            // exact search on the same machine, as the floor
+            let t = Instant::now();
+            let shown = q.rows.min(200);
+            for query in q.data.chunks(q.cols).take(shown) {
+                let _ = pool.install(|| top_k(&b.data, b.cols, query, 10, &|_| true));
+            }
+            println!("{}", json!({"peer": "vlp-exact", "qps": shown as f64 / t.elapsed().as_secs_f64(), "threads": threads}));
+            Box::new(move |query, ef| Ok(index.search(query, 10, Some(ef), None).iter().map(|h| h.row).collect()))
+        }
+        BenchBase::Index(dir) => {
+            let t0 = Instant::now();
+            let idx = RetrievalIndex::open(&dir)?;
+            println!("{}", json!({"peer": "vlp", "index": dir.display().to_string(), "rows": idx.items.len(), "dim": idx.info.dim, "open_s": t0.elapsed().as_secs_f64(), "peak_rss_mb": super::bench::peak_rss_mib()}));
+            let model = idx.info.model.clone();
+            Box::new(move |query, ef| Ok(idx.dense_images(query, &model, 10, Some(ef), false, &[])?.iter().map(|h| h.row).collect()))
+        }
+    };
     for &ef in efs {
         let t = Instant::now();
         let mut hit = 0usize;
         for (i, query) in q.data.chunks(q.cols).enumerate() {
-            let found = index.search(query, 10, Some(ef), None);
+            let found = search(query, ef)?;
             let truth = &g.data[i * g.cols..i * g.cols + 10];
-            hit += found.iter().filter(|h| truth.contains(&(h.row as i64))).count();
+            hit += found.iter().filter(|&&r| truth.contains(&(r as i64))).count();
         }
         let secs = t.elapsed().as_secs_f64();
         println!("{}", json!({"peer": "vlp", "ef": ef, "recall_at_10": hit as f64 / (10 * q.rows) as f64, "qps": q.rows as f64 / secs}));
     }
-    // exact search on the same machine, as the floor
-    let t = Instant::now();
-    for query in q.data.chunks(q.cols).take(200) {
-        let _ = pool.install(|| top_k(&b.data, b.cols, query, 10, &|_| true));
-    }
-    println!("{}", json!({"peer": "vlp-exact", "qps": q.rows.min(200) as f64 / t.elapsed().as_secs_f64(), "threads": threads}));
     Ok(())
 }
 
@@ -331,8 +430,13 @@ pub struct SearchArgs {
     #[arg(long)]
     pub index: PathBuf,
     /// A text query (English or Chinese): finds images.
-    #[arg(long, conflicts_with = "image")]
+    #[arg(long, conflicts_with_all = ["image", "vector"])]
     pub text: Option<String>,
+    /// A query vector embedded elsewhere: row `--row` of a float32 .npy; finds images (items).
+    #[arg(long, conflicts_with = "image")]
+    pub vector: Option<PathBuf>,
+    #[arg(long, default_value_t = 0, requires = "vector")]
+    pub row: usize,
     /// An image file: finds texts (captions), and with --images, images.
     #[arg(long)]
     pub image: Option<PathBuf>,
@@ -380,14 +484,22 @@ pub fn search(a: SearchArgs) -> Result<()> {
     };
     let (query, side) = match (&a.text, &a.image) {
         (Some(text), _) => (Query::Text(text.clone()), Side::Images),
+        (None, None) if a.vector.is_some() => {
+            let path = a.vector.as_ref().expect("checked");
+            let m = npy::read_f32(path)?;
+            if a.row >= m.rows {
+                bail!("{}: row {} asked for, the file has {} rows", path.display(), a.row, m.rows);
+            }
+            (Query::Embedding(m.data[a.row * m.cols..(a.row + 1) * m.cols].to_vec()), Side::Images)
+        }
         (None, Some(path)) => {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             (Query::Image(bytes), if a.images { Side::Images } else { Side::Texts })
         }
-        (None, None) => bail!("give --text \"...\" or --image PATH"),
+        (None, None) => bail!("give --text \"...\", --image PATH or --vector Q.npy"),
     };
     // BM25 alone needs no model: the checkpoint is loaded only when the query must be embedded
-    let needs_model = !(matches!(query, Query::Text(_)) && mode == Mode::Bm25 && a.rerank.is_none());
+    let needs_model = !(matches!(query, Query::Embedding(_)) || matches!(query, Query::Text(_)) && mode == Mode::Bm25 && a.rerank.is_none());
     let searcher = open_searcher(&a.index, a.checkpoint.as_deref(), needs_model)?;
     let loaded = started.elapsed().as_secs_f64();
     let t = Instant::now();

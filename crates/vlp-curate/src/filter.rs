@@ -425,7 +425,7 @@ struct Dedup {
 
 impl Dedup {
     fn new(dim: usize, threshold: f32, hnsw: HnswConfig) -> Self {
-        Dedup { index: HnswGraph::with_capacity(100_000, dim, hnsw), dim, threshold, keys: Vec::new(), vectors: Vec::new() }
+        Dedup { index: HnswGraph::new(dim, hnsw), dim, threshold, keys: Vec::new(), vectors: Vec::new() }
     }
 
     /// Rebuilds the index from the kept images of the done parts, in their order.

@@ -1,21 +1,19 @@
-//! Approximate nearest neighbours by inner product over normalised vectors.
+//! Approximate nearest neighbours by inner product over normalised vectors: HNSW.
 //!
-//! [`HnswGraph`] is the graph while it grows: `hnsw_rs` builds it, inserts into it and writes it
-//! to disk. [`HnswIndex`] is the same graph frozen for search ([`crate::walk`]). Rows whose
-//! vectors are identical (an image indexed under several ids, a caption shared by many items)
-//! share one node: a graph over many copies of one point fills neighbour lists with the copies
-//! and cuts regions off, which cost a duplicate-heavy corpus a tenth of its recall. A search
-//! finds nodes and returns every row of each.
+//! [`HnswGraph`] is the graph while it grows ([`crate::hnsw`] builds it, in parallel); it is
+//! written to one file and read back. [`HnswIndex`] is the same graph frozen for search
+//! ([`crate::walk`]). Rows whose vectors are identical (an image indexed under several ids, a
+//! caption shared by many items) share one node: a graph over many copies of one point fills
+//! neighbour lists with the copies and cuts regions off, which cost a duplicate-heavy corpus a
+//! tenth of its recall. A search finds nodes and returns every row of each.
 //!
-//! `hnsw_rs` reads its own files without checking them, so [`crate::catalog`] records a checksum
-//! of each file written here and checks it before handing them back.
+//! Node vectors are not written: they are rows of the index's vector store, which the file
+//! names by row, so the graph file holds links only.
 
-use crate::exact::{dot, sort_hits, Hit};
-use crate::walk::{FlatGraph, NodeLinks};
+use crate::exact::{sort_hits, Hit};
+use crate::hnsw::Builder;
+use crate::walk::{FlatGraph, Layers};
 use crate::{IndexError, Result};
-use hnsw_rs::api::AnnT;
-use hnsw_rs::hnswio::HnswIo;
-use hnsw_rs::prelude::{Distance, Hnsw};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,7 +21,7 @@ use std::path::Path;
 /// The graph's parameters (hnswlib's names: M, ef_construction, ef).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HnswConfig {
-    /// Links per node and layer.
+    /// Links per node and layer (twice as many on layer 0).
     pub m: usize,
     pub ef_construction: usize,
     /// Candidates kept while searching; at least k is used.
@@ -36,26 +34,12 @@ impl Default for HnswConfig {
     }
 }
 
-/// `1 − a·b`: a distance for unit vectors. Ours rather than `anndists::DistDot`, whose portable
-/// build sums in one scalar chain and asserts on rounding above 1.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct InnerProduct;
-
-impl Distance<f32> for InnerProduct {
-    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - dot(a, b)).max(0.0)
-    }
-}
-
-const MAX_LAYERS: usize = 16;
-
-/// Which node each row is, and the rows of each node.
+/// Which node each row is.
 #[derive(Debug, Clone, Default)]
 struct Copies {
     row_node: Vec<u32>,
-    /// Node vectors by the bits of their values, for finding a row's node.
+    /// Nodes by the bits of their vectors, for finding a new row's node.
     by_bits: HashMap<u64, Vec<u32>>,
-    nodes: usize,
 }
 
 fn bits_key(v: &[f32]) -> u64 {
@@ -65,21 +49,28 @@ fn bits_key(v: &[f32]) -> u64 {
 }
 
 impl Copies {
-    /// Assigns `vectors`' rows to nodes, appending new nodes; returns the new nodes' rows
-    /// (`node_vectors` is read for the existing ones and extended for the new).
-    fn assign(&mut self, vectors: &[f32], dim: usize, node_vectors: &mut Vec<f32>) -> Vec<u32> {
-        let mut fresh = Vec::new();
+    /// Assigns `vectors`' rows to nodes, existing ones (whose vectors `node_vectors` holds) or
+    /// new ones; returns the new nodes' vectors, in node order.
+    fn assign(&mut self, vectors: &[f32], dim: usize, node_vectors: &[f32]) -> Vec<f32> {
+        let mut fresh: Vec<f32> = Vec::new();
+        let existing = node_vectors.len() / dim.max(1);
         for v in vectors.chunks(dim.max(1)) {
             let key = bits_key(v);
-            let same = self.by_bits.get(&key).and_then(|ns| ns.iter().copied().find(|&n| &node_vectors[n as usize * dim..(n as usize + 1) * dim] == v));
+            let vector_of = |n: u32| {
+                let n = n as usize;
+                if n < existing {
+                    &node_vectors[n * dim..(n + 1) * dim]
+                } else {
+                    &fresh[(n - existing) * dim..(n - existing + 1) * dim]
+                }
+            };
+            let same = self.by_bits.get(&key).and_then(|ns| ns.iter().copied().find(|&n| vector_of(n) == v));
             let node = match same {
                 Some(n) => n,
                 None => {
-                    let n = self.nodes as u32;
-                    self.nodes += 1;
+                    let n = (existing + fresh.len() / dim.max(1)) as u32;
                     self.by_bits.entry(key).or_default().push(n);
-                    node_vectors.extend_from_slice(v);
-                    fresh.push(n);
+                    fresh.extend_from_slice(v);
                     n
                 }
             };
@@ -89,12 +80,12 @@ impl Copies {
     }
 
     /// `rows[starts[n]..starts[n + 1]]` are node `n`'s rows, ascending.
-    fn rows_by_node(&self) -> (Vec<u32>, Vec<u32>) {
-        let mut starts = vec![0u32; self.nodes + 1];
+    fn rows_by_node(&self, nodes: usize) -> (Vec<u32>, Vec<u32>) {
+        let mut starts = vec![0u32; nodes + 1];
         for &n in &self.row_node {
             starts[n as usize + 1] += 1;
         }
-        for i in 0..self.nodes {
+        for i in 0..nodes {
             starts[i + 1] += starts[i];
         }
         let mut next = starts.clone();
@@ -107,28 +98,26 @@ impl Copies {
     }
 }
 
-/// An HNSW graph that can grow: built, inserted into, saved and loaded through `hnsw_rs`.
+const MAGIC: &[u8; 8] = b"VLPHNSW1";
+
+/// An HNSW graph that can grow: built, inserted into, written and read.
 pub struct HnswGraph {
-    graph: Hnsw<'static, f32, InnerProduct>,
+    graph: Builder,
     copies: Copies,
-    /// `[nodes, dim]`: each distinct vector once.
-    node_vectors: Vec<f32>,
-    dim: usize,
     pub config: HnswConfig,
 }
 
 impl HnswGraph {
     /// Builds over `vectors` (`[rows, dim]`), inserting in parallel on rayon's threads.
     pub fn build(vectors: &[f32], dim: usize, config: HnswConfig) -> Self {
-        let mut g = HnswGraph::with_capacity(vectors.len() / dim.max(1), dim, config);
+        let mut g = HnswGraph::new(dim, config);
         g.insert(vectors, dim);
         g
     }
 
-    /// An empty graph to [`insert`](Self::insert) into; `capacity` is a sizing hint, not a limit.
-    pub fn with_capacity(capacity: usize, dim: usize, config: HnswConfig) -> Self {
-        let graph = Hnsw::new(config.m.clamp(2, 255), capacity.max(1), MAX_LAYERS, config.ef_construction.max(config.m), InnerProduct);
-        HnswGraph { graph, copies: Copies::default(), node_vectors: Vec::new(), dim, config }
+    /// An empty graph to [`insert`](Self::insert) into.
+    pub fn new(dim: usize, config: HnswConfig) -> Self {
+        HnswGraph { graph: Builder::new(dim, config.m, config.ef_construction), copies: Copies::default(), config }
     }
 
     /// Rows, copies included.
@@ -140,116 +129,96 @@ impl HnswGraph {
     }
     /// Distinct vectors: the graph's nodes.
     pub fn nodes(&self) -> usize {
-        self.copies.nodes
+        self.graph.nodes()
     }
 
     /// Appends `vectors`' rows, numbered on from [`len`](Self::len).
     pub fn insert(&mut self, vectors: &[f32], dim: usize) {
-        assert_eq!(dim, self.dim, "rows {dim} wide inserted into a graph {} wide", self.dim);
-        let fresh = self.copies.assign(vectors, dim, &mut self.node_vectors);
-        let nv = &self.node_vectors;
-        let items: Vec<(&[f32], usize)> = fresh.iter().map(|&n| (&nv[n as usize * dim..(n as usize + 1) * dim], n as usize)).collect();
-        for chunk in items.chunks(100_000) {
-            self.graph.parallel_insert_slice(&chunk.to_vec());
-        }
+        assert_eq!(dim, self.graph.dim, "rows {dim} wide inserted into a graph {} wide", self.graph.dim);
+        let fresh = self.copies.assign(vectors, dim, &self.graph.vectors);
+        self.graph.insert(&fresh);
     }
 
-    /// The `k` best rows through `hnsw_rs`'s own walk, for a graph still growing (a frozen
-    /// [`HnswIndex`] searches faster).
+    /// The `k` best rows, for a graph still growing; a frozen [`HnswIndex`] searches faster.
     pub fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Vec<Hit> {
+        let Some((entry, top)) = self.graph.entry() else { return Vec::new() };
         let ef = ef.unwrap_or(self.config.ef_search).max(k);
-        let nodes: Vec<(u32, f32)> = self.graph.search(query, k, ef).into_iter().map(|n| (n.d_id as u32, 1.0 - n.distance)).collect();
-        let (starts, rows) = self.copies.rows_by_node();
+        let start = crate::walk::Near { dist: self.graph.dist(query, entry), node: entry };
+        let start = if top > 0 { crate::walk::descend(&self.graph, query, start, top, 1) } else { start };
+        let nodes: Vec<(u32, f32)> = crate::walk::search_layer(&self.graph, query, start, ef, 0, &|_| true).into_iter().map(|n| (n.node, -n.dist)).collect();
+        let (starts, rows) = self.copies.rows_by_node(self.nodes());
         expand(&nodes, &starts, &rows, k, None)
     }
 
-    /// Writes `DIR/BASENAME.hnsw.graph`, `.hnsw.data` (the nodes) and `.hnsw.rows` (each row's
-    /// node, u32 little-endian).
-    /// An empty graph is written as empty files (`hnsw_rs` cannot dump one).
-    pub fn save(&self, dir: &Path, basename: &str) -> Result<()> {
-        if self.nodes() == 0 {
-            for file in ["graph", "data"] {
-                let path = dir.join(format!("{basename}.hnsw.{file}"));
-                std::fs::write(&path, b"").map_err(|e| IndexError::io(&path, e))?;
-            }
-        } else {
-            self.graph
-                .file_dump(dir, basename)
-                .map_err(|e| IndexError::Invalid(format!("{}: writing the HNSW graph: {e}", dir.display())))?;
+    /// Writes `path`: a header, each row's node, then the links. Vectors are not written (the
+    /// caller keeps the rows; [`load`](Self::load) takes them back).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut out = Vec::with_capacity(64 + 4 * self.len() + self.nodes() * (1 + 4 * 2 * self.config.m));
+        out.extend_from_slice(MAGIC);
+        let (entry, top) = self.graph.entry().map_or((u32::MAX, 0), |(e, t)| (e, t as u32));
+        for x in [self.graph.dim as u64, self.config.m as u64, self.config.ef_construction as u64, self.len() as u64, self.nodes() as u64] {
+            out.extend(x.to_le_bytes());
         }
-        let path = dir.join(format!("{basename}.hnsw.rows"));
-        let bytes: Vec<u8> = self.copies.row_node.iter().flat_map(|n| n.to_le_bytes()).collect();
-        std::fs::write(&path, bytes).map_err(|e| IndexError::io(&path, e))
+        out.extend(entry.to_le_bytes());
+        out.extend(top.to_le_bytes());
+        out.extend(self.copies.row_node.iter().flat_map(|n| n.to_le_bytes()));
+        self.graph.write_links(&mut out);
+        std::fs::write(path, out).map_err(|e| IndexError::io(path, e))
     }
 
-    /// Loads what [`save`](Self::save) wrote. The caller has checked the files' checksums.
-    pub fn load(dir: &Path, basename: &str, dim: usize, config: HnswConfig) -> Result<Self> {
-        let corrupt = |file: &str, message: String| IndexError::Corrupt { path: dir.join(format!("{basename}.hnsw.{file}")).display().to_string(), message };
-        let graph_path = dir.join(format!("{basename}.hnsw.graph"));
-        if std::fs::metadata(&graph_path).map_err(|e| IndexError::io(&graph_path, e))?.len() == 0 {
-            let rows_path = dir.join(format!("{basename}.hnsw.rows"));
-            if std::fs::metadata(&rows_path).map_err(|e| IndexError::io(&rows_path, e))?.len() != 0 {
-                return Err(corrupt("graph", "empty, but the rows file is not".into()));
-            }
-            return Ok(HnswGraph::with_capacity(1, dim, config));
+    /// Reads what [`save`](Self::save) wrote, for the rows `vectors` (`[rows, dim]`) it was
+    /// built from. The caller has checked the file's checksum; the structure is checked here.
+    pub fn load(path: &Path, vectors: &[f32], dim: usize, config: HnswConfig) -> Result<Self> {
+        let what = path.display().to_string();
+        let bad = |message: String| IndexError::Corrupt { path: what.clone(), message };
+        let bytes = std::fs::read(path).map_err(|e| IndexError::io(path, e))?;
+        let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(|| bad("not a vlp HNSW graph (bad magic), or from another version".into()))?;
+        if rest.len() < 48 {
+            return Err(bad("ends inside the header".into()));
         }
-        // The graph borrows its loader for as long as it lives; a graph is loaded once or twice
-        // per process, so the loader is leaked rather than tied up in a self-referential struct.
-        let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, basename)));
-        let graph = io.load_hnsw::<f32, InnerProduct>().map_err(|e| corrupt("graph", e.to_string()))?;
-        let rows_path = dir.join(format!("{basename}.hnsw.rows"));
-        let bytes = std::fs::read(&rows_path).map_err(|e| IndexError::io(&rows_path, e))?;
-        if bytes.len() % 4 != 0 {
-            return Err(corrupt("rows", format!("{} bytes, not whole u32 rows", bytes.len())));
+        let u64_at = |i: usize| u64::from_le_bytes(rest[i * 8..i * 8 + 8].try_into().expect("8 bytes")) as usize;
+        let (file_dim, m, ef_c, rows, nodes) = (u64_at(0), u64_at(1), u64_at(2), u64_at(3), u64_at(4));
+        let entry = u32::from_le_bytes(rest[40..44].try_into().expect("4 bytes"));
+        let top = u32::from_le_bytes(rest[44..48].try_into().expect("4 bytes")) as usize;
+        if file_dim != dim || m != config.m || ef_c != config.ef_construction {
+            return Err(bad(format!("width {file_dim}, M {m}, ef_construction {ef_c}; index.json says {dim}, {}, {}", config.m, config.ef_construction)));
         }
-        let row_node: Vec<u32> = bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        let nodes = graph.get_nb_point();
-        if let Some(bad) = row_node.iter().find(|&&n| n as usize >= nodes) {
-            return Err(corrupt("rows", format!("row's node {bad}, but the graph has {nodes} nodes")));
+        if rows != vectors.len() / dim.max(1) || nodes > rows || rest.len() < 48 + 4 * rows {
+            return Err(bad(format!("{rows} rows and {nodes} nodes, for {} stored rows", vectors.len() / dim.max(1))));
         }
-        let mut node_vectors = vec![0f32; nodes * dim];
-        let mut seen = 0;
-        if nodes > 0 {
-            for p in graph.get_point_indexation() {
-                let (n, v) = (p.get_origin_id(), p.get_v());
-                if n >= nodes || v.len() != dim {
-                    return Err(corrupt("data", format!("node {n} of width {}; expected below {nodes}, width {dim}", v.len())));
-                }
-                node_vectors[n * dim..(n + 1) * dim].copy_from_slice(v);
-                seen += 1;
+        let row_node: Vec<u32> = rest[48..48 + 4 * rows].chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        // each node's vector is its first row's
+        let mut first_row = vec![u32::MAX; nodes];
+        for (r, &n) in row_node.iter().enumerate() {
+            let slot = first_row.get_mut(n as usize).ok_or_else(|| bad(format!("row {r} is node {n} of {nodes}")))?;
+            if *slot == u32::MAX {
+                *slot = r as u32;
             }
         }
-        if seen != nodes {
-            return Err(corrupt("graph", format!("{seen} of {nodes} nodes found")));
+        if let Some(n) = first_row.iter().position(|&r| r == u32::MAX) {
+            return Err(bad(format!("node {n} has no row")));
         }
+        let mut node_vectors = Vec::with_capacity(nodes * dim);
         let mut by_bits: HashMap<u64, Vec<u32>> = HashMap::new();
-        for (n, v) in node_vectors.chunks(dim.max(1)).enumerate().take(nodes) {
+        for (n, &r) in first_row.iter().enumerate() {
+            let v = &vectors[r as usize * dim..(r as usize + 1) * dim];
             by_bits.entry(bits_key(v)).or_default().push(n as u32);
+            node_vectors.extend_from_slice(v);
         }
-        Ok(HnswGraph { graph, copies: Copies { row_node, by_bits, nodes }, node_vectors, dim, config })
+        let entry = (nodes > 0).then_some((entry, top));
+        let (graph, left) = Builder::read_links(dim, m, ef_c, node_vectors, entry, &rest[48 + 4 * rows..], &what)?;
+        if !left.is_empty() {
+            return Err(bad(format!("{} bytes after the last node's links", left.len())));
+        }
+        Ok(HnswGraph { graph, copies: Copies { row_node, by_bits }, config })
     }
 
     /// The graph frozen for fast search.
     pub fn freeze(&self) -> HnswIndex {
         let nodes = self.nodes();
-        let dim = self.dim;
-        let top = self.graph.get_max_level_observed() as usize;
-        let points = self.graph.get_point_indexation();
-        let entry = if nodes == 0 { 0 } else { points.get_layer_iterator(top).next().map(|p| p.get_origin_id() as u32).unwrap_or(0) };
-        let links: Vec<NodeLinks> = if nodes == 0 {
-            Vec::new()
-        } else {
-            points
-                .into_iter()
-                .map(|p| {
-                    let n = p.get_origin_id();
-                    let layers = p.get_neighborhood_id().into_iter().map(|l| l.into_iter().map(|nb| nb.d_id as u32).collect()).collect();
-                    NodeLinks { node: n as u32, vector: &self.node_vectors[n * dim..(n + 1) * dim], layers }
-                })
-                .collect()
-        };
-        let flat = FlatGraph::new(dim, nodes, links.into_iter(), entry, top);
-        let (starts, rows) = self.copies.rows_by_node();
+        let (entry, top) = self.graph.entry().unwrap_or((0, 0));
+        let flat = FlatGraph::new(self.graph.dim, self.graph.vectors.clone(), nodes, |n| self.graph.node_links(n), entry, top);
+        let (starts, rows) = self.copies.rows_by_node(nodes);
         HnswIndex { flat, starts, rows, config: self.config }
     }
 }
@@ -269,9 +238,9 @@ impl HnswIndex {
         HnswGraph::build(vectors, dim, config).freeze()
     }
 
-    /// Loads a saved graph and freezes it.
-    pub fn load(dir: &Path, basename: &str, dim: usize, config: HnswConfig) -> Result<Self> {
-        Ok(HnswGraph::load(dir, basename, dim, config)?.freeze())
+    /// Reads a saved graph and freezes it.
+    pub fn load(path: &Path, vectors: &[f32], dim: usize, config: HnswConfig) -> Result<Self> {
+        Ok(HnswGraph::load(path, vectors, dim, config)?.freeze())
     }
 
     /// Rows, copies included.
@@ -283,7 +252,7 @@ impl HnswIndex {
     }
     /// Distinct vectors.
     pub fn nodes(&self) -> usize {
-        self.flat.len()
+        self.flat.nodes()
     }
 
     /// The `k` best rows for `query`, among those `keep` accepts (filtered during the walk, so
@@ -348,8 +317,19 @@ mod tests {
         let graph = HnswGraph::build(&v, dim, HnswConfig::default());
         let index = graph.freeze();
         let dir = tempfile::tempdir().unwrap();
-        graph.save(dir.path(), "t").unwrap();
-        let loaded = HnswIndex::load(dir.path(), "t", dim, HnswConfig::default()).unwrap();
+        let path = dir.path().join("t.hnsw");
+        graph.save(&path).unwrap();
+        let loaded = HnswIndex::load(&path, &v, dim, HnswConfig::default()).unwrap();
+        // a cut anywhere is refused with the file's name, never a panic
+        let bytes = std::fs::read(&path).unwrap();
+        for cut in (0..bytes.len()).step_by(bytes.len() / 97 + 1) {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let e = HnswGraph::load(&path, &v, dim, HnswConfig::default()).err().unwrap_or_else(|| panic!("cut at {cut} accepted"));
+            assert!(e.to_string().contains("t.hnsw"), "{e}");
+        }
+        let other = HnswConfig { m: 8, ..HnswConfig::default() };
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(HnswGraph::load(&path, &v, dim, other).err().unwrap().to_string().contains("M 16"));
         let (mut found, mut total) = (0, 0);
         for query in q.chunks(dim) {
             let truth: Vec<usize> = top_k(&v, dim, query, 10, &|_| true).iter().map(|h| h.row).collect();
@@ -374,8 +354,9 @@ mod tests {
         graph.insert(&rows[distinct * 3 * dim..], dim);
         assert_eq!((graph.len(), graph.nodes()), (distinct * copies, distinct));
         let dir = tempfile::tempdir().unwrap();
-        graph.save(dir.path(), "c").unwrap();
-        let index = HnswIndex::load(dir.path(), "c", dim, HnswConfig::default()).unwrap();
+        let path = dir.path().join("c.hnsw");
+        graph.save(&path).unwrap();
+        let index = HnswIndex::load(&path, &rows, dim, HnswConfig::default()).unwrap();
         assert_eq!((index.len(), index.nodes()), (distinct * copies, distinct));
         let (mut found, mut total) = (0, 0);
         for query in unit_vectors(50, dim, 4).chunks(dim) {
@@ -399,11 +380,17 @@ mod tests {
 
     #[test]
     fn an_empty_graph_searches_to_nothing_and_survives_save_and_load() {
-        let graph = HnswGraph::with_capacity(10, 4, HnswConfig::default());
+        let graph = HnswGraph::new(4, HnswConfig::default());
         assert!(graph.freeze().search(&[1.0, 0.0, 0.0, 0.0], 3, None, None).is_empty());
+        assert!(graph.search(&[1.0, 0.0, 0.0, 0.0], 3, None).is_empty());
         let dir = tempfile::tempdir().unwrap();
-        graph.save(dir.path(), "e").unwrap();
-        let loaded = HnswGraph::load(dir.path(), "e", 4, HnswConfig::default()).unwrap();
+        let path = dir.path().join("e.hnsw");
+        graph.save(&path).unwrap();
+        let loaded = HnswGraph::load(&path, &[], 4, HnswConfig::default()).unwrap();
         assert!(loaded.is_empty());
+        // damage: every cut of the file is refused with its name, never a panic
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(HnswGraph::load(&path, &[], 4, HnswConfig::default()).err().unwrap().to_string().contains("e.hnsw"));
     }
 }

@@ -5,8 +5,8 @@
 //! index/NAME/index.json      version, model identity, HNSW parameters, counts, file checksums
 //!            items.jsonl     one item per image row: id, image, captions, metadata
 //!            texts.jsonl     one text per text row: id, text, lang, field
-//!            images.vec      image embeddings (rows = items)     + images.hnsw.{graph,data,rows}
-//!            texts.vec       text embeddings (rows = texts)      + texts.hnsw.{graph,data,rows}
+//!            images.vec      image embeddings (rows = items)     + images.hnsw (graph)
+//!            texts.vec       text embeddings (rows = texts)      + texts.hnsw (graph)
 //!            captions/       tantivy, one document per item
 //! ```
 //! A build writes `.NAME.building/` and renames it into place, so an interrupted build leaves
@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// 2: identical vectors share an HNSW node (`*.hnsw.rows`).
+/// 2: vlp's own HNSW file (`*.hnsw`), identical vectors sharing a node.
 pub const VERSION: u32 = 2;
 
 /// One caption or keyword line of an item.
@@ -120,16 +120,7 @@ fn file_checksum(path: &Path) -> Result<String> {
     Ok(checksum_of(&std::fs::read(path).map_err(|e| IndexError::io(path, e))?))
 }
 
-const CHECKED: [&str; 8] = [
-    "items.jsonl",
-    "texts.jsonl",
-    "images.hnsw.graph",
-    "images.hnsw.data",
-    "images.hnsw.rows",
-    "texts.hnsw.graph",
-    "texts.hnsw.data",
-    "texts.hnsw.rows",
-];
+const CHECKED: [&str; 4] = ["items.jsonl", "texts.jsonl", "images.hnsw", "texts.hnsw"];
 
 /// Builds the whole index in a temporary directory beside `dir`, then swaps it in.
 pub fn build(dir: &Path, input: BuildInput) -> Result<IndexInfo> {
@@ -164,12 +155,12 @@ pub(crate) fn write_index(dir: &Path, input: BuildInput, graphs: Option<(&HnswGr
     };
     match graphs {
         Some((images, texts)) => {
-            images.save(&tmp, "images")?;
-            texts.save(&tmp, "texts")?;
+            images.save(&tmp.join("images.hnsw"))?;
+            texts.save(&tmp.join("texts.hnsw"))?;
         }
         None => {
-            HnswGraph::build(&image_vectors, dim, hnsw).save(&tmp, "images")?;
-            HnswGraph::build(&text_vectors, dim, hnsw).save(&tmp, "texts")?;
+            HnswGraph::build(&image_vectors, dim, hnsw).save(&tmp.join("images.hnsw"))?;
+            HnswGraph::build(&text_vectors, dim, hnsw).save(&tmp.join("texts.hnsw"))?;
         }
     }
     CaptionIndex::build(
@@ -308,8 +299,8 @@ impl RetrievalIndex {
                 return Err(IndexError::Corrupt { path: store.path.display().to_string(), message: "does not belong with index.json (rows, model or width differ)".into() });
             }
         }
-        let image_graph = HnswIndex::load(dir, "images", info.dim, info.hnsw)?;
-        let text_graph = HnswIndex::load(dir, "texts", info.dim, info.hnsw)?;
+        let image_graph = HnswIndex::load(&dir.join("images.hnsw"), image_vectors.vectors(), info.dim, info.hnsw)?;
+        let text_graph = HnswIndex::load(&dir.join("texts.hnsw"), text_vectors.vectors(), info.dim, info.hnsw)?;
         let captions = CaptionIndex::open(&dir.join("captions"))?;
         let image_tokens = match info.image_tokens {
             Some([n, d]) => {
@@ -509,7 +500,7 @@ pub(crate) mod tests {
         assert!("lang=zh".parse::<Filter>().unwrap().matches(&idx.items[0]));
 
         // damage, one file at a time: each is named
-        for f in ["images.hnsw.graph", "images.hnsw.rows", "items.jsonl", "images.vec", "index.json", "image_tokens.vec"] {
+        for f in ["images.hnsw", "items.jsonl", "images.vec", "index.json", "image_tokens.vec"] {
             let p = dir.join(f);
             let good = std::fs::read(&p).unwrap();
             std::fs::write(&p, &good[..good.len() / 2]).unwrap();
@@ -517,8 +508,8 @@ pub(crate) mod tests {
             assert!(e.contains(f), "{f}: {e}");
             std::fs::write(&p, &good).unwrap();
         }
-        std::fs::remove_file(dir.join("texts.hnsw.data")).unwrap();
-        assert!(RetrievalIndex::open(&dir).err().unwrap().to_string().contains("texts.hnsw.data"));
+        std::fs::remove_file(dir.join("texts.hnsw")).unwrap();
+        assert!(RetrievalIndex::open(&dir).err().unwrap().to_string().contains("texts.hnsw"));
     }
 
     #[test]

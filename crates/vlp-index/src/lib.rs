@@ -3,8 +3,8 @@
 //! - [`store`]: one modality's vectors in a memory-mapped file that records the model that made
 //!   them and a checksum.
 //! - [`exact`]: brute-force inner-product search, the ground truth.
-//! - [`ann`]: HNSW over normalised vectors, built by `hnsw_rs`, searched by `walk` over a
-//!   flat copy of the graph; identical vectors share a node.
+//! - [`ann`]: HNSW over normalised vectors (built in parallel by `hnsw`, searched by `walk`
+//!   over a flat copy of the graph); identical vectors share a node.
 //! - [`captions`]: a tantivy BM25 index of captions, English and Chinese.
 //! - [`fusion`]: reciprocal rank fusion of dense and BM25 lists.
 //! - [`catalog`]: an index directory that holds all of these for a corpus of images and texts,
@@ -18,6 +18,7 @@ pub mod captions;
 pub mod catalog;
 pub mod exact;
 pub mod fusion;
+mod hnsw;
 pub mod npy;
 pub mod store;
 pub mod update;

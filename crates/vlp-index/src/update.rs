@@ -40,8 +40,8 @@ impl RetrievalIndex {
         }
         let dim = self.info.dim;
         // the open index holds its graphs frozen for search; the growable ones are read again
-        let mut image_graph = HnswGraph::load(&self.dir, "images", dim, self.info.hnsw)?;
-        let mut text_graph = HnswGraph::load(&self.dir, "texts", dim, self.info.hnsw)?;
+        let mut image_graph = HnswGraph::load(&self.dir.join("images.hnsw"), self.image_vectors.vectors(), dim, self.info.hnsw)?;
+        let mut text_graph = HnswGraph::load(&self.dir.join("texts.hnsw"), self.text_vectors.vectors(), dim, self.info.hnsw)?;
         if image_graph.len() != self.items.len() || text_graph.len() != self.texts.len() {
             return Err(IndexError::Corrupt { path, message: "the HNSW graphs changed since the index was opened".into() });
         }

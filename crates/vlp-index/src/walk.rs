@@ -1,11 +1,8 @@
-//! The search side of HNSW: a built graph laid out flat for reading, and the walk over it.
-//!
-//! `hnsw_rs` builds the graph and keeps it on disk, but its own search goes through a lock and an
-//! `Arc` per neighbour list and allocates per visit, which made it a quarter of hnswlib's speed.
-//! A built graph does not change, so here it is copied once into plain arrays (node vectors side
-//! by side, layer-0 links in one CSR table, upper layers apart since few nodes reach them) and
-//! walked the way hnswlib walks: greedy descent through the upper layers, then a best-first
-//! search of layer 0 with `ef` candidates, visits marked in a per-thread array that is reused.
+//! The walk through an HNSW graph, shared by the graph while it is built ([`crate::hnsw`]) and
+//! the same graph frozen for search ([`FlatGraph`]): greedy descent through the upper layers,
+//! then a best-first search of one layer with `ef` candidates, visits marked in a per-thread
+//! array that is reused, the next neighbour's vector fetched while this one is scored. This is
+//! hnswlib's algorithm (Malkov & Yashunin, 2018, algorithms 2 and 5).
 //!
 //! Nodes are distinct vectors; [`crate::ann`] maps them back to rows.
 
@@ -16,9 +13,9 @@ use std::collections::{BinaryHeap, HashMap};
 
 /// A node and its distance to the query (`−inner product`: smaller is nearer).
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Near {
-    dist: f32,
-    node: u32,
+pub(crate) struct Near {
+    pub dist: f32,
+    pub node: u32,
 }
 
 impl Eq for Near {}
@@ -33,107 +30,67 @@ impl Ord for Near {
     }
 }
 
-/// An HNSW graph in arrays, read-only.
-pub(crate) struct FlatGraph {
-    dim: usize,
-    /// `[nodes, dim]`, in node order.
-    vectors: Vec<f32>,
-    /// Layer-0 links of node `n`: `links[starts[n]..starts[n + 1]]`.
-    starts: Vec<u32>,
-    links: Vec<u32>,
-    /// Links above layer 0 of the nodes that reach it: `upper[&n][l − 1]`.
-    upper: HashMap<u32, Vec<Vec<u32>>>,
-    entry: u32,
-    top_layer: usize,
-}
-
-/// One node as the graph builder knows it: its vector and its links per layer (0 first).
-pub(crate) struct NodeLinks<'a> {
-    pub node: u32,
-    pub vector: &'a [f32],
-    pub layers: Vec<Vec<u32>>,
-}
-
-impl FlatGraph {
-    /// Lays out `nodes` (each node exactly once, any order); `entry` is a node of the top layer.
-    pub(crate) fn new<'a>(dim: usize, count: usize, nodes: impl Iterator<Item = NodeLinks<'a>>, entry: u32, top_layer: usize) -> Self {
-        let mut vectors = vec![0f32; count * dim];
-        let mut level0: Vec<Vec<u32>> = vec![Vec::new(); count];
-        let mut upper = HashMap::new();
-        for NodeLinks { node, vector, mut layers } in nodes {
-            let n = node as usize;
-            vectors[n * dim..(n + 1) * dim].copy_from_slice(vector);
-            if layers.is_empty() {
-                continue;
-            }
-            level0[n] = std::mem::take(&mut layers[0]);
-            if layers.len() > 1 && layers[1..].iter().any(|l| !l.is_empty()) {
-                layers.remove(0);
-                upper.insert(node, layers);
-            }
-        }
-        let mut starts = Vec::with_capacity(count + 1);
-        let mut links = Vec::with_capacity(level0.iter().map(Vec::len).sum());
-        starts.push(0u32);
-        for l in level0 {
-            links.extend(l);
-            starts.push(links.len() as u32);
-        }
-        FlatGraph { dim, vectors, starts, links, upper, entry, top_layer }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.starts.len() - 1
-    }
-
-    fn vector(&self, n: u32) -> &[f32] {
-        let n = n as usize;
-        &self.vectors[n * self.dim..(n + 1) * self.dim]
-    }
+/// What a walk reads: node vectors and links per layer.
+pub(crate) trait Layers: Sync {
+    fn nodes(&self) -> usize;
+    /// Node `n`'s vector, `dim` long.
+    fn vector(&self, n: u32) -> &[f32];
+    /// Replaces `out` with node `n`'s links at `layer` (none above the node's level).
+    fn links(&self, n: u32, layer: usize, out: &mut Vec<u32>);
 
     fn dist(&self, query: &[f32], n: u32) -> f32 {
         -dot(query, self.vector(n))
     }
 
-    fn links_at(&self, n: u32, layer: usize) -> &[u32] {
-        if layer == 0 {
-            &self.links[self.starts[n as usize] as usize..self.starts[n as usize + 1] as usize]
-        } else {
-            self.upper.get(&n).and_then(|ls| ls.get(layer - 1)).map(Vec::as_slice).unwrap_or(&[])
-        }
-    }
-
-    /// Up to `ef` nodes nearest `query` among those `accept` takes, nearest first, as
-    /// (node, inner product). Nodes `accept` refuses are still walked through, so a selective
-    /// filter still finds its nodes rather than an empty neighbourhood.
-    pub(crate) fn search(&self, query: &[f32], ef: usize, accept: &dyn Fn(u32) -> bool) -> Vec<(u32, f32)> {
-        if self.len() == 0 || ef == 0 {
-            return Vec::new();
-        }
-        let mut cur = Near { dist: self.dist(query, self.entry), node: self.entry };
-        for layer in (1..=self.top_layer).rev() {
-            loop {
-                let mut moved = false;
-                for &n in self.links_at(cur.node, layer) {
-                    let d = self.dist(query, n);
-                    if d < cur.dist {
-                        cur = Near { dist: d, node: n };
-                        moved = true;
-                    }
-                }
-                if !moved {
-                    break;
+    #[inline]
+    fn prefetch(&self, n: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let v = self.vector(n);
+            // SAFETY: prefetching is a hint and never faults; SSE is part of x86-64
+            unsafe {
+                for line in (0..v.len()).step_by(16).take(4) {
+                    _mm_prefetch::<_MM_HINT_T0>(v.as_ptr().add(line) as *const i8);
                 }
             }
         }
-        VISITED.with(|v| {
-            let mut visited = v.borrow_mut();
-            visited.reset(self.len());
-            self.search_layer0(query, cur, ef, accept, &mut visited)
-        })
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = n;
     }
+}
 
-    fn search_layer0(&self, query: &[f32], start: Near, ef: usize, accept: &dyn Fn(u32) -> bool, visited: &mut Visited) -> Vec<(u32, f32)> {
+/// From `start`, moves to the nearest neighbour while one is nearer, on each layer from `from`
+/// down to `to` (both included); returns where it stopped.
+pub(crate) fn descend(g: &impl Layers, query: &[f32], mut cur: Near, from: usize, to: usize) -> Near {
+    let mut links = Vec::new();
+    for layer in (to..=from).rev() {
+        loop {
+            let mut moved = false;
+            g.links(cur.node, layer, &mut links);
+            for &n in &links {
+                let d = g.dist(query, n);
+                if d < cur.dist {
+                    cur = Near { dist: d, node: n };
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+    cur
+}
+
+/// Up to `ef` nodes of `layer` nearest `query` among those `accept` takes, nearest first. Nodes
+/// `accept` refuses are still walked through, so a selective filter still finds its nodes
+/// rather than an empty neighbourhood.
+pub(crate) fn search_layer(g: &impl Layers, query: &[f32], start: Near, ef: usize, layer: usize, accept: &dyn Fn(u32) -> bool) -> Vec<Near> {
+    VISITED.with(|v| {
+        let mut visited = v.borrow_mut();
+        visited.reset(g.nodes());
+        let mut links = Vec::new();
         // candidates: nearest first; found: farthest first, at most ef, accepted nodes only
         let mut candidates = BinaryHeap::new();
         let mut found: BinaryHeap<Near> = BinaryHeap::new();
@@ -148,11 +105,15 @@ impl FlatGraph {
             if c.dist > bound && found.len() >= ef {
                 break;
             }
-            for &n in self.links_at(c.node, 0) {
+            g.links(c.node, layer, &mut links);
+            for (i, &n) in links.iter().enumerate() {
+                if let Some(&next) = links.get(i + 1) {
+                    g.prefetch(next);
+                }
                 if !visited.mark(n) {
                     continue;
                 }
-                let d = self.dist(query, n);
+                let d = g.dist(query, n);
                 if found.len() < ef || d < bound {
                     let near = Near { dist: d, node: n };
                     candidates.push(Reverse(near));
@@ -168,9 +129,77 @@ impl FlatGraph {
                 }
             }
         }
-        let mut out: Vec<(u32, f32)> = found.into_iter().map(|n| (n.node, -n.dist)).collect();
-        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        out
+        found.into_sorted_vec()
+    })
+}
+
+/// An HNSW graph in arrays, read-only: node vectors side by side, layer-0 links in one CSR
+/// table, upper layers apart since few nodes reach them.
+pub(crate) struct FlatGraph {
+    dim: usize,
+    /// `[nodes, dim]`, in node order.
+    vectors: Vec<f32>,
+    /// Layer-0 links of node `n`: `links[starts[n]..starts[n + 1]]`.
+    starts: Vec<u32>,
+    links: Vec<u32>,
+    /// Links above layer 0 of the nodes that reach it: `upper[&n][l − 1]`.
+    upper: HashMap<u32, Vec<Vec<u32>>>,
+    entry: u32,
+    top_layer: usize,
+}
+
+impl FlatGraph {
+    /// Lays out `count` nodes; `node_links(n)` gives node n's links per layer (0 first).
+    pub(crate) fn new(dim: usize, vectors: Vec<f32>, count: usize, node_links: impl Fn(u32) -> Vec<Vec<u32>>, entry: u32, top_layer: usize) -> Self {
+        let mut starts = Vec::with_capacity(count + 1);
+        let mut links = Vec::new();
+        let mut upper = HashMap::new();
+        starts.push(0u32);
+        for n in 0..count as u32 {
+            let mut layers = node_links(n);
+            if let Some(l0) = layers.first() {
+                links.extend_from_slice(l0);
+            }
+            starts.push(links.len() as u32);
+            if layers.len() > 1 {
+                layers.remove(0);
+                upper.insert(n, layers);
+            }
+        }
+        FlatGraph { dim, vectors, starts, links, upper, entry, top_layer }
+    }
+
+    /// Up to `ef` nodes nearest `query` among those `accept` takes, nearest first, as
+    /// (node, inner product).
+    pub(crate) fn search(&self, query: &[f32], ef: usize, accept: &dyn Fn(u32) -> bool) -> Vec<(u32, f32)> {
+        if self.nodes() == 0 || ef == 0 {
+            return Vec::new();
+        }
+        let start = Near { dist: self.dist(query, self.entry), node: self.entry };
+        let start = if self.top_layer > 0 { descend(self, query, start, self.top_layer, 1) } else { start };
+        search_layer(self, query, start, ef, 0, accept).into_iter().map(|n| (n.node, -n.dist)).collect()
+    }
+}
+
+impl Layers for FlatGraph {
+    fn nodes(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    #[inline]
+    fn vector(&self, n: u32) -> &[f32] {
+        let n = n as usize;
+        &self.vectors[n * self.dim..(n + 1) * self.dim]
+    }
+
+    #[inline]
+    fn links(&self, n: u32, layer: usize, out: &mut Vec<u32>) {
+        out.clear();
+        if layer == 0 {
+            out.extend_from_slice(&self.links[self.starts[n as usize] as usize..self.starts[n as usize + 1] as usize]);
+        } else if let Some(l) = self.upper.get(&n).and_then(|ls| ls.get(layer - 1)) {
+            out.extend_from_slice(l);
+        }
     }
 }
 
