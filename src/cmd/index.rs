@@ -372,11 +372,10 @@ fn bench(base: BenchBase, queries: &Path, gt: &Path, efs: &[usize]) -> Result<()
             let t0 = Instant::now();
             let graph = pool.install(|| HnswGraph::build(&b.data, b.cols, cfg));
             let build_s = t0.elapsed().as_secs_f64();
+            let nodes = graph.nodes();
             let t1 = Instant::now();
             let index = graph.freeze();
             let freeze_s = t1.elapsed().as_secs_f64();
-            let nodes = graph.nodes();
-            drop(graph);
             let peak = super::bench::peak_rss_mib();
             println!(
                 "{}",

@@ -23,7 +23,7 @@ use vlp_data::source::{self, InputKind, ReadOptions, SourceItem};
 use vlp_data::{Caption, Sample};
 use vlp_index::ann::{HnswConfig, HnswGraph};
 use vlp_train::checkpoint::Encoder;
-use vlp_train::embed::text_tensors;
+use vlp_train::embed::{rows, text_tensors};
 
 /// What to keep. The defaults keep every readable pair.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -379,10 +379,6 @@ impl<'a, B: Backend> Run<'a, B> {
             outputs: outputs.iter().filter(|p| p.exists()).map(|p| p.display().to_string()).collect(),
         }
     }
-}
-
-fn rows<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 rows")
 }
 
 /// Decodes, checks the size, crops and normalises one image.

@@ -169,9 +169,14 @@ impl HnswGraph {
     /// Reads what [`save`](Self::save) wrote, for the rows `vectors` (`[rows, dim]`) it was
     /// built from. The caller has checked the file's checksum; the structure is checked here.
     pub fn load(path: &Path, vectors: &[f32], dim: usize, config: HnswConfig) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| IndexError::io(path, e))?;
+        Self::from_bytes(&bytes, path, vectors, dim, config)
+    }
+
+    /// [`load`](Self::load) from bytes already read from `path`.
+    pub fn from_bytes(bytes: &[u8], path: &Path, vectors: &[f32], dim: usize, config: HnswConfig) -> Result<Self> {
         let what = path.display().to_string();
         let bad = |message: String| IndexError::Corrupt { path: what.clone(), message };
-        let bytes = std::fs::read(path).map_err(|e| IndexError::io(path, e))?;
         let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(|| bad("not a vlp HNSW graph (bad magic), or from another version".into()))?;
         if rest.len() < 48 {
             return Err(bad("ends inside the header".into()));
@@ -213,13 +218,13 @@ impl HnswGraph {
         Ok(HnswGraph { graph, copies: Copies { row_node, by_bits }, config })
     }
 
-    /// The graph frozen for fast search.
-    pub fn freeze(&self) -> HnswIndex {
-        let nodes = self.nodes();
-        let (entry, top) = self.graph.entry().unwrap_or((0, 0));
-        let flat = FlatGraph::new(self.graph.dim, self.graph.vectors.clone(), nodes, |n| self.graph.node_links(n), entry, top);
-        let (starts, rows) = self.copies.rows_by_node(nodes);
-        HnswIndex { flat, starts, rows, config: self.config }
+    /// The graph frozen for fast search (its arrays move, nothing is copied).
+    pub fn freeze(self) -> HnswIndex {
+        let (starts, rows) = self.copies.rows_by_node(self.nodes());
+        let dim = self.graph.dim;
+        let (vectors, links, entry) = self.graph.into_parts();
+        let (entry, top) = entry.unwrap_or((0, 0));
+        HnswIndex { flat: FlatGraph::new(dim, vectors, links, entry, top), starts, rows, config: self.config }
     }
 }
 
@@ -241,6 +246,11 @@ impl HnswIndex {
     /// Reads a saved graph and freezes it.
     pub fn load(path: &Path, vectors: &[f32], dim: usize, config: HnswConfig) -> Result<Self> {
         Ok(HnswGraph::load(path, vectors, dim, config)?.freeze())
+    }
+
+    /// [`load`](Self::load) from bytes already read from `path`.
+    pub fn from_bytes(bytes: &[u8], path: &Path, vectors: &[f32], dim: usize, config: HnswConfig) -> Result<Self> {
+        Ok(HnswGraph::from_bytes(bytes, path, vectors, dim, config)?.freeze())
     }
 
     /// Rows, copies included.
@@ -315,10 +325,10 @@ mod tests {
         let v = unit_vectors(n, dim, 1);
         let q = unit_vectors(50, dim, 2);
         let graph = HnswGraph::build(&v, dim, HnswConfig::default());
-        let index = graph.freeze();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.hnsw");
         graph.save(&path).unwrap();
+        let index = graph.freeze();
         let loaded = HnswIndex::load(&path, &v, dim, HnswConfig::default()).unwrap();
         // a cut anywhere is refused with the file's name, never a panic
         let bytes = std::fs::read(&path).unwrap();
@@ -381,13 +391,13 @@ mod tests {
     #[test]
     fn an_empty_graph_searches_to_nothing_and_survives_save_and_load() {
         let graph = HnswGraph::new(4, HnswConfig::default());
-        assert!(graph.freeze().search(&[1.0, 0.0, 0.0, 0.0], 3, None, None).is_empty());
         assert!(graph.search(&[1.0, 0.0, 0.0, 0.0], 3, None).is_empty());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.hnsw");
         graph.save(&path).unwrap();
         let loaded = HnswGraph::load(&path, &[], 4, HnswConfig::default()).unwrap();
         assert!(loaded.is_empty());
+        assert!(loaded.freeze().search(&[1.0, 0.0, 0.0, 0.0], 3, None, None).is_empty());
         // damage: every cut of the file is refused with its name, never a panic
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();

@@ -274,7 +274,7 @@ impl RetrievalIndex {
                 message: format!("index format version {}, this vlp reads version {VERSION}; rebuild the index", info.version),
             });
         }
-        // each checked file is read once: the JSON lines are parsed from the bytes checksummed
+        // each checked file is read once: what is parsed is the bytes checksummed
         let mut verified = std::collections::HashMap::new();
         for f in CHECKED {
             let p = dir.join(f);
@@ -286,9 +286,7 @@ impl RetrievalIndex {
             if &checksum_of(&bytes) != want {
                 return Err(IndexError::Corrupt { path: p.display().to_string(), message: "checksum mismatch: changed or damaged since the build".into() });
             }
-            if f.ends_with(".jsonl") {
-                verified.insert(f, bytes);
-            }
+            verified.insert(f, bytes);
         }
         let items: Vec<Item> = parse_jsonl(&dir.join("items.jsonl"), &verified["items.jsonl"])?;
         let texts: Vec<TextEntry> = parse_jsonl(&dir.join("texts.jsonl"), &verified["texts.jsonl"])?;
@@ -299,8 +297,9 @@ impl RetrievalIndex {
                 return Err(IndexError::Corrupt { path: store.path.display().to_string(), message: "does not belong with index.json (rows, model or width differ)".into() });
             }
         }
-        let image_graph = HnswIndex::load(&dir.join("images.hnsw"), image_vectors.vectors(), info.dim, info.hnsw)?;
-        let text_graph = HnswIndex::load(&dir.join("texts.hnsw"), text_vectors.vectors(), info.dim, info.hnsw)?;
+        let image_graph = HnswIndex::from_bytes(&verified["images.hnsw"], &dir.join("images.hnsw"), image_vectors.vectors(), info.dim, info.hnsw)?;
+        let text_graph = HnswIndex::from_bytes(&verified["texts.hnsw"], &dir.join("texts.hnsw"), text_vectors.vectors(), info.dim, info.hnsw)?;
+        drop(verified);
         let captions = CaptionIndex::open(&dir.join("captions"))?;
         let image_tokens = match info.image_tokens {
             Some([n, d]) => {

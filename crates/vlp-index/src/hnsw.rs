@@ -72,6 +72,45 @@ impl Builder {
             }
         }
         todo.into_par_iter().for_each(|n| this.link(n));
+        self.repair();
+    }
+
+    /// Links in the nodes that no walk from the entry reaches on layer 0. Pruning by the
+    /// heuristic can drop every link into a node (a few in a thousand on small clustered sets,
+    /// which no ef then finds); each such node is linked from its nearest reachable node.
+    /// Returns how many were.
+    fn repair(&self) -> usize {
+        let Some((entry, top)) = self.entry() else { return 0 };
+        let mut reached = vec![false; self.nodes()];
+        let mut links = Vec::new();
+        let mut spread = |from: u32, reached: &mut Vec<bool>| {
+            let mut stack = vec![from];
+            while let Some(n) = stack.pop() {
+                if std::mem::replace(&mut reached[n as usize], true) {
+                    continue;
+                }
+                self.links(n, 0, &mut links);
+                stack.extend(links.iter().copied().filter(|&t| !reached[t as usize]));
+            }
+        };
+        spread(entry, &mut reached);
+        let mut fixed = 0;
+        for u in 0..self.nodes() as u32 {
+            if reached[u as usize] {
+                continue;
+            }
+            let q = self.vector(u);
+            let start = descend(self, q, Near { dist: self.dist(q, entry), node: entry }, top, 1);
+            let start = if reached[start.node as usize] { start } else { Near { dist: self.dist(q, entry), node: entry } };
+            let nearest = search_layer(self, q, start, self.ef_construction, 0, &|c| reached[c as usize]).first().map(|n| n.node);
+            if let Some(r) = nearest {
+                // one link over the layer's maximum at most until the next pruning of `r`
+                self.links[r as usize].lock().expect("lock")[0].push(u);
+                fixed += 1;
+            }
+            spread(u, &mut reached);
+        }
+        fixed
     }
 
     fn link(&self, n: u32) {
@@ -141,9 +180,11 @@ impl Builder {
         *self.entry.read().expect("lock")
     }
 
-    /// Node `n`'s links on every layer it reaches.
-    pub fn node_links(&self, n: u32) -> Vec<Vec<u32>> {
-        self.links[n as usize].lock().expect("lock").clone()
+    /// The node vectors, every node's links per layer, and the entry, for freezing.
+    pub fn into_parts(self) -> (Vec<f32>, Vec<Vec<Vec<u32>>>, Option<(u32, usize)>) {
+        let entry = self.entry();
+        let links = self.links.into_iter().map(|l| l.into_inner().expect("lock")).collect();
+        (self.vectors, links, entry)
     }
 
     /// The file's body after the rows: levels, then each node's links layer by layer (a count,
@@ -181,7 +222,8 @@ impl Builder {
             let mut layers = Vec::with_capacity(level as usize + 1);
             for layer in 0..=level as usize {
                 let count = take_u32(&mut bytes)? as usize;
-                if count > 2 * m.max(2) {
+                // a repair may add one link beyond 2M until the next pruning; more is damage
+                if count > 4 * m.max(2) {
                     return Err(bad(format!("node {n} has {count} links on layer {layer}; M is {m}")));
                 }
                 let mut list = Vec::with_capacity(count);

@@ -149,21 +149,21 @@ pub(crate) struct FlatGraph {
 }
 
 impl FlatGraph {
-    /// Lays out `count` nodes; `node_links(n)` gives node n's links per layer (0 first).
-    pub(crate) fn new(dim: usize, vectors: Vec<f32>, count: usize, node_links: impl Fn(u32) -> Vec<Vec<u32>>, entry: u32, top_layer: usize) -> Self {
-        let mut starts = Vec::with_capacity(count + 1);
-        let mut links = Vec::new();
+    /// Lays out the nodes whose vectors are `vectors` (`[nodes, dim]`) and whose links per
+    /// layer (0 first) are `node_links`.
+    pub(crate) fn new(dim: usize, vectors: Vec<f32>, node_links: Vec<Vec<Vec<u32>>>, entry: u32, top_layer: usize) -> Self {
+        let mut starts = Vec::with_capacity(node_links.len() + 1);
+        let mut links = Vec::with_capacity(node_links.iter().map(|l| l.first().map_or(0, Vec::len)).sum());
         let mut upper = HashMap::new();
         starts.push(0u32);
-        for n in 0..count as u32 {
-            let mut layers = node_links(n);
+        for (n, mut layers) in node_links.into_iter().enumerate() {
             if let Some(l0) = layers.first() {
                 links.extend_from_slice(l0);
             }
             starts.push(links.len() as u32);
             if layers.len() > 1 {
                 layers.remove(0);
-                upper.insert(n, layers);
+                upper.insert(n as u32, layers);
             }
         }
         FlatGraph { dim, vectors, starts, links, upper, entry, top_layer }

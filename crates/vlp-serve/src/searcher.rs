@@ -9,7 +9,7 @@ use vlp_data::image_pipeline::{process_into, Augment};
 use vlp_index::catalog::{Filter, Mode, RetrievalIndex};
 use vlp_index::IndexError;
 use vlp_train::checkpoint::Encoder;
-use vlp_train::embed::text_tensors;
+use vlp_train::embed::{rows, text_tensors};
 
 /// What is searched for.
 #[derive(Debug, Clone)]
@@ -240,6 +240,3 @@ pub fn text_tokens<B: Backend>(enc: &Encoder<B>, text: &str, device: &B::Device)
     Ok(values.chunks(d).zip(&mask_values).filter(|(_, m)| **m > 0.5).flat_map(|(t, _)| t.iter().copied()).collect())
 }
 
-fn rows<B: Backend>(t: burn::tensor::Tensor<B, 2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 rows")
-}

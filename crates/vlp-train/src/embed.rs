@@ -32,8 +32,13 @@ impl Embeddings {
         let [_, d] = t.dims();
         self.dim = d;
         self.ids.extend(ids);
-        self.vectors.extend(t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 rows"));
+        self.vectors.extend(rows(t));
     }
+}
+
+/// A `[rows, dim]` tensor's values, row-major, as f32 (whatever the backend's float type).
+pub fn rows<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 rows")
 }
 
 /// Encodes images `batch` at a time; images that fail to decode are skipped and counted.
