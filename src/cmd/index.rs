@@ -399,16 +399,29 @@ fn bench(base: BenchBase, queries: &Path, gt: &Path, efs: &[usize]) -> Result<()
             Box::new(move |query, ef| Ok(idx.dense_images(query, &model, 10, Some(ef), false, &[])?.iter().map(|h| h.row).collect()))
         }
     };
+    // one untimed pass first, then each ef timed three times: the median (and best) pass, as
+    // the peer script reports them
+    for query in q.data.chunks(q.cols) {
+        search(query, efs.first().copied().unwrap_or(64))?;
+    }
     for &ef in efs {
-        let t = Instant::now();
+        let mut passes = Vec::new();
         let mut hit = 0usize;
-        for (i, query) in q.data.chunks(q.cols).enumerate() {
-            let found = search(query, ef)?;
-            let truth = &g.data[i * g.cols..i * g.cols + 10];
-            hit += found.iter().filter(|&&r| truth.contains(&(r as i64))).count();
+        for _ in 0..3 {
+            let t = Instant::now();
+            hit = 0;
+            for (i, query) in q.data.chunks(q.cols).enumerate() {
+                let found = search(query, ef)?;
+                let truth = &g.data[i * g.cols..i * g.cols + 10];
+                hit += found.iter().filter(|&&r| truth.contains(&(r as i64))).count();
+            }
+            passes.push(t.elapsed().as_secs_f64());
         }
-        let secs = t.elapsed().as_secs_f64();
-        println!("{}", json!({"peer": "vlp", "ef": ef, "recall_at_10": hit as f64 / (10 * q.rows) as f64, "qps": q.rows as f64 / secs}));
+        passes.sort_by(f64::total_cmp);
+        println!(
+            "{}",
+            json!({"peer": "vlp", "ef": ef, "recall_at_10": hit as f64 / (10 * q.rows) as f64, "qps": q.rows as f64 / passes[1], "qps_best": q.rows as f64 / passes[0]})
+        );
     }
     Ok(())
 }

@@ -82,15 +82,13 @@ impl Builder {
     fn repair(&self) -> usize {
         let Some((entry, top)) = self.entry() else { return 0 };
         let mut reached = vec![false; self.nodes()];
-        let mut links = Vec::new();
-        let mut spread = |from: u32, reached: &mut Vec<bool>| {
+        let spread = |from: u32, reached: &mut Vec<bool>| {
             let mut stack = vec![from];
             while let Some(n) = stack.pop() {
                 if std::mem::replace(&mut reached[n as usize], true) {
                     continue;
                 }
-                self.links(n, 0, &mut links);
-                stack.extend(links.iter().copied().filter(|&t| !reached[t as usize]));
+                self.with_links(n, 0, |links| stack.extend(links.iter().copied().filter(|&t| !reached[t as usize])));
             }
         };
         spread(entry, &mut reached);
@@ -259,10 +257,9 @@ impl Layers for Builder {
         &self.vectors[n * self.dim..(n + 1) * self.dim]
     }
 
-    fn links(&self, n: u32, layer: usize, out: &mut Vec<u32>) {
-        out.clear();
-        if let Some(l) = self.links[n as usize].lock().expect("lock").get(layer) {
-            out.extend_from_slice(l);
-        }
+    /// Holds the node's lock while `f` runs, as hnswlib does; `f` takes no other lock.
+    fn with_links<R>(&self, n: u32, layer: usize, f: impl FnOnce(&[u32]) -> R) -> R {
+        let links = self.links[n as usize].lock().expect("lock");
+        f(links.get(layer).map_or(&[], Vec::as_slice))
     }
 }

@@ -35,8 +35,8 @@ pub(crate) trait Layers: Sync {
     fn nodes(&self) -> usize;
     /// Node `n`'s vector, `dim` long.
     fn vector(&self, n: u32) -> &[f32];
-    /// Replaces `out` with node `n`'s links at `layer` (none above the node's level).
-    fn links(&self, n: u32, layer: usize, out: &mut Vec<u32>);
+    /// Calls `f` with node `n`'s links at `layer` (none above the node's level), in place.
+    fn with_links<R>(&self, n: u32, layer: usize, f: impl FnOnce(&[u32]) -> R) -> R;
 
     fn dist(&self, query: &[f32], n: u32) -> f32 {
         -dot(query, self.vector(n))
@@ -63,21 +63,22 @@ pub(crate) trait Layers: Sync {
 /// From `start`, moves to the nearest neighbour while one is nearer, on each layer from `from`
 /// down to `to` (both included); returns where it stopped.
 pub(crate) fn descend(g: &impl Layers, query: &[f32], mut cur: Near, from: usize, to: usize) -> Near {
-    let mut links = Vec::new();
     for layer in (to..=from).rev() {
         loop {
-            let mut moved = false;
-            g.links(cur.node, layer, &mut links);
-            for &n in &links {
-                let d = g.dist(query, n);
-                if d < cur.dist {
-                    cur = Near { dist: d, node: n };
-                    moved = true;
+            let next = g.with_links(cur.node, layer, |links| {
+                let mut best = cur;
+                for &n in links {
+                    let d = g.dist(query, n);
+                    if d < best.dist {
+                        best = Near { dist: d, node: n };
+                    }
                 }
-            }
-            if !moved {
+                best
+            });
+            if next == cur {
                 break;
             }
+            cur = next;
         }
     }
     cur
@@ -90,7 +91,6 @@ pub(crate) fn search_layer(g: &impl Layers, query: &[f32], start: Near, ef: usiz
     VISITED.with(|v| {
         let mut visited = v.borrow_mut();
         visited.reset(g.nodes());
-        let mut links = Vec::new();
         // candidates: nearest first; found: farthest first, at most ef, accepted nodes only
         let mut candidates = BinaryHeap::new();
         let mut found: BinaryHeap<Near> = BinaryHeap::new();
@@ -105,29 +105,30 @@ pub(crate) fn search_layer(g: &impl Layers, query: &[f32], start: Near, ef: usiz
             if c.dist > bound && found.len() >= ef {
                 break;
             }
-            g.links(c.node, layer, &mut links);
-            for (i, &n) in links.iter().enumerate() {
-                if let Some(&next) = links.get(i + 1) {
-                    g.prefetch(next);
-                }
-                if !visited.mark(n) {
-                    continue;
-                }
-                let d = g.dist(query, n);
-                if found.len() < ef || d < bound {
-                    let near = Near { dist: d, node: n };
-                    candidates.push(Reverse(near));
-                    if accept(n) {
-                        found.push(near);
-                        if found.len() > ef {
-                            found.pop();
+            g.with_links(c.node, layer, |links| {
+                for (i, &n) in links.iter().enumerate() {
+                    if let Some(&next) = links.get(i + 1) {
+                        g.prefetch(next);
+                    }
+                    if !visited.mark(n) {
+                        continue;
+                    }
+                    let d = g.dist(query, n);
+                    if found.len() < ef || d < bound {
+                        let near = Near { dist: d, node: n };
+                        candidates.push(Reverse(near));
+                        if accept(n) {
+                            found.push(near);
+                            if found.len() > ef {
+                                found.pop();
+                            }
+                        }
+                        if let Some(worst) = found.peek() {
+                            bound = worst.dist;
                         }
                     }
-                    if let Some(worst) = found.peek() {
-                        bound = worst.dist;
-                    }
                 }
-            }
+            });
         }
         found.into_sorted_vec()
     })
@@ -193,12 +194,11 @@ impl Layers for FlatGraph {
     }
 
     #[inline]
-    fn links(&self, n: u32, layer: usize, out: &mut Vec<u32>) {
-        out.clear();
+    fn with_links<R>(&self, n: u32, layer: usize, f: impl FnOnce(&[u32]) -> R) -> R {
         if layer == 0 {
-            out.extend_from_slice(&self.links[self.starts[n as usize] as usize..self.starts[n as usize + 1] as usize]);
-        } else if let Some(l) = self.upper.get(&n).and_then(|ls| ls.get(layer - 1)) {
-            out.extend_from_slice(l);
+            f(&self.links[self.starts[n as usize] as usize..self.starts[n as usize + 1] as usize])
+        } else {
+            f(self.upper.get(&n).and_then(|ls| ls.get(layer - 1)).map_or(&[], Vec::as_slice))
         }
     }
 }
