@@ -16,14 +16,14 @@ use crate::ann::{HnswConfig, HnswGraph, HnswIndex};
 use crate::captions::CaptionIndex;
 use crate::exact::{top_k, Hit};
 use crate::fusion::{reciprocal_rank_fusion, RRF_K};
-use crate::store::{fnv64, write_store, VectorStore};
+use crate::store::{fnv64, write_store, write_store_as, HalfStore, Precision, VectorStore};
 use crate::{IndexError, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// 2: vlp's own HNSW file (`*.hnsw`), identical vectors sharing a node.
+/// 2: vlp's own HNSW file (`*.hnsw`), identical vectors sharing a node; f16 token embeddings.
 pub const VERSION: u32 = 2;
 
 /// One caption or keyword line of an item.
@@ -148,7 +148,7 @@ pub(crate) fn write_index(dir: &Path, input: BuildInput, graphs: Option<(&HnswGr
     write_store(&tmp.join("texts.vec"), &text_ids, dim, &text_vectors, &model)?;
     let token_shape = match &image_tokens {
         Some((shape, values)) => {
-            write_store(&tmp.join("image_tokens.vec"), &item_ids, shape[0] * shape[1], values, &model)?;
+            write_store_as(&tmp.join("image_tokens.vec"), &item_ids, shape[0] * shape[1], values, &model, Precision::F16)?;
             Some(*shape)
         }
         None => None,
@@ -250,8 +250,8 @@ pub struct RetrievalIndex {
     pub(crate) image_graph: HnswIndex,
     pub(crate) text_graph: HnswIndex,
     pub captions: CaptionIndex,
-    /// Per-image token embeddings, when the index stores them.
-    pub image_tokens: Option<VectorStore>,
+    /// Per-image token embeddings, when the index stores them (f16).
+    pub image_tokens: Option<HalfStore>,
     /// `live[row]` is false for a deleted item.
     pub(crate) live: Vec<bool>,
 }
@@ -303,9 +303,9 @@ impl RetrievalIndex {
         let captions = CaptionIndex::open(&dir.join("captions"))?;
         let image_tokens = match info.image_tokens {
             Some([n, d]) => {
-                let store = VectorStore::open(&dir.join("image_tokens.vec"))?;
-                if store.len() != items.len() || store.dim() != n * d || store.header.model != info.model {
-                    return Err(IndexError::Corrupt { path: store.path.display().to_string(), message: "does not belong with index.json".into() });
+                let store = HalfStore::open(&dir.join("image_tokens.vec"))?;
+                if store.len() != items.len() || store.dim() != n * d || store.header().model != info.model {
+                    return Err(IndexError::Corrupt { path: store.path().display().to_string(), message: "does not belong with index.json".into() });
                 }
                 Some(store)
             }
@@ -350,9 +350,13 @@ impl RetrievalIndex {
         if query_tokens.is_empty() || query_tokens.len() % d != 0 {
             return Err(IndexError::Invalid(format!("query tokens: {} values, not a multiple of the token width {d}", query_tokens.len())));
         }
+        let mut tokens = Vec::new();
         let mut out: Vec<Ranked> = rows
             .iter()
-            .map(|&row| Ranked { row, score: token_similarity(query_tokens, store.row(row), d) })
+            .map(|&row| {
+                store.row_into(row, &mut tokens);
+                Ranked { row, score: token_similarity(query_tokens, &tokens, d) }
+            })
             .collect();
         out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
         Ok(out)

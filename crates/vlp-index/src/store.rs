@@ -4,7 +4,7 @@
 //! "VLPVEC01"                 8 bytes
 //! header length (u32 LE)     then the header, JSON: dim, rows, model identity, checksum
 //! padding to 64 bytes
-//! rows × dim f32 LE          the vectors
+//! rows × dim f32 or f16 LE   the vectors (the header's `precision`)
 //! ids                        UTF-8, one per line
 //! ```
 //! The checksum (64-bit FNV-1a over vectors and ids) is checked on open, so a corrupted file is
@@ -19,10 +19,31 @@ use std::path::{Path, PathBuf};
 const MAGIC: &[u8; 8] = b"VLPVEC01";
 const ALIGN: usize = 64;
 
+/// How the values are stored: f32, or f16 at half the size (per-image token embeddings, read
+/// only to re-rank a few candidates, where the rounding does not matter).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Precision {
+    fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreHeader {
     pub dim: usize,
     pub rows: usize,
+    #[serde(default)]
+    pub precision: Precision,
     /// What made the vectors: a hash of the model's weights and config. Queries must come from
     /// the same model.
     pub model: String,
@@ -54,19 +75,27 @@ fn corrupt(path: &Path, what: impl std::fmt::Display) -> IndexError {
     IndexError::Corrupt { path: path.display().to_string(), message: what.to_string() }
 }
 
-/// Writes `vectors` (`[ids.len(), dim]` row-major) under a temporary name, then renames.
+/// Writes `vectors` (`[ids.len(), dim]` row-major) as f32 under a temporary name, then renames.
 pub fn write_store(path: &Path, ids: &[String], dim: usize, vectors: &[f32], model: &str) -> Result<()> {
+    write_store_as(path, ids, dim, vectors, model, Precision::F32)
+}
+
+/// [`write_store`] at a chosen precision.
+pub fn write_store_as(path: &Path, ids: &[String], dim: usize, vectors: &[f32], model: &str, precision: Precision) -> Result<()> {
     if vectors.len() != ids.len() * dim {
         return Err(IndexError::Invalid(format!("{} floats for {} ids of width {dim}", vectors.len(), ids.len())));
     }
     if let Some(bad) = ids.iter().find(|i| i.contains('\n') || i.is_empty()) {
         return Err(IndexError::Invalid(format!("item id {bad:?}: ids must be non-empty and one line")));
     }
-    let data: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let data: Vec<u8> = match precision {
+        Precision::F32 => vectors.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Precision::F16 => vectors.iter().flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes()).collect(),
+    };
     let id_bytes = ids.join("\n").into_bytes();
     let checksum = format!("{:016x}", fnv64(&[&data, &id_bytes]));
     // the header's own length moves the data; settle it with a fixed-width offset field
-    let mut header = StoreHeader { dim, rows: ids.len(), model: model.into(), ids_offset: 0, ids_len: id_bytes.len(), checksum };
+    let mut header = StoreHeader { dim, rows: ids.len(), precision, model: model.into(), ids_offset: 0, ids_len: id_bytes.len(), checksum };
     let data_offset = |h: &StoreHeader| {
         let json_len = serde_json::to_vec(h).expect("serialises").len();
         (8 + 4 + json_len).div_ceil(ALIGN) * ALIGN
@@ -89,7 +118,7 @@ pub fn write_store(path: &Path, ids: &[String], dim: usize, vectors: &[f32], mod
     std::fs::rename(&tmp, path).map_err(|e| IndexError::io(path, e))
 }
 
-/// An opened store: the header, the ids, and the vectors in place.
+/// An opened f32 store: the header, the ids, and the vectors in place.
 pub struct VectorStore {
     pub header: StoreHeader,
     pub ids: Vec<String>,
@@ -100,6 +129,14 @@ pub struct VectorStore {
 
 impl VectorStore {
     pub fn open(path: &Path) -> Result<Self> {
+        let store = Self::open_any(path)?;
+        if store.header.precision != Precision::F32 {
+            return Err(corrupt(path, format!("holds {:?} values where f32 vectors belong", store.header.precision)));
+        }
+        Ok(store)
+    }
+
+    fn open_any(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| IndexError::io(path, e))?;
         // SAFETY: the file is only ever replaced by rename, never written in place.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| IndexError::io(path, e))?;
@@ -110,13 +147,13 @@ impl VectorStore {
         let json = map.get(12..12 + json_len).ok_or_else(|| corrupt(path, "header cut off"))?;
         let header: StoreHeader = serde_json::from_slice(json).map_err(|e| corrupt(path, format!("header: {e}")))?;
         let data_offset = (12 + json_len).div_ceil(ALIGN) * ALIGN;
-        let data_len = header.rows.checked_mul(header.dim).and_then(|n| n.checked_mul(4));
+        let data_len = header.rows.checked_mul(header.dim).and_then(|n| n.checked_mul(header.precision.bytes()));
         let expected = data_len.and_then(|d| data_offset.checked_add(d)).filter(|&e| e == header.ids_offset);
         let end = expected.and_then(|e| e.checked_add(header.ids_len));
         if end != Some(map.len()) {
             return Err(corrupt(
                 path,
-                format!("{} bytes, but its header describes {} rows of {} floats and {} id bytes (truncated?)", map.len(), header.rows, header.dim, header.ids_len),
+                format!("{} bytes, but its header describes {} rows of {} {:?} values and {} id bytes (truncated?)", map.len(), header.rows, header.dim, header.precision, header.ids_len),
             ));
         }
         let data = &map[data_offset..header.ids_offset];
@@ -169,6 +206,54 @@ impl VectorStore {
     }
 }
 
+/// An opened f16 store: rows are widened to f32 as they are read.
+pub struct HalfStore(VectorStore);
+
+impl HalfStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let store = VectorStore::open_any(path)?;
+        if store.header.precision != Precision::F16 {
+            return Err(corrupt(path, format!("holds {:?} values where f16 ones belong", store.header.precision)));
+        }
+        Ok(HalfStore(store))
+    }
+
+    pub fn header(&self) -> &StoreHeader {
+        &self.0.header
+    }
+    pub fn path(&self) -> &Path {
+        &self.0.path
+    }
+    pub fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn check_query(&self, model: &str, dim: usize) -> Result<()> {
+        self.0.check_query(model, dim)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.0.map[self.0.data_offset..self.0.header.ids_offset]
+    }
+
+    /// Row `i`, widened into `out`.
+    pub fn row_into(&self, i: usize, out: &mut Vec<f32>) {
+        let d = self.dim();
+        out.clear();
+        out.extend(self.bytes()[i * d * 2..(i + 1) * d * 2].chunks_exact(2).map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()));
+    }
+
+    /// Every row, widened.
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.bytes().chunks_exact(2).map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()).collect()
+    }
+}
+
 fn bytemuck_f32(bytes: &[u8]) -> &[f32] {
     assert!(bytes.as_ptr() as usize % 4 == 0 && bytes.len() % 4 == 0, "aligned f32 data");
     // SAFETY: aligned (checked), length a multiple of 4, and every bit pattern is a valid f32;
@@ -198,6 +283,29 @@ mod tests {
         assert!(s.check_query("model-a", 3).is_ok());
         let e = s.check_query("model-b", 3).unwrap_err().to_string();
         assert!(e.contains("model-a") && e.contains("model-b"), "{e}");
+    }
+
+    #[test]
+    fn half_precision_round_trips_within_f16_rounding_and_is_not_opened_as_f32() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.vec");
+        let ids: Vec<String> = (0..4).map(|i| format!("item{i}")).collect();
+        let v: Vec<f32> = (0..12).map(|i| (i as f32 * 0.37).sin()).collect();
+        write_store_as(&p, &ids, 3, &v, "m", Precision::F16).unwrap();
+        let f32_path = dir.path().join("f.vec");
+        write_store(&f32_path, &ids, 3, &v, "m").unwrap();
+        let size = |p: &Path| std::fs::metadata(p).unwrap().len() as usize;
+        assert_eq!(size(&f32_path) - size(&p), 12 * 2, "two bytes a value fewer");
+        let h = HalfStore::open(&p).unwrap();
+        assert_eq!((h.len(), h.dim()), (4, 3));
+        let all = h.to_f32();
+        let mut row = Vec::new();
+        h.row_into(2, &mut row);
+        assert_eq!(row, all[6..9]);
+        // f16 keeps 11 significant bits: relative error below 2^-11
+        assert!(v.iter().zip(&all).all(|(a, b)| (a - b).abs() <= a.abs() / 2048.0 + 1e-7), "{v:?} {all:?}");
+        assert!(VectorStore::open(&p).err().unwrap().to_string().contains("h.vec"));
+        assert!(HalfStore::open(&sample(dir.path())).err().unwrap().to_string().contains("v.vec"));
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl RetrievalIndex {
         image_vectors.extend_from_slice(&new.image_vectors);
         let image_tokens = match (new.image_tokens, &self.image_tokens, self.info.image_tokens) {
             (Some((shape, values)), Some(store), Some(_)) => {
-                let mut all = store.vectors().to_vec();
+                let mut all = store.to_f32();
                 all.extend_from_slice(&values);
                 Some((shape, all))
             }
@@ -159,7 +159,9 @@ mod tests {
         assert!(found >= 95, "{found} of 100 added rows found");
         let bm25 = idx.text_to_images("thing 250", None, Mode::Bm25, 1, None, false, &[]).unwrap();
         assert_eq!(idx.items[bm25[0].row].id, "img250");
-        assert!(idx.rerank_images(&[250], &idx.image_tokens.as_ref().unwrap().row(250)[..4], "m1").is_ok());
+        let mut tokens = Vec::new();
+        idx.image_tokens.as_ref().unwrap().row_into(250, &mut tokens);
+        assert!(idx.rerank_images(&[250], &tokens[..4], "m1").is_ok());
 
         // ids are never reused; another model's rows are refused
         assert!(RetrievalIndex::open(&dir).unwrap().add(tail(&all, 299)).unwrap_err().to_string().contains("already in the index"));
