@@ -1,10 +1,11 @@
 //! Building an HNSW graph (Malkov & Yashunin, 2018), in parallel, and its file.
 //!
 //! Each node's links sit behind their own lock, as in hnswlib: an insertion walks the graph
-//! copying one neighbour list at a time, links its node to the best `M` it found (chosen by the
-//! paper's heuristic, which keeps a neighbour only when it is nearer the node than any neighbour
-//! already kept, so links spread in every direction), then adds the reverse links, pruning a
-//! list that overflows with the same heuristic. Layer 0 keeps up to `2M` links, the others `M`.
+//! reading one neighbour list at a time under its lock, links its node to the best `M` it found
+//! (chosen by the paper's heuristic, which keeps a neighbour only when it is nearer the node than
+//! any neighbour already kept, so links spread in every direction), then adds the reverse links,
+//! pruning a list that overflows with the same heuristic. Layer 0 keeps up to `2M` links, the
+//! others `M`. After each insertion, nodes that pruning left unreachable are linked back in.
 
 use crate::exact::dot;
 use crate::walk::{descend, search_layer, Layers, Near};
