@@ -12,7 +12,7 @@
 
 use crate::exact::{sort_hits, Hit};
 use crate::hnsw::Builder;
-use crate::walk::{FlatGraph, Layers};
+use crate::walk::{self, FlatGraph, Layers};
 use crate::{IndexError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -34,12 +34,47 @@ impl Default for HnswConfig {
     }
 }
 
-/// Which node each row is.
+/// Which node each row is, and each node's rows: a list threaded through the rows, kept up to
+/// date as rows are appended, so neither a growing graph's search nor a freeze has to regroup
+/// the rows.
 #[derive(Debug, Clone, Default)]
 struct Copies {
     row_node: Vec<u32>,
-    /// Nodes by the bits of their vectors, for finding a new row's node.
-    by_bits: HashMap<u64, Vec<u32>>,
+    /// Per node, its first and last row; per row, the next row of its node (`NONE` at the end).
+    first_row: Vec<u32>,
+    last_row: Vec<u32>,
+    next_copy: Vec<u32>,
+}
+
+const NONE: u32 = u32::MAX;
+
+impl Copies {
+    /// Appends a row of `node` (an existing node, or the next new one).
+    fn push(&mut self, node: u32) {
+        let row = self.row_node.len() as u32;
+        self.row_node.push(node);
+        self.next_copy.push(NONE);
+        match self.first_row.get(node as usize) {
+            Some(_) => {
+                self.next_copy[self.last_row[node as usize] as usize] = row;
+                self.last_row[node as usize] = row;
+            }
+            None => {
+                debug_assert_eq!(node as usize, self.first_row.len(), "nodes are numbered in order");
+                self.first_row.push(row);
+                self.last_row.push(row);
+            }
+        }
+    }
+
+    fn nodes(&self) -> usize {
+        self.first_row.len()
+    }
+
+    /// Node `n`'s rows, ascending.
+    fn rows_of(&self, n: u32) -> impl Iterator<Item = u32> + '_ {
+        std::iter::successors(Some(self.first_row[n as usize]), |&r| Some(self.next_copy[r as usize]).filter(|&r| r != NONE))
+    }
 }
 
 fn bits_key(v: &[f32]) -> u64 {
@@ -48,62 +83,14 @@ fn bits_key(v: &[f32]) -> u64 {
     v.iter().fold(0xcbf29ce484222325u64, |h, x| (h ^ x.to_bits() as u64).wrapping_mul(0x100000001b3))
 }
 
-impl Copies {
-    /// Assigns `vectors`' rows to nodes, existing ones (whose vectors `node_vectors` holds) or
-    /// new ones; returns the new nodes' vectors, in node order.
-    fn assign(&mut self, vectors: &[f32], dim: usize, node_vectors: &[f32]) -> Vec<f32> {
-        let mut fresh: Vec<f32> = Vec::new();
-        let existing = node_vectors.len() / dim.max(1);
-        for v in vectors.chunks(dim.max(1)) {
-            let key = bits_key(v);
-            let vector_of = |n: u32| {
-                let n = n as usize;
-                if n < existing {
-                    &node_vectors[n * dim..(n + 1) * dim]
-                } else {
-                    &fresh[(n - existing) * dim..(n - existing + 1) * dim]
-                }
-            };
-            let same = self.by_bits.get(&key).and_then(|ns| ns.iter().copied().find(|&n| vector_of(n) == v));
-            let node = match same {
-                Some(n) => n,
-                None => {
-                    let n = (existing + fresh.len() / dim.max(1)) as u32;
-                    self.by_bits.entry(key).or_default().push(n);
-                    fresh.extend_from_slice(v);
-                    n
-                }
-            };
-            self.row_node.push(node);
-        }
-        fresh
-    }
-
-    /// `rows[starts[n]..starts[n + 1]]` are node `n`'s rows, ascending.
-    fn rows_by_node(&self, nodes: usize) -> (Vec<u32>, Vec<u32>) {
-        let mut starts = vec![0u32; nodes + 1];
-        for &n in &self.row_node {
-            starts[n as usize + 1] += 1;
-        }
-        for i in 0..nodes {
-            starts[i + 1] += starts[i];
-        }
-        let mut next = starts.clone();
-        let mut rows = vec![0u32; self.row_node.len()];
-        for (r, &n) in self.row_node.iter().enumerate() {
-            rows[next[n as usize] as usize] = r as u32;
-            next[n as usize] += 1;
-        }
-        (starts, rows)
-    }
-}
-
 const MAGIC: &[u8; 8] = b"VLPHNSW1";
 
 /// An HNSW graph that can grow: built, inserted into, written and read.
 pub struct HnswGraph {
     graph: Builder,
     copies: Copies,
+    /// Nodes by the bits of their vectors, for finding a new row's node.
+    by_bits: HashMap<u64, Vec<u32>>,
     pub config: HnswConfig,
 }
 
@@ -117,7 +104,7 @@ impl HnswGraph {
 
     /// An empty graph to [`insert`](Self::insert) into.
     pub fn new(dim: usize, config: HnswConfig) -> Self {
-        HnswGraph { graph: Builder::new(dim, config.m, config.ef_construction), copies: Copies::default(), config }
+        HnswGraph { graph: Builder::new(dim, config.m, config.ef_construction), copies: Copies::default(), by_bits: HashMap::new(), config }
     }
 
     /// Rows, copies included.
@@ -135,24 +122,43 @@ impl HnswGraph {
     /// Appends `vectors`' rows, numbered on from [`len`](Self::len).
     pub fn insert(&mut self, vectors: &[f32], dim: usize) {
         assert_eq!(dim, self.graph.dim, "rows {dim} wide inserted into a graph {} wide", self.graph.dim);
-        let fresh = self.copies.assign(vectors, dim, &self.graph.vectors);
-        self.graph.insert(&fresh);
+        let existing = self.nodes();
+        let mut fresh: Vec<f32> = Vec::new();
+        for v in vectors.chunks(dim.max(1)) {
+            let key = bits_key(v);
+            let vector_of = |n: u32| {
+                let n = n as usize;
+                if n < existing {
+                    self.graph.vector(n as u32)
+                } else {
+                    &fresh[(n - existing) * dim..(n - existing + 1) * dim]
+                }
+            };
+            let node = match self.by_bits.get(&key).and_then(|ns| ns.iter().copied().find(|&n| vector_of(n) == v)) {
+                Some(n) => n,
+                None => {
+                    let n = (existing + fresh.len() / dim.max(1)) as u32;
+                    self.by_bits.entry(key).or_default().push(n);
+                    fresh.extend_from_slice(v);
+                    n
+                }
+            };
+            self.copies.push(node);
+        }
+        self.graph.insert(fresh);
     }
 
     /// The `k` best rows, for a graph still growing; a frozen [`HnswIndex`] searches faster.
     pub fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Vec<Hit> {
-        let Some((entry, top)) = self.graph.entry() else { return Vec::new() };
         let ef = ef.unwrap_or(self.config.ef_search).max(k);
-        let start = crate::walk::Near { dist: self.graph.dist(query, entry), node: entry };
-        let start = if top > 0 { crate::walk::descend(&self.graph, query, start, top, 1) } else { start };
-        let nodes: Vec<(u32, f32)> = crate::walk::search_layer(&self.graph, query, start, ef, 0, &|_| true).into_iter().map(|n| (n.node, -n.dist)).collect();
-        let (starts, rows) = self.copies.rows_by_node(self.nodes());
-        expand(&nodes, &starts, &rows, k, None)
+        let nodes = walk::search(&self.graph, self.graph.entry(), query, ef, &|_| true);
+        expand(&nodes, &self.copies, k, None)
     }
 
     /// Writes `path`: a header, each row's node, then the links. Vectors are not written (the
     /// caller keeps the rows; [`load`](Self::load) takes them back).
-    pub fn save(&self, path: &Path) -> Result<()> {
+    pub fn save(&mut self, path: &Path) -> Result<()> {
+        self.graph.settle();
         let mut out = Vec::with_capacity(64 + 4 * self.len() + self.nodes() * (1 + 4 * 2 * self.config.m));
         out.extend_from_slice(MAGIC);
         let (entry, top) = self.graph.entry().map_or((u32::MAX, 0), |(e, t)| (e, t as u32));
@@ -191,21 +197,22 @@ impl HnswGraph {
         if rows != vectors.len() / dim.max(1) || nodes > rows || rest.len() < 48 + 4 * rows {
             return Err(bad(format!("{rows} rows and {nodes} nodes, for {} stored rows", vectors.len() / dim.max(1))));
         }
-        let row_node: Vec<u32> = rest[48..48 + 4 * rows].chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        // each node's vector is its first row's
-        let mut first_row = vec![u32::MAX; nodes];
-        for (r, &n) in row_node.iter().enumerate() {
-            let slot = first_row.get_mut(n as usize).ok_or_else(|| bad(format!("row {r} is node {n} of {nodes}")))?;
-            if *slot == u32::MAX {
-                *slot = r as u32;
+        // nodes are numbered by their first row, as `insert` numbers them
+        let mut copies = Copies::default();
+        for (r, b) in rest[48..48 + 4 * rows].chunks_exact(4).enumerate() {
+            let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if n as usize > copies.nodes() || n as usize >= nodes {
+                return Err(bad(format!("row {r} is node {n}, with {} of {nodes} nodes seen", copies.nodes())));
             }
+            copies.push(n);
         }
-        if let Some(n) = first_row.iter().position(|&r| r == u32::MAX) {
-            return Err(bad(format!("node {n} has no row")));
+        if copies.nodes() != nodes {
+            return Err(bad(format!("{} of {nodes} nodes have rows", copies.nodes())));
         }
+        // each node's vector is its first row's
         let mut node_vectors = Vec::with_capacity(nodes * dim);
         let mut by_bits: HashMap<u64, Vec<u32>> = HashMap::new();
-        for (n, &r) in first_row.iter().enumerate() {
+        for (n, &r) in copies.first_row.iter().enumerate() {
             let v = &vectors[r as usize * dim..(r as usize + 1) * dim];
             by_bits.entry(bits_key(v)).or_default().push(n as u32);
             node_vectors.extend_from_slice(v);
@@ -215,50 +222,32 @@ impl HnswGraph {
         if !left.is_empty() {
             return Err(bad(format!("{} bytes after the last node's links", left.len())));
         }
-        Ok(HnswGraph { graph, copies: Copies { row_node, by_bits }, config })
+        Ok(HnswGraph { graph, copies, by_bits, config })
     }
 
     /// The graph frozen for fast search (its arrays move, nothing is copied).
     pub fn freeze(self) -> HnswIndex {
-        let (starts, rows) = self.copies.rows_by_node(self.nodes());
         let dim = self.graph.dim;
         let (vectors, links, entry) = self.graph.into_parts();
         let (entry, top) = entry.unwrap_or((0, 0));
-        HnswIndex { flat: FlatGraph::new(dim, vectors, links, entry, top), starts, rows, config: self.config }
+        HnswIndex { flat: FlatGraph::new(dim, vectors, links, entry, top), copies: self.copies, config: self.config }
     }
 }
 
 /// A built HNSW graph, read-only, searched by [`crate::walk`].
 pub struct HnswIndex {
     flat: FlatGraph,
-    /// Node `n`'s rows: `rows[starts[n]..starts[n + 1]]`.
-    starts: Vec<u32>,
-    rows: Vec<u32>,
+    copies: Copies,
     pub config: HnswConfig,
 }
 
 impl HnswIndex {
-    /// Builds and freezes in one go.
-    pub fn build(vectors: &[f32], dim: usize, config: HnswConfig) -> Self {
-        HnswGraph::build(vectors, dim, config).freeze()
-    }
-
-    /// Reads a saved graph and freezes it.
-    pub fn load(path: &Path, vectors: &[f32], dim: usize, config: HnswConfig) -> Result<Self> {
-        Ok(HnswGraph::load(path, vectors, dim, config)?.freeze())
-    }
-
-    /// [`load`](Self::load) from bytes already read from `path`.
-    pub fn from_bytes(bytes: &[u8], path: &Path, vectors: &[f32], dim: usize, config: HnswConfig) -> Result<Self> {
-        Ok(HnswGraph::from_bytes(bytes, path, vectors, dim, config)?.freeze())
-    }
-
     /// Rows, copies included.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.copies.row_node.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len() == 0
     }
     /// Distinct vectors.
     pub fn nodes(&self) -> usize {
@@ -269,22 +258,21 @@ impl HnswIndex {
     /// a selective filter still fills k). Rows sharing a vector tie; ties go by row.
     pub fn search(&self, query: &[f32], k: usize, ef: Option<usize>, keep: Option<&(dyn Fn(usize) -> bool + Sync)>) -> Vec<Hit> {
         let ef = ef.unwrap_or(self.config.ef_search).max(k);
-        let node_rows = |n: u32| &self.rows[self.starts[n as usize] as usize..self.starts[n as usize + 1] as usize];
         let nodes = match keep {
             None => self.flat.search(query, ef, &|_| true),
-            Some(f) => self.flat.search(query, ef, &|n| node_rows(n).iter().any(|&r| f(r as usize))),
+            Some(f) => self.flat.search(query, ef, &|n| self.copies.rows_of(n).any(|r| f(r as usize))),
         };
-        expand(&nodes, &self.starts, &self.rows, k, keep)
+        expand(&nodes, &self.copies, k, keep)
     }
 }
 
 /// Rows of `nodes` (best first), those `keep` takes, until `k`.
-fn expand(nodes: &[(u32, f32)], starts: &[u32], rows: &[u32], k: usize, keep: Option<&(dyn Fn(usize) -> bool + Sync)>) -> Vec<Hit> {
+fn expand(nodes: &[(u32, f32)], copies: &Copies, k: usize, keep: Option<&(dyn Fn(usize) -> bool + Sync)>) -> Vec<Hit> {
     let mut hits = Vec::with_capacity(k);
     for &(n, score) in nodes {
         // every row of a node scores the same, so the k-th node's copies are all taken and
         // the cut is made after sorting by row
-        for &r in &rows[starts[n as usize] as usize..starts[n as usize + 1] as usize] {
+        for r in copies.rows_of(n) {
             if keep.is_none_or(|f| f(r as usize)) {
                 hits.push(Hit { row: r as usize, score });
             }
@@ -324,12 +312,12 @@ mod tests {
         let (n, dim) = (3000, 32);
         let v = unit_vectors(n, dim, 1);
         let q = unit_vectors(50, dim, 2);
-        let graph = HnswGraph::build(&v, dim, HnswConfig::default());
+        let mut graph = HnswGraph::build(&v, dim, HnswConfig::default());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.hnsw");
         graph.save(&path).unwrap();
         let index = graph.freeze();
-        let loaded = HnswIndex::load(&path, &v, dim, HnswConfig::default()).unwrap();
+        let loaded = HnswGraph::load(&path, &v, dim, HnswConfig::default()).unwrap().freeze();
         // a cut anywhere is refused with the file's name, never a panic
         let bytes = std::fs::read(&path).unwrap();
         for cut in (0..bytes.len()).step_by(bytes.len() / 97 + 1) {
@@ -366,7 +354,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.hnsw");
         graph.save(&path).unwrap();
-        let index = HnswIndex::load(&path, &rows, dim, HnswConfig::default()).unwrap();
+        let index = HnswGraph::load(&path, &rows, dim, HnswConfig::default()).unwrap().freeze();
         assert_eq!((index.len(), index.nodes()), (distinct * copies, distinct));
         let (mut found, mut total) = (0, 0);
         for query in unit_vectors(50, dim, 4).chunks(dim) {
@@ -390,7 +378,7 @@ mod tests {
 
     #[test]
     fn an_empty_graph_searches_to_nothing_and_survives_save_and_load() {
-        let graph = HnswGraph::new(4, HnswConfig::default());
+        let mut graph = HnswGraph::new(4, HnswConfig::default());
         assert!(graph.search(&[1.0, 0.0, 0.0, 0.0], 3, None).is_empty());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.hnsw");

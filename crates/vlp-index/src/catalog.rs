@@ -130,7 +130,7 @@ pub fn build(dir: &Path, input: BuildInput) -> Result<IndexInfo> {
 /// Writes an index into a temporary directory beside `dir`, then swaps it in. `graphs` are the
 /// image and text HNSW graphs when they already hold every row (an addition); otherwise they are
 /// built here.
-pub(crate) fn write_index(dir: &Path, input: BuildInput, graphs: Option<(&HnswGraph, &HnswGraph)>, deleted: Vec<String>) -> Result<IndexInfo> {
+pub(crate) fn write_index(dir: &Path, input: BuildInput, graphs: Option<(&mut HnswGraph, &mut HnswGraph)>, deleted: Vec<String>) -> Result<IndexInfo> {
     let BuildInput { model, dim, hnsw, items, image_vectors, texts, text_vectors, source, image_tokens } = input;
     let name = dir.file_name().and_then(|n| n.to_str()).ok_or_else(|| IndexError::Invalid(format!("{}: not a directory name", dir.display())))?;
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -297,8 +297,8 @@ impl RetrievalIndex {
                 return Err(IndexError::Corrupt { path: store.path.display().to_string(), message: "does not belong with index.json (rows, model or width differ)".into() });
             }
         }
-        let image_graph = HnswIndex::from_bytes(&verified["images.hnsw"], &dir.join("images.hnsw"), image_vectors.vectors(), info.dim, info.hnsw)?;
-        let text_graph = HnswIndex::from_bytes(&verified["texts.hnsw"], &dir.join("texts.hnsw"), text_vectors.vectors(), info.dim, info.hnsw)?;
+        let image_graph = HnswGraph::from_bytes(&verified["images.hnsw"], &dir.join("images.hnsw"), image_vectors.vectors(), info.dim, info.hnsw)?.freeze();
+        let text_graph = HnswGraph::from_bytes(&verified["texts.hnsw"], &dir.join("texts.hnsw"), text_vectors.vectors(), info.dim, info.hnsw)?.freeze();
         drop(verified);
         let captions = CaptionIndex::open(&dir.join("captions"))?;
         let image_tokens = match info.image_tokens {

@@ -27,11 +27,13 @@ pub(crate) struct Builder {
     links: Vec<Mutex<Vec<Vec<u32>>>>,
     /// The entry node and the top layer, once there is a node.
     entry: RwLock<Option<(u32, usize)>>,
+    /// Nodes inserted since the last [`repair`](Self::repair).
+    unrepaired: usize,
 }
 
 impl Builder {
     pub fn new(dim: usize, m: usize, ef_construction: usize) -> Self {
-        Builder { dim, m: m.max(2), ef_construction: ef_construction.max(m), vectors: Vec::new(), levels: Vec::new(), links: Vec::new(), entry: RwLock::new(None) }
+        Builder { dim, m: m.max(2), ef_construction: ef_construction.max(m), vectors: Vec::new(), levels: Vec::new(), links: Vec::new(), entry: RwLock::new(None), unrepaired: 0 }
     }
 
     /// A node's level, drawn from an exponential with scale 1/ln M as the paper does, seeded by
@@ -55,10 +57,14 @@ impl Builder {
 
     /// Appends nodes for `vectors` (`[new, dim]`) and links them in, in parallel on rayon's
     /// threads.
-    pub fn insert(&mut self, vectors: &[f32]) {
+    pub fn insert(&mut self, vectors: Vec<f32>) {
         let first = self.nodes() as u32;
         let added = vectors.len() / self.dim.max(1);
-        self.vectors.extend_from_slice(vectors);
+        if self.vectors.is_empty() {
+            self.vectors = vectors;
+        } else {
+            self.vectors.extend_from_slice(&vectors);
+        }
         for n in first..first + added as u32 {
             let level = self.level_of(n);
             self.levels.push(level as u8);
@@ -73,15 +79,29 @@ impl Builder {
             }
         }
         todo.into_par_iter().for_each(|n| this.link(n));
-        self.repair();
+        // The repair walks every node, so it waits until an eighth of the graph is new (a
+        // one-at-a-time caller such as `vlp filter --dedup` would otherwise pay a full pass per
+        // row); `settle` forces it before a graph is written or frozen.
+        self.unrepaired += added;
+        if self.unrepaired * 8 >= self.nodes() {
+            self.repair();
+        }
+    }
+
+    /// Makes every node reachable, if an insertion since the last repair may have left one
+    /// out: done before a graph is written or frozen.
+    pub fn settle(&mut self) {
+        if self.unrepaired > 0 {
+            self.repair();
+        }
     }
 
     /// Links in the nodes that no walk from the entry reaches on layer 0. Pruning by the
     /// heuristic can drop every link into a node (a few in a thousand on small clustered sets,
     /// which no ef then finds); each such node is linked from its nearest reachable node.
-    /// Returns how many were.
-    fn repair(&self) -> usize {
-        let Some((entry, top)) = self.entry() else { return 0 };
+    fn repair(&mut self) {
+        self.unrepaired = 0;
+        let Some((entry, top)) = self.entry() else { return };
         let mut reached = vec![false; self.nodes()];
         let spread = |from: u32, reached: &mut Vec<bool>| {
             let mut stack = vec![from];
@@ -93,7 +113,6 @@ impl Builder {
             }
         };
         spread(entry, &mut reached);
-        let mut fixed = 0;
         for u in 0..self.nodes() as u32 {
             if reached[u as usize] {
                 continue;
@@ -105,11 +124,9 @@ impl Builder {
             if let Some(r) = nearest {
                 // one link over the layer's maximum at most until the next pruning of `r`
                 self.links[r as usize].lock().expect("lock")[0].push(u);
-                fixed += 1;
             }
             spread(u, &mut reached);
         }
-        fixed
     }
 
     fn link(&self, n: u32) {
@@ -180,7 +197,8 @@ impl Builder {
     }
 
     /// The node vectors, every node's links per layer, and the entry, for freezing.
-    pub fn into_parts(self) -> (Vec<f32>, Vec<Vec<Vec<u32>>>, Option<(u32, usize)>) {
+    pub fn into_parts(mut self) -> (Vec<f32>, Vec<Vec<Vec<u32>>>, Option<(u32, usize)>) {
+        self.settle();
         let entry = self.entry();
         let links = self.links.into_iter().map(|l| l.into_inner().expect("lock")).collect();
         (self.vectors, links, entry)
@@ -242,7 +260,7 @@ impl Builder {
                 return Err(bad(format!("entry node {e} on layer {top} does not match the levels")));
             }
         }
-        let b = Builder { dim, m: m.max(2), ef_construction: ef_construction.max(m), vectors, levels, links, entry: RwLock::new(entry) };
+        let b = Builder { dim, m: m.max(2), ef_construction: ef_construction.max(m), vectors, levels, links, entry: RwLock::new(entry), unrepaired: 0 };
         Ok((b, bytes))
     }
 }

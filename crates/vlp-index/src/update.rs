@@ -86,7 +86,7 @@ impl RetrievalIndex {
             source: self.info.source.clone(),
             image_tokens,
         };
-        let info = write_index(&self.dir, input, Some((&image_graph, &text_graph)), self.info.deleted.clone())?;
+        let info = write_index(&self.dir, input, Some((&mut image_graph, &mut text_graph)), self.info.deleted.clone())?;
         Ok(Added { items: added_items, texts: added_texts, texts_already_present: present, info })
     }
 

@@ -134,6 +134,16 @@ pub(crate) fn search_layer(g: &impl Layers, query: &[f32], start: Near, ef: usiz
     })
 }
 
+/// A whole search: from `entry` (node, top layer; `None` for an empty graph) down through the
+/// upper layers, then up to `ef` nodes of layer 0 that `accept` takes, nearest first, as
+/// (node, inner product).
+pub(crate) fn search(g: &impl Layers, entry: Option<(u32, usize)>, query: &[f32], ef: usize, accept: &dyn Fn(u32) -> bool) -> Vec<(u32, f32)> {
+    let Some((entry, top)) = entry.filter(|_| ef > 0) else { return Vec::new() };
+    let start = Near { dist: g.dist(query, entry), node: entry };
+    let start = if top > 0 { descend(g, query, start, top, 1) } else { start };
+    search_layer(g, query, start, ef, 0, accept).into_iter().map(|n| (n.node, -n.dist)).collect()
+}
+
 /// An HNSW graph in arrays, read-only: node vectors side by side, layer-0 links in one CSR
 /// table, upper layers apart since few nodes reach them.
 pub(crate) struct FlatGraph {
@@ -173,12 +183,8 @@ impl FlatGraph {
     /// Up to `ef` nodes nearest `query` among those `accept` takes, nearest first, as
     /// (node, inner product).
     pub(crate) fn search(&self, query: &[f32], ef: usize, accept: &dyn Fn(u32) -> bool) -> Vec<(u32, f32)> {
-        if self.nodes() == 0 || ef == 0 {
-            return Vec::new();
-        }
-        let start = Near { dist: self.dist(query, self.entry), node: self.entry };
-        let start = if self.top_layer > 0 { descend(self, query, start, self.top_layer, 1) } else { start };
-        search_layer(self, query, start, ef, 0, accept).into_iter().map(|n| (n.node, -n.dist)).collect()
+        let entry = (self.nodes() > 0).then_some((self.entry, self.top_layer));
+        search(self, entry, query, ef, accept)
     }
 }
 
