@@ -1,11 +1,16 @@
 //! `vlp`: pretrain dual-tower vision-language models and serve cross-modal retrieval.
 
+mod allocator;
 mod cmd;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "vlp", version, about = "Dual-tower vision-language pretraining and cross-modal retrieval")]
+#[command(
+    name = "vlp",
+    version,
+    about = "Dual-tower vision-language pretraining and cross-modal retrieval"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,6 +46,9 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        allocator::keep_freed_memory();
+    }
     let result = match cli.command {
         Command::Data(a) => cmd::data::run(a),
         Command::Tokenizer(a) => cmd::tokenizer::run(a),

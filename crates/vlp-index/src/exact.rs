@@ -62,7 +62,11 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     let mut i = 0;
     while i + 16 <= n {
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)), s1);
+        s1 = _mm256_fmadd_ps(
+            _mm256_loadu_ps(pa.add(i + 8)),
+            _mm256_loadu_ps(pb.add(i + 8)),
+            s1,
+        );
         i += 16;
     }
     if i + 8 <= n {
@@ -88,7 +92,13 @@ pub fn sort_hits(hits: &mut [Hit]) {
 
 /// The `k` rows of `vectors` (`[rows, dim]`) with the largest inner product with `query`,
 /// among those `keep` accepts.
-pub fn top_k(vectors: &[f32], dim: usize, query: &[f32], k: usize, keep: &(dyn Fn(usize) -> bool + Sync)) -> Vec<Hit> {
+pub fn top_k(
+    vectors: &[f32],
+    dim: usize,
+    query: &[f32],
+    k: usize,
+    keep: &(dyn Fn(usize) -> bool + Sync),
+) -> Vec<Hit> {
     let rows = vectors.len() / dim.max(1);
     let chunk = 4096;
     let mut partial: Vec<Hit> = (0..rows.div_ceil(chunk))
@@ -96,7 +106,10 @@ pub fn top_k(vectors: &[f32], dim: usize, query: &[f32], k: usize, keep: &(dyn F
         .flat_map_iter(|c| {
             let mut hits: Vec<Hit> = (c * chunk..((c + 1) * chunk).min(rows))
                 .filter(|&r| keep(r))
-                .map(|r| Hit { row: r, score: dot(query, &vectors[r * dim..(r + 1) * dim]) })
+                .map(|r| Hit {
+                    row: r,
+                    score: dot(query, &vectors[r * dim..(r + 1) * dim]),
+                })
                 .collect();
             sort_hits(&mut hits);
             hits.truncate(k);
@@ -122,12 +135,20 @@ mod tests {
         }
         let q = [1.0, 0.0, 0.0];
         let all = top_k(&v, dim, &q, 5, &|_| true);
-        let mut naive: Vec<Hit> = (0..10_000).map(|r| Hit { row: r, score: v[r * 3] }).collect();
+        let mut naive: Vec<Hit> = (0..10_000)
+            .map(|r| Hit {
+                row: r,
+                score: v[r * 3],
+            })
+            .collect();
         sort_hits(&mut naive);
         assert_eq!(all, naive[..5]);
         let even = top_k(&v, dim, &q, 5, &|r| r % 2 == 0);
         assert!(even.iter().all(|h| h.row % 2 == 0));
-        assert_eq!(dot(&[1.0, 2.0, 3.0, 4.0, 5.0], &[1.0, 1.0, 1.0, 1.0, 2.0]), 20.0);
+        assert_eq!(
+            dot(&[1.0, 2.0, 3.0, 4.0, 5.0], &[1.0, 1.0, 1.0, 1.0, 2.0]),
+            20.0
+        );
         // every length through the wide, the eight-lane and the scalar tails
         for n in 0..70 {
             let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).sin()).collect();

@@ -72,30 +72,63 @@ pub fn fnv64(parts: &[&[u8]]) -> u64 {
 }
 
 fn corrupt(path: &Path, what: impl std::fmt::Display) -> IndexError {
-    IndexError::Corrupt { path: path.display().to_string(), message: what.to_string() }
+    IndexError::Corrupt {
+        path: path.display().to_string(),
+        message: what.to_string(),
+    }
 }
 
 /// Writes `vectors` (`[ids.len(), dim]` row-major) as f32 under a temporary name, then renames.
-pub fn write_store(path: &Path, ids: &[String], dim: usize, vectors: &[f32], model: &str) -> Result<()> {
+pub fn write_store(
+    path: &Path,
+    ids: &[String],
+    dim: usize,
+    vectors: &[f32],
+    model: &str,
+) -> Result<()> {
     write_store_as(path, ids, dim, vectors, model, Precision::F32)
 }
 
 /// [`write_store`] at a chosen precision.
-pub fn write_store_as(path: &Path, ids: &[String], dim: usize, vectors: &[f32], model: &str, precision: Precision) -> Result<()> {
+pub fn write_store_as(
+    path: &Path,
+    ids: &[String],
+    dim: usize,
+    vectors: &[f32],
+    model: &str,
+    precision: Precision,
+) -> Result<()> {
     if vectors.len() != ids.len() * dim {
-        return Err(IndexError::Invalid(format!("{} floats for {} ids of width {dim}", vectors.len(), ids.len())));
+        return Err(IndexError::Invalid(format!(
+            "{} floats for {} ids of width {dim}",
+            vectors.len(),
+            ids.len()
+        )));
     }
     if let Some(bad) = ids.iter().find(|i| i.contains('\n') || i.is_empty()) {
-        return Err(IndexError::Invalid(format!("item id {bad:?}: ids must be non-empty and one line")));
+        return Err(IndexError::Invalid(format!(
+            "item id {bad:?}: ids must be non-empty and one line"
+        )));
     }
     let data: Vec<u8> = match precision {
         Precision::F32 => vectors.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Precision::F16 => vectors.iter().flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes()).collect(),
+        Precision::F16 => vectors
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes())
+            .collect(),
     };
     let id_bytes = ids.join("\n").into_bytes();
     let checksum = format!("{:016x}", fnv64(&[&data, &id_bytes]));
     // the header's own length moves the data; settle it with a fixed-width offset field
-    let mut header = StoreHeader { dim, rows: ids.len(), precision, model: model.into(), ids_offset: 0, ids_len: id_bytes.len(), checksum };
+    let mut header = StoreHeader {
+        dim,
+        rows: ids.len(),
+        precision,
+        model: model.into(),
+        ids_offset: 0,
+        ids_len: id_bytes.len(),
+        checksum,
+    };
     let data_offset = |h: &StoreHeader| {
         let json_len = serde_json::to_vec(h).expect("serialises").len();
         (8 + 4 + json_len).div_ceil(ALIGN) * ALIGN
@@ -105,7 +138,8 @@ pub fn write_store_as(path: &Path, ids: &[String], dim: usize, vectors: &[f32], 
     header.ids_offset = start + data.len();
     let json = serde_json::to_vec(&header).expect("serialises");
     let tmp = crate::temp_path(path);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?);
+    let mut f =
+        std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?);
     let mut put = |b: &[u8]| f.write_all(b).map_err(|e| IndexError::io(&tmp, e));
     put(MAGIC)?;
     // the padding is part of the header (JSON allows trailing spaces), so data starts at `start`
@@ -114,7 +148,10 @@ pub fn write_store_as(path: &Path, ids: &[String], dim: usize, vectors: &[f32], 
     put(&vec![b' '; start - 12 - json.len()])?;
     put(&data)?;
     put(&id_bytes)?;
-    f.into_inner().map_err(|e| IndexError::io(&tmp, e.into_error()))?.sync_all().map_err(|e| IndexError::io(&tmp, e))?;
+    f.into_inner()
+        .map_err(|e| IndexError::io(&tmp, e.into_error()))?
+        .sync_all()
+        .map_err(|e| IndexError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| IndexError::io(path, e))
 }
 
@@ -131,7 +168,13 @@ impl VectorStore {
     pub fn open(path: &Path) -> Result<Self> {
         let store = Self::open_any(path)?;
         if store.header.precision != Precision::F32 {
-            return Err(corrupt(path, format!("holds {:?} values where f32 vectors belong", store.header.precision)));
+            return Err(corrupt(
+                path,
+                format!(
+                    "holds {:?} values where f32 vectors belong",
+                    store.header.precision
+                ),
+            ));
         }
         Ok(store)
     }
@@ -141,14 +184,25 @@ impl VectorStore {
         // SAFETY: the file is only ever replaced by rename, never written in place.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| IndexError::io(path, e))?;
         if map.len() < 12 || &map[..8] != MAGIC {
-            return Err(corrupt(path, "not a vlp vector store (bad magic; wrong file or another version)"));
+            return Err(corrupt(
+                path,
+                "not a vlp vector store (bad magic; wrong file or another version)",
+            ));
         }
         let json_len = u32::from_le_bytes(map[8..12].try_into().expect("4 bytes")) as usize;
-        let json = map.get(12..12 + json_len).ok_or_else(|| corrupt(path, "header cut off"))?;
-        let header: StoreHeader = serde_json::from_slice(json).map_err(|e| corrupt(path, format!("header: {e}")))?;
+        let json = map
+            .get(12..12 + json_len)
+            .ok_or_else(|| corrupt(path, "header cut off"))?;
+        let header: StoreHeader =
+            serde_json::from_slice(json).map_err(|e| corrupt(path, format!("header: {e}")))?;
         let data_offset = (12 + json_len).div_ceil(ALIGN) * ALIGN;
-        let data_len = header.rows.checked_mul(header.dim).and_then(|n| n.checked_mul(header.precision.bytes()));
-        let expected = data_len.and_then(|d| data_offset.checked_add(d)).filter(|&e| e == header.ids_offset);
+        let data_len = header
+            .rows
+            .checked_mul(header.dim)
+            .and_then(|n| n.checked_mul(header.precision.bytes()));
+        let expected = data_len
+            .and_then(|d| data_offset.checked_add(d))
+            .filter(|&e| e == header.ids_offset);
         let end = expected.and_then(|e| e.checked_add(header.ids_len));
         if end != Some(map.len()) {
             return Err(corrupt(
@@ -159,14 +213,31 @@ impl VectorStore {
         let data = &map[data_offset..header.ids_offset];
         let id_bytes = &map[header.ids_offset..];
         if format!("{:016x}", fnv64(&[data, id_bytes])) != header.checksum {
-            return Err(corrupt(path, "checksum mismatch: the vectors or ids were changed or damaged"));
+            return Err(corrupt(
+                path,
+                "checksum mismatch: the vectors or ids were changed or damaged",
+            ));
         }
-        let ids_text = std::str::from_utf8(id_bytes).map_err(|_| corrupt(path, "ids are not UTF-8"))?;
-        let ids: Vec<String> = if header.rows == 0 { Vec::new() } else { ids_text.split('\n').map(String::from).collect() };
+        let ids_text =
+            std::str::from_utf8(id_bytes).map_err(|_| corrupt(path, "ids are not UTF-8"))?;
+        let ids: Vec<String> = if header.rows == 0 {
+            Vec::new()
+        } else {
+            ids_text.split('\n').map(String::from).collect()
+        };
         if ids.len() != header.rows {
-            return Err(corrupt(path, format!("{} ids for {} rows", ids.len(), header.rows)));
+            return Err(corrupt(
+                path,
+                format!("{} ids for {} rows", ids.len(), header.rows),
+            ));
         }
-        Ok(VectorStore { header, ids, map, data_offset, path: path.to_path_buf() })
+        Ok(VectorStore {
+            header,
+            ids,
+            map,
+            data_offset,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn dim(&self) -> usize {
@@ -200,7 +271,11 @@ impl VectorStore {
             });
         }
         if dim != self.dim() {
-            return Err(IndexError::Invalid(format!("query has {dim} dimensions, {} holds {}", self.path.display(), self.dim())));
+            return Err(IndexError::Invalid(format!(
+                "query has {dim} dimensions, {} holds {}",
+                self.path.display(),
+                self.dim()
+            )));
         }
         Ok(())
     }
@@ -213,7 +288,13 @@ impl HalfStore {
     pub fn open(path: &Path) -> Result<Self> {
         let store = VectorStore::open_any(path)?;
         if store.header.precision != Precision::F16 {
-            return Err(corrupt(path, format!("holds {:?} values where f16 ones belong", store.header.precision)));
+            return Err(corrupt(
+                path,
+                format!(
+                    "holds {:?} values where f16 ones belong",
+                    store.header.precision
+                ),
+            ));
         }
         Ok(HalfStore(store))
     }
@@ -245,17 +326,27 @@ impl HalfStore {
     pub fn row_into(&self, i: usize, out: &mut Vec<f32>) {
         let d = self.dim();
         out.clear();
-        out.extend(self.bytes()[i * d * 2..(i + 1) * d * 2].chunks_exact(2).map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()));
+        out.extend(
+            self.bytes()[i * d * 2..(i + 1) * d * 2]
+                .chunks_exact(2)
+                .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
+        );
     }
 
     /// Every row, widened.
     pub fn to_f32(&self) -> Vec<f32> {
-        self.bytes().chunks_exact(2).map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()).collect()
+        self.bytes()
+            .chunks_exact(2)
+            .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+            .collect()
     }
 }
 
 fn bytemuck_f32(bytes: &[u8]) -> &[f32] {
-    assert!(bytes.as_ptr() as usize % 4 == 0 && bytes.len() % 4 == 0, "aligned f32 data");
+    assert!(
+        bytes.as_ptr() as usize % 4 == 0 && bytes.len() % 4 == 0,
+        "aligned f32 data"
+    );
     // SAFETY: aligned (checked), length a multiple of 4, and every bit pattern is a valid f32;
     // the bytes are little-endian, as is every target vlp builds for.
     unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) }
@@ -295,7 +386,11 @@ mod tests {
         let f32_path = dir.path().join("f.vec");
         write_store(&f32_path, &ids, 3, &v, "m").unwrap();
         let size = |p: &Path| std::fs::metadata(p).unwrap().len() as usize;
-        assert_eq!(size(&f32_path) - size(&p), 12 * 2, "two bytes a value fewer");
+        assert_eq!(
+            size(&f32_path) - size(&p),
+            12 * 2,
+            "two bytes a value fewer"
+        );
         let h = HalfStore::open(&p).unwrap();
         assert_eq!((h.len(), h.dim()), (4, 3));
         let all = h.to_f32();
@@ -303,9 +398,22 @@ mod tests {
         h.row_into(2, &mut row);
         assert_eq!(row, all[6..9]);
         // f16 keeps 11 significant bits: relative error below 2^-11
-        assert!(v.iter().zip(&all).all(|(a, b)| (a - b).abs() <= a.abs() / 2048.0 + 1e-7), "{v:?} {all:?}");
-        assert!(VectorStore::open(&p).err().unwrap().to_string().contains("h.vec"));
-        assert!(HalfStore::open(&sample(dir.path())).err().unwrap().to_string().contains("v.vec"));
+        assert!(
+            v.iter()
+                .zip(&all)
+                .all(|(a, b)| (a - b).abs() <= a.abs() / 2048.0 + 1e-7),
+            "{v:?} {all:?}"
+        );
+        assert!(VectorStore::open(&p)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("h.vec"));
+        assert!(HalfStore::open(&sample(dir.path()))
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("v.vec"));
     }
 
     #[test]
@@ -325,7 +433,10 @@ mod tests {
             ("empty", Vec::new()),
         ] {
             std::fs::write(&p, &bytes).unwrap();
-            let e = VectorStore::open(&p).err().unwrap_or_else(|| panic!("{what} accepted")).to_string();
+            let e = VectorStore::open(&p)
+                .err()
+                .unwrap_or_else(|| panic!("{what} accepted"))
+                .to_string();
             assert!(e.contains("v.vec"), "{what}: {e}");
         }
     }

@@ -1,6 +1,7 @@
 //! Multi-head self-attention with one fused QKV projection, on burn's `attention` op (fused on
 //! backends that have a kernel, decomposed under autodiff).
 
+use crate::tokenwise_linear::per_token;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
@@ -35,17 +36,162 @@ impl SelfAttentionConfig {
 impl<B: Backend> SelfAttention<B> {
     /// `x`: `[batch, tokens, width]`; `pad`: `[batch, tokens]`, true where a key is padding.
     /// Returns `[batch, tokens, width]`.
-    pub fn forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        pad: Option<Tensor<B, 2, Bool>>,
+        causal: bool,
+    ) -> Tensor<B, 3> {
         let [b, n, w] = x.dims();
         let hd = w / self.heads;
-        // [b, n, 3, heads, hd] → [3, b, heads, n, hd]
-        let qkv = self.qkv.forward(x).reshape([b, n, 3, self.heads, hd]).permute([2, 0, 3, 1, 4]);
-        let q = qkv.clone().slice([0..1]).squeeze_dim::<4>(0);
-        let k = qkv.clone().slice([1..2]).squeeze_dim::<4>(0);
-        let v = qkv.slice([2..3]).squeeze_dim::<4>(0);
+        // [b, n, 3 · heads, hd]; q, k and v are views of it, [b, heads, n, hd] each. Slicing the
+        // head axis and swapping, not permuting and squeezing, keeps them views: the CPU backend
+        // copies a tensor to reshape it unless it is contiguous from offset 0.
+        let qkv = per_token(&self.qkv, x).reshape([b, n, 3 * self.heads, hd]);
+        let part = |i: usize| {
+            qkv.clone()
+                .slice([0..b, 0..n, i * self.heads..(i + 1) * self.heads, 0..hd])
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = (part(0), part(1), part(2));
         let mask = pad.map(|p| p.reshape([b, 1, 1, n]).expand([b, self.heads, n, n]));
-        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: causal };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: causal,
+        };
         let ctx = attention(q, k, v, mask, None, options); // [b, heads, n, hd]
-        self.out.forward(ctx.swap_dims(1, 2).reshape([b, n, w]))
+        per_token(&self.out, ctx.swap_dims(1, 2).reshape([b, n, w]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The attention block against multi-head attention written as plain f64 loops.
+
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::{Distribution, TensorData};
+
+    fn floats<BK: Backend, const D: usize>(t: Tensor<BK, D>) -> Vec<f64> {
+        t.into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect()
+    }
+
+    /// `x`: `[tokens, width]` of one sequence; `w_*`: `[in, out]`; `pad[j]`: key j is padding.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        x: &[f64],
+        n: usize,
+        w: usize,
+        heads: usize,
+        w_qkv: &[f64],
+        b_qkv: &[f64],
+        w_out: &[f64],
+        b_out: &[f64],
+        pad: &[bool],
+        causal: bool,
+    ) -> Vec<f64> {
+        let linear = |x: &[f64], wt: &[f64], b: &[f64], din: usize, dout: usize| -> Vec<f64> {
+            let mut y = vec![0.0; n * dout];
+            for t in 0..n {
+                for o in 0..dout {
+                    y[t * dout + o] = b[o]
+                        + (0..din)
+                            .map(|i| x[t * din + i] * wt[i * dout + o])
+                            .sum::<f64>();
+                }
+            }
+            y
+        };
+        let qkv = linear(x, w_qkv, b_qkv, w, 3 * w);
+        let hd = w / heads;
+        let mut ctx = vec![0.0; n * w];
+        for h in 0..heads {
+            let at = |t: usize, part: usize, d: usize| qkv[t * 3 * w + part * w + h * hd + d];
+            for i in 0..n {
+                let allowed: Vec<usize> =
+                    (0..n).filter(|&j| !pad[j] && !(causal && j > i)).collect();
+                let scores: Vec<f64> = allowed
+                    .iter()
+                    .map(|&j| {
+                        (0..hd).map(|d| at(i, 0, d) * at(j, 1, d)).sum::<f64>() / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+                for (s, &j) in scores.iter().zip(&allowed) {
+                    for d in 0..hd {
+                        ctx[i * w + h * hd + d] += (s - max).exp() / z * at(j, 2, d);
+                    }
+                }
+            }
+        }
+        linear(&ctx, w_out, b_out, w, w)
+    }
+
+    fn check(causal: bool, with_pad: bool) {
+        type B = Autodiff<Flex>;
+        let device = Default::default();
+        let (b, n, w, heads) = (2, 5, 8, 2);
+        let attn: SelfAttention<B> = SelfAttentionConfig { width: w, heads }.init(&device);
+        let x = Tensor::<B, 3>::random([b, n, w], Distribution::Normal(0.0, 1.0), &device);
+        // The second sequence's last two tokens are padding.
+        let pad_rows: Vec<bool> = (0..b * n).map(|k| with_pad && k >= 2 * n - 2).collect();
+        let pad =
+            Tensor::<B, 2, Bool>::from_data(TensorData::new(pad_rows.clone(), [b, n]), &device);
+        let got = floats(attn.forward(x.clone(), with_pad.then_some(pad), causal));
+
+        let p = |l: &Linear<B>| {
+            (
+                floats(l.weight.val()),
+                floats(l.bias.as_ref().unwrap().val()),
+            )
+        };
+        let ((wq, bq), (wo, bo)) = (p(&attn.qkv), p(&attn.out));
+        let xs = floats(x);
+        for s in 0..b {
+            let want = reference(
+                &xs[s * n * w..(s + 1) * n * w],
+                n,
+                w,
+                heads,
+                &wq,
+                &bq,
+                &wo,
+                &bo,
+                &pad_rows[s * n..(s + 1) * n],
+                causal,
+            );
+            for (k, (g, r)) in got[s * n * w..(s + 1) * n * w]
+                .iter()
+                .zip(&want)
+                .enumerate()
+            {
+                assert!(
+                    (g - r).abs() < 1e-4,
+                    "sequence {s}, value {k}: {g} against {r} (causal {causal}, pad {with_pad})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bidirectional_attention_matches_plain_loops() {
+        check(false, false);
+    }
+
+    #[test]
+    fn causal_attention_matches_plain_loops() {
+        check(true, false);
+    }
+
+    #[test]
+    fn padded_keys_take_no_part() {
+        check(false, true);
     }
 }

@@ -15,6 +15,7 @@ pub mod dual;
 pub mod loss;
 pub mod resnet;
 pub mod text;
+pub mod tokenwise_linear;
 pub mod transformer;
 pub mod vit;
 

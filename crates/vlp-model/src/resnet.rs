@@ -4,6 +4,7 @@
 use crate::attention::{SelfAttention, SelfAttentionConfig};
 use crate::config::{ResnetConfig, ResnetPool};
 use crate::dual::{l2_normalize, TowerOutput};
+use crate::tokenwise_linear::per_token;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
@@ -12,7 +13,13 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
-fn conv<B: Backend>(cin: usize, cout: usize, k: usize, stride: usize, device: &B::Device) -> Conv2d<B> {
+fn conv<B: Backend>(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    device: &B::Device,
+) -> Conv2d<B> {
     Conv2dConfig::new([cin, cout], [k, k])
         .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2))
@@ -32,7 +39,10 @@ pub struct ConvBn<B: Backend> {
 
 impl<B: Backend> ConvBn<B> {
     fn new(cin: usize, cout: usize, k: usize, device: &B::Device) -> Self {
-        ConvBn { conv: conv(cin, cout, k, 1, device), bn: BatchNormConfig::new(cout).init(device) }
+        ConvBn {
+            conv: conv(cin, cout, k, 1, device),
+            bn: BatchNormConfig::new(cout).init(device),
+        }
     }
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         self.bn.forward(self.conv.forward(x))
@@ -70,7 +80,11 @@ impl<B: Backend> Bottleneck<B> {
         }
         y = self.expand.forward(y);
         let identity = match &self.downsample {
-            Some(d) => d.forward(if self.stride > 1 { pool(self.stride).forward(x) } else { x }),
+            Some(d) => d.forward(if self.stride > 1 {
+                pool(self.stride).forward(x)
+            } else {
+                x
+            }),
             None => x,
         };
         relu(y + identity)
@@ -98,9 +112,17 @@ impl ResnetConfig {
         self.image_size / (4 << (self.layers.len() - 1))
     }
 
-    pub fn init<B: Backend>(&self, embed_dim: usize, token_dim: usize, device: &B::Device) -> ResNetTower<B> {
+    pub fn init<B: Backend>(
+        &self,
+        embed_dim: usize,
+        token_dim: usize,
+        device: &B::Device,
+    ) -> ResNetTower<B> {
         let half = (self.width / 2).max(1);
-        let stem = vec![ConvBn::new(half, half, 3, device), ConvBn::new(half, self.width, 3, device)];
+        let stem = vec![
+            ConvBn::new(half, half, 3, device),
+            ConvBn::new(half, self.width, 3, device),
+        ];
         let mut blocks = Vec::new();
         let mut cin = self.width;
         for (stage, &n) in self.layers.iter().enumerate() {
@@ -118,11 +140,25 @@ impl ResnetConfig {
             stem_stride: conv(3, half, 3, 2, device),
             blocks,
             pool_positions: attention.then(|| {
-                Param::from_tensor(Tensor::random([1 + self.grid().pow(2), c], Distribution::Normal(0.0, (c as f64).powf(-0.5)), device))
+                Param::from_tensor(Tensor::random(
+                    [1 + self.grid().pow(2), c],
+                    Distribution::Normal(0.0, (c as f64).powf(-0.5)),
+                    device,
+                ))
             }),
-            pool_attention: attention.then(|| SelfAttentionConfig { width: c, heads: self.heads }.init(device)),
-            proj: LinearConfig::new(c, embed_dim).with_bias(false).init(device),
-            token_proj: LinearConfig::new(c, token_dim).with_bias(false).init(device),
+            pool_attention: attention.then(|| {
+                SelfAttentionConfig {
+                    width: c,
+                    heads: self.heads,
+                }
+                .init(device)
+            }),
+            proj: LinearConfig::new(c, embed_dim)
+                .with_bias(false)
+                .init(device),
+            token_proj: LinearConfig::new(c, token_dim)
+                .with_bias(false)
+                .init(device),
         }
     }
 }
@@ -144,13 +180,15 @@ impl<B: Backend> ResNetTower<B> {
         let pooled = match (&self.pool_attention, &self.pool_positions) {
             (Some(attn), Some(pos)) => {
                 let seq = Tensor::cat(vec![mean, tokens.clone()], 1) + pos.val().unsqueeze_dim(0);
-                attn.forward(seq, None, false).slice([0..b, 0..1]).squeeze_dim::<2>(1)
+                attn.forward(seq, None, false)
+                    .slice([0..b, 0..1])
+                    .squeeze_dim::<2>(1)
             }
             _ => mean.squeeze_dim::<2>(1),
         };
         TowerOutput {
             global: l2_normalize(self.proj.forward(pooled)),
-            tokens: l2_normalize(self.token_proj.forward(tokens)),
+            tokens: l2_normalize(per_token(&self.token_proj, tokens)),
             token_mask: None,
         }
     }
