@@ -282,6 +282,51 @@ fn an_index_of_vectors_made_elsewhere() {
     let line: serde_json::Value = serde_json::from_str(bench.lines().last().unwrap()).unwrap();
     assert!(line["recall_at_10"].as_f64().unwrap() >= 0.95, "{bench}");
 
+    // the same vectors stored and searched as f16: half the vector file, the same recall
+    let out = ok_json(&[
+        "index",
+        "build",
+        "--vectors",
+        &p("base.npy"),
+        "--precision",
+        "f16",
+        "--out",
+        &p("idx16"),
+    ]);
+    assert_eq!(out["precision"], "f16", "{out}");
+    let size = |d: &str| {
+        std::fs::metadata(Path::new(&p(d)).join("images.vec"))
+            .unwrap()
+            .len()
+    };
+    assert!(size("idx") - size("idx16") >= (rows * dim * 2) as u64);
+    let (good, bench, err) = vlp(&[
+        "index",
+        "bench",
+        "--index",
+        &p("idx16"),
+        "--queries",
+        &p("q.npy"),
+        "--gt",
+        &p("gt.npy"),
+        "--ef",
+        "64",
+    ]);
+    assert!(good, "{err}");
+    let line: serde_json::Value = serde_json::from_str(bench.lines().last().unwrap()).unwrap();
+    assert!(line["recall_at_10"].as_f64().unwrap() >= 0.95, "{bench}");
+    let (good, _, err) = vlp(&[
+        "index",
+        "build",
+        "--vectors",
+        &p("base.npy"),
+        "--precision",
+        "f64",
+        "--out",
+        &p("idx64"),
+    ]);
+    assert!(!good && err.contains("f64"), "{err}");
+
     // a query vector from a file: the three copies of the nearest vector come first, by row
     let (good, found, err) = vlp(&[
         "search",

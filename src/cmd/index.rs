@@ -13,7 +13,7 @@ use vlp_index::catalog::{
 };
 use vlp_index::exact::top_k;
 use vlp_index::npy;
-use vlp_index::store::fnv64;
+use vlp_index::store::{fnv64, Precision};
 use vlp_serve::{Query, SearchRequest, Searcher, Side};
 use vlp_train::checkpoint::Encoder;
 use vlp_train::embed::{embed_texts, for_each_image_batch, Embeddings};
@@ -75,6 +75,10 @@ enum IndexCommand {
         out: PathBuf,
         #[command(flatten)]
         hnsw: HnswArgs,
+        /// How the global vectors are stored and searched: f16 halves the vector files and the
+        /// graphs' memory, at f16's rounding (11 significant bits).
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
     },
     /// Embed more items (any input) with the index's checkpoint and insert them into its graphs,
     /// without a rebuild. Ids already in the index are refused.
@@ -155,13 +159,19 @@ pub fn run(a: IndexArgs) -> Result<()> {
             split,
             out,
             hnsw,
+            precision,
         } => match (checkpoint, data, vectors) {
             (Some(checkpoint), Some(data), None) => {
-                build(&checkpoint, &data, &split, &out, hnsw.into())
+                build(&checkpoint, &data, &split, &out, hnsw.into(), precision)
             }
-            (None, None, Some(vectors)) => {
-                build_from_vectors(&vectors, ids.as_deref(), model, &out, hnsw.into())
-            }
+            (None, None, Some(vectors)) => build_from_vectors(
+                &vectors,
+                ids.as_deref(),
+                model,
+                &out,
+                hnsw.into(),
+                precision,
+            ),
             _ => bail!("give --checkpoint RUN --data DATA, or --vectors X.npy"),
         },
         IndexCommand::Add {
@@ -300,22 +310,31 @@ fn embed_corpus(
         text_vectors: texts.vectors,
         source,
         image_tokens: Some((token_shape, tokens)),
+        precision: Precision::F32,
     };
     Ok((input, skipped))
 }
 
-fn build(checkpoint: &Path, data: &str, split: &str, out: &Path, hnsw: HnswConfig) -> Result<()> {
+fn build(
+    checkpoint: &Path,
+    data: &str,
+    split: &str,
+    out: &Path,
+    hnsw: HnswConfig,
+    precision: Precision,
+) -> Result<()> {
     let started = Instant::now();
     let enc = Encoder::<Cpu>::load(checkpoint, &Default::default())
         .with_context(|| format!("loading {}", checkpoint.display()))?;
-    let (input, skipped) = embed_corpus(&enc, data, split, hnsw)?;
+    let (mut input, skipped) = embed_corpus(&enc, data, split, hnsw)?;
+    input.precision = precision;
     let embedded_at = started.elapsed().as_secs_f64();
     let info = catalog::build(out, input)?;
     eprint!("{}", skipped.summary());
     println!(
         "{}",
         json!({"index": out.display().to_string(), "items": info.items, "texts": info.texts, "skipped": skipped.total(),
-               "dim": info.dim, "model": info.model, "embed_s": embedded_at, "total_s": started.elapsed().as_secs_f64()})
+               "dim": info.dim, "precision": info.precision, "model": info.model, "embed_s": embedded_at, "total_s": started.elapsed().as_secs_f64()})
     );
     Ok(())
 }
@@ -328,6 +347,7 @@ fn build_from_vectors(
     model: Option<String>,
     out: &Path,
     hnsw: HnswConfig,
+    precision: Precision,
 ) -> Result<()> {
     let started = Instant::now();
     let bytes = std::fs::read(vectors).with_context(|| format!("reading {}", vectors.display()))?;
@@ -401,11 +421,12 @@ fn build_from_vectors(
         text_vectors: Vec::new(),
         source,
         image_tokens: None,
+        precision,
     };
     let info = catalog::build(out, input)?;
     println!(
         "{}",
-        json!({"index": out.display().to_string(), "items": info.items, "dim": info.dim, "model": info.model,
+        json!({"index": out.display().to_string(), "items": info.items, "dim": info.dim, "precision": info.precision, "model": info.model,
                "normalised_rows": normalised, "total_s": started.elapsed().as_secs_f64()})
     );
     Ok(())
@@ -468,7 +489,7 @@ fn check(dir: &Path, queries: usize, ef: Option<usize>) -> Result<()> {
         let rows = sample_rows(q_store.len(), queries);
         let (mut hit, mut by_id, mut total) = (0usize, 0usize, 0usize);
         for &r in &rows {
-            let q = q_store.row(r);
+            let q = &q_store.row_vec(r);
             let (exact, ann) = if docs {
                 (
                     idx.dense_images(q, &model, 10, ef, true, &[])?,
@@ -547,7 +568,7 @@ fn bench(base: BenchBase, queries: &Path, gt: &Path, efs: &[usize]) -> Result<()
             let build_s = t0.elapsed().as_secs_f64();
             let nodes = graph.nodes();
             let t1 = Instant::now();
-            let index = graph.freeze();
+            let index = graph.freeze(Precision::F32);
             let freeze_s = t1.elapsed().as_secs_f64();
             let peak = super::bench::peak_rss_mib();
             println!(
@@ -628,7 +649,7 @@ fn export(dir: &Path, out: &Path) -> Result<()> {
             &out.join(format!("{name}.npy")),
             store.len(),
             store.dim(),
-            store.vectors(),
+            &store.to_f32(),
         )?;
         std::fs::write(
             out.join(format!("{name}.ids.txt")),

@@ -12,6 +12,7 @@
 
 use crate::exact::{sort_hits, Hit};
 use crate::hnsw::Builder;
+use crate::store::Precision;
 use crate::walk::{self, FlatGraph, Layers};
 use crate::{IndexError, Result};
 use serde::{Deserialize, Serialize};
@@ -302,13 +303,14 @@ impl HnswGraph {
         })
     }
 
-    /// The graph frozen for fast search (its arrays move, nothing is copied).
-    pub fn freeze(self) -> HnswIndex {
+    /// The graph frozen for fast search, its node vectors kept at `precision` (at f32 its
+    /// arrays move, nothing is copied).
+    pub fn freeze(self, precision: Precision) -> HnswIndex {
         let dim = self.graph.dim;
         let (vectors, links, entry) = self.graph.into_parts();
         let (entry, top) = entry.unwrap_or((0, 0));
         HnswIndex {
-            flat: FlatGraph::new(dim, vectors, links, entry, top),
+            flat: FlatGraph::new(dim, vectors, precision, links, entry, top),
             copies: self.copies,
             config: self.config,
         }
@@ -415,10 +417,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.hnsw");
         graph.save(&path).unwrap();
-        let index = graph.freeze();
+        let index = graph.freeze(Precision::F32);
         let loaded = HnswGraph::load(&path, &v, dim, HnswConfig::default())
             .unwrap()
-            .freeze();
+            .freeze(Precision::F32);
         // a cut anywhere is refused with the file's name, never a panic
         let bytes = std::fs::read(&path).unwrap();
         for cut in (0..bytes.len()).step_by(bytes.len() / 97 + 1) {
@@ -478,7 +480,7 @@ mod tests {
         graph.save(&path).unwrap();
         let index = HnswGraph::load(&path, &rows, dim, HnswConfig::default())
             .unwrap()
-            .freeze();
+            .freeze(Precision::F32);
         assert_eq!((index.len(), index.nodes()), (distinct * copies, distinct));
         let (mut found, mut total) = (0, 0);
         for query in unit_vectors(50, dim, 4).chunks(dim) {
@@ -520,7 +522,7 @@ mod tests {
         let loaded = HnswGraph::load(&path, &[], 4, HnswConfig::default()).unwrap();
         assert!(loaded.is_empty());
         assert!(loaded
-            .freeze()
+            .freeze(Precision::F32)
             .search(&[1.0, 0.0, 0.0, 0.0], 3, None, None)
             .is_empty());
         // damage: every cut of the file is refused with its name, never a panic

@@ -16,7 +16,7 @@ use crate::ann::{HnswConfig, HnswGraph, HnswIndex};
 use crate::captions::CaptionIndex;
 use crate::exact::{top_k, Hit};
 use crate::fusion::{reciprocal_rank_fusion, RRF_K};
-use crate::store::{fnv64, write_store, write_store_as, HalfStore, Precision, VectorStore};
+use crate::store::{fnv64, write_store, Precision, VectorStore};
 use crate::{IndexError, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -72,6 +72,9 @@ pub struct IndexInfo {
     /// for token-level re-ranking; absent when they were not stored.
     #[serde(default)]
     pub image_tokens: Option<[usize; 2]>,
+    /// How `images.vec` and `texts.vec` hold the vectors (and so how the graphs hold them).
+    #[serde(default)]
+    pub precision: Precision,
     /// Ids of items deleted since the build: kept in the files, never returned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted: Vec<String>,
@@ -89,6 +92,8 @@ pub struct BuildInput {
     pub source: Map<String, Value>,
     /// Per-image token embeddings: `[tokens, token_dim]` and `[items, tokens, token_dim]` values.
     pub image_tokens: Option<([usize; 2], Vec<f32>)>,
+    /// How the global vectors are stored and searched.
+    pub precision: Precision,
 }
 
 fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
@@ -154,7 +159,10 @@ pub(crate) fn write_index(
         text_vectors,
         source,
         image_tokens,
+        precision,
     } = input;
+    let image_vectors = precision.round(image_vectors);
+    let text_vectors = precision.round(text_vectors);
     let name = dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -179,6 +187,7 @@ pub(crate) fn write_index(
         dim,
         &image_vectors,
         &model,
+        precision,
     )?;
     write_store(
         &tmp.join("texts.vec"),
@@ -186,10 +195,11 @@ pub(crate) fn write_index(
         dim,
         &text_vectors,
         &model,
+        precision,
     )?;
     let token_shape = match &image_tokens {
         Some((shape, values)) => {
-            write_store_as(
+            write_store(
                 &tmp.join("image_tokens.vec"),
                 &item_ids,
                 shape[0] * shape[1],
@@ -238,6 +248,7 @@ pub(crate) fn write_index(
         checksums,
         source,
         image_tokens: token_shape,
+        precision,
         deleted,
     };
     std::fs::write(
@@ -331,7 +342,7 @@ pub struct RetrievalIndex {
     pub(crate) text_graph: HnswIndex,
     pub captions: CaptionIndex,
     /// Per-image token embeddings, when the index stores them (f16).
-    pub image_tokens: Option<HalfStore>,
+    pub image_tokens: Option<VectorStore>,
     /// `live[row]` is false for a deleted item.
     pub(crate) live: Vec<bool>,
 }
@@ -392,40 +403,46 @@ impl RetrievalIndex {
         let image_vectors = VectorStore::open(&dir.join("images.vec"))?;
         let text_vectors = VectorStore::open(&dir.join("texts.vec"))?;
         for (store, n) in [(&image_vectors, items.len()), (&text_vectors, texts.len())] {
-            if store.len() != n || store.header.model != info.model || store.dim() != info.dim {
+            if store.len() != n
+                || store.header.model != info.model
+                || store.dim() != info.dim
+                || store.precision() != info.precision
+            {
                 return Err(IndexError::Corrupt {
                     path: store.path.display().to_string(),
-                    message: "does not belong with index.json (rows, model or width differ)".into(),
+                    message:
+                        "does not belong with index.json (rows, model, width or precision differ)"
+                            .into(),
                 });
             }
         }
         let image_graph = HnswGraph::from_bytes(
             &verified["images.hnsw"],
             &dir.join("images.hnsw"),
-            image_vectors.vectors(),
+            &image_vectors.to_f32(),
             info.dim,
             info.hnsw,
         )?
-        .freeze();
+        .freeze(info.precision);
         let text_graph = HnswGraph::from_bytes(
             &verified["texts.hnsw"],
             &dir.join("texts.hnsw"),
-            text_vectors.vectors(),
+            &text_vectors.to_f32(),
             info.dim,
             info.hnsw,
         )?
-        .freeze();
+        .freeze(info.precision);
         drop(verified);
         let captions = CaptionIndex::open(&dir.join("captions"))?;
         let image_tokens = match info.image_tokens {
             Some([n, d]) => {
-                let store = HalfStore::open(&dir.join("image_tokens.vec"))?;
+                let store = VectorStore::open(&dir.join("image_tokens.vec"))?;
                 if store.len() != items.len()
                     || store.dim() != n * d
-                    || store.header().model != info.model
+                    || store.header.model != info.model
                 {
                     return Err(IndexError::Corrupt {
-                        path: store.path().display().to_string(),
+                        path: store.path.display().to_string(),
                         message: "does not belong with index.json".into(),
                     });
                 }
@@ -471,7 +488,7 @@ impl RetrievalIndex {
         self.image_vectors.check_query(model, query.len())?;
         let keep = self.keep_items(filters);
         Ok(if exact {
-            top_k(self.image_vectors.vectors(), self.info.dim, query, k, &keep)
+            top_k(self.image_vectors.rows(), self.info.dim, query, k, &keep)
         } else if filters.is_empty() && self.info.deleted.is_empty() {
             self.image_graph.search(query, k, ef, None)
         } else {
@@ -490,13 +507,7 @@ impl RetrievalIndex {
     ) -> Result<Vec<Hit>> {
         self.text_vectors.check_query(model, query.len())?;
         Ok(if exact {
-            top_k(
-                self.text_vectors.vectors(),
-                self.info.dim,
-                query,
-                k,
-                &|_| true,
-            )
+            top_k(self.text_vectors.rows(), self.info.dim, query, k, &|_| true)
         } else {
             self.text_graph.search(query, k, ef, None)
         })
@@ -698,6 +709,7 @@ pub(crate) mod tests {
             text_vectors: tv,
             source: Map::new(),
             image_tokens: Some(([2, dim], tokens)),
+            precision: Precision::F32,
         }
     }
 
@@ -806,5 +818,85 @@ pub(crate) mod tests {
         bad.image_vectors.pop(); // wrong length: the build fails part way
         assert!(build(&dir, bad).is_err());
         assert_eq!(RetrievalIndex::open(&dir).unwrap().items.len(), 20);
+    }
+
+    #[test]
+    fn half_precision_vectors_are_searched_as_stored() {
+        let (n, dim) = (1500, 32);
+        let mut all = input(n);
+        let mut v: Vec<f32> = (0..n * dim)
+            .map(|i| ((i * 7919 % 10007) as f32 * 0.61).sin())
+            .collect();
+        for row in v.chunks_mut(dim) {
+            let u = unit(row);
+            row.copy_from_slice(&u);
+        }
+        all.dim = dim;
+        all.image_vectors = v.clone();
+        all.text_vectors = v.clone();
+        all.image_tokens = None;
+        let root = tempfile::tempdir().unwrap();
+        let (full, half) = (root.path().join("f32"), root.path().join("f16"));
+        build(&full, crate::update::tests::head(&all, n)).unwrap();
+        all.precision = Precision::F16;
+        let (first, rest) = (1200, n - 1200);
+        build(&half, crate::update::tests::head(&all, first)).unwrap();
+        // an addition keeps the index's precision
+        let added = RetrievalIndex::open(&half)
+            .unwrap()
+            .add(crate::update::tests::tail(&all, first))
+            .unwrap();
+        assert_eq!((added.items, added.info.precision), (rest, Precision::F16));
+        let size = |d: &Path| std::fs::metadata(d.join("images.vec")).unwrap().len() as usize;
+        assert!(
+            size(&full) - size(&half) >= n * dim * 2,
+            "{} {}",
+            size(&full),
+            size(&half)
+        );
+
+        let idx = RetrievalIndex::open(&half).unwrap();
+        assert_eq!(idx.info.precision, Precision::F16);
+        // the stored values are the f16 roundings of the vectors
+        let rounded: Vec<f64> = v
+            .iter()
+            .map(|x| half::f16::from_f32(*x).to_f32() as f64)
+            .collect();
+        assert_eq!(
+            idx.image_vectors.row_vec(1234),
+            rounded[1234 * dim..1235 * dim]
+                .iter()
+                .map(|x| *x as f32)
+                .collect::<Vec<_>>()
+        );
+        let mut found = 0;
+        let queries = 100;
+        for qi in 0..queries {
+            let q: Vec<f32> = v[qi * 13 * dim..(qi * 13 + 1) * dim].to_vec();
+            // ground truth: plain f64 loops over the rounded rows
+            let mut truth: Vec<(f64, usize)> = (0..n)
+                .map(|r| {
+                    let s: f64 = (0..dim).map(|k| q[k] as f64 * rounded[r * dim + k]).sum();
+                    (-s, r)
+                })
+                .collect();
+            truth.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let want: Vec<usize> = truth[..10].iter().map(|t| t.1).collect();
+            let exact = idx.dense_images(&q, "m1", 10, None, true, &[]).unwrap();
+            assert_eq!(
+                exact.iter().map(|h| h.row).collect::<Vec<_>>(),
+                want,
+                "query {qi}"
+            );
+            for (h, t) in exact.iter().zip(&truth) {
+                assert!((h.score as f64 + t.0).abs() < 1e-5);
+            }
+            let ann = idx.dense_images(&q, "m1", 10, None, false, &[]).unwrap();
+            found += ann.iter().filter(|h| want.contains(&h.row)).count();
+            let texts = idx.dense_texts(&q, "m1", 10, None, false).unwrap();
+            assert_eq!(texts[0].row, qi * 13, "a text finds its own row first");
+        }
+        let recall = found as f64 / (10 * queries) as f64;
+        assert!(recall >= 0.95, "recall@10 {recall}");
     }
 }

@@ -17,7 +17,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
     {
-        if has_avx2_fma() {
+        if simd().avx2_fma {
             // SAFETY: the CPU was checked for both features
             return unsafe { dot_avx2(a, b) };
         }
@@ -38,17 +38,29 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     acc[0] + acc[1] + acc[2] + acc[3] + tail
 }
 
+/// What the CPU offers beyond x86-64's baseline, checked once.
 #[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
+#[derive(Clone, Copy)]
+struct Simd {
+    avx2_fma: bool,
+    /// Also F16C: eight halves widened in one instruction.
+    f16c: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn simd() -> Simd {
     use std::sync::atomic::{AtomicU8, Ordering};
-    static KNOWN: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 no, 2 yes
-    match KNOWN.load(Ordering::Relaxed) {
-        0 => {
-            let yes = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-            KNOWN.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-            yes
-        }
-        k => k == 2,
+    static KNOWN: AtomicU8 = AtomicU8::new(0); // 0 unknown, else 1 | avx2_fma << 1 | f16c << 2
+    let mut k = KNOWN.load(Ordering::Relaxed);
+    if k == 0 {
+        let avx2_fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        let f16c = avx2_fma && is_x86_feature_detected!("f16c");
+        k = 1 | (avx2_fma as u8) << 1 | (f16c as u8) << 2;
+        KNOWN.store(k, Ordering::Relaxed);
+    }
+    Simd {
+        avx2_fma: k & 2 != 0,
+        f16c: k & 4 != 0,
     }
 }
 
@@ -73,11 +85,7 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
         i += 8;
     }
-    let s = _mm256_add_ps(s0, s1);
-    let quad = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-    let one = _mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1));
-    let mut total = _mm_cvtss_f32(one);
+    let mut total = sum_lanes(_mm256_add_ps(s0, s1));
     while i < n {
         total += *pa.add(i) * *pb.add(i);
         i += 1;
@@ -85,30 +93,127 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     total
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn sum_lanes(s: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let quad = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
+}
+
+/// The inner product of an f32 query with a row stored as f16 bits, widened as it is read.
+pub fn dot_f16(a: &[f32], b: &[u16]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd().f16c {
+            // SAFETY: the CPU was checked for all three features
+            return unsafe { dot_f16_avx2(a, b) };
+        }
+    }
+    dot_f16_portable(a, b)
+}
+
+fn dot_f16_portable(a: &[f32], b: &[u16]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, h)| x * half::f16::from_bits(*h).to_f32())
+        .sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_avx2(a: &[f32], b: &[u16]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let half8 = |i: usize| _mm256_cvtph_ps(_mm_loadu_si128(pb.add(i) as *const __m128i));
+    let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i + 16 <= n {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), half8(i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), half8(i + 8), s1);
+        i += 16;
+    }
+    if i + 8 <= n {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), half8(i), s0);
+        i += 8;
+    }
+    let mut total = sum_lanes(_mm256_add_ps(s0, s1));
+    while i < n {
+        total += *pa.add(i) * half::f16::from_bits(*pb.add(i)).to_f32();
+        i += 1;
+    }
+    total
+}
+
+/// Vectors as a store holds them, `[rows, dim]` row-major: f32, or f16 bits scored without
+/// widening the whole table.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u16]),
+}
+
+impl<'a> From<&'a [f32]> for Rows<'a> {
+    fn from(v: &'a [f32]) -> Self {
+        Rows::F32(v)
+    }
+}
+
+impl<'a> From<&'a Vec<f32>> for Rows<'a> {
+    fn from(v: &'a Vec<f32>) -> Self {
+        Rows::F32(v)
+    }
+}
+
+impl Rows<'_> {
+    /// Values in all (`rows × dim`).
+    pub fn values(&self) -> usize {
+        match self {
+            Rows::F32(v) => v.len(),
+            Rows::F16(v) => v.len(),
+        }
+    }
+
+    /// The inner product of `query` with row `r`.
+    #[inline]
+    pub fn score(&self, query: &[f32], r: usize) -> f32 {
+        let d = query.len();
+        match self {
+            Rows::F32(v) => dot(query, &v[r * d..(r + 1) * d]),
+            Rows::F16(v) => dot_f16(query, &v[r * d..(r + 1) * d]),
+        }
+    }
+}
+
 /// Best first; ties by row ascending, so results are stable.
 pub fn sort_hits(hits: &mut [Hit]) {
     hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
 }
 
-/// The `k` rows of `vectors` (`[rows, dim]`) with the largest inner product with `query`,
+/// The `k` rows of `rows` (`[rows, dim]`) with the largest inner product with `query`,
 /// among those `keep` accepts.
-pub fn top_k(
-    vectors: &[f32],
+pub fn top_k<'a>(
+    rows: impl Into<Rows<'a>>,
     dim: usize,
     query: &[f32],
     k: usize,
     keep: &(dyn Fn(usize) -> bool + Sync),
 ) -> Vec<Hit> {
-    let rows = vectors.len() / dim.max(1);
+    let rows = rows.into();
+    debug_assert_eq!(query.len(), dim);
+    let n = rows.values() / dim.max(1);
     let chunk = 4096;
-    let mut partial: Vec<Hit> = (0..rows.div_ceil(chunk))
+    let mut partial: Vec<Hit> = (0..n.div_ceil(chunk))
         .into_par_iter()
         .flat_map_iter(|c| {
-            let mut hits: Vec<Hit> = (c * chunk..((c + 1) * chunk).min(rows))
+            let mut hits: Vec<Hit> = (c * chunk..((c + 1) * chunk).min(n))
                 .filter(|&r| keep(r))
                 .map(|r| Hit {
                     row: r,
-                    score: dot(query, &vectors[r * dim..(r + 1) * dim]),
+                    score: rows.score(query, r),
                 })
                 .collect();
             sort_hits(&mut hits);
@@ -156,6 +261,21 @@ mod tests {
             let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
             assert!((dot(&a, &b) as f64 - want).abs() < 1e-4, "n {n}");
             assert!((dot_portable(&a, &b) as f64 - want).abs() < 1e-4, "n {n}");
+            // the f16 path scores the rounded values: against the same sum in f64
+            let h: Vec<u16> = b
+                .iter()
+                .map(|x| half::f16::from_f32(*x).to_bits())
+                .collect();
+            let want_h: f64 = a
+                .iter()
+                .zip(&h)
+                .map(|(x, y)| *x as f64 * half::f16::from_bits(*y).to_f32() as f64)
+                .sum();
+            assert!((dot_f16(&a, &h) as f64 - want_h).abs() < 1e-4, "n {n}");
+            assert!(
+                (dot_f16_portable(&a, &h) as f64 - want_h).abs() < 1e-4,
+                "n {n}"
+            );
         }
     }
 }

@@ -8,7 +8,7 @@
 //! others `M`. After each insertion, nodes that pruning left unreachable are linked back in.
 
 use crate::exact::dot;
-use crate::walk::{descend, search_layer, Layers, Near};
+use crate::walk::{descend, prefetch_lines, search_layer, Layers, Near};
 use crate::{IndexError, Result};
 use rayon::prelude::*;
 use std::sync::{Mutex, RwLock};
@@ -32,6 +32,13 @@ pub(crate) struct Builder {
 }
 
 impl Builder {
+    /// Node `n`'s vector, `dim` long.
+    #[inline]
+    pub(crate) fn vector(&self, n: u32) -> &[f32] {
+        let n = n as usize;
+        &self.vectors[n * self.dim..(n + 1) * self.dim]
+    }
+
     pub fn new(dim: usize, m: usize, ef_construction: usize) -> Self {
         Builder {
             dim,
@@ -347,9 +354,13 @@ impl Layers for Builder {
     }
 
     #[inline]
-    fn vector(&self, n: u32) -> &[f32] {
-        let n = n as usize;
-        &self.vectors[n * self.dim..(n + 1) * self.dim]
+    fn dist(&self, query: &[f32], n: u32) -> f32 {
+        -dot(query, self.vector(n))
+    }
+
+    #[inline]
+    fn prefetch(&self, n: u32) {
+        prefetch_lines(self.vector(n));
     }
 
     /// Holds the node's lock while `f` runs, as hnswlib does; `f` takes no other lock.

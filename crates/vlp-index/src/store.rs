@@ -10,17 +10,20 @@
 //! The checksum (64-bit FNV-1a over vectors and ids) is checked on open, so a corrupted file is
 //! refused rather than searched.
 
+use crate::exact::Rows;
 use crate::{IndexError, Result};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"VLPVEC01";
 const ALIGN: usize = 64;
 
-/// How the values are stored: f32, or f16 at half the size (per-image token embeddings, read
-/// only to re-rank a few candidates, where the rounding does not matter).
+/// How the values are stored: f32, or f16 at half the size. Per-image token embeddings are
+/// always f16 (read only to re-rank a few candidates); the global vectors are f16 by option
+/// (`vlp index build --precision f16`), searched as stored, never widened as a whole.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -34,6 +37,28 @@ impl Precision {
         match self {
             Precision::F32 => 4,
             Precision::F16 => 2,
+        }
+    }
+
+    /// `values` as this precision will store them, so that what is built from them (a graph)
+    /// is built from what will be searched.
+    pub fn round(self, mut values: Vec<f32>) -> Vec<f32> {
+        if self == Precision::F16 {
+            values
+                .iter_mut()
+                .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+        }
+        values
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            _ => Err(format!("precision {s:?}: expected f32 or f16")),
         }
     }
 }
@@ -78,19 +103,9 @@ fn corrupt(path: &Path, what: impl std::fmt::Display) -> IndexError {
     }
 }
 
-/// Writes `vectors` (`[ids.len(), dim]` row-major) as f32 under a temporary name, then renames.
+/// Writes `vectors` (`[ids.len(), dim]` row-major) at `precision` under a temporary name, then
+/// renames.
 pub fn write_store(
-    path: &Path,
-    ids: &[String],
-    dim: usize,
-    vectors: &[f32],
-    model: &str,
-) -> Result<()> {
-    write_store_as(path, ids, dim, vectors, model, Precision::F32)
-}
-
-/// [`write_store`] at a chosen precision.
-pub fn write_store_as(
     path: &Path,
     ids: &[String],
     dim: usize,
@@ -155,7 +170,7 @@ pub fn write_store_as(
     std::fs::rename(&tmp, path).map_err(|e| IndexError::io(path, e))
 }
 
-/// An opened f32 store: the header, the ids, and the vectors in place.
+/// An opened store, f32 or f16: the header, the ids, and the vectors in place.
 pub struct VectorStore {
     pub header: StoreHeader,
     pub ids: Vec<String>,
@@ -166,20 +181,6 @@ pub struct VectorStore {
 
 impl VectorStore {
     pub fn open(path: &Path) -> Result<Self> {
-        let store = Self::open_any(path)?;
-        if store.header.precision != Precision::F32 {
-            return Err(corrupt(
-                path,
-                format!(
-                    "holds {:?} values where f32 vectors belong",
-                    store.header.precision
-                ),
-            ));
-        }
-        Ok(store)
-    }
-
-    fn open_any(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| IndexError::io(path, e))?;
         // SAFETY: the file is only ever replaced by rename, never written in place.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| IndexError::io(path, e))?;
@@ -250,15 +251,51 @@ impl VectorStore {
         self.header.rows == 0
     }
 
-    /// All vectors, `[rows, dim]`.
-    pub fn vectors(&self) -> &[f32] {
-        let bytes = &self.map[self.data_offset..self.header.ids_offset];
-        // the data starts 64-byte aligned in a page-aligned map, so the cast is aligned
-        bytemuck_f32(bytes)
+    pub fn precision(&self) -> Precision {
+        self.header.precision
     }
 
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.vectors()[i * self.dim()..(i + 1) * self.dim()]
+    /// All vectors, `[rows, dim]`, as stored.
+    pub fn rows(&self) -> Rows<'_> {
+        let bytes = &self.map[self.data_offset..self.header.ids_offset];
+        // the data starts 64-byte aligned in a page-aligned map, so the casts are aligned
+        match self.header.precision {
+            Precision::F32 => Rows::F32(cast_slice(bytes)),
+            Precision::F16 => Rows::F16(cast_slice(bytes)),
+        }
+    }
+
+    /// Row `i`, as f32, into `out`.
+    pub fn row_into(&self, i: usize, out: &mut Vec<f32>) {
+        let d = self.dim();
+        out.clear();
+        match self.rows() {
+            Rows::F32(v) => out.extend_from_slice(&v[i * d..(i + 1) * d]),
+            Rows::F16(v) => out.extend(
+                v[i * d..(i + 1) * d]
+                    .iter()
+                    .map(|h| half::f16::from_bits(*h).to_f32()),
+            ),
+        }
+    }
+
+    /// Row `i`, as f32.
+    pub fn row_vec(&self, i: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.dim());
+        self.row_into(i, &mut out);
+        out
+    }
+
+    /// Every row as f32: borrowed in place when stored so, widened otherwise.
+    pub fn to_f32(&self) -> Cow<'_, [f32]> {
+        match self.rows() {
+            Rows::F32(v) => Cow::Borrowed(v),
+            Rows::F16(v) => Cow::Owned(
+                v.iter()
+                    .map(|h| half::f16::from_bits(*h).to_f32())
+                    .collect(),
+            ),
+        }
     }
 
     /// Refuses a query vector made by another model or of another width.
@@ -281,75 +318,16 @@ impl VectorStore {
     }
 }
 
-/// An opened f16 store: rows are widened to f32 as they are read.
-pub struct HalfStore(VectorStore);
-
-impl HalfStore {
-    pub fn open(path: &Path) -> Result<Self> {
-        let store = VectorStore::open_any(path)?;
-        if store.header.precision != Precision::F16 {
-            return Err(corrupt(
-                path,
-                format!(
-                    "holds {:?} values where f16 ones belong",
-                    store.header.precision
-                ),
-            ));
-        }
-        Ok(HalfStore(store))
-    }
-
-    pub fn header(&self) -> &StoreHeader {
-        &self.0.header
-    }
-    pub fn path(&self) -> &Path {
-        &self.0.path
-    }
-    pub fn dim(&self) -> usize {
-        self.0.dim()
-    }
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-    pub fn check_query(&self, model: &str, dim: usize) -> Result<()> {
-        self.0.check_query(model, dim)
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.0.map[self.0.data_offset..self.0.header.ids_offset]
-    }
-
-    /// Row `i`, widened into `out`.
-    pub fn row_into(&self, i: usize, out: &mut Vec<f32>) {
-        let d = self.dim();
-        out.clear();
-        out.extend(
-            self.bytes()[i * d * 2..(i + 1) * d * 2]
-                .chunks_exact(2)
-                .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
-        );
-    }
-
-    /// Every row, widened.
-    pub fn to_f32(&self) -> Vec<f32> {
-        self.bytes()
-            .chunks_exact(2)
-            .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
-            .collect()
-    }
-}
-
-fn bytemuck_f32(bytes: &[u8]) -> &[f32] {
+/// `bytes` as `T`s, which every bit pattern makes (f32, u16).
+fn cast_slice<T: Copy>(bytes: &[u8]) -> &[T] {
+    let size = std::mem::size_of::<T>();
     assert!(
-        bytes.as_ptr() as usize % 4 == 0 && bytes.len() % 4 == 0,
-        "aligned f32 data"
+        bytes.as_ptr() as usize % std::mem::align_of::<T>() == 0 && bytes.len() % size == 0,
+        "aligned store data"
     );
-    // SAFETY: aligned (checked), length a multiple of 4, and every bit pattern is a valid f32;
-    // the bytes are little-endian, as is every target vlp builds for.
-    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) }
+    // SAFETY: aligned (checked), length a multiple of the size, and T is f32 or u16, for which
+    // every bit pattern is valid; the bytes are little-endian, as is every target vlp builds for.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / size) }
 }
 
 #[cfg(test)]
@@ -360,7 +338,7 @@ mod tests {
         let p = dir.join("v.vec");
         let ids: Vec<String> = (0..5).map(|i| format!("item{i}")).collect();
         let v: Vec<f32> = (0..15).map(|i| i as f32 * 0.5).collect();
-        write_store(&p, &ids, 3, &v, "model-a").unwrap();
+        write_store(&p, &ids, 3, &v, "model-a", Precision::F32).unwrap();
         p
     }
 
@@ -369,7 +347,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = VectorStore::open(&sample(dir.path())).unwrap();
         assert_eq!((s.len(), s.dim()), (5, 3));
-        assert_eq!(s.row(4), &[6.0, 6.5, 7.0]);
+        assert_eq!(s.row_vec(4), [6.0, 6.5, 7.0]);
+        assert_eq!(s.precision(), Precision::F32);
         assert_eq!(s.ids[2], "item2");
         assert!(s.check_query("model-a", 3).is_ok());
         let e = s.check_query("model-b", 3).unwrap_err().to_string();
@@ -377,43 +356,35 @@ mod tests {
     }
 
     #[test]
-    fn half_precision_round_trips_within_f16_rounding_and_is_not_opened_as_f32() {
+    fn half_precision_round_trips_within_f16_rounding() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("h.vec");
         let ids: Vec<String> = (0..4).map(|i| format!("item{i}")).collect();
         let v: Vec<f32> = (0..12).map(|i| (i as f32 * 0.37).sin()).collect();
-        write_store_as(&p, &ids, 3, &v, "m", Precision::F16).unwrap();
+        write_store(&p, &ids, 3, &v, "m", Precision::F16).unwrap();
         let f32_path = dir.path().join("f.vec");
-        write_store(&f32_path, &ids, 3, &v, "m").unwrap();
+        write_store(&f32_path, &ids, 3, &v, "m", Precision::F32).unwrap();
         let size = |p: &Path| std::fs::metadata(p).unwrap().len() as usize;
         assert_eq!(
             size(&f32_path) - size(&p),
             12 * 2,
             "two bytes a value fewer"
         );
-        let h = HalfStore::open(&p).unwrap();
-        assert_eq!((h.len(), h.dim()), (4, 3));
+        let h = VectorStore::open(&p).unwrap();
+        assert_eq!((h.len(), h.dim(), h.precision()), (4, 3, Precision::F16));
         let all = h.to_f32();
-        let mut row = Vec::new();
-        h.row_into(2, &mut row);
-        assert_eq!(row, all[6..9]);
+        assert_eq!(h.row_vec(2), all[6..9]);
+        assert_eq!(*all, *Precision::F16.round(v.clone()), "stored as rounded");
         // f16 keeps 11 significant bits: relative error below 2^-11
         assert!(
             v.iter()
-                .zip(&all)
+                .zip(all.iter())
                 .all(|(a, b)| (a - b).abs() <= a.abs() / 2048.0 + 1e-7),
             "{v:?} {all:?}"
         );
-        assert!(VectorStore::open(&p)
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("h.vec"));
-        assert!(HalfStore::open(&sample(dir.path()))
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("v.vec"));
+        let q = [0.5, -1.0, 2.0];
+        let want: f32 = q.iter().zip(&all[3..6]).map(|(a, b)| a * b).sum();
+        assert!((h.rows().score(&q, 1) - want).abs() < 1e-6);
     }
 
     #[test]

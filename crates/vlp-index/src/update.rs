@@ -43,16 +43,20 @@ impl RetrievalIndex {
             }
         }
         let dim = self.info.dim;
+        let precision = self.info.precision;
+        // the graphs take the new vectors as they will be stored
+        let new_image_vectors = precision.round(new.image_vectors);
+        let new_text_vectors = precision.round(new.text_vectors);
         // the open index holds its graphs frozen for search; the growable ones are read again
         let mut image_graph = HnswGraph::load(
             &self.dir.join("images.hnsw"),
-            self.image_vectors.vectors(),
+            &self.image_vectors.to_f32(),
             dim,
             self.info.hnsw,
         )?;
         let mut text_graph = HnswGraph::load(
             &self.dir.join("texts.hnsw"),
-            self.text_vectors.vectors(),
+            &self.text_vectors.to_f32(),
             dim,
             self.info.hnsw,
         )?;
@@ -62,13 +66,13 @@ impl RetrievalIndex {
                 message: "the HNSW graphs changed since the index was opened".into(),
             });
         }
-        image_graph.insert(&new.image_vectors, dim);
+        image_graph.insert(&new_image_vectors, dim);
         let known_texts: HashSet<&str> = self.texts.iter().map(|t| t.id.as_str()).collect();
         let mut texts = self.texts.clone();
-        let mut text_vectors = self.text_vectors.vectors().to_vec();
+        let mut text_vectors = self.text_vectors.to_f32().into_owned();
         let mut fresh_vectors = Vec::new();
         let mut present = 0;
-        for (t, v) in new.texts.iter().zip(new.text_vectors.chunks(dim.max(1))) {
+        for (t, v) in new.texts.iter().zip(new_text_vectors.chunks(dim.max(1))) {
             if known_texts.contains(t.id.as_str()) {
                 present += 1;
                 continue;
@@ -78,11 +82,11 @@ impl RetrievalIndex {
         }
         text_graph.insert(&fresh_vectors, dim);
         text_vectors.extend_from_slice(&fresh_vectors);
-        let mut image_vectors = self.image_vectors.vectors().to_vec();
-        image_vectors.extend_from_slice(&new.image_vectors);
+        let mut image_vectors = self.image_vectors.to_f32().into_owned();
+        image_vectors.extend_from_slice(&new_image_vectors);
         let image_tokens = match (new.image_tokens, &self.image_tokens, self.info.image_tokens) {
             (Some((shape, values)), Some(store), Some(_)) => {
-                let mut all = store.to_f32();
+                let mut all = store.to_f32().into_owned();
                 all.extend_from_slice(&values);
                 Some((shape, all))
             }
@@ -102,6 +106,7 @@ impl RetrievalIndex {
             text_vectors,
             source: self.info.source.clone(),
             image_tokens,
+            precision,
         };
         let info = write_index(
             &self.dir,
@@ -141,15 +146,13 @@ impl RetrievalIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::catalog::tests::input;
     use crate::catalog::{build, BuildInput, Mode, RetrievalIndex};
 
     /// Rows `from..` of a build input.
-    fn tail(all: &BuildInput, from: usize) -> BuildInput {
+    pub(crate) fn tail(all: &BuildInput, from: usize) -> BuildInput {
         let d = all.dim;
-        let (shape, tokens) = all.image_tokens.clone().unwrap();
-        let per = shape[0] * shape[1];
         BuildInput {
             model: all.model.clone(),
             dim: d,
@@ -159,20 +162,26 @@ mod tests {
             texts: all.texts[from..].to_vec(),
             text_vectors: all.text_vectors[from * d..].to_vec(),
             source: all.source.clone(),
-            image_tokens: Some((shape, tokens[from * per..].to_vec())),
+            image_tokens: all
+                .image_tokens
+                .as_ref()
+                .map(|(shape, tokens)| (*shape, tokens[from * shape[0] * shape[1]..].to_vec())),
+            precision: all.precision,
         }
     }
 
-    fn head(all: &BuildInput, to: usize) -> BuildInput {
+    pub(crate) fn head(all: &BuildInput, to: usize) -> BuildInput {
         let d = all.dim;
-        let (shape, tokens) = all.image_tokens.clone().unwrap();
-        let per = shape[0] * shape[1];
         BuildInput {
             items: all.items[..to].to_vec(),
             image_vectors: all.image_vectors[..to * d].to_vec(),
             texts: all.texts[..to].to_vec(),
             text_vectors: all.text_vectors[..to * d].to_vec(),
-            image_tokens: Some((shape, tokens[..to * per].to_vec())),
+            image_tokens: all
+                .image_tokens
+                .as_ref()
+                .map(|(shape, tokens)| (*shape, tokens[..to * shape[0] * shape[1]].to_vec())),
+            precision: all.precision,
             ..tail(all, to)
         }
     }
@@ -195,7 +204,7 @@ mod tests {
         // the graph holds the new rows: each finds itself
         let found = (200..300)
             .filter(|&r| {
-                idx.dense_images(idx.image_vectors.row(r), "m1", 1, None, false, &[])
+                idx.dense_images(&idx.image_vectors.row_vec(r), "m1", 1, None, false, &[])
                     .unwrap()[0]
                     .score
                     > 0.9999
@@ -230,7 +239,7 @@ mod tests {
         let unknown = idx.delete(&["img250".into(), "nope".into()]).unwrap();
         assert_eq!(unknown, vec!["nope".to_string()]);
         let idx = RetrievalIndex::open(&dir).unwrap();
-        let v = idx.image_vectors.row(250).to_vec();
+        let v = idx.image_vectors.row_vec(250);
         for exact in [false, true] {
             let hits = idx.dense_images(&v, "m1", 10, None, exact, &[]).unwrap();
             assert!(

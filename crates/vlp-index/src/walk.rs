@@ -6,7 +6,8 @@
 //!
 //! Nodes are distinct vectors; [`crate::ann`] maps them back to rows.
 
-use crate::exact::dot;
+use crate::exact::Rows;
+use crate::store::Precision;
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
@@ -32,34 +33,33 @@ impl Ord for Near {
     }
 }
 
-/// What a walk reads: node vectors and links per layer.
+/// What a walk reads: node distances and links per layer.
 pub(crate) trait Layers: Sync {
     fn nodes(&self) -> usize;
-    /// Node `n`'s vector, `dim` long.
-    fn vector(&self, n: u32) -> &[f32];
     /// Calls `f` with node `n`'s links at `layer` (none above the node's level), in place.
     fn with_links<R>(&self, n: u32, layer: usize, f: impl FnOnce(&[u32]) -> R) -> R;
+    /// `−inner product` of `query` and node `n`'s vector.
+    fn dist(&self, query: &[f32], n: u32) -> f32;
+    /// Starts bringing node `n`'s vector into cache.
+    fn prefetch(&self, n: u32);
+}
 
-    fn dist(&self, query: &[f32], n: u32) -> f32 {
-        -dot(query, self.vector(n))
-    }
-
-    #[inline]
-    fn prefetch(&self, n: u32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let v = self.vector(n);
-            // SAFETY: prefetching is a hint and never faults; SSE is part of x86-64
-            unsafe {
-                for line in (0..v.len()).step_by(16).take(4) {
-                    _mm_prefetch::<_MM_HINT_T0>(v.as_ptr().add(line) as *const i8);
-                }
+/// Asks for the first cache lines of `v` (a node's vector), a hint that never faults.
+#[inline]
+pub(crate) fn prefetch_lines<T>(v: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = v.as_ptr() as *const i8;
+        // SAFETY: prefetching is a hint and never faults; SSE is part of x86-64
+        unsafe {
+            for line in (0..std::mem::size_of_val(v)).step_by(64).take(4) {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line));
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = n;
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
 }
 
 /// From `start`, moves to the nearest neighbour while one is nearer, on each layer from `from`
@@ -177,12 +177,18 @@ pub(crate) fn search(
         .collect()
 }
 
+/// Node vectors side by side, `[nodes, dim]`, as the index stores them.
+enum NodeVectors {
+    F32(Vec<f32>),
+    /// f16 bits: half the memory, scored as stored.
+    F16(Vec<u16>),
+}
+
 /// An HNSW graph in arrays, read-only: node vectors side by side, layer-0 links in one CSR
 /// table, upper layers apart since few nodes reach them.
 pub(crate) struct FlatGraph {
     dim: usize,
-    /// `[nodes, dim]`, in node order.
-    vectors: Vec<f32>,
+    vectors: NodeVectors,
     /// Layer-0 links of node `n`: `links[starts[n]..starts[n + 1]]`.
     starts: Vec<u32>,
     links: Vec<u32>,
@@ -193,11 +199,12 @@ pub(crate) struct FlatGraph {
 }
 
 impl FlatGraph {
-    /// Lays out the nodes whose vectors are `vectors` (`[nodes, dim]`) and whose links per
-    /// layer (0 first) are `node_links`.
+    /// Lays out the nodes whose vectors are `vectors` (`[nodes, dim]`, kept at `precision`) and
+    /// whose links per layer (0 first) are `node_links`.
     pub(crate) fn new(
         dim: usize,
         vectors: Vec<f32>,
+        precision: Precision,
         node_links: Vec<Vec<Vec<u32>>>,
         entry: u32,
         top_layer: usize,
@@ -221,6 +228,15 @@ impl FlatGraph {
                 upper.insert(n as u32, layers);
             }
         }
+        let vectors = match precision {
+            Precision::F32 => NodeVectors::F32(vectors),
+            Precision::F16 => NodeVectors::F16(
+                vectors
+                    .iter()
+                    .map(|v| half::f16::from_f32(*v).to_bits())
+                    .collect(),
+            ),
+        };
         FlatGraph {
             dim,
             vectors,
@@ -251,9 +267,21 @@ impl Layers for FlatGraph {
     }
 
     #[inline]
-    fn vector(&self, n: u32) -> &[f32] {
-        let n = n as usize;
-        &self.vectors[n * self.dim..(n + 1) * self.dim]
+    fn dist(&self, query: &[f32], n: u32) -> f32 {
+        let rows = match &self.vectors {
+            NodeVectors::F32(v) => Rows::F32(v),
+            NodeVectors::F16(v) => Rows::F16(v),
+        };
+        -rows.score(query, n as usize)
+    }
+
+    #[inline]
+    fn prefetch(&self, n: u32) {
+        let range = n as usize * self.dim..(n as usize + 1) * self.dim;
+        match &self.vectors {
+            NodeVectors::F32(v) => prefetch_lines(&v[range]),
+            NodeVectors::F16(v) => prefetch_lines(&v[range]),
+        }
     }
 
     #[inline]

@@ -209,7 +209,7 @@ impl<B: Backend> Searcher<B> {
                         let row = self.item_row(id).ok_or_else(|| {
                             SearchError::bad("not_found", format!("no item {id:?} in this index"))
                         })?;
-                        idx.image_vectors.row(row).to_vec()
+                        idx.image_vectors.row_vec(row)
                     }
                     Query::Text(_) => unreachable!("matched above"),
                 };
