@@ -144,10 +144,19 @@ fn decode(dir: &PathBuf, size: u32, repeat: usize, threads: Option<usize>) -> Re
 
 /// Peak resident memory of this process so far, from the kernel (`VmHWM`), in MiB.
 pub fn peak_rss_mib() -> Option<f64> {
+    status_mib("VmHWM:")
+}
+
+/// This process's resident memory now (VmRSS), MiB.
+pub fn rss_mib() -> Option<f64> {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: f64 = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()

@@ -599,7 +599,8 @@ fn bench(base: BenchBase, queries: &Path, gt: &Path, efs: &[usize]) -> Result<()
             let idx = RetrievalIndex::open(&dir)?;
             println!(
                 "{}",
-                json!({"peer": "vlp", "index": dir.display().to_string(), "rows": idx.items.len(), "dim": idx.info.dim, "open_s": t0.elapsed().as_secs_f64(), "peak_rss_mb": super::bench::peak_rss_mib()})
+                json!({"peer": "vlp", "index": dir.display().to_string(), "rows": idx.items.len(), "dim": idx.info.dim, "precision": idx.info.precision,
+                       "open_s": t0.elapsed().as_secs_f64(), "peak_rss_mb": super::bench::peak_rss_mib(), "rss_mb": super::bench::rss_mib()})
             );
             let model = idx.info.model.clone();
             Box::new(move |query, ef| {

@@ -10,7 +10,7 @@
 //! Node vectors are not written: they are rows of the index's vector store, which the file
 //! names by row, so the graph file holds links only.
 
-use crate::exact::{sort_hits, Hit};
+use crate::exact::{sort_hits, Hit, Rows};
 use crate::hnsw::Builder;
 use crate::store::Precision;
 use crate::walk::{self, FlatGraph, Layers};
@@ -210,19 +210,27 @@ impl HnswGraph {
 
     /// Reads what [`save`](Self::save) wrote, for the rows `vectors` (`[rows, dim]`) it was
     /// built from. The caller has checked the file's checksum; the structure is checked here.
-    pub fn load(path: &Path, vectors: &[f32], dim: usize, config: HnswConfig) -> Result<Self> {
+    pub fn load<'a>(
+        path: &Path,
+        vectors: impl Into<Rows<'a>>,
+        dim: usize,
+        config: HnswConfig,
+    ) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| IndexError::io(path, e))?;
         Self::from_bytes(&bytes, path, vectors, dim, config)
     }
 
-    /// [`load`](Self::load) from bytes already read from `path`.
-    pub fn from_bytes(
+    /// [`load`](Self::load) from bytes already read from `path`. Only the nodes' rows are read
+    /// from `vectors` (widened when stored as f16).
+    pub fn from_bytes<'a>(
         bytes: &[u8],
         path: &Path,
-        vectors: &[f32],
+        vectors: impl Into<Rows<'a>>,
         dim: usize,
         config: HnswConfig,
     ) -> Result<Self> {
+        let vectors = vectors.into();
+        let stored = vectors.values() / dim.max(1);
         let what = path.display().to_string();
         let bad = |message: String| IndexError::Corrupt {
             path: what.clone(),
@@ -247,10 +255,9 @@ impl HnswGraph {
                 config.m, config.ef_construction
             )));
         }
-        if rows != vectors.len() / dim.max(1) || nodes > rows || rest.len() < 48 + 4 * rows {
+        if rows != stored || nodes > rows || rest.len() < 48 + 4 * rows {
             return Err(bad(format!(
-                "{rows} rows and {nodes} nodes, for {} stored rows",
-                vectors.len() / dim.max(1)
+                "{rows} rows and {nodes} nodes, for {stored} stored rows"
             )));
         }
         // nodes are numbered by their first row, as `insert` numbers them
@@ -275,9 +282,9 @@ impl HnswGraph {
         let mut node_vectors = Vec::with_capacity(nodes * dim);
         let mut by_bits: HashMap<u64, Vec<u32>> = HashMap::new();
         for (n, &r) in copies.first_row.iter().enumerate() {
-            let v = &vectors[r as usize * dim..(r as usize + 1) * dim];
+            vectors.extend_row(r as usize, dim, &mut node_vectors);
+            let v = &node_vectors[n * dim..(n + 1) * dim];
             by_bits.entry(bits_key(v)).or_default().push(n as u32);
-            node_vectors.extend_from_slice(v);
         }
         let entry = (nodes > 0).then_some((entry, top));
         let (graph, left) = Builder::read_links(
@@ -519,7 +526,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.hnsw");
         graph.save(&path).unwrap();
-        let loaded = HnswGraph::load(&path, &[], 4, HnswConfig::default()).unwrap();
+        let loaded = HnswGraph::load(&path, Rows::F32(&[]), 4, HnswConfig::default()).unwrap();
         assert!(loaded.is_empty());
         assert!(loaded
             .freeze(Precision::F32)
@@ -528,10 +535,12 @@ mod tests {
         // damage: every cut of the file is refused with its name, never a panic
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
-        assert!(HnswGraph::load(&path, &[], 4, HnswConfig::default())
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("e.hnsw"));
+        assert!(
+            HnswGraph::load(&path, Rows::F32(&[]), 4, HnswConfig::default())
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("e.hnsw")
+        );
     }
 }

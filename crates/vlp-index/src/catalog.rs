@@ -419,7 +419,7 @@ impl RetrievalIndex {
         let image_graph = HnswGraph::from_bytes(
             &verified["images.hnsw"],
             &dir.join("images.hnsw"),
-            &image_vectors.to_f32(),
+            image_vectors.rows(),
             info.dim,
             info.hnsw,
         )?
@@ -427,7 +427,7 @@ impl RetrievalIndex {
         let text_graph = HnswGraph::from_bytes(
             &verified["texts.hnsw"],
             &dir.join("texts.hnsw"),
-            &text_vectors.to_f32(),
+            text_vectors.rows(),
             info.dim,
             info.hnsw,
         )?

@@ -177,6 +177,18 @@ impl Rows<'_> {
         }
     }
 
+    /// Appends row `r` (`dim` wide), as f32, to `out`.
+    pub fn extend_row(&self, r: usize, dim: usize, out: &mut Vec<f32>) {
+        match self {
+            Rows::F32(v) => out.extend_from_slice(&v[r * dim..(r + 1) * dim]),
+            Rows::F16(v) => out.extend(
+                v[r * dim..(r + 1) * dim]
+                    .iter()
+                    .map(|h| half::f16::from_bits(*h).to_f32()),
+            ),
+        }
+    }
+
     /// The inner product of `query` with row `r`.
     #[inline]
     pub fn score(&self, query: &[f32], r: usize) -> f32 {

@@ -267,16 +267,8 @@ impl VectorStore {
 
     /// Row `i`, as f32, into `out`.
     pub fn row_into(&self, i: usize, out: &mut Vec<f32>) {
-        let d = self.dim();
         out.clear();
-        match self.rows() {
-            Rows::F32(v) => out.extend_from_slice(&v[i * d..(i + 1) * d]),
-            Rows::F16(v) => out.extend(
-                v[i * d..(i + 1) * d]
-                    .iter()
-                    .map(|h| half::f16::from_bits(*h).to_f32()),
-            ),
-        }
+        self.rows().extend_row(i, self.dim(), out);
     }
 
     /// Row `i`, as f32.

@@ -50,13 +50,13 @@ impl RetrievalIndex {
         // the open index holds its graphs frozen for search; the growable ones are read again
         let mut image_graph = HnswGraph::load(
             &self.dir.join("images.hnsw"),
-            &self.image_vectors.to_f32(),
+            self.image_vectors.rows(),
             dim,
             self.info.hnsw,
         )?;
         let mut text_graph = HnswGraph::load(
             &self.dir.join("texts.hnsw"),
-            &self.text_vectors.to_f32(),
+            self.text_vectors.rows(),
             dim,
             self.info.hnsw,
         )?;
