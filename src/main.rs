@@ -6,11 +6,7 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "vlp",
-    version,
-    about = "Dual-tower vision-language pretraining and cross-modal retrieval"
-)]
+#[command(name = "vlp", version, about = "Dual-tower vision-language pretraining and cross-modal retrieval")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -33,11 +33,7 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver (Debian: apt-get install chromium chromium-driver)");
-        let mut d = Driver {
-            child,
-            port,
-            session: String::new(),
-        };
+        let mut d = Driver { child, port, session: String::new() };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not start");
@@ -59,10 +55,7 @@ impl Driver {
         args.push(format!("--user-data-dir={}", profile.display()));
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}}}});
         let v = d.call("POST", "/session", Some(&caps));
-        d.session = v["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {v}"))
-            .to_string();
+        d.session = v["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_string();
         d
     }
 
@@ -81,9 +74,7 @@ impl Driver {
             let n = c.read(&mut buf).unwrap();
             assert!(n > 0, "chromedriver closed the connection early");
             out.extend_from_slice(&buf[..n]);
-            let Some(split) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
-                continue;
-            };
+            let Some(split) = out.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
             let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
             let len: usize = head
                 .lines()
@@ -91,8 +82,7 @@ impl Driver {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0);
             if out.len() >= split + 4 + len {
-                let v: Value =
-                    serde_json::from_slice(&out[split + 4..split + 4 + len]).unwrap_or(Value::Null);
+                let v: Value = serde_json::from_slice(&out[split + 4..split + 4 + len]).unwrap_or(Value::Null);
                 return v["value"].clone();
             }
         }
@@ -103,26 +93,14 @@ impl Driver {
     }
 
     fn find(&self, css: &str) -> String {
-        let v = self.session(
-            "POST",
-            "/element",
-            Some(&json!({"using": "css selector", "value": css})),
-        );
-        v.as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("no element {css}: {v}"))
-            .to_string()
+        let v = self.session("POST", "/element", Some(&json!({"using": "css selector", "value": css})));
+        v.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).unwrap_or_else(|| panic!("no element {css}: {v}")).to_string()
     }
 
     fn type_into(&self, css: &str, text: &str) {
         let el = self.find(css);
         self.session("POST", &format!("/element/{el}/clear"), Some(&json!({})));
-        self.session(
-            "POST",
-            &format!("/element/{el}/value"),
-            Some(&json!({"text": text})),
-        );
+        self.session("POST", &format!("/element/{el}/value"), Some(&json!({"text": text})));
     }
 
     fn click(&self, css: &str) {
@@ -131,11 +109,7 @@ impl Driver {
     }
 
     fn script(&self, js: &str) -> Value {
-        self.session(
-            "POST",
-            "/execute/sync",
-            Some(&json!({"script": js, "args": []})),
-        )
+        self.session("POST", "/execute/sync", Some(&json!({"script": js, "args": []})))
     }
 
     /// Waits until the status line says `want` and the results' images have all loaded.
@@ -152,10 +126,7 @@ impl Driver {
             );
             assert_ne!(v["error"], "error", "the page shows an error: {v}");
             let n = v["results"].as_u64().unwrap_or(0);
-            if v["status"].as_str().unwrap_or("").contains(want)
-                && n > 0
-                && v["loaded"].as_u64() == Some(n)
-            {
+            if v["status"].as_str().unwrap_or("").contains(want) && n > 0 && v["loaded"].as_u64() == Some(n) {
                 return v;
             }
             assert!(Instant::now() < deadline, "no results for {want:?}: {v}");
@@ -180,11 +151,7 @@ fn search_page_by_text_by_upload_and_by_click() {
     let (data, index) = tiny_index(tmp.path());
     let srv = Server::start(&index, &[]);
     let d = Driver::start(&tmp.path().join("profile"));
-    d.session(
-        "POST",
-        "/url",
-        Some(&json!({"url": format!("http://{}/", srv.addr)})),
-    );
+    d.session("POST", "/url", Some(&json!({"url": format!("http://{}/", srv.addr)})));
 
     d.type_into("#q", "a large red star");
     d.click("#search");
@@ -195,18 +162,9 @@ fn search_page_by_text_by_upload_and_by_click() {
     d.click("#search");
     d.wait_for_results("一个小的蓝色圆形");
 
-    let image = std::fs::read_dir(data.join("images"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let image = std::fs::read_dir(data.join("images")).unwrap().next().unwrap().unwrap().path();
     let upload = d.find("#file");
-    d.session(
-        "POST",
-        &format!("/element/{upload}/value"),
-        Some(&json!({"text": image.display().to_string()})),
-    );
+    d.session("POST", &format!("/element/{upload}/value"), Some(&json!({"text": image.display().to_string()})));
     let v = d.wait_for_results(image.file_name().unwrap().to_str().unwrap());
 
     let first = v["first"].as_str().unwrap().to_string();
@@ -216,9 +174,7 @@ fn search_page_by_text_by_upload_and_by_click() {
     // a picture of the page, for people
     let shot = d.session("GET", "/screenshot", None);
     use base64::Engine;
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(shot.as_str().unwrap())
-        .unwrap();
+    let png = base64::engine::general_purpose::STANDARD.decode(shot.as_str().unwrap()).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
     std::fs::write(dir.join("search-page.png"), png).unwrap();

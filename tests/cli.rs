@@ -5,15 +5,8 @@ use std::path::Path;
 use std::process::Command;
 
 fn vlp(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vlp"))
-        .args(args)
-        .output()
-        .expect("run vlp");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = Command::new(env!("CARGO_BIN_EXE_vlp")).args(args).output().expect("run vlp");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -22,32 +15,12 @@ fn synthetic_build_is_complete_deterministic_and_valid() {
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
     for dir in [&a, &b] {
-        let (ok, _, err) = vlp(&[
-            "data",
-            "build",
-            "synthetic",
-            "--out",
-            dir.to_str().unwrap(),
-            "--images",
-            "300",
-            "--size",
-            "32",
-        ]);
+        let (ok, _, err) = vlp(&["data", "build", "synthetic", "--out", dir.to_str().unwrap(), "--images", "300", "--size", "32"]);
         assert!(ok, "{err}");
     }
     // deterministic by seed: same manifests, qrels and pixels
-    for f in [
-        "train.jsonl",
-        "val.texts.jsonl",
-        "test.t2i.qrels",
-        "val.i2t.qrels",
-        "images/syn000123.png",
-    ] {
-        assert_eq!(
-            std::fs::read(a.join(f)).unwrap(),
-            std::fs::read(b.join(f)).unwrap(),
-            "{f}"
-        );
+    for f in ["train.jsonl", "val.texts.jsonl", "test.t2i.qrels", "val.i2t.qrels", "images/syn000123.png"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
     }
     // every query has a grade-2 item and every id resolves (checked independently of the builder)
     let checks = vlp_data::dataset::check(&vlp_data::dataset::DatasetDir::new(&a)).unwrap();
@@ -60,73 +33,31 @@ fn synthetic_build_is_complete_deterministic_and_valid() {
     let texts = std::fs::read_to_string(a.join("val.texts.jsonl")).unwrap();
     assert!(texts.contains("\"lang\":\"zh\"") && texts.contains("\"lang\":\"en\""));
 
-    let (ok, out, err) = vlp(&[
-        "data",
-        "validate",
-        a.to_str().unwrap(),
-        "--split",
-        "train",
-        "--json",
-    ]);
+    let (ok, out, err) = vlp(&["data", "validate", a.to_str().unwrap(), "--split", "train", "--json"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        v["good"].as_u64().unwrap() as usize,
-        checks.iter().find(|c| c.split == "train").unwrap().images
-    );
+    assert_eq!(v["good"].as_u64().unwrap() as usize, checks.iter().find(|c| c.split == "train").unwrap().images);
 
     let (ok, out, err) = vlp(&["data", "stats", a.to_str().unwrap(), "--json"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(
-        v["splits"]["val"]["grades_per_query"]["t2i"]["mean_grade2"]
-            .as_f64()
-            .unwrap()
-            >= 1.0
-    );
+    assert!(v["splits"]["val"]["grades_per_query"]["t2i"]["mean_grade2"].as_f64().unwrap() >= 1.0);
 
     let tok = tmp.path().join("tok.json");
-    let (ok, _, err) = vlp(&[
-        "tokenizer",
-        "train",
-        "--data",
-        a.to_str().unwrap(),
-        "--out",
-        tok.to_str().unwrap(),
-        "--vocab-size",
-        "300",
-    ]);
+    let (ok, _, err) = vlp(&["tokenizer", "train", "--data", a.to_str().unwrap(), "--out", tok.to_str().unwrap(), "--vocab-size", "300"]);
     assert!(ok, "{err}");
-    let (ok, out, err) = vlp(&[
-        "tokenizer",
-        "encode",
-        "--tokenizer",
-        tok.to_str().unwrap(),
-        "一个小的红色圆形",
-    ]);
+    let (ok, out, err) = vlp(&["tokenizer", "encode", "--tokenizer", tok.to_str().unwrap(), "一个小的红色圆形"]);
     assert!(ok, "{err}");
     assert!(out.contains("decoded: 一个小的红色圆形"), "{out}");
 }
 
 #[test]
 fn trec_eval_output_has_trec_eval_format_and_values() {
-    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("crates/vlp-eval/tests/trec_cases/qrels_query_absent_from_run");
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/vlp-eval/tests/trec_cases/qrels_query_absent_from_run");
     let (q, r) = (case.join("qrels.txt"), case.join("run.txt"));
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(case.join("expected.json")).unwrap())
-            .unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(case.join("expected.json")).unwrap()).unwrap();
     for (flag, key) in [(None, "all"), (Some("-c"), "all_c")] {
-        let mut args = vec![
-            "trec-eval",
-            q.to_str().unwrap(),
-            r.to_str().unwrap(),
-            "-m",
-            "ndcg_cut.10",
-            "-m",
-            "map",
-            "-q",
-        ];
+        let mut args = vec!["trec-eval", q.to_str().unwrap(), r.to_str().unwrap(), "-m", "ndcg_cut.10", "-m", "map", "-q"];
         args.extend(flag);
         let (ok, out, err) = vlp(&args);
         assert!(ok, "{err}");
@@ -135,11 +66,7 @@ fn trec_eval_output_has_trec_eval_format_and_values() {
         for line in out.lines() {
             let f: Vec<&str> = line.split('\t').collect();
             assert_eq!(f.len(), 3, "{line:?}");
-            assert_eq!(
-                f[0].len(),
-                22,
-                "measure padded to 22 columns as trec_eval does: {line:?}"
-            );
+            assert_eq!(f[0].len(), 22, "measure padded to 22 columns as trec_eval does: {line:?}");
             let value: f64 = f[2].parse().unwrap();
             assert_eq!(f[2].split('.').nth(1).unwrap().len(), 4);
             let name = f[0].trim();
@@ -157,21 +84,10 @@ fn trec_eval_output_has_trec_eval_format_and_values() {
 
 #[test]
 fn trec_eval_compare_reports_difference_and_p_value() {
-    let case =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/vlp-eval/tests/trec_cases/random_0");
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/vlp-eval/tests/trec_cases/random_0");
     let (q, r) = (case.join("qrels.txt"), case.join("run.txt"));
     // a run compared with itself: no difference, p = 1
-    let (ok, out, err) = vlp(&[
-        "trec-eval",
-        q.to_str().unwrap(),
-        r.to_str().unwrap(),
-        "--compare",
-        r.to_str().unwrap(),
-        "-m",
-        "map",
-        "--permutations",
-        "200",
-    ]);
+    let (ok, out, err) = vlp(&["trec-eval", q.to_str().unwrap(), r.to_str().unwrap(), "--compare", r.to_str().unwrap(), "-m", "map", "--permutations", "200"]);
     assert!(ok, "{err}");
     let row = out.lines().find(|l| l.starts_with("map")).unwrap();
     let f: Vec<&str> = row.split('\t').map(str::trim).collect();
@@ -199,45 +115,17 @@ fn an_index_of_vectors_made_elsewhere() {
     let (distinct, dim) = (400usize, 16usize);
     let mut s = 7u64;
     let mut rnd = || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((s >> 11) as f64 / (1u64 << 53) as f64) as f32 - 0.5
     };
     let unique: Vec<f32> = (0..distinct * dim).map(|_| rnd()).collect();
     // each vector three times, scaled by 1, 2 and 4 (rows need not be unit length), ids "v<row>"
     let rows = distinct * 3;
-    let base: Vec<f32> = (0..rows)
-        .flat_map(|r| {
-            unique[(r % distinct) * dim..(r % distinct + 1) * dim]
-                .iter()
-                .map(move |x| x * (1u32 << (r / distinct)) as f32)
-        })
-        .collect();
+    let base: Vec<f32> = (0..rows).flat_map(|r| unique[(r % distinct) * dim..(r % distinct + 1) * dim].iter().map(move |x| x * (1u32 << (r / distinct)) as f32)).collect();
     npy::write_f32(Path::new(&p("base.npy")), rows, dim, &base).unwrap();
-    std::fs::write(
-        p("ids.txt"),
-        (0..rows).map(|r| format!("v{r}\n")).collect::<String>(),
-    )
-    .unwrap();
-    let out = ok_json(&[
-        "index",
-        "build",
-        "--vectors",
-        &p("base.npy"),
-        "--ids",
-        &p("ids.txt"),
-        "--out",
-        &p("idx"),
-    ]);
-    assert_eq!(
-        (
-            out["items"].as_u64(),
-            out["dim"].as_u64(),
-            out["normalised_rows"].as_u64()
-        ),
-        (Some(rows as u64), Some(dim as u64), Some(rows as u64))
-    );
+    std::fs::write(p("ids.txt"), (0..rows).map(|r| format!("v{r}\n")).collect::<String>()).unwrap();
+    let out = ok_json(&["index", "build", "--vectors", &p("base.npy"), "--ids", &p("ids.txt"), "--out", &p("idx")]);
+    assert_eq!((out["items"].as_u64(), out["dim"].as_u64(), out["normalised_rows"].as_u64()), (Some(rows as u64), Some(dim as u64), Some(rows as u64)));
 
     // queries and their exact top 10 by plain loops over the normalised rows
     let norm = |v: &[f32]| -> Vec<f64> {
@@ -249,156 +137,47 @@ fn an_index_of_vectors_made_elsewhere() {
     let mut gt = Vec::new();
     for q in queries.chunks(dim) {
         let q = norm(q);
-        let mut scored: Vec<(f64, usize)> = (0..rows)
-            .map(|r| {
-                (
-                    norm(&base[r * dim..(r + 1) * dim])
-                        .iter()
-                        .zip(&q)
-                        .map(|(a, b)| a * b)
-                        .sum(),
-                    r,
-                )
-            })
-            .collect();
+        let mut scored: Vec<(f64, usize)> = (0..rows).map(|r| (norm(&base[r * dim..(r + 1) * dim]).iter().zip(&q).map(|(a, b)| a * b).sum(), r)).collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         gt.extend(scored[..10].iter().map(|x| x.1 as i64));
     }
     npy::write_f32(Path::new(&p("q.npy")), nq, dim, &queries).unwrap();
     write_i64_npy(Path::new(&p("gt.npy")), nq, 10, &gt);
-    let (good, bench, err) = vlp(&[
-        "index",
-        "bench",
-        "--index",
-        &p("idx"),
-        "--queries",
-        &p("q.npy"),
-        "--gt",
-        &p("gt.npy"),
-        "--ef",
-        "64",
-    ]);
+    let (good, bench, err) = vlp(&["index", "bench", "--index", &p("idx"), "--queries", &p("q.npy"), "--gt", &p("gt.npy"), "--ef", "64"]);
     assert!(good, "{err}");
     let line: serde_json::Value = serde_json::from_str(bench.lines().last().unwrap()).unwrap();
     assert!(line["recall_at_10"].as_f64().unwrap() >= 0.95, "{bench}");
 
     // the same vectors stored and searched as f16: half the vector file, the same recall
-    let out = ok_json(&[
-        "index",
-        "build",
-        "--vectors",
-        &p("base.npy"),
-        "--precision",
-        "f16",
-        "--out",
-        &p("idx16"),
-    ]);
+    let out = ok_json(&["index", "build", "--vectors", &p("base.npy"), "--precision", "f16", "--out", &p("idx16")]);
     assert_eq!(out["precision"], "f16", "{out}");
-    let size = |d: &str| {
-        std::fs::metadata(Path::new(&p(d)).join("images.vec"))
-            .unwrap()
-            .len()
-    };
+    let size = |d: &str| std::fs::metadata(Path::new(&p(d)).join("images.vec")).unwrap().len();
     assert!(size("idx") - size("idx16") >= (rows * dim * 2) as u64);
-    let (good, bench, err) = vlp(&[
-        "index",
-        "bench",
-        "--index",
-        &p("idx16"),
-        "--queries",
-        &p("q.npy"),
-        "--gt",
-        &p("gt.npy"),
-        "--ef",
-        "64",
-    ]);
+    let (good, bench, err) = vlp(&["index", "bench", "--index", &p("idx16"), "--queries", &p("q.npy"), "--gt", &p("gt.npy"), "--ef", "64"]);
     assert!(good, "{err}");
     let line: serde_json::Value = serde_json::from_str(bench.lines().last().unwrap()).unwrap();
     assert!(line["recall_at_10"].as_f64().unwrap() >= 0.95, "{bench}");
-    let (good, _, err) = vlp(&[
-        "index",
-        "build",
-        "--vectors",
-        &p("base.npy"),
-        "--precision",
-        "f64",
-        "--out",
-        &p("idx64"),
-    ]);
+    let (good, _, err) = vlp(&["index", "build", "--vectors", &p("base.npy"), "--precision", "f64", "--out", &p("idx64")]);
     assert!(!good && err.contains("f64"), "{err}");
 
     // a query vector from a file: the three copies of the nearest vector come first, by row
-    let (good, found, err) = vlp(&[
-        "search",
-        "--index",
-        &p("idx"),
-        "--vector",
-        &p("q.npy"),
-        "--row",
-        "3",
-        "--json",
-        "-k",
-        "3",
-    ]);
+    let (good, found, err) = vlp(&["search", "--index", &p("idx"), "--vector", &p("q.npy"), "--row", "3", "--json", "-k", "3"]);
     assert!(good, "{err}");
-    let ids: Vec<String> = serde_json::from_str::<serde_json::Value>(&found).unwrap()["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids: Vec<String> = serde_json::from_str::<serde_json::Value>(&found).unwrap()["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     let best = gt[3 * 10] as usize % distinct;
-    assert_eq!(
-        ids,
-        (0..3)
-            .map(|c| format!("v{}", best + c * distinct))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(ids, (0..3).map(|c| format!("v{}", best + c * distinct)).collect::<Vec<_>>());
 
     // refusals, each naming its file
     std::fs::write(p("short.txt"), "a\nb\n").unwrap();
-    let (good, _, err) = vlp(&[
-        "index",
-        "build",
-        "--vectors",
-        &p("base.npy"),
-        "--ids",
-        &p("short.txt"),
-        "--out",
-        &p("bad"),
-    ]);
-    assert!(
-        !good && err.contains("short.txt") && err.contains("2 ids for 1200 rows"),
-        "{err}"
-    );
+    let (good, _, err) = vlp(&["index", "build", "--vectors", &p("base.npy"), "--ids", &p("short.txt"), "--out", &p("bad")]);
+    assert!(!good && err.contains("short.txt") && err.contains("2 ids for 1200 rows"), "{err}");
     let mut zero = base.clone();
     zero[5 * dim..6 * dim].iter_mut().for_each(|x| *x = 0.0);
     npy::write_f32(Path::new(&p("zero.npy")), rows, dim, &zero).unwrap();
-    let (good, _, err) = vlp(&[
-        "index",
-        "build",
-        "--vectors",
-        &p("zero.npy"),
-        "--out",
-        &p("bad"),
-    ]);
-    assert!(
-        !good && err.contains("zero.npy") && err.contains("row 5"),
-        "{err}"
-    );
-    let (good, _, err) = vlp(&[
-        "search",
-        "--index",
-        &p("idx"),
-        "--vector",
-        &p("q.npy"),
-        "--row",
-        "99",
-    ]);
-    assert!(
-        !good && err.contains("q.npy") && err.contains("50 rows"),
-        "{err}"
-    );
+    let (good, _, err) = vlp(&["index", "build", "--vectors", &p("zero.npy"), "--out", &p("bad")]);
+    assert!(!good && err.contains("zero.npy") && err.contains("row 5"), "{err}");
+    let (good, _, err) = vlp(&["search", "--index", &p("idx"), "--vector", &p("q.npy"), "--row", "99"]);
+    assert!(!good && err.contains("q.npy") && err.contains("50 rows"), "{err}");
     assert!(!Path::new(&p("bad")).exists());
 }
 
@@ -410,8 +189,7 @@ fn ok_json(args: &[&str]) -> serde_json::Value {
 
 /// A `<i8` .npy, as numpy writes ground truth.
 fn write_i64_npy(path: &Path, rows: usize, cols: usize, data: &[i64]) {
-    let mut header =
-        format!("{{'descr': '<i8', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut header = format!("{{'descr': '<i8', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }

@@ -35,94 +35,35 @@ fn filter_reports_writes_each_format_and_resumes() {
 
     // ground truth: a fifth of the captions swapped, in shards of 10
     let shards = tmp.path().join("corrupt");
-    let said = ok(&[
-        "data",
-        "corrupt",
-        s(&data),
-        "--split",
-        "test",
-        "--out",
-        s(&shards),
-        "--fraction",
-        "0.2",
-        "--lang",
-        "en",
-        "--per-shard",
-        "10",
-    ]);
+    let said = ok(&["data", "corrupt", s(&data), "--split", "test", "--out", s(&shards), "--fraction", "0.2", "--lang", "en", "--per-shard", "10"]);
     assert!(said.contains("with swapped captions"), "{said}");
     // and a cut-off shard, whose lost sample is counted
-    let mut names: Vec<_> = std::fs::read_dir(&shards)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut names: Vec<_> = std::fs::read_dir(&shards).unwrap().map(|e| e.unwrap().path()).collect();
     names.sort();
     let bytes = std::fs::read(&names[0]).unwrap();
-    std::fs::write(
-        shards.join("corrupt-999999.tar"),
-        &bytes[..bytes.len() / 2 + 100],
-    )
-    .unwrap();
+    std::fs::write(shards.join("corrupt-999999.tar"), &bytes[..bytes.len() / 2 + 100]).unwrap();
     let n_shards = names.len() + 1;
 
     // a dry run first, to place the threshold among this barely trained model's scores
     let probe = tmp.path().join("probe");
-    ok(&[
-        "filter",
-        "--checkpoint",
-        s(&run),
-        "--input",
-        s(&shards),
-        "--out",
-        s(&probe),
-        "--dry-run",
-    ]);
+    ok(&["filter", "--checkpoint", s(&run), "--input", s(&shards), "--out", s(&probe), "--dry-run"]);
     let probed = report(&probe);
     assert!(probed["outputs"].as_array().unwrap().is_empty(), "{probed}");
     let threshold = probed["score"]["quantiles"]["p25"].as_f64().unwrap();
     let min_score = format!("{threshold}");
 
     let out = tmp.path().join("kept");
-    let args = [
-        "filter",
-        "--checkpoint",
-        s(&run),
-        "--input",
-        s(&shards),
-        "--out",
-        s(&out),
-        "--min-score",
-        &min_score,
-        "--dedup",
-        "0.9999",
-        "--truth-field",
-        "corrupted",
-    ];
+    let args = ["filter", "--checkpoint", s(&run), "--input", s(&shards), "--out", s(&out), "--min-score", &min_score, "--dedup", "0.9999", "--truth-field", "corrupted"];
     let printed = ok(&args);
     let r = report(&out);
     let seen = r["seen"].as_u64().unwrap();
     let kept = r["kept"].as_u64().unwrap();
-    let dropped: u64 = r["dropped"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let dropped: u64 = r["dropped"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(kept + dropped, seen, "{r}");
-    assert!(
-        r["dropped"]["shard_truncated"].as_u64().unwrap() >= 1,
-        "{r}"
-    );
+    assert!(r["dropped"]["shard_truncated"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(r["parts"], n_shards as u64);
-    assert!(
-        r["truth"]["bad_pairs"].as_u64().unwrap() > 0
-            && !r["truth"]["sweep"].as_array().unwrap().is_empty(),
-        "{r}"
-    );
-    assert!(
-        printed.contains("precision") && printed.contains("pairs/s"),
-        "{printed}"
-    );
+    assert!(r["truth"]["bad_pairs"].as_u64().unwrap() > 0 && !r["truth"]["sweep"].as_array().unwrap().is_empty(), "{r}");
+    assert!(printed.contains("precision") && printed.contains("pairs/s"), "{printed}");
     for png in ["scores.png", "detection.png"] {
         assert_eq!(&std::fs::read(out.join(png)).unwrap()[..4], b"\x89PNG");
     }
@@ -134,14 +75,8 @@ fn filter_reports_writes_each_format_and_resumes() {
             continue;
         }
         for (_, json) in shard_samples(&path) {
-            assert!(
-                json["similarity"].as_f64().unwrap() >= threshold - 1e-6,
-                "{json}"
-            );
-            assert!(
-                json.get("corrupted").is_some(),
-                "the input's metadata is carried: {json}"
-            );
+            assert!(json["similarity"].as_f64().unwrap() >= threshold - 1e-6, "{json}");
+            assert!(json.get("corrupted").is_some(), "the input's metadata is carried: {json}");
             written += 1;
         }
     }
@@ -172,26 +107,11 @@ fn filter_reports_writes_each_format_and_resumes() {
     for field in ["seen", "kept", "dropped", "truth"] {
         assert_eq!(again[field], r[field], "{field}");
     }
-    assert_eq!(
-        std::fs::read(&second).ok(),
-        before,
-        "the redone part writes the same shard"
-    );
+    assert_eq!(std::fs::read(&second).ok(), before, "the redone part writes the same shard");
 
     // the input is never written over
-    let (good, _, err) = vlp(&[
-        "filter",
-        "--checkpoint",
-        s(&run),
-        "--input",
-        s(&shards),
-        "--out",
-        s(&shards),
-    ]);
-    assert!(
-        !good && err.contains("never writes over its input"),
-        "{err}"
-    );
+    let (good, _, err) = vlp(&["filter", "--checkpoint", s(&run), "--input", s(&shards), "--out", s(&shards)]);
+    assert!(!good && err.contains("never writes over its input"), "{err}");
 }
 
 #[test]
@@ -201,21 +121,7 @@ fn manifests_and_tables_come_back_in_their_own_format() {
 
     // a built data set (JSONL manifest): only Chinese captions kept, in parts of 7 rows
     let out = tmp.path().join("zh");
-    ok(&[
-        "filter",
-        "--checkpoint",
-        s(&run),
-        "--input",
-        s(&data),
-        "--split",
-        "test",
-        "--out",
-        s(&out),
-        "--lang",
-        "zh",
-        "--part-rows",
-        "7",
-    ]);
+    ok(&["filter", "--checkpoint", s(&run), "--input", s(&data), "--split", "test", "--out", s(&out), "--lang", "zh", "--part-rows", "7"]);
     let r = report(&out);
     let lines = std::fs::read_to_string(out.join("test.jsonl")).unwrap();
     assert_eq!(lines.lines().count() as u64, r["kept"].as_u64().unwrap());
@@ -228,82 +134,33 @@ fn manifests_and_tables_come_back_in_their_own_format() {
             assert!(c["lang"].as_str().unwrap().starts_with("zh"), "{c}");
         }
     }
-    let back: Value = serde_json::from_str(&ok(&[
-        "data",
-        "validate",
-        s(&out.join("test.jsonl")),
-        "--json",
-    ]))
-    .unwrap();
+    let back: Value = serde_json::from_str(&ok(&["data", "validate", s(&out.join("test.jsonl")), "--json"])).unwrap();
     assert_eq!(back["good"], r["kept"]);
 
     // a CSV table: same columns plus `similarity`; a dry run writes only the report
     let table = tmp.path().join("pairs.csv");
     let mut csv = String::from("filepath,title,source\n");
-    for line in std::fs::read_to_string(data.join("test.jsonl"))
-        .unwrap()
-        .lines()
-        .take(12)
-    {
+    for line in std::fs::read_to_string(data.join("test.jsonl")).unwrap().lines().take(12) {
         let v: Value = serde_json::from_str(line).unwrap();
         let caption = v["captions"][0]["text"].as_str().unwrap().replace('"', "");
-        csv.push_str(&format!(
-            "{},\"{caption}\",synthetic\n",
-            data.join(v["image"].as_str().unwrap()).display()
-        ));
+        csv.push_str(&format!("{},\"{caption}\",synthetic\n", data.join(v["image"].as_str().unwrap()).display()));
     }
     csv.push_str("missing.png,a lost image,synthetic\n");
     std::fs::write(&table, csv).unwrap();
     let dry = tmp.path().join("dry");
-    ok(&[
-        "filter",
-        "--checkpoint",
-        s(&run),
-        "--input",
-        s(&table),
-        "--out",
-        s(&dry),
-        "--dry-run",
-    ]);
+    ok(&["filter", "--checkpoint", s(&run), "--input", s(&table), "--out", s(&dry), "--dry-run"]);
     assert!(!dry.join("pairs.csv").exists());
     assert_eq!(report(&dry)["dropped"]["image_file_missing"], 1);
     let out = tmp.path().join("csv");
-    ok(&[
-        "filter",
-        "--checkpoint",
-        s(&run),
-        "--input",
-        s(&table),
-        "--out",
-        s(&out),
-        "--min-side",
-        "8",
-    ]);
+    ok(&["filter", "--checkpoint", s(&run), "--input", s(&table), "--out", s(&out), "--min-side", "8"]);
     let written = std::fs::read_to_string(out.join("pairs.csv")).unwrap();
     let mut rows = written.lines();
     assert_eq!(rows.next(), Some("filepath,title,source,similarity"));
     assert_eq!(rows.count(), 12);
-    let back: Value = serde_json::from_str(&ok(&[
-        "data",
-        "validate",
-        s(&out.join("pairs.csv")),
-        "--json",
-    ]))
-    .unwrap();
+    let back: Value = serde_json::from_str(&ok(&["data", "validate", s(&out.join("pairs.csv")), "--json"])).unwrap();
     assert_eq!(back["good"], 12);
     // --min-side above the images' 16 px drops them all as too small
     let small = tmp.path().join("small");
-    ok(&[
-        "filter",
-        "--checkpoint",
-        s(&run),
-        "--input",
-        s(&table),
-        "--out",
-        s(&small),
-        "--min-side",
-        "17",
-        "--dry-run",
-    ]);
+    ok(&["filter", "--checkpoint", s(&run), "--input", s(&table), "--out", s(&small), "--min-side", "17", "--dry-run"]);
     assert_eq!(report(&small)["dropped"]["too_small"], 12);
 }

@@ -49,34 +49,15 @@ enum BenchCommand {
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.command {
         BenchCommand::Serve(a) => super::load::run(a),
-        BenchCommand::Decode {
-            dir,
-            size,
-            repeat,
-            threads,
-        } => decode(&dir, size, repeat, threads),
-        BenchCommand::Train {
-            config,
-            batch,
-            steps,
-            device,
-        } => match device {
-            super::train::Device::Cpu => {
-                train_steps::<burn::backend::Autodiff<burn::backend::Flex>>(
-                    &config,
-                    batch,
-                    steps,
-                    &Default::default(),
-                )
-            }
+        BenchCommand::Decode { dir, size, repeat, threads } => decode(&dir, size, repeat, threads),
+        BenchCommand::Train { config, batch, steps, device } => match device {
+            super::train::Device::Cpu => train_steps::<burn::backend::Autodiff<burn::backend::Flex>>(&config, batch, steps, &Default::default()),
             #[cfg(feature = "cuda")]
-            super::train::Device::Cuda => train_steps::<
-                burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::bf16>>,
-            >(&config, batch, steps, &Default::default()),
-            #[cfg(not(feature = "cuda"))]
             super::train::Device::Cuda => {
-                bail!("--device cuda: this vlp was built without the `cuda` feature")
+                train_steps::<burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::bf16>>>(&config, batch, steps, &Default::default())
             }
+            #[cfg(not(feature = "cuda"))]
+            super::train::Device::Cuda => bail!("--device cuda: this vlp was built without the `cuda` feature"),
         },
     }
 }
@@ -89,11 +70,7 @@ fn image_files(dir: &PathBuf) -> Result<Vec<PathBuf>> {
             let p = e?.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if vlp_data::source::image_format_of_ext(
-                p.extension().and_then(|x| x.to_str()).unwrap_or(""),
-            )
-            .is_some()
-            {
+            } else if vlp_data::source::image_format_of_ext(p.extension().and_then(|x| x.to_str()).unwrap_or("")).is_some() {
                 out.push(p);
             }
         }
@@ -108,13 +85,8 @@ fn decode(dir: &PathBuf, size: u32, repeat: usize, threads: Option<usize>) -> Re
         bail!("{}: no .jpg/.jpeg/.png/.webp files", dir.display());
     }
     let bytes: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
-    let cfg = ImageConfig {
-        size,
-        ..Default::default()
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.unwrap_or(0))
-        .build()?;
+    let cfg = ImageConfig { size, ..Default::default() };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.unwrap_or(0)).build()?;
     let pass = || -> usize {
         pool.install(|| {
             bytes
@@ -154,13 +126,7 @@ pub fn rss_mib() -> Option<f64> {
 
 fn status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
 
@@ -173,24 +139,15 @@ fn train_steps<B: burn::tensor::backend::AutodiffBackend>(
     use burn::tensor::{Distribution, Int, Tensor};
     let cfg = vlp_train::RunConfig::load(config)?;
     let n = batch.unwrap_or(cfg.train.batch_size);
-    let (size, ctx, vocab) = (
-        cfg.model.image_size(),
-        cfg.model.text.context_length,
-        cfg.model.text.vocab_size,
-    );
+    let (size, ctx, vocab) = (cfg.model.image_size(), cfg.model.text.context_length, cfg.model.text.vocab_size);
     B::seed(device, 0);
     let mut model = cfg.model.init::<B>(device);
     let mut optim = vlp_train::optimizer::ClipOptimizer::new(&model, &cfg.train);
     let mut times = Vec::with_capacity(steps);
     for _ in 0..steps.max(3) {
         let t0 = Instant::now();
-        let images =
-            Tensor::<B, 4>::random([n, 3, size, size], Distribution::Normal(0.0, 1.0), device);
-        let ids = Tensor::<B, 2, Int>::random(
-            [n, ctx],
-            Distribution::Uniform(1.0, (vocab - 1) as f64),
-            device,
-        );
+        let images = Tensor::<B, 4>::random([n, 3, size, size], Distribution::Normal(0.0, 1.0), device);
+        let ids = Tensor::<B, 2, Int>::random([n, ctx], Distribution::Uniform(1.0, (vocab - 1) as f64), device);
         let mask = Tensor::<B, 2>::ones([n, ctx], device);
         let loss = model.loss(images, ids, mask, &cfg.loss).total;
         let grads = loss.backward();

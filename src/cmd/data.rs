@@ -6,10 +6,10 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use vlp_data::dataset::{self, DatasetDir, Direction};
+use vlp_data::{image_pipeline, loader};
 use vlp_data::source::{self, ReadOptions};
 use vlp_data::synthetic::{self, SyntheticConfig};
 use vlp_data::{emoji, openclipart};
-use vlp_data::{image_pipeline, loader};
 
 #[derive(Args)]
 pub struct DataArgs {
@@ -113,21 +113,9 @@ pub fn run(args: DataArgs) -> Result<()> {
 
 fn corrupt(a: CorruptArgs) -> Result<()> {
     use vlp_curate::corrupt::{corrupt, CorruptOptions};
-    let o = CorruptOptions {
-        fraction: a.fraction,
-        seed: a.seed,
-        lang: a.lang,
-        field: a.field,
-        per_shard: a.per_shard,
-    };
-    let s = corrupt(
-        &a.input,
-        a.split.as_deref(),
-        &source::ReadOptions::default(),
-        &a.out,
-        &o,
-    )
-    .with_context(|| format!("corrupting {}", a.input))?;
+    let o = CorruptOptions { fraction: a.fraction, seed: a.seed, lang: a.lang, field: a.field, per_shard: a.per_shard };
+    let s = corrupt(&a.input, a.split.as_deref(), &source::ReadOptions::default(), &a.out, &o)
+        .with_context(|| format!("corrupting {}", a.input))?;
     println!(
         "wrote {} pairs in {} shard(s) to {}: {} with swapped captions ({:.1}%), {} without a caption of that kind left out",
         s.pairs,
@@ -145,76 +133,39 @@ fn corrupt(a: CorruptArgs) -> Result<()> {
 
 fn build(a: BuildArgs) -> Result<()> {
     let started = std::time::Instant::now();
-    let from = || {
-        a.from.clone().context("this data set is built from downloaded sources: give --from DIR (see datasets/NAME/README.md)")
-    };
+    let from = || a.from.clone().context("this data set is built from downloaded sources: give --from DIR (see datasets/NAME/README.md)");
     let (info, skipped) = match a.name {
         DatasetName::Synthetic => {
-            let cfg = SyntheticConfig {
-                images: a.images,
-                size: a.size.unwrap_or(SyntheticConfig::default().size),
-                seed: a.seed,
-                ..Default::default()
-            };
-            eprintln!(
-                "building synthetic ({} images, {} px, seed {}) into {}",
-                cfg.images,
-                cfg.size,
-                cfg.seed,
-                a.out.display()
-            );
-            (
-                synthetic::build(&cfg, &a.out).context("building the synthetic data set")?,
-                vlp_data::SkipLog::new(),
-            )
+            let cfg = SyntheticConfig { images: a.images, size: a.size.unwrap_or(SyntheticConfig::default().size), seed: a.seed, ..Default::default() };
+            eprintln!("building synthetic ({} images, {} px, seed {}) into {}", cfg.images, cfg.size, cfg.seed, a.out.display());
+            (synthetic::build(&cfg, &a.out).context("building the synthetic data set")?, vlp_data::SkipLog::new())
         }
         DatasetName::Emoji => {
             let src = emoji::EmojiSources { root: from()? };
-            eprintln!(
-                "building emoji from {} into {}",
-                src.root.display(),
-                a.out.display()
-            );
+            eprintln!("building emoji from {} into {}", src.root.display(), a.out.display());
             emoji::build(&src, &a.out).context("building the emoji data set")?
         }
         DatasetName::Openclipart => {
             let src = openclipart::OpenclipartSources { root: from()? };
-            eprintln!(
-                "building openclipart from {} into {}",
-                src.root.display(),
-                a.out.display()
-            );
-            openclipart::build(&src, &a.out, a.size.unwrap_or(96))
-                .context("building the openclipart data set")?
+            eprintln!("building openclipart from {} into {}", src.root.display(), a.out.display());
+            openclipart::build(&src, &a.out, a.size.unwrap_or(96)).context("building the openclipart data set")?
         }
     };
     for (split, c) in &info.splits {
-        eprintln!(
-            "  {split:<5} {:>6} images {:>6} texts {:>8} t2i / {:>8} i2t judgements",
-            c.images, c.texts, c.t2i_judgements, c.i2t_judgements
-        );
+        eprintln!("  {split:<5} {:>6} images {:>6} texts {:>8} t2i / {:>8} i2t judgements", c.images, c.texts, c.t2i_judgements, c.i2t_judgements);
     }
     eprint!("{}", skipped.summary());
     let checks = dataset::check(&DatasetDir::new(&a.out))?;
     if let Some(bad) = checks.iter().find(|c| !c.is_ok()) {
-        bail!(
-            "built data set fails its check in split {}: {:?}",
-            bad.split,
-            bad
-        );
+        bail!("built data set fails its check in split {}: {:?}", bad.split, bad);
     }
-    eprintln!(
-        "done in {:.1}s; checked: every query has a grade-2 item and every id resolves",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("done in {:.1}s; checked: every query has a grade-2 item and every id resolves", started.elapsed().as_secs_f64());
     Ok(())
 }
 
 fn stats(dir: &PathBuf, as_json: bool) -> Result<()> {
     let d = DatasetDir::new(dir);
-    let info = d
-        .info()
-        .with_context(|| format!("{} is not a built data set", dir.display()))?;
+    let info = d.info().with_context(|| format!("{} is not a built data set", dir.display()))?;
     let mut report = BTreeMap::new();
     for split in info.splits.keys() {
         let texts: Vec<serde_json::Value> = std::fs::read_to_string(d.texts(split))?
@@ -242,10 +193,7 @@ fn stats(dir: &PathBuf, as_json: bool) -> Result<()> {
             }
             let nq = per_q.len().max(1) as f64;
             let mean = |g: usize| per_q.values().map(|c| c[g]).sum::<usize>() as f64 / nq;
-            grades.insert(
-                direction.as_str(),
-                json!({"queries": per_q.len(), "mean_grade2": mean(2), "mean_grade1": mean(1)}),
-            );
+            grades.insert(direction.as_str(), json!({"queries": per_q.len(), "mean_grade2": mean(2), "mean_grade1": mean(1)}));
         }
         let langs: BTreeMap<_, _> = by_lang
             .into_iter()
@@ -254,34 +202,17 @@ fn stats(dir: &PathBuf, as_json: bool) -> Result<()> {
         report.insert(split.clone(), json!({"images": info.splits[split].images, "texts": texts.len(), "languages": langs, "grades_per_query": grades}));
     }
     if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"name": info.name, "splits": report}))?
-        );
+        println!("{}", serde_json::to_string_pretty(&json!({"name": info.name, "splits": report}))?);
         return Ok(());
     }
     println!("data set {} ({})", info.name, dir.display());
     for (split, r) in &report {
-        println!(
-            "{split}: {} images, {} distinct texts",
-            r["images"], r["texts"]
-        );
+        println!("{split}: {} images, {} distinct texts", r["images"], r["texts"]);
         for (lang, l) in r["languages"].as_object().into_iter().flatten() {
-            println!(
-                "  {lang:<8} {:>6} texts, {:.1} chars mean ({}..{})",
-                l["texts"],
-                l["chars_mean"].as_f64().unwrap_or(0.0),
-                l["chars_min"],
-                l["chars_max"]
-            );
+            println!("  {lang:<8} {:>6} texts, {:.1} chars mean ({}..{})", l["texts"], l["chars_mean"].as_f64().unwrap_or(0.0), l["chars_min"], l["chars_max"]);
         }
         for (dir, g) in r["grades_per_query"].as_object().into_iter().flatten() {
-            println!(
-                "  {dir}: {} queries, {:.2} grade-2 and {:.2} grade-1 items per query",
-                g["queries"],
-                g["mean_grade2"].as_f64().unwrap_or(0.0),
-                g["mean_grade1"].as_f64().unwrap_or(0.0)
-            );
+            println!("  {dir}: {} queries, {:.2} grade-2 and {:.2} grade-1 items per query", g["queries"], g["mean_grade2"].as_f64().unwrap_or(0.0), g["mean_grade1"].as_f64().unwrap_or(0.0));
         }
     }
     Ok(())
@@ -292,26 +223,16 @@ pub fn validate_input(a: &ValidateArgs) -> Result<loader::ScanReport> {
     let mut opts = ReadOptions::default();
     opts.csv.image = a.csv_img_key.clone();
     opts.csv.caption = a.csv_caption_key.clone();
-    let stream = source::open(&a.input, a.split.as_deref(), &opts)
-        .with_context(|| format!("opening {}", a.input))?;
+    let stream = source::open(&a.input, a.split.as_deref(), &opts).with_context(|| format!("opening {}", a.input))?;
     // A small output size: the point is whether each image decodes, not its pixels.
-    Ok(loader::scan(
-        stream,
-        &image_pipeline::ImageConfig {
-            size: 32,
-            ..Default::default()
-        },
-    ))
+    Ok(loader::scan(stream, &image_pipeline::ImageConfig { size: 32, ..Default::default() }))
 }
 
 fn validate(a: ValidateArgs) -> Result<()> {
     let report = validate_input(&a)?;
     let (good, log) = (report.good_keys.len(), report.skips);
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"input": a.input, "good": good, "skipped": log}))?
-        );
+        println!("{}", serde_json::to_string_pretty(&json!({"input": a.input, "good": good, "skipped": log}))?);
     } else {
         println!("{}: {good} good sample(s)", a.input);
         print!("{}", log.summary());

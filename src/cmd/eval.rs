@@ -72,24 +72,10 @@ pub struct Row {
     pub i2t: DirectionScores,
 }
 
-const GRADED: [Measure; 5] = [
-    Measure::NdcgCut(5),
-    Measure::NdcgCut(10),
-    Measure::NdcgCut(20),
-    Measure::Map,
-    Measure::RecipRank,
-];
-const EXACT: [Measure; 3] = [
-    Measure::Success(1),
-    Measure::Success(5),
-    Measure::Success(10),
-];
+const GRADED: [Measure; 5] = [Measure::NdcgCut(5), Measure::NdcgCut(10), Measure::NdcgCut(20), Measure::Map, Measure::RecipRank];
+const EXACT: [Measure; 3] = [Measure::Success(1), Measure::Success(5), Measure::Success(10)];
 
-fn restrict(
-    q: &Qrels,
-    keep_query: &dyn Fn(&str) -> bool,
-    keep_doc: &dyn Fn(&str) -> bool,
-) -> Qrels {
+fn restrict(q: &Qrels, keep_query: &dyn Fn(&str) -> bool, keep_doc: &dyn Fn(&str) -> bool) -> Qrels {
     let mut out = Qrels::new();
     for qid in q.query_ids().filter(|q| keep_query(q)) {
         for (d, g) in q.query(qid).into_iter().flatten() {
@@ -102,10 +88,7 @@ fn restrict(
 }
 
 fn subset(e: &Embeddings, keep: &dyn Fn(&str) -> bool) -> Embeddings {
-    let mut out = Embeddings {
-        dim: e.dim,
-        ..Default::default()
-    };
+    let mut out = Embeddings { dim: e.dim, ..Default::default() };
     for (i, id) in e.ids.iter().enumerate() {
         if keep(id) {
             out.ids.push(id.clone());
@@ -115,13 +98,7 @@ fn subset(e: &Embeddings, keep: &dyn Fn(&str) -> bool) -> Embeddings {
     out
 }
 
-fn score(
-    queries: &Embeddings,
-    docs: &Embeddings,
-    graded: &Qrels,
-    exact: &Qrels,
-    depth: usize,
-) -> (DirectionScores, vlp_eval::Run) {
+fn score(queries: &Embeddings, docs: &Embeddings, graded: &Qrels, exact: &Qrels, depth: usize) -> (DirectionScores, vlp_eval::Run) {
     let run = exact_run("vlp", queries, docs, depth);
     (score_run(&run, graded, exact), run)
 }
@@ -143,25 +120,14 @@ fn score_run(run: &vlp_eval::Run, graded: &Qrels, exact: &Qrels) -> DirectionSco
 }
 
 /// Every row for one pair of embeddings: all texts, then each (language, field) group.
-fn rows_for(
-    model: &str,
-    images: &Embeddings,
-    texts: &Embeddings,
-    set: &EvalSet,
-    depth: usize,
-) -> (Vec<Row>, [vlp_eval::Run; 2]) {
+fn rows_for(model: &str, images: &Embeddings, texts: &Embeddings, set: &EvalSet, depth: usize) -> (Vec<Row>, [vlp_eval::Run; 2]) {
     let t2i_g = qrels_of(&set.qrels(Direction::T2i, 1));
     let t2i_e = qrels_of(&set.qrels(Direction::T2i, 2));
     let i2t_g = qrels_of(&set.qrels(Direction::I2t, 1));
     let i2t_e = qrels_of(&set.qrels(Direction::I2t, 2));
     let (t2i, run_t2i) = score(texts, images, &t2i_g, &t2i_e, depth);
     let (i2t, run_i2t) = score(images, texts, &i2t_g, &i2t_e, depth);
-    let mut rows = vec![Row {
-        model: model.into(),
-        group: "all".into(),
-        t2i,
-        i2t,
-    }];
+    let mut rows = vec![Row { model: model.into(), group: "all".into(), t2i, i2t }];
     let mut groups: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for t in &set.texts {
         let name = match (&t.lang, &t.field) {
@@ -178,26 +144,9 @@ fn rows_for(
             let in_group = |id: &str| ids.contains(id);
             let any = |_: &str| true;
             let sub = subset(texts, &in_group);
-            let (t2i, _) = score(
-                &sub,
-                images,
-                &restrict(&t2i_g, &in_group, &any),
-                &restrict(&t2i_e, &in_group, &any),
-                depth,
-            );
-            let (i2t, _) = score(
-                images,
-                &sub,
-                &restrict(&i2t_g, &any, &in_group),
-                &restrict(&i2t_e, &any, &in_group),
-                depth,
-            );
-            rows.push(Row {
-                model: model.into(),
-                group: name,
-                t2i,
-                i2t,
-            });
+            let (t2i, _) = score(&sub, images, &restrict(&t2i_g, &in_group, &any), &restrict(&t2i_e, &in_group, &any), depth);
+            let (i2t, _) = score(images, &sub, &restrict(&i2t_g, &any, &in_group), &restrict(&i2t_e, &any, &in_group), depth);
+            rows.push(Row { model: model.into(), group: name, t2i, i2t });
         }
     }
     (rows, [run_t2i, run_i2t])
@@ -222,61 +171,33 @@ pub fn markdown(rows: &[Row], split: &str, data: &str) -> String {
 }
 
 pub(crate) fn model_name(path: &Path) -> String {
-    path.components()
-        .rev()
-        .find_map(|c| {
-            let s = c.as_os_str().to_string_lossy();
-            (!s.starts_with("ckpt-") && s != "." && !s.is_empty()).then(|| s.into_owned())
-        })
-        .unwrap_or_else(|| path.display().to_string())
+    path.components().rev().find_map(|c| {
+        let s = c.as_os_str().to_string_lossy();
+        (!s.starts_with("ckpt-") && s != "." && !s.is_empty()).then(|| s.into_owned())
+    }).unwrap_or_else(|| path.display().to_string())
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    let set = EvalSet::load(&a.data, &a.split, &ReadOptions::default())
-        .with_context(|| format!("reading {} ({})", a.data, a.split))?;
+    let set = EvalSet::load(&a.data, &a.split, &ReadOptions::default()).with_context(|| format!("reading {} ({})", a.data, a.split))?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let device = Default::default();
     let text_ids: Vec<String> = set.texts.iter().map(|t| t.id.clone()).collect();
     let text_strings: Vec<String> = set.texts.iter().map(|t| t.text.clone()).collect();
-    eprintln!(
-        "{} images, {} texts in {} ({})",
-        set.images.len(),
-        set.texts.len(),
-        a.data,
-        a.split
-    );
+    eprintln!("{} images, {} texts in {} ({})", set.images.len(), set.texts.len(), a.data, a.split);
     let mut rows = Vec::new();
     let mut dim = 0;
     let mut names = Vec::new();
     for ck in &a.checkpoints {
-        let enc = Encoder::<burn::backend::Flex>::load(ck, &device)
-            .with_context(|| format!("loading {}", ck.display()))?;
+        let enc = Encoder::<burn::backend::Flex>::load(ck, &device).with_context(|| format!("loading {}", ck.display()))?;
         let mut name = model_name(ck);
         while names.contains(&name) {
             name.push('\'');
         }
         names.push(name.clone());
         let started = std::time::Instant::now();
-        let (images, skipped) = embed_images(
-            &enc.model,
-            &set.images,
-            &enc.config.image_config(),
-            128,
-            &device,
-        );
-        let texts = embed_texts(
-            &enc.model,
-            &enc.tokenizer,
-            &text_ids,
-            &text_strings,
-            256,
-            &device,
-        )?;
-        eprintln!(
-            "{name}: encoded in {:.1}s ({} images skipped)",
-            started.elapsed().as_secs_f64(),
-            skipped.total()
-        );
+        let (images, skipped) = embed_images(&enc.model, &set.images, &enc.config.image_config(), 128, &device);
+        let texts = embed_texts(&enc.model, &enc.tokenizer, &text_ids, &text_strings, 256, &device)?;
+        eprintln!("{name}: encoded in {:.1}s ({} images skipped)", started.elapsed().as_secs_f64(), skipped.total());
         dim = images.dim;
         let (r, [run_t2i, run_i2t]) = rows_for(&name, &images, &texts, &set, a.depth);
         let safe = name.replace(['/', '\''], "_");
@@ -288,27 +209,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
     }
     let image_ids: Vec<String> = set.images.iter().map(|s| s.key.clone()).collect();
-    let (r, _) = rows_for(
-        "random embeddings",
-        &random_embeddings(&image_ids, dim, 1),
-        &random_embeddings(&text_ids, dim, 2),
-        &set,
-        a.depth,
-    );
+    let (r, _) = rows_for("random embeddings", &random_embeddings(&image_ids, dim, 1), &random_embeddings(&text_ids, dim, 2), &set, a.depth);
     rows.extend(r);
     let table = markdown(&rows, &a.split, &a.data);
     std::fs::write(a.out.join("table.md"), &table)?;
-    std::fs::write(
-        a.out.join("report.json"),
-        serde_json::to_string_pretty(
-            &serde_json::json!({"data": a.data, "split": a.split, "rows": rows}),
-        )?,
-    )?;
+    std::fs::write(a.out.join("report.json"), serde_json::to_string_pretty(&serde_json::json!({"data": a.data, "split": a.split, "rows": rows}))?)?;
     println!("{table}");
-    eprintln!(
-        "wrote {}/table.md, report.json and the TREC runs (*.t2i.run, *.i2t.run)",
-        a.out.display()
-    );
+    eprintln!("wrote {}/table.md, report.json and the TREC runs (*.t2i.run, *.i2t.run)", a.out.display());
     Ok(())
 }
 
@@ -325,45 +232,20 @@ fn index_rows(
     use vlp_index::catalog::{Mode, RetrievalIndex};
     let idx = RetrievalIndex::open(dir)?;
     let model = super::index::model_identity(&enc.dir)?;
-    let split = idx
-        .info
-        .source
-        .get("split")
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
+    let split = idx.info.source.get("split").and_then(|v| v.as_str()).unwrap_or("");
     if split != a.split {
         eprintln!("warning: {} indexes split {split:?}, the qrels are of {:?}; unjudged items count as non-relevant", dir.display(), a.split);
     }
     let depth = a.depth.min(idx.items.len()).max(1);
     let grade = |d: Direction, g: i32| qrels_of(&set.qrels(d, g));
-    let (t2i_g, t2i_e, i2t_g, i2t_e) = (
-        grade(Direction::T2i, 1),
-        grade(Direction::T2i, 2),
-        grade(Direction::I2t, 1),
-        grade(Direction::I2t, 2),
-    );
+    let (t2i_g, t2i_e, i2t_g, i2t_e) = (grade(Direction::T2i, 1), grade(Direction::T2i, 2), grade(Direction::I2t, 1), grade(Direction::I2t, 2));
     let mut i2t_run = vlp_eval::Run::new("vlp-hnsw");
     for (i, id) in images.ids.iter().enumerate() {
-        let hits = idx.dense_texts(
-            images.row(i),
-            &model,
-            depth.min(idx.texts.len()),
-            a.ef,
-            false,
-        )?;
-        i2t_run.insert_query(
-            id,
-            hits.iter()
-                .map(|h| (idx.texts[h.row].id.clone(), h.score))
-                .collect(),
-        );
+        let hits = idx.dense_texts(images.row(i), &model, depth.min(idx.texts.len()), a.ef, false)?;
+        i2t_run.insert_query(id, hits.iter().map(|h| (idx.texts[h.row].id.clone(), h.score)).collect());
     }
     let i2t = score_run(&i2t_run, &i2t_g, &i2t_e);
-    let text_of: std::collections::HashMap<&str, &str> = set
-        .texts
-        .iter()
-        .map(|t| (t.id.as_str(), t.text.as_str()))
-        .collect();
+    let text_of: std::collections::HashMap<&str, &str> = set.texts.iter().map(|t| (t.id.as_str(), t.text.as_str())).collect();
     let mut rows = Vec::new();
     for mode in &a.mode {
         let (m, label) = match mode {
@@ -373,56 +255,21 @@ fn index_rows(
         };
         let mut run = vlp_eval::Run::new("vlp-index");
         for (i, id) in texts.ids.iter().enumerate() {
-            let ranked = idx.text_to_images(
-                text_of[id.as_str()],
-                Some((texts.row(i), &model)),
-                m,
-                depth,
-                a.ef,
-                false,
-                &[],
-            )?;
-            run.insert_query(
-                id,
-                ranked
-                    .iter()
-                    .map(|r| (idx.items[r.row].id.clone(), r.score))
-                    .collect(),
-            );
+            let ranked = idx.text_to_images(text_of[id.as_str()], Some((texts.row(i), &model)), m, depth, a.ef, false, &[])?;
+            run.insert_query(id, ranked.iter().map(|r| (idx.items[r.row].id.clone(), r.score)).collect());
         }
-        rows.push(Row {
-            model: format!("{name} [{label}]"),
-            group: "all".into(),
-            t2i: score_run(&run, &t2i_g, &t2i_e),
-            i2t,
-        });
+        rows.push(Row { model: format!("{name} [{label}]"), group: "all".into(), t2i: score_run(&run, &t2i_g, &t2i_e), i2t });
     }
     if let Some(k) = a.rerank {
         let mut run = vlp_eval::Run::new("vlp-rerank");
         for (i, id) in texts.ids.iter().enumerate() {
-            let rows: Vec<usize> = idx
-                .dense_images(texts.row(i), &model, k, a.ef, false, &[])?
-                .iter()
-                .map(|h| h.row)
-                .collect();
-            let q =
-                vlp_serve::searcher::text_tokens(enc, text_of[id.as_str()], &Default::default())?;
+            let rows: Vec<usize> = idx.dense_images(texts.row(i), &model, k, a.ef, false, &[])?.iter().map(|h| h.row).collect();
+            let q = vlp_serve::searcher::text_tokens(enc, text_of[id.as_str()], &Default::default())?;
             let ranked = idx.rerank_images(&rows, &q, &model)?;
-            run.insert_query(
-                id,
-                ranked
-                    .iter()
-                    .map(|r| (idx.items[r.row].id.clone(), r.score))
-                    .collect(),
-            );
+            run.insert_query(id, ranked.iter().map(|r| (idx.items[r.row].id.clone(), r.score)).collect());
         }
         let label = format!("index: HNSW top {k}, token re-rank (T→I)");
-        rows.push(Row {
-            model: format!("{name} [{label}]"),
-            group: "all".into(),
-            t2i: score_run(&run, &t2i_g, &t2i_e),
-            i2t,
-        });
+        rows.push(Row { model: format!("{name} [{label}]"), group: "all".into(), t2i: score_run(&run, &t2i_g, &t2i_e), i2t });
     }
     Ok(rows)
 }

@@ -61,8 +61,7 @@ pub struct FilterArgs {
 
 pub fn run(a: FilterArgs) -> Result<()> {
     let device = Default::default();
-    let enc = Encoder::<Cpu>::load(&a.checkpoint, &device)
-        .with_context(|| format!("loading {}", a.checkpoint.display()))?;
+    let enc = Encoder::<Cpu>::load(&a.checkpoint, &device).with_context(|| format!("loading {}", a.checkpoint.display()))?;
     let model = model_identity(&enc.dir)?;
     let opts = FilterOptions {
         min_score: a.min_score,
@@ -76,71 +75,27 @@ pub fn run(a: FilterArgs) -> Result<()> {
     let mut read = ReadOptions::default();
     read.csv.image = a.csv_img_key.clone();
     read.csv.caption = a.csv_caption_key.clone();
-    let exec = Execution {
-        batch: a.batch.max(1),
-        read,
-        resume: a.resume,
-        ..Default::default()
-    };
+    let exec = Execution { batch: a.batch.max(1), read, resume: a.resume, ..Default::default() };
     let bar = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} {pos} pairs read  {per_sec}  {elapsed_precise}")
-            .expect("valid template"),
+        ProgressStyle::with_template("{spinner} {pos} pairs read  {per_sec}  {elapsed_precise}").expect("valid template"),
     );
-    eprintln!(
-        "filtering {} with {} into {}",
-        a.input,
-        enc.dir.display(),
-        a.out.display()
-    );
-    let report = vlp_curate::filter(
-        &enc,
-        &model,
-        &device,
-        &a.input,
-        a.split.as_deref(),
-        &a.out,
-        &opts,
-        &exec,
-        &|n| bar.inc(n),
-    )
-    .with_context(|| format!("filtering {}", a.input))?;
+    eprintln!("filtering {} with {} into {}", a.input, enc.dir.display(), a.out.display());
+    let report = vlp_curate::filter(&enc, &model, &device, &a.input, a.split.as_deref(), &a.out, &opts, &exec, &|n| bar.inc(n))
+        .with_context(|| format!("filtering {}", a.input))?;
     bar.finish_and_clear();
     print_summary(&report);
-    eprintln!(
-        "report: {}  histogram: {}",
-        a.out.join("report.json").display(),
-        a.out.join("scores.png").display()
-    );
+    eprintln!("report: {}  histogram: {}", a.out.join("report.json").display(), a.out.join("scores.png").display());
     Ok(())
 }
 
 fn print_summary(r: &FilterReport) {
-    let pct = |n: u64| {
-        if r.seen > 0 {
-            100.0 * n as f64 / r.seen as f64
-        } else {
-            0.0
-        }
-    };
-    println!(
-        "read {} pairs, kept {} ({:.1}%){}",
-        r.seen,
-        r.kept,
-        pct(r.kept),
-        if r.dry_run {
-            ", dry run: nothing written"
-        } else {
-            ""
-        }
-    );
+    let pct = |n: u64| if r.seen > 0 { 100.0 * n as f64 / r.seen as f64 } else { 0.0 };
+    println!("read {} pairs, kept {} ({:.1}%){}", r.seen, r.kept, pct(r.kept), if r.dry_run { ", dry run: nothing written" } else { "" });
     for (reason, n) in &r.dropped {
         println!("  dropped {reason:<24} {n:>8} ({:.1}%)", pct(*n));
     }
     if let (Some(p50), Some(mean)) = (r.score.quantiles.get("p50"), r.score.mean) {
-        println!(
-            "scores: mean {mean:.3}, median {p50:.3} over {} scored pairs",
-            r.score.scored
-        );
+        println!("scores: mean {mean:.3}, median {p50:.3} over {} scored pairs", r.score.scored);
     }
     if let Some(t) = &r.truth {
         let d = t.at_min_score;
@@ -149,10 +104,7 @@ fn print_summary(r: &FilterReport) {
             t.bad_pairs, t.field, d.threshold, d.precision, d.recall, d.f1
         );
         if let Some(b) = t.best_f1 {
-            println!(
-                "  best F1 {:.3} at threshold {:.3} (precision {:.3}, recall {:.3})",
-                b.f1, b.threshold, b.precision, b.recall
-            );
+            println!("  best F1 {:.3} at threshold {:.3} (precision {:.3}, recall {:.3})", b.f1, b.threshold, b.precision, b.recall);
         }
     }
     let share = |k: &str| r.time_share.get(k).copied().unwrap_or(0.0) * 100.0;

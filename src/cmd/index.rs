@@ -8,9 +8,7 @@ use std::time::Instant;
 use vlp_data::evalset::EvalSet;
 use vlp_data::source::ReadOptions;
 use vlp_index::ann::{HnswConfig, HnswGraph};
-use vlp_index::catalog::{
-    self, BuildInput, Filter, Item, ItemText, Mode, RetrievalIndex, TextEntry,
-};
+use vlp_index::catalog::{self, BuildInput, Filter, Item, ItemText, Mode, RetrievalIndex, TextEntry};
 use vlp_index::exact::top_k;
 use vlp_index::npy;
 use vlp_index::store::{fnv64, Precision};
@@ -40,11 +38,7 @@ pub struct HnswArgs {
 
 impl From<HnswArgs> for HnswConfig {
     fn from(a: HnswArgs) -> Self {
-        HnswConfig {
-            m: a.m,
-            ef_construction: a.ef_construction,
-            ef_search: a.ef_search,
-        }
+        HnswConfig { m: a.m, ef_construction: a.ef_construction, ef_search: a.ef_search }
     }
 }
 
@@ -141,56 +135,22 @@ enum IndexCommand {
 
 /// What identifies a checkpoint's model: its weights and config, hashed.
 pub fn model_identity(dir: &Path) -> Result<String> {
-    let weights = std::fs::read(dir.join("model.bin"))
-        .with_context(|| format!("reading {}/model.bin", dir.display()))?;
-    let config = std::fs::read(dir.join("config.toml"))
-        .with_context(|| format!("reading {}/config.toml", dir.display()))?;
+    let weights = std::fs::read(dir.join("model.bin")).with_context(|| format!("reading {}/model.bin", dir.display()))?;
+    let config = std::fs::read(dir.join("config.toml")).with_context(|| format!("reading {}/config.toml", dir.display()))?;
     Ok(format!("{:016x}", fnv64(&[&weights, &config])))
 }
 
 pub fn run(a: IndexArgs) -> Result<()> {
     match a.command {
-        IndexCommand::Build {
-            checkpoint,
-            data,
-            vectors,
-            ids,
-            model,
-            split,
-            out,
-            hnsw,
-            precision,
-        } => match (checkpoint, data, vectors) {
-            (Some(checkpoint), Some(data), None) => {
-                build(&checkpoint, &data, &split, &out, hnsw.into(), precision)
-            }
-            (None, None, Some(vectors)) => build_from_vectors(
-                &vectors,
-                ids.as_deref(),
-                model,
-                &out,
-                hnsw.into(),
-                precision,
-            ),
+        IndexCommand::Build { checkpoint, data, vectors, ids, model, split, out, hnsw, precision } => match (checkpoint, data, vectors) {
+            (Some(checkpoint), Some(data), None) => build(&checkpoint, &data, &split, &out, hnsw.into(), precision),
+            (None, None, Some(vectors)) => build_from_vectors(&vectors, ids.as_deref(), model, &out, hnsw.into(), precision),
             _ => bail!("give --checkpoint RUN --data DATA, or --vectors X.npy"),
         },
-        IndexCommand::Add {
-            index,
-            data,
-            split,
-            checkpoint,
-        } => add(&index, checkpoint.as_deref(), &data, &split),
+        IndexCommand::Add { index, data, split, checkpoint } => add(&index, checkpoint.as_deref(), &data, &split),
         IndexCommand::Delete { index, ids } => delete(&index, &ids),
         IndexCommand::Check { index, queries, ef } => check(&index, queries, ef),
-        IndexCommand::Bench {
-            base,
-            index,
-            queries,
-            gt,
-            ef,
-            threads,
-            hnsw,
-        } => {
+        IndexCommand::Bench { base, index, queries, gt, ef, threads, hnsw } => {
             let base = match (base, index) {
                 (Some(b), _) => BenchBase::Vectors(b, threads, hnsw.into()),
                 (None, Some(i)) => BenchBase::Index(i),
@@ -203,59 +163,30 @@ pub fn run(a: IndexArgs) -> Result<()> {
 }
 
 fn image_path(data: &str, meta: &Map<String, Value>, location: &str) -> String {
-    let Some(rel) = meta.get("image").and_then(Value::as_str) else {
-        return location.to_string();
-    };
+    let Some(rel) = meta.get("image").and_then(Value::as_str) else { return location.to_string() };
     let root = Path::new(data);
-    let base = if root.is_dir() {
-        root
-    } else {
-        root.parent().unwrap_or(Path::new("."))
-    };
+    let base = if root.is_dir() { root } else { root.parent().unwrap_or(Path::new(".")) };
     let p = base.join(rel);
     std::fs::canonicalize(&p).unwrap_or(p).display().to_string()
 }
 
 /// Embeds a data split with a checkpoint: everything an index needs, and what was skipped.
-fn embed_corpus(
-    enc: &Encoder<Cpu>,
-    data: &str,
-    split: &str,
-    hnsw: HnswConfig,
-) -> Result<(BuildInput, vlp_data::SkipLog)> {
+fn embed_corpus(enc: &Encoder<Cpu>, data: &str, split: &str, hnsw: HnswConfig) -> Result<(BuildInput, vlp_data::SkipLog)> {
     let model = model_identity(&enc.dir)?;
-    let set = EvalSet::load(data, split, &ReadOptions::default())
-        .with_context(|| format!("reading {data} ({split})"))?;
-    eprintln!(
-        "embedding {} images and {} texts of {data} ({split}) with {}",
-        set.images.len(),
-        set.texts.len(),
-        enc.dir.display()
-    );
+    let set = EvalSet::load(data, split, &ReadOptions::default()).with_context(|| format!("reading {data} ({split})"))?;
+    eprintln!("embedding {} images and {} texts of {data} ({split}) with {}", set.images.len(), set.texts.len(), enc.dir.display());
     let device = Default::default();
     // global and token embeddings in one pass over the images
     let mut images = Embeddings::default();
     let mut tokens: Vec<f32> = Vec::new();
     let mut token_shape = [0usize; 2];
-    let skipped = for_each_image_batch::<Cpu>(
-        &set.images,
-        &enc.config.image_config(),
-        128,
-        &device,
-        |ids, x| {
-            let out = enc.model.encode_image(x);
-            let [_, n, d] = out.tokens.dims();
-            token_shape = [n, d];
-            tokens.extend(
-                out.tokens
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec::<f32>()
-                    .expect("f32"),
-            );
-            images.push_rows(ids, out.global);
-        },
-    );
+    let skipped = for_each_image_batch::<Cpu>(&set.images, &enc.config.image_config(), 128, &device, |ids, x| {
+        let out = enc.model.encode_image(x);
+        let [_, n, d] = out.tokens.dims();
+        token_shape = [n, d];
+        tokens.extend(out.tokens.into_data().convert::<f32>().to_vec::<f32>().expect("f32"));
+        images.push_rows(ids, out.global);
+    });
     let ids: Vec<String> = set.texts.iter().map(|t| t.id.clone()).collect();
     let strings: Vec<String> = set.texts.iter().map(|t| t.text.clone()).collect();
     let texts = embed_texts(&enc.model, &enc.tokenizer, &ids, &strings, 256, &device)?;
@@ -267,39 +198,17 @@ fn embed_corpus(
         .map(|s| Item {
             id: s.key.clone(),
             image: image_path(data, &s.meta, &s.location),
-            captions: s
-                .captions
-                .iter()
-                .map(|c| ItemText {
-                    text: c.text.clone(),
-                    lang: c.lang.clone(),
-                    field: c.field.clone(),
-                })
-                .collect(),
+            captions: s.captions.iter().map(|c| ItemText { text: c.text.clone(), lang: c.lang.clone(), field: c.field.clone() }).collect(),
             meta: s.meta.clone(),
         })
         .collect();
-    let text_entries: Vec<TextEntry> = set
-        .texts
-        .iter()
-        .map(|t| TextEntry {
-            id: t.id.clone(),
-            body: ItemText {
-                text: t.text.clone(),
-                lang: t.lang.clone(),
-                field: t.field.clone(),
-            },
-        })
-        .collect();
+    let text_entries: Vec<TextEntry> =
+        set.texts.iter().map(|t| TextEntry { id: t.id.clone(), body: ItemText { text: t.text.clone(), lang: t.lang.clone(), field: t.field.clone() } }).collect();
     let mut source = Map::new();
     source.insert("checkpoint".into(), json!(enc.dir.display().to_string()));
     source.insert("data".into(), json!(data));
     source.insert("split".into(), json!(split));
-    let dim = if images.is_empty() {
-        texts.dim
-    } else {
-        images.dim
-    };
+    let dim = if images.is_empty() { texts.dim } else { images.dim };
     let input = BuildInput {
         model,
         dim,
@@ -315,17 +224,9 @@ fn embed_corpus(
     Ok((input, skipped))
 }
 
-fn build(
-    checkpoint: &Path,
-    data: &str,
-    split: &str,
-    out: &Path,
-    hnsw: HnswConfig,
-    precision: Precision,
-) -> Result<()> {
+fn build(checkpoint: &Path, data: &str, split: &str, out: &Path, hnsw: HnswConfig, precision: Precision) -> Result<()> {
     let started = Instant::now();
-    let enc = Encoder::<Cpu>::load(checkpoint, &Default::default())
-        .with_context(|| format!("loading {}", checkpoint.display()))?;
+    let enc = Encoder::<Cpu>::load(checkpoint, &Default::default()).with_context(|| format!("loading {}", checkpoint.display()))?;
     let (mut input, skipped) = embed_corpus(&enc, data, split, hnsw)?;
     input.precision = precision;
     let embedded_at = started.elapsed().as_secs_f64();
@@ -341,14 +242,7 @@ fn build(
 
 /// Indexes vectors made elsewhere: items with ids and nothing else (no texts, no captions), so
 /// they are searched by embedding (`vlp search --vector`, `POST /v1/search` with `embedding`).
-fn build_from_vectors(
-    vectors: &Path,
-    ids: Option<&Path>,
-    model: Option<String>,
-    out: &Path,
-    hnsw: HnswConfig,
-    precision: Precision,
-) -> Result<()> {
+fn build_from_vectors(vectors: &Path, ids: Option<&Path>, model: Option<String>, out: &Path, hnsw: HnswConfig, precision: Precision) -> Result<()> {
     let started = Instant::now();
     let bytes = std::fs::read(vectors).with_context(|| format!("reading {}", vectors.display()))?;
     let mut m = npy::read_f32(vectors)?;
@@ -357,11 +251,7 @@ fn build_from_vectors(
     }
     let mut normalised = 0usize;
     for (r, row) in m.data.chunks_mut(m.cols).enumerate() {
-        let norm = row
-            .iter()
-            .map(|x| *x as f64 * *x as f64)
-            .sum::<f64>()
-            .sqrt();
+        let norm = row.iter().map(|x| *x as f64 * *x as f64).sum::<f64>().sqrt();
         if !norm.is_finite() || norm == 0.0 {
             bail!("{}: row {r} has norm {norm}: zero, NaN or infinite vectors cannot be searched by inner product", vectors.display());
         }
@@ -371,58 +261,24 @@ fn build_from_vectors(
     }
     let ids: Vec<String> = match ids {
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             let ids: Vec<String> = text.lines().map(str::to_string).collect();
             if ids.len() != m.rows {
-                bail!(
-                    "{}: {} ids for {} rows of {}",
-                    p.display(),
-                    ids.len(),
-                    m.rows,
-                    vectors.display()
-                );
+                bail!("{}: {} ids for {} rows of {}", p.display(), ids.len(), m.rows, vectors.display());
             }
             let mut seen = std::collections::HashSet::new();
-            if let Some((i, dup)) = ids
-                .iter()
-                .enumerate()
-                .find(|(_, id)| id.is_empty() || !seen.insert(id.as_str()))
-            {
-                bail!(
-                    "{}:{}: id {dup:?} is empty or repeated; ids must be unique",
-                    p.display(),
-                    i + 1
-                );
+            if let Some((i, dup)) = ids.iter().enumerate().find(|(_, id)| id.is_empty() || !seen.insert(id.as_str())) {
+                bail!("{}:{}: id {dup:?} is empty or repeated; ids must be unique", p.display(), i + 1);
             }
             ids
         }
         None => (0..m.rows).map(|r| r.to_string()).collect(),
     };
     let model = model.unwrap_or_else(|| format!("npy:{:016x}", fnv64(&[&bytes])));
-    let items = ids
-        .into_iter()
-        .map(|id| Item {
-            id,
-            image: String::new(),
-            captions: Vec::new(),
-            meta: Map::new(),
-        })
-        .collect();
+    let items = ids.into_iter().map(|id| Item { id, image: String::new(), captions: Vec::new(), meta: Map::new() }).collect();
     let mut source = Map::new();
     source.insert("vectors".into(), json!(vectors.display().to_string()));
-    let input = BuildInput {
-        model,
-        dim: m.cols,
-        hnsw,
-        items,
-        image_vectors: m.data,
-        texts: Vec::new(),
-        text_vectors: Vec::new(),
-        source,
-        image_tokens: None,
-        precision,
-    };
+    let input = BuildInput { model, dim: m.cols, hnsw, items, image_vectors: m.data, texts: Vec::new(), text_vectors: Vec::new(), source, image_tokens: None, precision };
     let info = catalog::build(out, input)?;
     println!(
         "{}",
@@ -436,16 +292,9 @@ fn build_from_vectors(
 fn add(index: &Path, checkpoint: Option<&Path>, data: &str, split: &str) -> Result<()> {
     let started = Instant::now();
     let idx = RetrievalIndex::open(index)?;
-    let ck = checkpoint.map(Path::to_path_buf).or_else(|| {
-        idx.info
-            .source
-            .get("checkpoint")
-            .and_then(Value::as_str)
-            .map(PathBuf::from)
-    });
+    let ck = checkpoint.map(Path::to_path_buf).or_else(|| idx.info.source.get("checkpoint").and_then(Value::as_str).map(PathBuf::from));
     let ck = ck.context("the index records no checkpoint: pass --checkpoint")?;
-    let enc = Encoder::<Cpu>::load(&ck, &Default::default())
-        .with_context(|| format!("loading {}", ck.display()))?;
+    let enc = Encoder::<Cpu>::load(&ck, &Default::default()).with_context(|| format!("loading {}", ck.display()))?;
     let (input, skipped) = embed_corpus(&enc, data, split, idx.info.hnsw)?;
     let added = idx.add(input)?;
     eprint!("{}", skipped.summary());
@@ -464,55 +313,35 @@ fn delete(index: &Path, ids: &[String]) -> Result<()> {
     if !unknown.is_empty() {
         eprintln!("not in the index (nothing done): {}", unknown.join(", "));
     }
-    println!(
-        "{}",
-        json!({"index": index.display().to_string(), "deleted": ids.len() - unknown.len(), "unknown": unknown})
-    );
+    println!("{}", json!({"index": index.display().to_string(), "deleted": ids.len() - unknown.len(), "unknown": unknown}));
     Ok(())
 }
 
 fn sample_rows(n: usize, want: usize) -> Vec<usize> {
     let step = (n as f64 / want.max(1) as f64).max(1.0);
-    (0..want.min(n))
-        .map(|i| (i as f64 * step) as usize)
-        .collect()
+    (0..want.min(n)).map(|i| (i as f64 * step) as usize).collect()
 }
 
 fn check(dir: &Path, queries: usize, ef: Option<usize>) -> Result<()> {
     let idx = RetrievalIndex::open(dir)?;
     let model = idx.info.model.clone();
     let mut report = Map::new();
-    for (name, q_store, docs) in [
-        ("text_to_image", &idx.text_vectors, true),
-        ("image_to_text", &idx.image_vectors, false),
-    ] {
+    for (name, q_store, docs) in [("text_to_image", &idx.text_vectors, true), ("image_to_text", &idx.image_vectors, false)] {
         let rows = sample_rows(q_store.len(), queries);
         let (mut hit, mut by_id, mut total) = (0usize, 0usize, 0usize);
         for &r in &rows {
             let q = &q_store.row_vec(r);
             let (exact, ann) = if docs {
-                (
-                    idx.dense_images(q, &model, 10, ef, true, &[])?,
-                    idx.dense_images(q, &model, 10, ef, false, &[])?,
-                )
+                (idx.dense_images(q, &model, 10, ef, true, &[])?, idx.dense_images(q, &model, 10, ef, false, &[])?)
             } else {
-                (
-                    idx.dense_texts(q, &model, 10, ef, true)?,
-                    idx.dense_texts(q, &model, 10, ef, false)?,
-                )
+                (idx.dense_texts(q, &model, 10, ef, true)?, idx.dense_texts(q, &model, 10, ef, false)?)
             };
             // A result that ties the exact 10th score is a true neighbour even when exact search
             // broke the tie for another row (ann-benchmarks counts by distance for this reason):
             // an index of duplicated images is all ties.
             let kth = exact.last().map_or(f32::INFINITY, |e| e.score);
-            hit += ann
-                .iter()
-                .filter(|h| h.score >= kth - 1e-5 || exact.iter().any(|e| e.row == h.row))
-                .count();
-            by_id += ann
-                .iter()
-                .filter(|h| exact.iter().any(|e| e.row == h.row))
-                .count();
+            hit += ann.iter().filter(|h| h.score >= kth - 1e-5 || exact.iter().any(|e| e.row == h.row)).count();
+            by_id += ann.iter().filter(|h| exact.iter().any(|e| e.row == h.row)).count();
             total += exact.len();
         }
         report.insert(
@@ -520,10 +349,7 @@ fn check(dir: &Path, queries: usize, ef: Option<usize>) -> Result<()> {
             json!({"queries": rows.len(), "recall_at_10": hit as f64 / total.max(1) as f64, "recall_at_10_same_ids": by_id as f64 / total.max(1) as f64}),
         );
     }
-    report.insert(
-        "ef_search".into(),
-        json!(ef.unwrap_or(idx.info.hnsw.ef_search)),
-    );
+    report.insert("ef_search".into(), json!(ef.unwrap_or(idx.info.hnsw.ef_search)));
     println!("{}", Value::Object(report));
     Ok(())
 }
@@ -539,30 +365,16 @@ fn bench(base: BenchBase, queries: &Path, gt: &Path, efs: &[usize]) -> Result<()
     let q = npy::read_f32(queries)?;
     let g = npy::read_ints(gt)?;
     if g.rows != q.rows || g.cols < 10 {
-        bail!(
-            "shapes: queries {}×{}, gt {}×{} (gt needs ≥ 10 columns, one row per query)",
-            q.rows,
-            q.cols,
-            g.rows,
-            g.cols
-        );
+        bail!("shapes: queries {}×{}, gt {}×{} (gt needs ≥ 10 columns, one row per query)", q.rows, q.cols, g.rows, g.cols);
     }
     // every search runs on this (one) thread
     let search: Box<dyn Fn(&[f32], usize) -> Result<Vec<usize>>> = match base {
         BenchBase::Vectors(path, threads, cfg) => {
             let b = npy::read_f32(&path)?;
             if q.cols != b.cols {
-                bail!(
-                    "shapes: base {}×{}, queries {}×{}",
-                    b.rows,
-                    b.cols,
-                    q.rows,
-                    q.cols
-                );
+                bail!("shapes: base {}×{}, queries {}×{}", b.rows, b.cols, q.rows, q.cols);
             }
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()?;
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
             let t0 = Instant::now();
             let graph = pool.install(|| HnswGraph::build(&b.data, b.cols, cfg));
             let build_s = t0.elapsed().as_secs_f64();
@@ -582,17 +394,8 @@ fn bench(base: BenchBase, queries: &Path, gt: &Path, efs: &[usize]) -> Result<()
             for query in q.data.chunks(q.cols).take(shown) {
                 let _ = pool.install(|| top_k(&b.data, b.cols, query, 10, &|_| true));
             }
-            println!(
-                "{}",
-                json!({"peer": "vlp-exact", "qps": shown as f64 / t.elapsed().as_secs_f64(), "threads": threads})
-            );
-            Box::new(move |query, ef| {
-                Ok(index
-                    .search(query, 10, Some(ef), None)
-                    .iter()
-                    .map(|h| h.row)
-                    .collect())
-            })
+            println!("{}", json!({"peer": "vlp-exact", "qps": shown as f64 / t.elapsed().as_secs_f64(), "threads": threads}));
+            Box::new(move |query, ef| Ok(index.search(query, 10, Some(ef), None).iter().map(|h| h.row).collect()))
         }
         BenchBase::Index(dir) => {
             let t0 = Instant::now();
@@ -603,13 +406,7 @@ fn bench(base: BenchBase, queries: &Path, gt: &Path, efs: &[usize]) -> Result<()
                        "open_s": t0.elapsed().as_secs_f64(), "peak_rss_mb": super::bench::peak_rss_mib(), "rss_mb": super::bench::rss_mib()})
             );
             let model = idx.info.model.clone();
-            Box::new(move |query, ef| {
-                Ok(idx
-                    .dense_images(query, &model, 10, Some(ef), false, &[])?
-                    .iter()
-                    .map(|h| h.row)
-                    .collect())
-            })
+            Box::new(move |query, ef| Ok(idx.dense_images(query, &model, 10, Some(ef), false, &[])?.iter().map(|h| h.row).collect()))
         }
     };
     // one untimed pass first, then each ef timed three times: the median (and best) pass, as
@@ -626,10 +423,7 @@ fn bench(base: BenchBase, queries: &Path, gt: &Path, efs: &[usize]) -> Result<()
             for (i, query) in q.data.chunks(q.cols).enumerate() {
                 let found = search(query, ef)?;
                 let truth = &g.data[i * g.cols..i * g.cols + 10];
-                hit += found
-                    .iter()
-                    .filter(|&&r| truth.contains(&(r as i64)))
-                    .count();
+                hit += found.iter().filter(|&&r| truth.contains(&(r as i64))).count();
             }
             passes.push(t.elapsed().as_secs_f64());
         }
@@ -657,10 +451,7 @@ fn export(dir: &Path, out: &Path) -> Result<()> {
             store.ids.join("\n") + "\n",
         )?;
     }
-    println!(
-        "{}",
-        json!({"out": out.display().to_string(), "images": idx.items.len(), "texts": idx.texts.len(), "model": idx.info.model})
-    );
+    println!("{}", json!({"out": out.display().to_string(), "images": idx.items.len(), "texts": idx.texts.len(), "model": idx.info.model}));
     Ok(())
 }
 
@@ -715,11 +506,7 @@ pub enum SearchMode {
 
 pub fn search(a: SearchArgs) -> Result<()> {
     let started = Instant::now();
-    let filters: Vec<Filter> = a
-        .filter
-        .iter()
-        .map(|f| f.parse())
-        .collect::<std::result::Result<_, _>>()?;
+    let filters: Vec<Filter> = a.filter.iter().map(|f| f.parse()).collect::<std::result::Result<_, _>>()?;
     let mode = match a.mode {
         SearchMode::Dense => Mode::Dense,
         SearchMode::Bm25 => Mode::Bm25,
@@ -731,96 +518,46 @@ pub fn search(a: SearchArgs) -> Result<()> {
             let path = a.vector.as_ref().expect("checked");
             let m = npy::read_f32(path)?;
             if a.row >= m.rows {
-                bail!(
-                    "{}: row {} asked for, the file has {} rows",
-                    path.display(),
-                    a.row,
-                    m.rows
-                );
+                bail!("{}: row {} asked for, the file has {} rows", path.display(), a.row, m.rows);
             }
-            (
-                Query::Embedding(m.data[a.row * m.cols..(a.row + 1) * m.cols].to_vec()),
-                Side::Images,
-            )
+            (Query::Embedding(m.data[a.row * m.cols..(a.row + 1) * m.cols].to_vec()), Side::Images)
         }
         (None, Some(path)) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            (
-                Query::Image(bytes),
-                if a.images { Side::Images } else { Side::Texts },
-            )
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            (Query::Image(bytes), if a.images { Side::Images } else { Side::Texts })
         }
         (None, None) => bail!("give --text \"...\", --image PATH or --vector Q.npy"),
     };
     // BM25 alone needs no model: the checkpoint is loaded only when the query must be embedded
-    let needs_model = !(matches!(query, Query::Embedding(_))
-        || matches!(query, Query::Text(_)) && mode == Mode::Bm25 && a.rerank.is_none());
+    let needs_model = !(matches!(query, Query::Embedding(_)) || matches!(query, Query::Text(_)) && mode == Mode::Bm25 && a.rerank.is_none());
     let searcher = open_searcher(&a.index, a.checkpoint.as_deref(), needs_model)?;
     let loaded = started.elapsed().as_secs_f64();
     let t = Instant::now();
-    let request = SearchRequest {
-        query,
-        side,
-        k: a.k,
-        mode,
-        rerank: a.rerank,
-        filters,
-        ef: a.ef,
-        exact: a.exact,
-    };
-    let results = searcher.search(&request).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: {e}",
-            a.image
-                .as_ref()
-                .map_or(String::from("query"), |p| p.display().to_string())
-        )
-    })?;
+    let request = SearchRequest { query, side, k: a.k, mode, rerank: a.rerank, filters, ef: a.ef, exact: a.exact };
+    let results = searcher.search(&request).map_err(|e| anyhow::anyhow!("{}: {e}", a.image.as_ref().map_or(String::from("query"), |p| p.display().to_string())))?;
     let search_s = t.elapsed().as_secs_f64();
     if a.json {
-        println!(
-            "{}",
-            json!({"results": results, "load_s": loaded, "search_s": search_s})
-        );
+        println!("{}", json!({"results": results, "load_s": loaded, "search_s": search_s}));
     } else {
         for (i, r) in results.iter().enumerate() {
-            let label = r
-                .get("caption")
-                .or_else(|| r.get("text"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            println!(
-                "{:>3}. {:<28} {:>8.4}  {label}",
-                i + 1,
-                r["id"].as_str().unwrap_or(""),
-                r["score"].as_f64().unwrap_or(0.0)
-            );
+            let label = r.get("caption").or_else(|| r.get("text")).and_then(Value::as_str).unwrap_or("");
+            println!("{:>3}. {:<28} {:>8.4}  {label}", i + 1, r["id"].as_str().unwrap_or(""), r["score"].as_f64().unwrap_or(0.0));
         }
-        eprintln!(
-            "({} results; index and model loaded in {loaded:.2}s, query answered in {:.1} ms)",
-            results.len(),
-            search_s * 1e3
-        );
+        eprintln!("({} results; index and model loaded in {loaded:.2}s, query answered in {:.1} ms)", results.len(), search_s * 1e3);
     }
     Ok(())
 }
 
 /// Opens an index with the checkpoint that embeds its queries (by default the one it was built
 /// with); without `with_model`, only the index.
-pub fn open_searcher(
-    index: &Path,
-    checkpoint: Option<&Path>,
-    with_model: bool,
-) -> Result<Searcher<Cpu>> {
+pub fn open_searcher(index: &Path, checkpoint: Option<&Path>, with_model: bool) -> Result<Searcher<Cpu>> {
     let device = Default::default();
     if !with_model {
         let idx = RetrievalIndex::open(index)?;
         let model = idx.info.model.clone();
         return Ok(Searcher::new(idx, None, model, device));
     }
-    let identity =
-        |dir: &Path| model_identity(dir).map_err(|e| std::io::Error::other(e.to_string()));
-    Searcher::open(index, checkpoint, identity, device)
-        .map_err(|e| anyhow::anyhow!("{e} (pass --checkpoint)"))
+    let identity = |dir: &Path| model_identity(dir).map_err(|e| std::io::Error::other(e.to_string()));
+    Searcher::open(index, checkpoint, identity, device).map_err(|e| anyhow::anyhow!("{e} (pass --checkpoint)"))
 }
+

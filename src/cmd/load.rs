@@ -57,33 +57,18 @@ fn malformed_bodies() -> Vec<String> {
 
 fn rss_mib(pid: u32) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = s
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
+    let kb: f64 = s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
 
 fn read_queries(path: &PathBuf) -> Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(o)) => {
-                let caps = o
-                    .get("captions")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                out.extend(
-                    caps.iter()
-                        .filter_map(|c| c.get("text").or(Some(c)).and_then(Value::as_str))
-                        .map(str::to_string),
-                );
+                let caps = o.get("captions").and_then(Value::as_array).cloned().unwrap_or_default();
+                out.extend(caps.iter().filter_map(|c| c.get("text").or(Some(c)).and_then(Value::as_str)).map(str::to_string));
             }
             _ => out.push(line.trim().to_string()),
         }
@@ -106,11 +91,7 @@ struct ClientResult {
 }
 
 /// One request on a keep-alive connection: (status, body).
-fn exchange(
-    conn: &mut Option<BufReader<TcpStream>>,
-    addr: &str,
-    request: &[u8],
-) -> std::io::Result<(u16, Vec<u8>)> {
+fn exchange(conn: &mut Option<BufReader<TcpStream>>, addr: &str, request: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
     if conn.is_none() {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
@@ -120,11 +101,7 @@ fn exchange(
     r.get_mut().write_all(request)?;
     let mut line = String::new();
     r.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
     let mut len = 0;
     let mut close = false;
     loop {
@@ -215,13 +192,7 @@ pub fn run(a: LoadArgs) -> Result<()> {
     let wall = started.elapsed().as_secs_f64();
     let after = a.pid.and_then(rss_mib);
     lat.sort_by(f64::total_cmp);
-    let pct = |q: f64| {
-        if lat.is_empty() {
-            f64::NAN
-        } else {
-            lat[((q * lat.len() as f64) as usize).min(lat.len() - 1)] * 1e3
-        }
-    };
+    let pct = |q: f64| if lat.is_empty() { f64::NAN } else { lat[((q * lat.len() as f64) as usize).min(lat.len() - 1)] * 1e3 };
     let report = json!({
         "clients": a.clients, "seconds": wall, "mode": a.mode, "k": a.k,
         "good_requests": good, "malformed_requests": bad_sent, "errors": errors, "first_error": first_error,

@@ -2,11 +2,11 @@
 //! `vlp plot --points T.tsv --out X.png` draws measured points (recall against queries/s).
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::path::PathBuf;
 use vlp_plot::{panels_png, Panel, Series};
+use clap::Args;
+use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct PlotArgs {
@@ -45,44 +45,22 @@ pub fn run(a: PlotArgs) -> Result<()> {
 }
 
 fn plot_points(path: &Path, title: &str, out: &Path) -> Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut lines = text
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
-    let header: Vec<&str> = lines
-        .next()
-        .context("an empty table")?
-        .split('\t')
-        .collect();
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
+    let header: Vec<&str> = lines.next().context("an empty table")?.split('\t').collect();
     if header.len() != 3 {
-        bail!(
-            "{}: the header must name three columns: series, x, y",
-            path.display()
-        );
+        bail!("{}: the header must name three columns: series, x, y", path.display());
     }
     let mut series: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     for (i, line) in lines.enumerate() {
         let f: Vec<&str> = line.split('\t').collect();
-        let num = |s: &str| {
-            s.trim().parse::<f64>().with_context(|| {
-                format!("{}: line {}: {s:?} is not a number", path.display(), i + 2)
-            })
-        };
+        let num = |s: &str| s.trim().parse::<f64>().with_context(|| format!("{}: line {}: {s:?} is not a number", path.display(), i + 2));
         match f.as_slice() {
             [name, x, y] => series.entry(name).or_default().push((num(x)?, num(y)?)),
-            _ => bail!(
-                "{}: line {}: expected three tab-separated fields",
-                path.display(),
-                i + 2
-            ),
+            _ => bail!("{}: line {}: expected three tab-separated fields", path.display(), i + 2),
         }
     }
-    let mut panel = Panel {
-        log_x: true,
-        markers: true,
-        ..Panel::new("", header[1], header[2])
-    };
+    let mut panel = Panel { log_x: true, markers: true, ..Panel::new("", header[1], header[2]) };
     for (name, points) in series {
         panel = panel.with(Series::new(name, points));
     }

@@ -55,11 +55,6 @@ pub fn run(a: ServeArgs) -> Result<()> {
         max_inflight: a.max_inflight.max(1),
         workers: a.workers.unwrap_or(defaults.workers).max(1),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime
-        .block_on(serve(searcher, cfg))
-        .with_context(|| format!("serving on {}", a.addr))
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(serve(searcher, cfg)).with_context(|| format!("serving on {}", a.addr))
 }

@@ -49,13 +49,7 @@ fn parse_kind(s: &str) -> Result<VocabKind, String> {
 
 pub fn run(args: TokenizerArgs) -> Result<()> {
     match args.command {
-        TokenizerCommand::Train {
-            data,
-            split,
-            kind,
-            vocab_size,
-            out,
-        } => {
+        TokenizerCommand::Train { data, split, kind, vocab_size, out } => {
             // Captions only: the images are read by the stream but not decoded.
             let stream = source::open(&data, split.as_deref(), &ReadOptions::default())
                 .with_context(|| format!("opening {data}"))?;
@@ -72,26 +66,14 @@ pub fn run(args: TokenizerArgs) -> Result<()> {
             }
             let tk = TextTokenizer::train(kind, vocab_size, captions.iter(), 77)?;
             tk.save(&out)?;
-            eprintln!(
-                "{} captions ({skipped} samples skipped) → {} tokens → {}",
-                captions.len(),
-                tk.vocab_size(),
-                out.display()
-            );
+            eprintln!("{} captions ({skipped} samples skipped) → {} tokens → {}", captions.len(), tk.vocab_size(), out.display());
             Ok(())
         }
-        TokenizerCommand::Encode {
-            tokenizer,
-            context,
-            text,
-        } => {
+        TokenizerCommand::Encode { tokenizer, context, text } => {
             let tk = TextTokenizer::from_file(&tokenizer, context)?;
             let enc = tk.encode_batch(&[text.as_str()])?;
             println!("tokens: {:?}", tk.tokens(&text)?);
-            println!(
-                "ids:    {:?}",
-                &enc.ids[..enc.mask.iter().filter(|&&m| m == 1).count()]
-            );
+            println!("ids:    {:?}", &enc.ids[..enc.mask.iter().filter(|&&m| m == 1).count()]);
             println!("decoded: {}", tk.decode(&enc.ids)?);
             Ok(())
         }

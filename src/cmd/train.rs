@@ -74,12 +74,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     };
     let summary = match (a.device, a.precision) {
         (Device::Cpu, Precision::F32) => {
-            train::<burn::backend::Autodiff<burn::backend::Flex>>(&job, &Default::default())
-                .map_err(anyhow::Error::from)
+            train::<burn::backend::Autodiff<burn::backend::Flex>>(&job, &Default::default()).map_err(anyhow::Error::from)
         }
-        (Device::Cpu, Precision::Bf16) => {
-            bail!("--precision bf16 needs --device cuda (the CPU backend trains in f32)")
-        }
+        (Device::Cpu, Precision::Bf16) => bail!("--precision bf16 needs --device cuda (the CPU backend trains in f32)"),
         (Device::Cuda, p) => cuda(&job, p),
     }
     .with_context(|| format!("training into {}", a.out.display()))?;
@@ -106,11 +103,7 @@ fn cuda(_: &TrainJob, _: Precision) -> Result<TrainSummary> {
 fn report(s: &TrainSummary) {
     if s.final_loss.is_nan() {
         // resumed at the end of its schedule: no step ran in this call
-        eprintln!(
-            "{} is already trained to step {}; nothing left to do (raise --steps to go on)",
-            s.checkpoint.display(),
-            s.state.step
-        );
+        eprintln!("{} is already trained to step {}; nothing left to do (raise --steps to go on)", s.checkpoint.display(), s.state.step);
     } else {
         eprintln!(
             "trained {} steps ({} samples, {:.0}s, {:.1} samples/s); final loss {:.4}; checkpoint {}",

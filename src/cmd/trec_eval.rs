@@ -53,14 +53,7 @@ impl From<Duplicates> for DuplicatePolicy {
     }
 }
 
-const DEFAULT_MEASURES: [&str; 6] = [
-    "map",
-    "recip_rank",
-    "ndcg_cut.5,10,20",
-    "P.5,10",
-    "recall.5,10",
-    "success.1,5,10",
-];
+const DEFAULT_MEASURES: [&str; 6] = ["map", "recip_rank", "ndcg_cut.5,10,20", "P.5,10", "recall.5,10", "success.1,5,10"];
 
 pub fn run(a: TrecEvalArgs) -> Result<()> {
     let specs: Vec<String> = if a.measures.is_empty() {
@@ -71,11 +64,7 @@ pub fn run(a: TrecEvalArgs) -> Result<()> {
     let measures = parse_measures(&specs)?;
     let qrels = Qrels::read(&a.qrels).context("reading qrels")?;
     let run_a = Run::read(&a.run, a.duplicates.into()).context("reading run")?;
-    let policy = if a.complete {
-        MissingQueries::Zero
-    } else {
-        MissingQueries::Skip
-    };
+    let policy = if a.complete { MissingQueries::Zero } else { MissingQueries::Skip };
     let ev_a = evaluate(&qrels, &run_a, &measures, policy);
     if !ev_a.missing.is_empty() {
         eprintln!(
@@ -83,11 +72,7 @@ pub fn run(a: TrecEvalArgs) -> Result<()> {
             ev_a.missing.len(),
             qrels.len(),
             a.run.display(),
-            if a.complete {
-                "counted as 0"
-            } else {
-                "left out of the means"
-            }
+            if a.complete { "counted as 0" } else { "left out of the means" }
         );
     }
     let Some(path_b) = &a.compare else {
@@ -96,22 +81,10 @@ pub fn run(a: TrecEvalArgs) -> Result<()> {
     };
     let run_b = Run::read(path_b, a.duplicates.into()).context("reading the run to compare")?;
     let ev_b = evaluate(&qrels, &run_b, &measures, policy);
-    println!(
-        "# A = {}\n# B = {}\n# paired randomization test, {} permutations, seed {}",
-        a.run.display(),
-        path_b.display(),
-        a.permutations,
-        a.seed
-    );
-    println!(
-        "{:<22}\t{:>8}\t{:>8}\t{:>9}\t{:>8}\t{:>7}",
-        "measure", "A", "B", "B-A", "p", "queries"
-    );
+    println!("# A = {}\n# B = {}\n# paired randomization test, {} permutations, seed {}", a.run.display(), path_b.display(), a.permutations, a.seed);
+    println!("{:<22}\t{:>8}\t{:>8}\t{:>9}\t{:>8}\t{:>7}", "measure", "A", "B", "B-A", "p", "queries");
     for c in compare(&ev_a, &ev_b, a.permutations, a.seed) {
-        println!(
-            "{:<22}\t{:>8.4}\t{:>8.4}\t{:>+9.4}\t{:>8.4}\t{:>7}",
-            c.measure, c.mean_a, c.mean_b, c.difference, c.p_value, c.queries
-        );
+        println!("{:<22}\t{:>8.4}\t{:>8.4}\t{:>+9.4}\t{:>8.4}\t{:>7}", c.measure, c.mean_a, c.mean_b, c.difference, c.p_value, c.queries);
     }
     Ok(())
 }

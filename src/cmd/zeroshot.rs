@@ -38,20 +38,11 @@ pub struct ZeroShotArgs {
 }
 
 fn read_names(path: &PathBuf) -> Result<HashMap<String, String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--label-names {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("--label-names {}", path.display()))?;
     let mut names = HashMap::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
-    {
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#')) {
         let Some((label, name)) = line.split_once('\t') else {
-            bail!(
-                "--label-names {}:{}: expected `label<TAB>name`, got {line:?}",
-                path.display(),
-                i + 1
-            );
+            bail!("--label-names {}:{}: expected `label<TAB>name`, got {line:?}", path.display(), i + 1);
         };
         names.insert(label.trim().to_string(), name.trim().to_string());
     }
@@ -60,8 +51,7 @@ fn read_names(path: &PathBuf) -> Result<HashMap<String, String>> {
 
 pub fn run(a: ZeroShotArgs) -> Result<()> {
     let templates = templates(&a.templates)?;
-    let set = EvalSet::load(&a.data, &a.split, &ReadOptions::default())
-        .with_context(|| format!("reading {} ({})", a.data, a.split))?;
+    let set = EvalSet::load(&a.data, &a.split, &ReadOptions::default()).with_context(|| format!("reading {} ({})", a.data, a.split))?;
     let mut skipped = set.skipped;
     let labelled = LabelledImages::from_samples(set.images, &a.label_field)?;
     skipped.merge(labelled.skipped.clone());
@@ -69,11 +59,7 @@ pub fn run(a: ZeroShotArgs) -> Result<()> {
         Some(p) => read_names(p)?,
         None => HashMap::new(),
     };
-    let class_names: Vec<String> = labelled
-        .classes
-        .iter()
-        .map(|c| names.get(c).cloned().unwrap_or_else(|| c.clone()))
-        .collect();
+    let class_names: Vec<String> = labelled.classes.iter().map(|c| names.get(c).cloned().unwrap_or_else(|| c.clone())).collect();
     eprintln!(
         "{} images in {} classes of {:?}, {} templates ({})",
         labelled.images.len(),
@@ -87,8 +73,7 @@ pub fn run(a: ZeroShotArgs) -> Result<()> {
     let mut rows: Vec<(String, ZeroShotScore)> = Vec::new();
     let mut dim = 0;
     for ck in &a.checkpoints {
-        let enc = Encoder::<burn::backend::Flex>::load(ck, &device)
-            .with_context(|| format!("loading {}", ck.display()))?;
+        let enc = Encoder::<burn::backend::Flex>::load(ck, &device).with_context(|| format!("loading {}", ck.display()))?;
         let token_level = enc.config.loss.token_weight > 0.0;
         dim = enc.config.model.embed_dim;
         let (scores, bad) = classify(
@@ -119,11 +104,7 @@ pub fn run(a: ZeroShotArgs) -> Result<()> {
         a.templates
     );
     for (model, s) in &rows {
-        let _ = writeln!(
-            table,
-            "| {model} | {} | {:.3} | {:.3} |",
-            s.method, s.top1, s.top5
-        );
+        let _ = writeln!(table, "| {model} | {} | {:.3} | {:.3} |", s.method, s.top1, s.top5);
     }
     let report = serde_json::json!({
         "data": a.data, "split": a.split, "label_field": a.label_field, "templates": templates,
@@ -131,10 +112,7 @@ pub fn run(a: ZeroShotArgs) -> Result<()> {
         "rows": rows.iter().map(|(m, s)| serde_json::json!({"model": m, "score": s})).collect::<Vec<_>>(),
     });
     std::fs::write(a.out.join("table.md"), &table)?;
-    std::fs::write(
-        a.out.join("report.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
+    std::fs::write(a.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     print!("{table}");
     if skipped.total() > 0 {
         eprint!("{}", skipped.summary());

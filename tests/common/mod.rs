@@ -9,15 +9,8 @@ use std::process::{Child, Command, Stdio};
 
 /// Runs `vlp`: success, stdout, stderr.
 pub fn vlp(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vlp"))
-        .args(args)
-        .output()
-        .expect("run vlp");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = Command::new(env!("CARGO_BIN_EXE_vlp")).args(args).output().expect("run vlp");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Runs `vlp` and returns its stdout; fails the test with its stderr if it fails.
@@ -71,28 +64,8 @@ pub fn s(p: &Path) -> &str {
 pub fn tiny_run(dir: &Path) -> (PathBuf, PathBuf) {
     let (data, run, config) = (dir.join("data"), dir.join("run"), dir.join("tiny.toml"));
     std::fs::write(&config, CONFIG).unwrap();
-    ok(&[
-        "data",
-        "build",
-        "synthetic",
-        "--out",
-        s(&data),
-        "--images",
-        "200",
-        "--size",
-        "16",
-    ]);
-    ok(&[
-        "train",
-        "--config",
-        s(&config),
-        "--train",
-        s(&data),
-        "--val",
-        s(&data),
-        "--out",
-        s(&run),
-    ]);
+    ok(&["data", "build", "synthetic", "--out", s(&data), "--images", "200", "--size", "16"]);
+    ok(&["train", "--config", s(&config), "--train", s(&data), "--val", s(&data), "--out", s(&run)]);
     (data, run)
 }
 
@@ -112,10 +85,7 @@ impl Server {
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = loop {
-            let line = lines
-                .next()
-                .expect("the server says where it listens")
-                .unwrap();
+            let line = lines.next().expect("the server says where it listens").unwrap();
             if let Some(rest) = line.split("http://").nth(1) {
                 break rest.split('/').next().unwrap().to_string();
             }
@@ -131,26 +101,14 @@ impl Server {
         c.write_all(request).unwrap();
         let mut out = Vec::new();
         c.read_to_end(&mut out).unwrap();
-        let split = out
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a full response");
+        let split = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a full response");
         let head = String::from_utf8_lossy(&out[..split]).into_owned();
         let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
         (status, head, out[split + 4..].to_vec())
     }
 
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> (u16, String, Vec<u8>) {
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Vec<u8>) {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -160,13 +118,7 @@ impl Server {
         self.raw(&bytes)
     }
 
-    pub fn json(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        auth: Option<&str>,
-    ) -> (u16, Value) {
+    pub fn json(&self, method: &str, path: &str, body: Option<&Value>, auth: Option<&str>) -> (u16, Value) {
         let bearer = auth.map(|t| format!("Bearer {t}"));
         let mut headers = vec![("Content-Type", "application/json")];
         if let Some(b) = &bearer {
@@ -174,10 +126,7 @@ impl Server {
         }
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let (status, _, bytes) = self.request(method, path, &headers, body.as_bytes());
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 }
 
@@ -187,21 +136,11 @@ impl Drop for Server {
     }
 }
 
+
 /// Builds an index of the test split of [`tiny_run`]'s data in `dir/index`: (data, index).
 pub fn tiny_index(dir: &Path) -> (PathBuf, PathBuf) {
     let (data, run) = tiny_run(dir);
     let index = dir.join("index");
-    ok(&[
-        "index",
-        "build",
-        "--checkpoint",
-        s(&run),
-        "--data",
-        s(&data),
-        "--split",
-        "test",
-        "--out",
-        s(&index),
-    ]);
+    ok(&["index", "build", "--checkpoint", s(&run), "--data", s(&data), "--split", "test", "--out", s(&index)]);
     (data, index)
 }

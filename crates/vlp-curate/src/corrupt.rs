@@ -41,12 +41,8 @@ pub struct CorruptSummary {
 
 fn pick<'a>(s: &'a Sample, o: &CorruptOptions) -> Option<&'a Caption> {
     s.captions.iter().find(|c| {
-        o.lang
-            .as_ref()
-            .is_none_or(|l| c.lang.as_deref() == Some(l.as_str()))
-            && o.field
-                .as_ref()
-                .is_none_or(|f| c.field.as_deref() == Some(f.as_str()))
+        o.lang.as_ref().is_none_or(|l| c.lang.as_deref() == Some(l.as_str()))
+            && o.field.as_ref().is_none_or(|f| c.field.as_deref() == Some(f.as_str()))
     })
 }
 
@@ -55,18 +51,9 @@ fn wds_key(key: &str) -> String {
     key.replace(['.', '/'], "_")
 }
 
-pub fn corrupt(
-    input: &str,
-    split: Option<&str>,
-    read: &ReadOptions,
-    out: &Path,
-    o: &CorruptOptions,
-) -> Result<CorruptSummary> {
+pub fn corrupt(input: &str, split: Option<&str>, read: &ReadOptions, out: &Path, o: &CorruptOptions) -> Result<CorruptSummary> {
     if !(0.0..=1.0).contains(&o.fraction) {
-        return Err(CurateError::Invalid(format!(
-            "--fraction {}: a share lies in [0, 1]",
-            o.fraction
-        )));
+        return Err(CurateError::Invalid(format!("--fraction {}: a share lies in [0, 1]", o.fraction)));
     }
     let mut summary = CorruptSummary::default();
     // pass 1: one caption per usable sample, in input order
@@ -113,20 +100,12 @@ pub fn corrupt(
             meta.insert("lang".into(), Value::String(l.clone()));
         }
         meta.remove("image");
-        writer.write(
-            &wds_key(&s.key),
-            &s.image,
-            &s.image_ext,
-            &caption.text,
-            &meta,
-        )?;
+        writer.write(&wds_key(&s.key), &s.image, &s.image_ext, &caption.text, &meta)?;
         summary.pairs += 1;
         summary.corrupted += corrupted as usize;
     }
     if row != n {
-        return Err(CurateError::Invalid(format!(
-            "{input} changed while it was read ({n} then {row} pairs)"
-        )));
+        return Err(CurateError::Invalid(format!("{input} changed while it was read ({n} then {row} pairs)")));
     }
     summary.shards = writer.finish()?;
     Ok(summary)

@@ -9,9 +9,7 @@
 //! off, so no pair is scored twice into the output or lost.
 
 use crate::output::{self, Format, NoSink, PartSink, RowSink, ShardSink};
-use crate::report::{
-    self, DropReason, Example, FilterReport, PartStats, ScoreSummary, TruthBins, TruthReport,
-};
+use crate::report::{self, DropReason, Example, FilterReport, PartStats, ScoreSummary, TruthBins, TruthReport};
 use crate::{write_atomic, CurateError, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
@@ -20,9 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use vlp_data::image_pipeline::{
-    crop_resize, decode, normalize_into, to_rgb_on_white, Augment, ImageConfig,
-};
+use vlp_data::image_pipeline::{crop_resize, decode, normalize_into, to_rgb_on_white, Augment, ImageConfig};
 use vlp_data::source::{self, InputKind, ReadOptions, SourceItem};
 use vlp_data::{Caption, Sample};
 use vlp_index::ann::{HnswConfig, HnswGraph};
@@ -76,12 +72,7 @@ pub struct Execution {
 
 impl Default for Execution {
     fn default() -> Self {
-        Execution {
-            batch: 64,
-            read: ReadOptions::default(),
-            hnsw: HnswConfig::default(),
-            resume: false,
-        }
+        Execution { batch: 64, read: ReadOptions::default(), hnsw: HnswConfig::default(), resume: false }
     }
 }
 
@@ -113,9 +104,7 @@ pub fn filter<B: Backend>(
 ) -> Result<FilterReport> {
     if let Some(t) = opts.dedup {
         if !(-1.0..=1.0).contains(&t) {
-            return Err(CurateError::Invalid(format!(
-                "--dedup {t}: a cosine similarity threshold lies in [-1, 1]"
-            )));
+            return Err(CurateError::Invalid(format!("--dedup {t}: a cosine similarity threshold lies in [-1, 1]")));
         }
     }
     let kind = InputKind::detect(input, split)?;
@@ -123,34 +112,19 @@ pub fn filter<B: Backend>(
         InputKind::WebDataset(_) => Format::WebDataset,
         InputKind::Jsonl(_) => Format::Jsonl,
         InputKind::Csv(p) => Format::Csv {
-            separator: exec.read.csv.separator.unwrap_or(if has_ext(p, "tsv") {
-                b'\t'
-            } else {
-                b','
-            }),
+            separator: exec.read.csv.separator.unwrap_or(if has_ext(p, "tsv") { b'\t' } else { b',' }),
         },
     };
     refuse_overwriting_input(&kind, out)?;
     let state = out.join(STATE_DIR);
-    let record = RunRecord {
-        input: input.to_string(),
-        format: format.name().into(),
-        model: model.to_string(),
-        options: opts.clone(),
-    };
+    let record = RunRecord { input: input.to_string(), format: format.name().into(), model: model.to_string(), options: opts.clone() };
     let done = open_state(&state, &record, exec.resume)?;
     let mut run = Run::new(enc, device, opts, exec, progress);
     for stats in &done {
         run.total.merge(stats);
     }
     if let Some(t) = opts.dedup {
-        run.dedup = Some(Dedup::restore(
-            &state,
-            &done,
-            enc.config.model.embed_dim,
-            t,
-            exec.hnsw,
-        )?);
+        run.dedup = Some(Dedup::restore(&state, &done, enc.config.model.embed_dim, t, exec.hnsw)?);
     }
     let mut outputs = Vec::new();
     let parts = match &kind {
@@ -162,13 +136,8 @@ pub fn filter<B: Backend>(
                     outputs.push(dest);
                     continue;
                 }
-                let sink: Box<dyn PartSink> = if opts.dry_run {
-                    Box::new(NoSink)
-                } else {
-                    Box::new(ShardSink::new(&dest)?)
-                };
-                let items =
-                    source::open_kind(InputKind::WebDataset(vec![shard.clone()]), &exec.read)?;
+                let sink: Box<dyn PartSink> = if opts.dry_run { Box::new(NoSink) } else { Box::new(ShardSink::new(&dest)?) };
+                let items = source::open_kind(InputKind::WebDataset(vec![shard.clone()]), &exec.read)?;
                 run.part(&state, i, name, items, sink)?;
                 outputs.push(dest);
             }
@@ -177,18 +146,10 @@ pub fn filter<B: Backend>(
         InputKind::Jsonl(path) | InputKind::Csv(path) => {
             let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
             let (columns, image_col, caption_col) = match format {
-                Format::Csv { separator } => (
-                    csv_columns(path, separator)?,
-                    exec.read.csv.image.clone(),
-                    exec.read.csv.caption.clone(),
-                ),
+                Format::Csv { separator } => (csv_columns(path, separator)?, exec.read.csv.image.clone(), exec.read.csv.caption.clone()),
                 _ => (Vec::new(), String::new(), String::new()),
             };
-            let ext = if matches!(format, Format::Jsonl) {
-                "jsonl"
-            } else {
-                "csv"
-            };
+            let ext = if matches!(format, Format::Jsonl) { "jsonl" } else { "csv" };
             let mut items = source::open_kind(kind.clone(), &exec.read)?.peekable();
             let mut part_files = Vec::new();
             let mut i = 0;
@@ -202,14 +163,7 @@ pub fn filter<B: Backend>(
                     let sink: Box<dyn PartSink> = if opts.dry_run {
                         Box::new(NoSink)
                     } else {
-                        Box::new(RowSink::new(
-                            format,
-                            &base,
-                            &columns,
-                            &image_col,
-                            &caption_col,
-                            &file,
-                        )?)
+                        Box::new(RowSink::new(format, &base, &columns, &image_col, &caption_col, &file)?)
                     };
                     run.part(&state, i, &name, rows, sink)?;
                 }
@@ -219,11 +173,7 @@ pub fn filter<B: Backend>(
             if !opts.dry_run {
                 let file_name = match split.filter(|_| Path::new(input).is_dir()) {
                     Some(s) => format!("{s}.jsonl"),
-                    None => path
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .unwrap_or("kept.jsonl")
-                        .to_string(),
+                    None => path.file_name().and_then(|n| n.to_str()).unwrap_or("kept.jsonl").to_string(),
                 };
                 let dest = out.join(file_name);
                 let header = match format {
@@ -257,34 +207,12 @@ struct Run<'a, B: Backend> {
 type Decoded = std::result::Result<Vec<f32>, (DropReason, String)>;
 
 impl<'a, B: Backend> Run<'a, B> {
-    fn new(
-        enc: &'a Encoder<B>,
-        device: &'a B::Device,
-        opts: &'a FilterOptions,
-        exec: &'a Execution,
-        progress: &'a (dyn Fn(u64) + Sync),
-    ) -> Self {
+    fn new(enc: &'a Encoder<B>, device: &'a B::Device, opts: &'a FilterOptions, exec: &'a Execution, progress: &'a (dyn Fn(u64) + Sync)) -> Self {
         let image_cfg = enc.config.image_config();
-        Run {
-            enc,
-            device,
-            opts,
-            exec,
-            image_cfg,
-            progress,
-            dedup: None,
-            total: PartStats::default(),
-        }
+        Run { enc, device, opts, exec, image_cfg, progress, dedup: None, total: PartStats::default() }
     }
 
-    fn part(
-        &mut self,
-        state: &Path,
-        index: usize,
-        name: &str,
-        items: impl Iterator<Item = SourceItem>,
-        mut sink: Box<dyn PartSink>,
-    ) -> Result<()> {
+    fn part(&mut self, state: &Path, index: usize, name: &str, items: impl Iterator<Item = SourceItem>, mut sink: Box<dyn PartSink>) -> Result<()> {
         let started = Instant::now();
         let mut stats = PartStats::new(index, name);
         if self.opts.truth_field.is_some() {
@@ -320,12 +248,7 @@ impl<'a, B: Backend> Run<'a, B> {
         Ok(())
     }
 
-    fn batch(
-        &mut self,
-        batch: &mut Vec<Sample>,
-        stats: &mut PartStats,
-        sink: &mut dyn PartSink,
-    ) -> Result<()> {
+    fn batch(&mut self, batch: &mut Vec<Sample>, stats: &mut PartStats, sink: &mut dyn PartSink) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -334,31 +257,17 @@ impl<'a, B: Backend> Run<'a, B> {
         // language first: it needs no decoding
         let mut todo: Vec<(Sample, Vec<usize>)> = Vec::with_capacity(samples.len());
         for s in samples {
-            let wanted: Vec<usize> = (0..s.captions.len())
-                .filter(|&i| lang_ok(&s.captions[i], &self.opts.langs))
-                .collect();
+            let wanted: Vec<usize> = (0..s.captions.len()).filter(|&i| lang_ok(&s.captions[i], &self.opts.langs)).collect();
             if wanted.is_empty() {
                 let langs: Vec<String> = s.captions.iter().map(caption_lang).collect();
-                stats.drop_pair(
-                    DropReason::Language,
-                    Example::new(
-                        &s.key,
-                        &s.location,
-                        &s.captions[0].text,
-                        None,
-                        langs.join(","),
-                    ),
-                );
+                stats.drop_pair(DropReason::Language, Example::new(&s.key, &s.location, &s.captions[0].text, None, langs.join(",")));
             } else {
                 todo.push((s, wanted));
             }
         }
         let t = Instant::now();
         let px = (3 * self.image_cfg.size * self.image_cfg.size) as usize;
-        let decoded: Vec<Decoded> = todo
-            .par_iter()
-            .map(|(s, _)| prepare(&s.image, &self.image_cfg, self.opts.min_side, px))
-            .collect();
+        let decoded: Vec<Decoded> = todo.par_iter().map(|(s, _)| prepare(&s.image, &self.image_cfg, self.opts.min_side, px)).collect();
         stats.timing.decode += t.elapsed().as_secs_f64();
         let mut ready: Vec<(Sample, Vec<usize>)> = Vec::new();
         let mut pixels = Vec::new();
@@ -368,10 +277,7 @@ impl<'a, B: Backend> Run<'a, B> {
                     pixels.extend_from_slice(&buf);
                     ready.push((s, wanted));
                 }
-                Err((reason, detail)) => stats.drop_pair(
-                    reason,
-                    Example::new(&s.key, &s.location, &s.captions[0].text, None, detail),
-                ),
+                Err((reason, detail)) => stats.drop_pair(reason, Example::new(&s.key, &s.location, &s.captions[0].text, None, detail)),
             }
         }
         if ready.is_empty() {
@@ -401,27 +307,16 @@ impl<'a, B: Backend> Run<'a, B> {
                     _ => truth.negative.add(best),
                 }
             }
-            let kept: Vec<&Caption> = wanted
-                .iter()
-                .zip(&scores)
-                .filter(|(_, &sc)| sc >= self.opts.min_score)
-                .map(|(&c, _)| &s.captions[c])
-                .collect();
+            let kept: Vec<&Caption> = wanted.iter().zip(&scores).filter(|(_, &sc)| sc >= self.opts.min_score).map(|(&c, _)| &s.captions[c]).collect();
             if kept.is_empty() {
                 let caption = &s.captions[wanted[best_at]].text;
-                stats.drop_pair(
-                    DropReason::LowScore,
-                    Example::new(&s.key, &s.location, caption, Some(best), ""),
-                );
+                stats.drop_pair(DropReason::LowScore, Example::new(&s.key, &s.location, caption, Some(best), ""));
                 continue;
             }
             if let Some(d) = self.dedup.as_mut() {
                 if let Some((first, sim)) = d.check_and_insert(&s.key, img) {
                     let detail = format!("duplicate of {first} (image cosine {sim:.3})");
-                    stats.drop_pair(
-                        DropReason::Duplicate,
-                        Example::new(&s.key, &s.location, &kept[0].text, Some(best), detail),
-                    );
+                    stats.drop_pair(DropReason::Duplicate, Example::new(&s.key, &s.location, &kept[0].text, Some(best), detail));
                     continue;
                 }
             }
@@ -435,22 +330,12 @@ impl<'a, B: Backend> Run<'a, B> {
     }
 
     /// Image rows `[n, dim]` and the rows of the wanted captions, in order, `[m, dim]`.
-    fn encode(
-        &self,
-        ready: &[(Sample, Vec<usize>)],
-        pixels: Vec<f32>,
-    ) -> Result<(Vec<f32>, Vec<f32>, usize)> {
+    fn encode(&self, ready: &[(Sample, Vec<usize>)], pixels: Vec<f32>) -> Result<(Vec<f32>, Vec<f32>, usize)> {
         let side = self.image_cfg.size as usize;
-        let x = Tensor::<B, 4>::from_data(
-            TensorData::new(pixels, [ready.len(), 3, side, side]),
-            self.device,
-        );
+        let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [ready.len(), 3, side, side]), self.device);
         let images = self.enc.model.encode_image(x).global;
         let [_, dim] = images.dims();
-        let captions: Vec<&str> = ready
-            .iter()
-            .flat_map(|(s, wanted)| wanted.iter().map(|&c| s.captions[c].text.as_str()))
-            .collect();
+        let captions: Vec<&str> = ready.iter().flat_map(|(s, wanted)| wanted.iter().map(|&c| s.captions[c].text.as_str())).collect();
         let mut texts = Vec::with_capacity(captions.len() * dim);
         for chunk in captions.chunks(256) {
             let (ids, mask) = text_tensors::<B>(&self.enc.tokenizer, chunk, self.device)?;
@@ -459,23 +344,10 @@ impl<'a, B: Backend> Run<'a, B> {
         Ok((rows(images), texts, dim))
     }
 
-    fn report(
-        &self,
-        record: &RunRecord,
-        checkpoint: &Path,
-        parts: usize,
-        resumed: usize,
-        outputs: Vec<PathBuf>,
-    ) -> FilterReport {
+    fn report(&self, record: &RunRecord, checkpoint: &Path, parts: usize, resumed: usize, outputs: Vec<PathBuf>) -> FilterReport {
         let t = &self.total;
         let seconds = t.timing.total;
-        let share = |x: f64| {
-            if seconds > 0.0 {
-                (x / seconds * 1000.0).round() / 1000.0
-            } else {
-                0.0
-            }
-        };
+        let share = |x: f64| if seconds > 0.0 { (x / seconds * 1000.0).round() / 1000.0 } else { 0.0 };
         let truth = match (&self.opts.truth_field, &t.truth) {
             (Some(f), Some(bins)) => Some(TruthReport::of(f, bins, self.opts.min_score)),
             _ => None,
@@ -499,45 +371,25 @@ impl<'a, B: Backend> Run<'a, B> {
             examples: t.examples.clone(),
             truth,
             seconds,
-            pairs_per_s: if seconds > 0.0 {
-                t.seen as f64 / seconds
-            } else {
-                0.0
-            },
-            time_share: [
-                ("decode", t.timing.decode),
-                ("encode", t.timing.encode),
-                ("write", t.timing.write),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), share(v)))
-            .collect(),
-            outputs: outputs
-                .iter()
-                .filter(|p| p.exists())
-                .map(|p| p.display().to_string())
+            pairs_per_s: if seconds > 0.0 { t.seen as f64 / seconds } else { 0.0 },
+            time_share: [("decode", t.timing.decode), ("encode", t.timing.encode), ("write", t.timing.write)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), share(v)))
                 .collect(),
+            outputs: outputs.iter().filter(|p| p.exists()).map(|p| p.display().to_string()).collect(),
         }
     }
 }
 
 /// Decodes, checks the size, crops and normalises one image.
 fn prepare(bytes: &[u8], cfg: &ImageConfig, min_side: u32, px: usize) -> Decoded {
-    let img =
-        decode(bytes, cfg.max_pixels).map_err(|f| (DropReason::Unreadable(f.reason), f.detail))?;
+    let img = decode(bytes, cfg.max_pixels).map_err(|f| (DropReason::Unreadable(f.reason), f.detail))?;
     let (w, h) = (img.width(), img.height());
     if w.min(h) < min_side {
-        return Err((
-            DropReason::TooSmall,
-            format!("{w}x{h} < --min-side {min_side}"),
-        ));
+        return Err((DropReason::TooSmall, format!("{w}x{h} < --min-side {min_side}")));
     }
     let mut buf = vec![0f32; px];
-    normalize_into(
-        &crop_resize(&to_rgb_on_white(img), cfg, Augment::Eval),
-        cfg,
-        &mut buf,
-    );
+    normalize_into(&crop_resize(&to_rgb_on_white(img), cfg, Augment::Eval), cfg, &mut buf);
     Ok(buf)
 }
 
@@ -555,11 +407,7 @@ fn lang_ok(c: &Caption, langs: &[String]) -> bool {
         return true;
     }
     let l = caption_lang(c);
-    langs.iter().any(|want| {
-        l == *want
-            || l.strip_prefix(want.as_str())
-                .is_some_and(|rest| rest.starts_with('-'))
-    })
+    langs.iter().any(|want| l == *want || l.strip_prefix(want.as_str()).is_some_and(|rest| rest.starts_with('-')))
 }
 
 /// Near-duplicate detection over the images kept so far, through HNSW so it scales.
@@ -573,23 +421,11 @@ struct Dedup {
 
 impl Dedup {
     fn new(dim: usize, threshold: f32, hnsw: HnswConfig) -> Self {
-        Dedup {
-            index: HnswGraph::new(dim, hnsw),
-            dim,
-            threshold,
-            keys: Vec::new(),
-            vectors: Vec::new(),
-        }
+        Dedup { index: HnswGraph::new(dim, hnsw), dim, threshold, keys: Vec::new(), vectors: Vec::new() }
     }
 
     /// Rebuilds the index from the kept images of the done parts, in their order.
-    fn restore(
-        state: &Path,
-        done: &[PartStats],
-        dim: usize,
-        threshold: f32,
-        hnsw: HnswConfig,
-    ) -> Result<Self> {
+    fn restore(state: &Path, done: &[PartStats], dim: usize, threshold: f32, hnsw: HnswConfig) -> Result<Self> {
         let mut d = Dedup::new(dim, threshold, hnsw);
         for part in done {
             let path = state.join(format!("part-{:06}.kept.npy", part.part));
@@ -662,10 +498,7 @@ fn open_state(state: &Path, record: &RunRecord, resume: bool) -> Result<Vec<Part
         }
     } else {
         std::fs::create_dir_all(state).map_err(|e| CurateError::io(state, e))?;
-        write_atomic(
-            &run_file,
-            &serde_json::to_vec_pretty(record).expect("serialises"),
-        )?;
+        write_atomic(&run_file, &serde_json::to_vec_pretty(record).expect("serialises"))?;
     }
     let mut done = Vec::new();
     for entry in std::fs::read_dir(state).map_err(|e| CurateError::io(state, e))? {
@@ -673,8 +506,8 @@ fn open_state(state: &Path, record: &RunRecord, resume: bool) -> Result<Vec<Part
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.starts_with("part-") && name.ends_with(".json") {
             let bytes = std::fs::read(&path).map_err(|e| CurateError::io(&path, e))?;
-            let stats: PartStats = serde_json::from_slice(&bytes)
-                .map_err(|e| CurateError::Invalid(format!("{}: {e}", path.display())))?;
+            let stats: PartStats =
+                serde_json::from_slice(&bytes).map_err(|e| CurateError::Invalid(format!("{}: {e}", path.display())))?;
             done.push(stats);
         }
     }
@@ -687,15 +520,9 @@ fn shard_names(shards: &[PathBuf]) -> Result<Vec<String>> {
     let mut names = Vec::with_capacity(shards.len());
     let mut seen = std::collections::HashSet::new();
     for s in shards {
-        let name = s
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("shard.tar")
-            .to_string();
+        let name = s.file_name().and_then(|n| n.to_str()).unwrap_or("shard.tar").to_string();
         if !seen.insert(name.clone()) {
-            return Err(CurateError::Invalid(format!(
-                "two input shards are named {name}; the output keeps shard names"
-            )));
+            return Err(CurateError::Invalid(format!("two input shards are named {name}; the output keeps shard names")));
         }
         names.push(name);
     }
@@ -708,14 +535,9 @@ fn refuse_overwriting_input(kind: &InputKind, out: &Path) -> Result<()> {
         InputKind::WebDataset(s) => s.iter().collect(),
         InputKind::Jsonl(p) | InputKind::Csv(p) => vec![p],
     };
-    let Ok(out) = std::fs::canonicalize(out) else {
-        return Ok(());
-    };
+    let Ok(out) = std::fs::canonicalize(out) else { return Ok(()) };
     for f in files {
-        let dir = f
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = f.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if std::fs::canonicalize(dir).is_ok_and(|d| d == out) {
             return Err(CurateError::Invalid(format!(
                 "--out {} is the input's own directory; the filter never writes over its input",
@@ -731,34 +553,21 @@ fn csv_columns(path: &Path, separator: u8) -> Result<Vec<String>> {
         .delimiter(separator)
         .from_path(path)
         .map_err(|e| CurateError::Invalid(format!("{}: {e}", path.display())))?;
-    let headers = r
-        .headers()
-        .map_err(|e| CurateError::Invalid(format!("{}: no header row: {e}", path.display())))?;
+    let headers = r.headers().map_err(|e| CurateError::Invalid(format!("{}: no header row: {e}", path.display())))?;
     Ok(headers.iter().map(str::to_string).collect())
 }
 
 fn has_ext(p: &Path, ext: &str) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case(ext))
 }
 
 fn write_report(out: &Path, report: &FilterReport, total: &PartStats) -> Result<()> {
-    write_atomic(
-        &out.join("report.json"),
-        &serde_json::to_vec_pretty(report).expect("report serialises"),
-    )?;
+    write_atomic(&out.join("report.json"), &serde_json::to_vec_pretty(report).expect("report serialises"))?;
     let title = format!("{} pairs scored, {} kept", total.scores.n, total.kept);
     let h = report::histogram(&total.scores, report.min_score, &title);
     vlp_plot::histogram_png(&out.join("scores.png"), &h, (800, 450))?;
     if let Some(t) = &report.truth {
-        vlp_plot::panels_png(
-            &out.join("detection.png"),
-            "vlp filter",
-            &[report::detection_panel(t)],
-            1,
-            (800, 450),
-        )?;
+        vlp_plot::panels_png(&out.join("detection.png"), "vlp filter", &[report::detection_panel(t)], 1, (800, 450))?;
     }
     Ok(())
 }
@@ -769,11 +578,7 @@ mod tests {
 
     #[test]
     fn languages_match_by_tag_prefix_or_script() {
-        let c = |t: &str, l: Option<&str>| Caption {
-            text: t.into(),
-            lang: l.map(Into::into),
-            field: None,
-        };
+        let c = |t: &str, l: Option<&str>| Caption { text: t.into(), lang: l.map(Into::into), field: None };
         let want = vec!["zh".to_string()];
         assert!(lang_ok(&c("免費", Some("zh-Hant")), &want));
         assert!(lang_ok(&c("一只猫", None), &want));

@@ -27,20 +27,14 @@ pub enum CurateError {
     #[error(transparent)]
     Plot(#[from] vlp_plot::PlotError),
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{0}")]
     Invalid(String),
 }
 
 impl CurateError {
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        CurateError::Io {
-            path: path.as_ref().display().to_string(),
-            source,
-        }
+        CurateError::Io { path: path.as_ref().display().to_string(), source }
     }
 }
 

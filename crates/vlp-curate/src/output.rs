@@ -57,9 +57,7 @@ pub struct ShardSink {
 
 impl ShardSink {
     pub fn new(dest: &Path) -> Result<Self> {
-        Ok(ShardSink {
-            writer: WdsWriter::single(dest)?,
-        })
+        Ok(ShardSink { writer: WdsWriter::single(dest)? })
     }
 }
 
@@ -69,9 +67,7 @@ impl PartSink for ShardSink {
         meta.insert(SCORE_FIELD.into(), score_value(score));
         // a shard sample has one caption; anything else joins its kept captions by line
         let text: Vec<&str> = captions.iter().map(|c| c.text.as_str()).collect();
-        Ok(self
-            .writer
-            .write(&s.key, &s.image, &s.image_ext, &text.join("\n"), &meta)?)
+        Ok(self.writer.write(&s.key, &s.image, &s.image_ext, &text.join("\n"), &meta)?)
     }
     fn finish(self: Box<Self>) -> Result<()> {
         self.writer.finish()?;
@@ -95,14 +91,7 @@ pub struct RowSink {
 }
 
 impl RowSink {
-    pub fn new(
-        format: Format,
-        base: &Path,
-        columns: &[String],
-        image_column: &str,
-        caption_column: &str,
-        dest: &Path,
-    ) -> Result<Self> {
+    pub fn new(format: Format, base: &Path, columns: &[String], image_column: &str, caption_column: &str, dest: &Path) -> Result<Self> {
         let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("part");
         let tmp = dest.with_file_name(format!(".{name}.tmp"));
         let file = std::fs::File::create(&tmp).map_err(|e| CurateError::io(&tmp, e))?;
@@ -127,15 +116,10 @@ impl RowSink {
 
 impl PartSink for RowSink {
     fn write(&mut self, s: &Sample, captions: &[&Caption], score: f32) -> Result<()> {
-        let image = self
-            .absolute_image(&s.meta)
-            .unwrap_or_else(|| s.key.clone());
+        let image = self.absolute_image(&s.meta).unwrap_or_else(|| s.key.clone());
         let line = match self.format {
             Format::Csv { separator } => {
-                let mut w = csv::WriterBuilder::new()
-                    .delimiter(separator)
-                    .has_headers(false)
-                    .from_writer(Vec::new());
+                let mut w = csv::WriterBuilder::new().delimiter(separator).has_headers(false).from_writer(Vec::new());
                 let mut row: Vec<String> = self
                     .columns
                     .iter()
@@ -145,19 +129,13 @@ impl PartSink for RowSink {
                         } else if *c == self.caption_column {
                             captions[0].text.clone()
                         } else {
-                            s.meta
-                                .get(c)
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                                .to_string()
+                            s.meta.get(c).and_then(Value::as_str).unwrap_or("").to_string()
                         }
                     })
                     .collect();
                 row.push(format!("{score:.6}"));
-                w.write_record(&row)
-                    .map_err(|e| CurateError::Invalid(format!("{}: {e}", self.tmp.display())))?;
-                w.into_inner()
-                    .map_err(|e| CurateError::Invalid(e.to_string()))?
+                w.write_record(&row).map_err(|e| CurateError::Invalid(format!("{}: {e}", self.tmp.display())))?;
+                w.into_inner().map_err(|e| CurateError::Invalid(e.to_string()))?
             }
             _ => {
                 let mut obj = s.meta.clone();
@@ -165,27 +143,19 @@ impl PartSink for RowSink {
                 if !obj.contains_key("id") {
                     obj.insert("id".into(), Value::String(s.key.clone()));
                 }
-                obj.insert(
-                    "captions".into(),
-                    Value::Array(captions.iter().map(|c| caption_value(c)).collect()),
-                );
+                obj.insert("captions".into(), Value::Array(captions.iter().map(|c| caption_value(c)).collect()));
                 obj.insert(SCORE_FIELD.into(), score_value(score));
-                let mut line =
-                    serde_json::to_vec(&Value::Object(obj)).expect("a JSON map serialises");
+                let mut line = serde_json::to_vec(&Value::Object(obj)).expect("a JSON map serialises");
                 line.push(b'\n');
                 line
             }
         };
-        self.out
-            .write_all(&line)
-            .map_err(|e| CurateError::io(&self.tmp, e))
+        self.out.write_all(&line).map_err(|e| CurateError::io(&self.tmp, e))
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
         let RowSink { out, tmp, dest, .. } = *self;
-        let file = out
-            .into_inner()
-            .map_err(|e| CurateError::io(&tmp, e.into_error()))?;
+        let file = out.into_inner().map_err(|e| CurateError::io(&tmp, e.into_error()))?;
         file.sync_all().map_err(|e| CurateError::io(&tmp, e))?;
         std::fs::rename(&tmp, &dest).map_err(|e| CurateError::io(&dest, e))
     }
@@ -193,9 +163,7 @@ impl PartSink for RowSink {
 
 fn score_value(score: f32) -> Value {
     // six decimals: enough for any threshold, and the JSON stays readable
-    serde_json::Number::from_f64((score as f64 * 1e6).round() / 1e6)
-        .map(Value::Number)
-        .unwrap_or(Value::Null)
+    serde_json::Number::from_f64((score as f64 * 1e6).round() / 1e6).map(Value::Number).unwrap_or(Value::Null)
 }
 
 fn caption_value(c: &Caption) -> Value {
@@ -209,8 +177,7 @@ fn caption_value(c: &Caption) -> Value {
 pub fn concatenate(parts: &[PathBuf], header: Option<&[u8]>, dest: &Path) -> Result<()> {
     let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dest.with_file_name(format!(".{name}.tmp"));
-    let mut out =
-        std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| CurateError::io(&tmp, e))?);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| CurateError::io(&tmp, e))?);
     if let Some(h) = header {
         out.write_all(h).map_err(|e| CurateError::io(&tmp, e))?;
     }
@@ -218,19 +185,14 @@ pub fn concatenate(parts: &[PathBuf], header: Option<&[u8]>, dest: &Path) -> Res
         let mut f = std::fs::File::open(p).map_err(|e| CurateError::io(p, e))?;
         std::io::copy(&mut f, &mut out).map_err(|e| CurateError::io(&tmp, e))?;
     }
-    let file = out
-        .into_inner()
-        .map_err(|e| CurateError::io(&tmp, e.into_error()))?;
+    let file = out.into_inner().map_err(|e| CurateError::io(&tmp, e.into_error()))?;
     file.sync_all().map_err(|e| CurateError::io(&tmp, e))?;
     std::fs::rename(&tmp, dest).map_err(|e| CurateError::io(dest, e))
 }
 
 /// A CSV header line: the input's columns and the score.
 pub fn csv_header(columns: &[String], separator: u8) -> Vec<u8> {
-    let mut w = csv::WriterBuilder::new()
-        .delimiter(separator)
-        .has_headers(false)
-        .from_writer(Vec::new());
+    let mut w = csv::WriterBuilder::new().delimiter(separator).has_headers(false).from_writer(Vec::new());
     let mut row = columns.to_vec();
     row.push(SCORE_FIELD.into());
     w.write_record(&row).expect("writing to memory");

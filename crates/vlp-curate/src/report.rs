@@ -50,13 +50,7 @@ pub struct Example {
 }
 
 impl Example {
-    pub fn new(
-        key: &str,
-        location: &str,
-        caption: &str,
-        score: Option<f32>,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn new(key: &str, location: &str, caption: &str, score: Option<f32>, detail: impl Into<String>) -> Self {
         Example {
             key: key.to_string(),
             location: location.to_string(),
@@ -90,13 +84,7 @@ const HI: f64 = 1.0;
 
 impl Default for ScoreBins {
     fn default() -> Self {
-        ScoreBins {
-            counts: vec![0; SCORE_BINS],
-            n: 0,
-            sum: 0.0,
-            min: None,
-            max: None,
-        }
+        ScoreBins { counts: vec![0; SCORE_BINS], n: 0, sum: 0.0, min: None, max: None }
     }
 }
 
@@ -179,9 +167,7 @@ impl TruthBins {
 
     /// Detection at the bin edge nearest `threshold`.
     pub fn at(&self, threshold: f64) -> Detection {
-        let edge = ((threshold - LO) / ScoreBins::bin_width())
-            .round()
-            .clamp(0.0, SCORE_BINS as f64) as usize;
+        let edge = ((threshold - LO) / ScoreBins::bin_width()).round().clamp(0.0, SCORE_BINS as f64) as usize;
         self.at_edge(edge)
     }
 
@@ -189,49 +175,23 @@ impl TruthBins {
         let tp = self.positive.below(edge);
         let fp = self.negative.below(edge);
         let flagged = tp + fp;
-        let precision = if flagged > 0 {
-            tp as f64 / flagged as f64
-        } else {
-            1.0
-        };
-        let recall = if self.positive.n > 0 {
-            tp as f64 / self.positive.n as f64
-        } else {
-            0.0
-        };
-        let f1 = if precision + recall > 0.0 {
-            2.0 * precision * recall / (precision + recall)
-        } else {
-            0.0
-        };
+        let precision = if flagged > 0 { tp as f64 / flagged as f64 } else { 1.0 };
+        let recall = if self.positive.n > 0 { tp as f64 / self.positive.n as f64 } else { 0.0 };
+        let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
         let threshold = ((LO + edge as f64 * ScoreBins::bin_width()) * 1000.0).round() / 1000.0;
-        Detection {
-            threshold,
-            flagged,
-            precision,
-            recall,
-            f1,
-        }
+        Detection { threshold, flagged, precision, recall, f1 }
     }
 
     /// Detection at every `step`-th bin edge across the range where scores lie.
     pub fn sweep(&self, step: usize) -> Vec<Detection> {
-        let (Some(lo), Some(hi)) = (
-            extreme(self.positive.min, self.negative.min, f32::min),
-            extreme(self.positive.max, self.negative.max, f32::max),
-        ) else {
+        let (Some(lo), Some(hi)) =
+            (extreme(self.positive.min, self.negative.min, f32::min), extreme(self.positive.max, self.negative.max, f32::max))
+        else {
             return Vec::new();
         };
-        let edge_of = |s: f32| {
-            ((s as f64 - LO) / ScoreBins::bin_width())
-                .floor()
-                .clamp(0.0, SCORE_BINS as f64) as usize
-        };
+        let edge_of = |s: f32| ((s as f64 - LO) / ScoreBins::bin_width()).floor().clamp(0.0, SCORE_BINS as f64) as usize;
         let (first, last) = (edge_of(lo), (edge_of(hi) + 1).min(SCORE_BINS));
-        (first..=last)
-            .step_by(step.max(1))
-            .map(|e| self.at_edge(e))
-            .collect()
+        (first..=last).step_by(step.max(1)).map(|e| self.at_edge(e)).collect()
     }
 }
 
@@ -266,11 +226,7 @@ pub struct PartStats {
 
 impl PartStats {
     pub fn new(part: usize, name: impl Into<String>) -> Self {
-        PartStats {
-            part,
-            name: name.into(),
-            ..Default::default()
-        }
+        PartStats { part, name: name.into(), ..Default::default() }
     }
 
     pub fn drop_pair(&mut self, reason: DropReason, example: Example) {
@@ -311,10 +267,7 @@ impl PartStats {
 
 /// Keeps the `EXAMPLES_PER_REASON` examples of smallest rank.
 fn add_example(list: &mut Vec<Example>, e: Example) {
-    if list
-        .iter()
-        .any(|x| x.key == e.key && x.location == e.location)
-    {
+    if list.iter().any(|x| x.key == e.key && x.location == e.location) {
         return;
     }
     let rank = e.rank();
@@ -385,15 +338,7 @@ pub struct TruthReport {
 impl ScoreSummary {
     pub fn of(bins: &ScoreBins) -> Self {
         let mut quantiles = BTreeMap::new();
-        for (name, q) in [
-            ("p01", 0.01),
-            ("p05", 0.05),
-            ("p25", 0.25),
-            ("p50", 0.5),
-            ("p75", 0.75),
-            ("p95", 0.95),
-            ("p99", 0.99),
-        ] {
+        for (name, q) in [("p01", 0.01), ("p05", 0.05), ("p25", 0.25), ("p50", 0.5), ("p75", 0.75), ("p95", 0.95), ("p99", 0.99)] {
             if let Some(v) = bins.quantile(q) {
                 quantiles.insert(name.to_string(), (v * 1000.0).round() / 1000.0);
             }
@@ -404,11 +349,7 @@ impl ScoreSummary {
             min: bins.min,
             max: bins.max,
             quantiles,
-            histogram: HistogramData {
-                lo: LO,
-                hi: HI,
-                counts: bins.counts.clone(),
-            },
+            histogram: HistogramData { lo: LO, hi: HI, counts: bins.counts.clone() },
         }
     }
 }
@@ -431,27 +372,10 @@ impl TruthReport {
 /// The histogram of scores, cut to the range where they lie, with the threshold marked.
 pub fn histogram(bins: &ScoreBins, min_score: f32, title: &str) -> vlp_plot::Histogram {
     let w = ScoreBins::bin_width();
-    let nonzero: Vec<usize> = bins
-        .counts
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| **c > 0)
-        .map(|(i, _)| i)
-        .collect();
+    let nonzero: Vec<usize> = bins.counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, _)| i).collect();
     let threshold_bin = vlp_plot::bin_of(min_score as f64, LO, HI, SCORE_BINS);
-    let first = nonzero
-        .first()
-        .copied()
-        .unwrap_or(threshold_bin)
-        .min(threshold_bin)
-        .saturating_sub(2);
-    let last = (nonzero
-        .last()
-        .copied()
-        .unwrap_or(threshold_bin)
-        .max(threshold_bin)
-        + 3)
-    .min(SCORE_BINS);
+    let first = nonzero.first().copied().unwrap_or(threshold_bin).min(threshold_bin).saturating_sub(2);
+    let last = (nonzero.last().copied().unwrap_or(threshold_bin).max(threshold_bin) + 3).min(SCORE_BINS);
     // Merge bins pairwise until at most 80 remain, so a bar is wide enough to see.
     let mut counts = bins.counts[first..last].to_vec();
     let mut width = w;
@@ -507,25 +431,16 @@ mod tests {
         assert_eq!((d.flagged, d.recall, d.precision), (2, 0.5, 1.0));
         // the median bad score is -0.1: its bin's lower edge is within one bin width below it
         let median = t.positive.quantile(0.5).unwrap();
-        assert!(
-            median <= -0.1 + 1e-6 && median > -0.1 - ScoreBins::bin_width() - 1e-6,
-            "{median}"
-        );
+        assert!(median <= -0.1 + 1e-6 && median > -0.1 - ScoreBins::bin_width() - 1e-6, "{median}");
         let sweep = t.sweep(1);
-        assert!(sweep
-            .windows(2)
-            .all(|w| w[0].recall <= w[1].recall && w[0].flagged <= w[1].flagged));
+        assert!(sweep.windows(2).all(|w| w[0].recall <= w[1].recall && w[0].flagged <= w[1].flagged));
         assert_eq!(sweep.last().unwrap().recall, 1.0);
     }
 
     #[test]
     fn merged_examples_are_the_same_sample_whatever_the_order() {
         let mk = |i: usize| Example::new(&format!("k{i}"), "x", "", None, "");
-        let (mut a, mut b, mut all) = (
-            PartStats::new(0, "a"),
-            PartStats::new(1, "b"),
-            PartStats::new(0, "all"),
-        );
+        let (mut a, mut b, mut all) = (PartStats::new(0, "a"), PartStats::new(1, "b"), PartStats::new(0, "all"));
         for i in 0..100 {
             let part = if i % 3 == 0 { &mut a } else { &mut b };
             part.drop_pair(DropReason::LowScore, mk(i));
@@ -543,10 +458,7 @@ mod tests {
     fn stats_survive_a_json_round_trip() {
         let mut p = PartStats::new(3, "shard-3.tar");
         p.scores.add(0.25);
-        p.drop_pair(
-            DropReason::Duplicate,
-            Example::new("k", "s:k", "a cat", Some(0.9), "of j"),
-        );
+        p.drop_pair(DropReason::Duplicate, Example::new("k", "s:k", "a cat", Some(0.9), "of j"));
         let back: PartStats = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
     }

@@ -139,21 +139,14 @@ pub fn write_split(dir: &DatasetDir, split: &str, images: &[ImageRecord]) -> Res
             let i = *text_index.entry(key).or_insert_with(|| {
                 let id = format!("{split}-t{:06}", texts.len());
                 texts.push((
-                    TextRecord {
-                        id,
-                        text: cap.text.clone(),
-                        lang: cap.lang.clone(),
-                        field: cap.field.clone(),
-                    },
+                    TextRecord { id, text: cap.text.clone(), lang: cap.lang.clone(), field: cap.field.clone() },
                     HashSet::new(),
                     HashSet::new(),
                 ));
                 texts.len() - 1
             });
             texts[i].1.extend(img.caption_judged.exact.iter().cloned());
-            texts[i]
-                .2
-                .extend(img.caption_judged.related.iter().cloned());
+            texts[i].2.extend(img.caption_judged.related.iter().cloned());
         }
     }
     let mut by_exact: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -187,21 +180,9 @@ pub fn write_split(dir: &DatasetDir, split: &str, images: &[ImageRecord]) -> Res
         }
     }
 
-    let mut counts = SplitCounts {
-        images: images.len(),
-        texts: texts.len(),
-        ..Default::default()
-    };
-    write_lines(
-        &dir.manifest(split),
-        images.iter().map(|img| manifest_line(img, split)),
-    )?;
-    write_lines(
-        &dir.texts(split),
-        texts
-            .iter()
-            .map(|(t, _, _)| serde_json::to_string(t).expect("serialises")),
-    )?;
+    let mut counts = SplitCounts { images: images.len(), texts: texts.len(), ..Default::default() };
+    write_lines(&dir.manifest(split), images.iter().map(|img| manifest_line(img, split)))?;
+    write_lines(&dir.texts(split), texts.iter().map(|(t, _, _)| serde_json::to_string(t).expect("serialises")))?;
     let mut lines = Vec::new();
     for (t, row) in t2i.iter().enumerate() {
         for (&i, &g) in row {
@@ -243,9 +224,7 @@ pub fn write_lines(path: &Path, lines: impl Iterator<Item = String>) -> Result<(
     let file = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
     let mut w = BufWriter::new(file);
     for line in lines {
-        w.write_all(line.as_bytes())
-            .and_then(|_| w.write_all(b"\n"))
-            .map_err(|e| DataError::io(&tmp, e))?;
+        w.write_all(line.as_bytes()).and_then(|_| w.write_all(b"\n")).map_err(|e| DataError::io(&tmp, e))?;
     }
     w.flush().map_err(|e| DataError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
@@ -262,11 +241,7 @@ pub fn write_dataset(
     for (split, recs) in by_split {
         splits.insert(split.to_string(), write_split(dir, split, recs)?);
     }
-    let info = DatasetInfo {
-        name: name.to_string(),
-        splits,
-        source,
-    };
+    let info = DatasetInfo { name: name.to_string(), splits, source };
     write_info(dir, &info)?;
     Ok(info)
 }
@@ -286,19 +261,11 @@ fn read_ids(path: &Path) -> Result<Vec<(String, Map<String, Value>)>> {
         if line.trim().is_empty() {
             continue;
         }
-        let obj: Map<String, Value> = serde_json::from_str(&line).map_err(|e| {
-            DataError::input(format!("{}:{}", path.display(), n + 1), e.to_string())
+        let obj: Map<String, Value> = serde_json::from_str(&line)
+            .map_err(|e| DataError::input(format!("{}:{}", path.display(), n + 1), e.to_string()))?;
+        let id = obj.get("id").and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
+            DataError::input(format!("{}:{}", path.display(), n + 1), "record has no string \"id\"")
         })?;
-        let id = obj
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| {
-                DataError::input(
-                    format!("{}:{}", path.display(), n + 1),
-                    "record has no string \"id\"",
-                )
-            })?;
         out.push((id, obj));
     }
     Ok(out)
@@ -314,10 +281,7 @@ pub fn read_qrels(path: &Path) -> Result<Vec<(String, String, i32)>> {
             continue;
         }
         let grade = f.get(3).and_then(|g| g.parse().ok()).ok_or_else(|| {
-            DataError::input(
-                format!("{}:{}", path.display(), n + 1),
-                "expected 'qid 0 docid grade'",
-            )
+            DataError::input(format!("{}:{}", path.display(), n + 1), "expected 'qid 0 docid grade'")
         })?;
         out.push((f[0].to_string(), f[2].to_string(), grade));
     }
@@ -356,12 +320,7 @@ pub fn check(dir: &DatasetDir) -> Result<Vec<SplitCheck>> {
     for split in info.splits.keys() {
         let images = read_ids(&dir.manifest(split))?;
         let texts = read_ids(&dir.texts(split))?;
-        let mut c = SplitCheck {
-            split: split.clone(),
-            images: images.len(),
-            texts: texts.len(),
-            ..Default::default()
-        };
+        let mut c = SplitCheck { split: split.clone(), images: images.len(), texts: texts.len(), ..Default::default() };
         for (id, obj) in &images {
             let rel = obj.get("image").and_then(Value::as_str).unwrap_or("");
             if !dir.root().join(rel).is_file() {
@@ -370,17 +329,15 @@ pub fn check(dir: &DatasetDir) -> Result<Vec<SplitCheck>> {
         }
         let image_ids: HashSet<&str> = images.iter().map(|(id, _)| id.as_str()).collect();
         let text_ids: HashSet<&str> = texts.iter().map(|(id, _)| id.as_str()).collect();
-        for (direction, queries, docs) in [
-            (Direction::T2i, &text_ids, &image_ids),
-            (Direction::I2t, &image_ids, &text_ids),
-        ] {
+        for (direction, queries, docs) in
+            [(Direction::T2i, &text_ids, &image_ids), (Direction::I2t, &image_ids, &text_ids)]
+        {
             let qrels = read_qrels(&dir.qrels(split, direction))?;
             let mut exact: HashSet<&str> = HashSet::new();
             let mut judged: HashSet<&str> = HashSet::new();
             for (q, d, g) in &qrels {
                 if !queries.contains(q.as_str()) || !docs.contains(d.as_str()) {
-                    c.unresolved_ids
-                        .push(format!("{}: {q} {d}", direction.as_str()));
+                    c.unresolved_ids.push(format!("{}: {q} {d}", direction.as_str()));
                 }
                 judged.insert(q);
                 if *g >= 2 {
@@ -391,8 +348,7 @@ pub fn check(dir: &DatasetDir) -> Result<Vec<SplitCheck>> {
                 if !judged.contains(q) {
                     c.unjudged.push(format!("{}: {q}", direction.as_str()));
                 } else if !exact.contains(q) {
-                    c.queries_without_exact
-                        .push(format!("{}: {q}", direction.as_str()));
+                    c.queries_without_exact.push(format!("{}: {q}", direction.as_str()));
                 }
             }
         }

@@ -34,13 +34,9 @@ impl EmojiSources {
     }
     fn annotations(&self, lang: &str, derived: bool) -> PathBuf {
         if derived {
-            self.root.join(format!(
-                "cldr-annotations-derived-full/package/annotationsDerived/{lang}/annotations.json"
-            ))
+            self.root.join(format!("cldr-annotations-derived-full/package/annotationsDerived/{lang}/annotations.json"))
         } else {
-            self.root.join(format!(
-                "cldr-annotations-full/package/annotations/{lang}/annotations.json"
-            ))
+            self.root.join(format!("cldr-annotations-full/package/annotations/{lang}/annotations.json"))
         }
     }
 }
@@ -63,26 +59,15 @@ fn load_annotations(src: &EmojiSources, lang: &str) -> Result<HashMap<String, An
     for (derived, top) in [(false, "annotations"), (true, "annotationsDerived")] {
         let path = src.annotations(lang, derived);
         let v = read_json(&path)?;
-        let map = v[top]["annotations"].as_object().ok_or_else(|| {
-            DataError::input(path.display(), format!("no {top}.annotations object"))
-        })?;
+        let map = v[top]["annotations"]
+            .as_object()
+            .ok_or_else(|| DataError::input(path.display(), format!("no {top}.annotations object")))?;
         for (emoji, a) in map {
             let strings = |k: &str| -> Vec<String> {
-                a[k].as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
+                a[k].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect()
             };
             let name = strings("tts").into_iter().next();
-            out.insert(
-                emoji.clone(),
-                Annotation {
-                    name,
-                    keywords: strings("default"),
-                },
-            );
+            out.insert(emoji.clone(), Annotation { name, keywords: strings("default") });
         }
     }
     Ok(out)
@@ -90,10 +75,7 @@ fn load_annotations(src: &EmojiSources, lang: &str) -> Result<HashMap<String, An
 
 /// `"1F1EA-1F1EC"` → the emoji string.
 fn unified_to_string(unified: &str) -> Option<String> {
-    unified
-        .split('-')
-        .map(|h| u32::from_str_radix(h, 16).ok().and_then(char::from_u32))
-        .collect()
+    unified.split('-').map(|h| u32::from_str_radix(h, 16).ok().and_then(char::from_u32)).collect()
 }
 
 fn split_of(unified: &str) -> &'static str {
@@ -109,13 +91,9 @@ fn split_of(unified: &str) -> &'static str {
 pub fn build(src: &EmojiSources, out: &Path) -> Result<(DatasetInfo, SkipLog)> {
     let meta_path = src.datasource("twitter").join("emoji.json");
     let entries = read_json(&meta_path)?;
-    let entries = entries
-        .as_array()
-        .ok_or_else(|| DataError::input(meta_path.display(), "expected a JSON array"))?;
-    let annotations: Vec<(&str, HashMap<String, Annotation>)> = LANGS
-        .iter()
-        .map(|l| load_annotations(src, l).map(|a| (*l, a)))
-        .collect::<Result<_>>()?;
+    let entries = entries.as_array().ok_or_else(|| DataError::input(meta_path.display(), "expected a JSON array"))?;
+    let annotations: Vec<(&str, HashMap<String, Annotation>)> =
+        LANGS.iter().map(|l| load_annotations(src, l).map(|a| (*l, a))).collect::<Result<_>>()?;
     let mut log = SkipLog::new();
 
     struct Emoji {
@@ -128,25 +106,15 @@ pub fn build(src: &EmojiSources, out: &Path) -> Result<(DatasetInfo, SkipLog)> {
     for e in entries {
         let unified = e["unified"].as_str().unwrap_or_default().to_string();
         let Some(chars) = unified_to_string(&unified) else {
-            log.record(
-                SkipReason::ManifestBadLine,
-                meta_path.display().to_string(),
-                format!("bad code points '{unified}'"),
-            );
+            log.record(SkipReason::ManifestBadLine, meta_path.display().to_string(), format!("bad code points '{unified}'"));
             continue;
         };
         let bare: String = chars.chars().filter(|&c| c != '\u{FE0F}').collect();
         let mut captions = Vec::new();
         for (lang, table) in &annotations {
-            let Some(a) = table.get(&chars).or_else(|| table.get(&bare)) else {
-                continue;
-            };
+            let Some(a) = table.get(&chars).or_else(|| table.get(&bare)) else { continue };
             if let Some(name) = &a.name {
-                captions.push(Caption {
-                    text: name.clone(),
-                    lang: Some(lang.to_string()),
-                    field: Some("name".into()),
-                });
+                captions.push(Caption { text: name.clone(), lang: Some(lang.to_string()), field: Some("name".into()) });
             }
             if !a.keywords.is_empty() {
                 captions.push(Caption {
@@ -157,11 +125,7 @@ pub fn build(src: &EmojiSources, out: &Path) -> Result<(DatasetInfo, SkipLog)> {
             }
         }
         if captions.is_empty() {
-            log.record(
-                SkipReason::CaptionMissing,
-                format!("emoji {unified}"),
-                "no CLDR name or keywords",
-            );
+            log.record(SkipReason::CaptionMissing, format!("emoji {unified}"), "no CLDR name or keywords");
             continue;
         }
         emoji.push(Emoji {
@@ -175,41 +139,22 @@ pub fn build(src: &EmojiSources, out: &Path) -> Result<(DatasetInfo, SkipLog)> {
     // Render every (emoji, style) on white, in parallel; keep the pixels' hash for grade 2.
     let images_dir = out.join("images");
     for style in STYLES {
-        std::fs::create_dir_all(images_dir.join(style))
-            .map_err(|e| DataError::io(&images_dir, e))?;
+        std::fs::create_dir_all(images_dir.join(style)).map_err(|e| DataError::io(&images_dir, e))?;
     }
-    let jobs: Vec<(usize, &str)> = (0..emoji.len())
-        .flat_map(|i| STYLES.iter().map(move |s| (i, *s)))
-        .collect();
-    let rendered: Vec<(
-        usize,
-        &str,
-        std::result::Result<u64, (SkipReason, String, String)>,
-    )> = jobs
+    let jobs: Vec<(usize, &str)> = (0..emoji.len()).flat_map(|i| STYLES.iter().map(move |s| (i, *s))).collect();
+    let rendered: Vec<(usize, &str, std::result::Result<u64, (SkipReason, String, String)>)> = jobs
         .par_iter()
         .map(|&(i, style)| {
             let file = format!("{}.png", emoji[i].unified.to_ascii_lowercase());
             let from = src.datasource(style).join(format!("img/{style}/64/{file}"));
             let location = from.display().to_string();
             let result = (|| {
-                let bytes = std::fs::read(&from).map_err(|e| {
-                    (
-                        SkipReason::ImageFileMissing,
-                        location.clone(),
-                        e.to_string(),
-                    )
-                })?;
+                let bytes = std::fs::read(&from).map_err(|e| (SkipReason::ImageFileMissing, location.clone(), e.to_string()))?;
                 let img = crate::image_pipeline::decode(&bytes, 1 << 24)
                     .map_err(|f| (f.reason, location.clone(), f.detail))?;
                 let rgb = to_rgb_on_white(img);
                 let to = images_dir.join(style).join(&file);
-                rgb.save(&to).map_err(|e| {
-                    (
-                        SkipReason::ImageUndecodable,
-                        to.display().to_string(),
-                        e.to_string(),
-                    )
-                })?;
+                rgb.save(&to).map_err(|e| (SkipReason::ImageUndecodable, to.display().to_string(), e.to_string()))?;
                 Ok(stable_hash(rgb.as_raw()))
             })();
             (i, style, result)
@@ -248,27 +193,16 @@ pub fn build(src: &EmojiSources, out: &Path) -> Result<(DatasetInfo, SkipLog)> {
             image: format!("images/{style}/{}.png", e.unified.to_ascii_lowercase()),
             captions: e.captions.clone(),
             meta,
-            judged: Judged {
-                exact,
-                related: related.clone(),
-            },
+            judged: Judged { exact, related: related.clone() },
             // a text names its own emoji only, not every emoji drawn alike
-            caption_judged: Judged {
-                exact: vec![e.unified.clone()],
-                related,
-            },
+            caption_judged: Judged { exact: vec![e.unified.clone()], related },
         });
     }
     let dir = DatasetDir::new(out);
-    let info = write_dataset(
-        &dir,
-        "emoji",
-        &by_split,
-        json!({
+    let info = write_dataset(&dir, "emoji", &by_split, json!({
             "packages": ["emoji-datasource-twitter@16.0.0", "emoji-datasource-google@16.0.0",
                          "cldr-annotations-full@48.2.0", "cldr-annotations-derived-full@48.2.0"],
             "licences": {"twemoji": "CC-BY-4.0", "noto-emoji": "Apache-2.0", "cldr": "Unicode-3.0"},
-        }),
-    )?;
+        }))?;
     Ok((info, log))
 }

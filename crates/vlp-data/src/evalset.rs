@@ -30,11 +30,7 @@ impl EvalSet {
         Self::from_pairs(input, opts)
     }
 
-    fn read_samples(
-        input: &str,
-        split: Option<&str>,
-        opts: &ReadOptions,
-    ) -> Result<(Vec<Sample>, SkipLog)> {
+    fn read_samples(input: &str, split: Option<&str>, opts: &ReadOptions) -> Result<(Vec<Sample>, SkipLog)> {
         let mut log = SkipLog::new();
         let mut images = Vec::new();
         for item in source::open(input, split, opts)? {
@@ -47,17 +43,13 @@ impl EvalSet {
     }
 
     pub fn from_dataset(dir: &DatasetDir, split: &str, opts: &ReadOptions) -> Result<EvalSet> {
-        let (images, skipped) =
-            Self::read_samples(&dir.root().display().to_string(), Some(split), opts)?;
+        let (images, skipped) = Self::read_samples(&dir.root().display().to_string(), Some(split), opts)?;
         let texts_path = dir.texts(split);
         let texts = std::fs::read_to_string(&texts_path)
             .map_err(|e| DataError::io(&texts_path, e))?
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l)
-                    .map_err(|e| DataError::input(texts_path.display(), e.to_string()))
-            })
+            .map(|l| serde_json::from_str(l).map_err(|e| DataError::input(texts_path.display(), e.to_string())))
             .collect::<Result<Vec<TextRecord>>>()?;
         Ok(EvalSet {
             images,
@@ -77,25 +69,14 @@ impl EvalSet {
         for img in &images {
             for c in &img.captions {
                 let i = *index.entry(c.text.clone()).or_insert_with(|| {
-                    texts.push(TextRecord {
-                        id: format!("t{:06}", texts.len()),
-                        text: c.text.clone(),
-                        lang: c.lang.clone(),
-                        field: c.field.clone(),
-                    });
+                    texts.push(TextRecord { id: format!("t{:06}", texts.len()), text: c.text.clone(), lang: c.lang.clone(), field: c.field.clone() });
                     texts.len() - 1
                 });
                 t2i.push((texts[i].id.clone(), img.key.clone(), 2));
                 i2t.push((img.key.clone(), texts[i].id.clone(), 2));
             }
         }
-        Ok(EvalSet {
-            images,
-            texts,
-            t2i,
-            i2t,
-            skipped,
-        })
+        Ok(EvalSet { images, texts, t2i, i2t, skipped })
     }
 
     /// Qrels of one direction keeping only grades ≥ `min_grade` (R@k "grade 2" uses 2).
@@ -104,9 +85,6 @@ impl EvalSet {
             Direction::T2i => &self.t2i,
             Direction::I2t => &self.i2t,
         };
-        src.iter()
-            .filter(|(_, _, g)| *g >= min_grade)
-            .cloned()
-            .collect()
+        src.iter().filter(|(_, _, g)| *g >= min_grade).cloned().collect()
     }
 }

@@ -62,12 +62,10 @@ pub struct ImageFailure {
 /// Decodes with limits: the pixel count and the allocation are bounded before any pixel is
 /// decoded, so a small file that claims a huge canvas is refused cheaply.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, ImageFailure> {
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ImageFailure {
-            reason: SkipReason::ImageUndecodable,
-            detail: e.to_string(),
-        })?;
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImageFailure {
+        reason: SkipReason::ImageUndecodable,
+        detail: e.to_string(),
+    })?;
     let mut limits = image::Limits::default();
     let side = max_pixels.min(u32::MAX as u64) as u32;
     limits.max_image_width = Some(side);
@@ -82,18 +80,13 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, ImageFailur
             detail: format!("{w}x{h} pixels > limit {max_pixels}"),
         });
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(failure_io)?;
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(failure_io)?;
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(max_pixels.saturating_mul(8));
     reader.limits(limits);
     let img = reader.decode().map_err(failure)?;
     if img.width() == 0 || img.height() == 0 {
-        return Err(ImageFailure {
-            reason: SkipReason::ImageUndecodable,
-            detail: "zero-sized image".into(),
-        });
+        return Err(ImageFailure { reason: SkipReason::ImageUndecodable, detail: "zero-sized image".into() });
     }
     Ok(img)
 }
@@ -103,17 +96,11 @@ fn failure(e: image::ImageError) -> ImageFailure {
         image::ImageError::Limits(_) => SkipReason::ImageTooLarge,
         _ => SkipReason::ImageUndecodable,
     };
-    ImageFailure {
-        reason,
-        detail: e.to_string(),
-    }
+    ImageFailure { reason, detail: e.to_string() }
 }
 
 fn failure_io(e: std::io::Error) -> ImageFailure {
-    ImageFailure {
-        reason: SkipReason::ImageUndecodable,
-        detail: e.to_string(),
-    }
+    ImageFailure { reason: SkipReason::ImageUndecodable, detail: e.to_string() }
 }
 
 /// Converts to 8-bit RGB; transparent pixels are composited on white, as a viewer shows them.
@@ -140,9 +127,7 @@ pub fn crop_box(w: u32, h: u32, cfg: &ImageConfig, aug: Augment) -> (u32, u32, u
         let side = w.min(h);
         ((w - side) / 2, (h - side) / 2, side, side)
     };
-    let Augment::Train { seed } = aug else {
-        return center();
-    };
+    let Augment::Train { seed } = aug else { return center() };
     // torchvision's RandomResizedCrop: ten tries at a random area and aspect, then the center.
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let area = (w as f32) * (h as f32);
@@ -196,12 +181,7 @@ pub fn normalize_into(img: &RgbImage, cfg: &ImageConfig, out: &mut [f32]) {
 }
 
 /// The whole pipeline for one encoded image: `[3, size, size]` floats into `out`.
-pub fn process_into(
-    bytes: &[u8],
-    cfg: &ImageConfig,
-    aug: Augment,
-    out: &mut [f32],
-) -> Result<(), ImageFailure> {
+pub fn process_into(bytes: &[u8], cfg: &ImageConfig, aug: Augment, out: &mut [f32]) -> Result<(), ImageFailure> {
     let rgb = to_rgb_on_white(decode(bytes, cfg.max_pixels)?);
     normalize_into(&crop_resize(&rgb, cfg, aug), cfg, out);
     Ok(())
@@ -211,18 +191,10 @@ pub fn process_into(
 pub fn letterbox_on_white(img: &RgbImage, side: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let scale = side as f32 / w.max(h) as f32;
-    let (nw, nh) = (
-        ((w as f32 * scale).round() as u32).max(1),
-        ((h as f32 * scale).round() as u32).max(1),
-    );
+    let (nw, nh) = (((w as f32 * scale).round() as u32).max(1), ((h as f32 * scale).round() as u32).max(1));
     let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
     let mut out = RgbImage::from_pixel(side, side, image::Rgb([255, 255, 255]));
-    image::imageops::replace(
-        &mut out,
-        &resized,
-        ((side - nw) / 2) as i64,
-        ((side - nh) / 2) as i64,
-    );
+    image::imageops::replace(&mut out, &resized, ((side - nw) / 2) as i64, ((side - nh) / 2) as i64);
     out
 }
 
@@ -249,10 +221,7 @@ mod tests {
 
     #[test]
     fn random_crop_is_deterministic_and_inside() {
-        let cfg = ImageConfig {
-            crop_scale: (0.3, 1.0),
-            ..Default::default()
-        };
+        let cfg = ImageConfig { crop_scale: (0.3, 1.0), ..Default::default() };
         for seed in 0..200 {
             let a = crop_box(123, 77, &cfg, Augment::Train { seed });
             assert_eq!(a, crop_box(123, 77, &cfg, Augment::Train { seed }));
@@ -262,25 +231,13 @@ mod tests {
 
     #[test]
     fn normalisation_matches_the_formula() {
-        let cfg = ImageConfig {
-            size: 1,
-            ..Default::default()
-        };
+        let cfg = ImageConfig { size: 1, ..Default::default() };
         let img = RgbImage::from_pixel(1, 1, image::Rgb([255, 0, 128]));
         let mut out = [0.0f32; 3];
         normalize_into(&img, &cfg, &mut out);
-        let want = [
-            (1.0 - CLIP_MEAN[0]) / CLIP_STD[0],
-            -CLIP_MEAN[1] / CLIP_STD[1],
-            (128.0 / 255.0 - CLIP_MEAN[2]) / CLIP_STD[2],
-        ];
+        let want = [(1.0 - CLIP_MEAN[0]) / CLIP_STD[0], -CLIP_MEAN[1] / CLIP_STD[1], (128.0 / 255.0 - CLIP_MEAN[2]) / CLIP_STD[2]];
         for c in 0..3 {
-            assert!(
-                (out[c] - want[c]).abs() < 1e-5,
-                "{c}: {} vs {}",
-                out[c],
-                want[c]
-            );
+            assert!((out[c] - want[c]).abs() < 1e-5, "{c}: {} vs {}", out[c], want[c]);
         }
     }
 }

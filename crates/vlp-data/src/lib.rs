@@ -16,9 +16,9 @@
 pub mod dataset;
 pub mod emoji;
 pub mod evalset;
+pub mod openclipart;
 pub mod image_pipeline;
 pub mod loader;
-pub mod openclipart;
 pub mod sample;
 pub mod shards;
 pub mod skip;
@@ -36,10 +36,7 @@ pub use wds_writer::WdsWriter;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{input}: {message}")]
     Input { input: String, message: String },
     #[error("tokenizer: {0}")]
@@ -48,16 +45,10 @@ pub enum DataError {
 
 impl DataError {
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        DataError::Io {
-            path: path.as_ref().display().to_string(),
-            source,
-        }
+        DataError::Io { path: path.as_ref().display().to_string(), source }
     }
     pub fn input(input: impl std::fmt::Display, message: impl Into<String>) -> Self {
-        DataError::Input {
-            input: input.to_string(),
-            message: message.into(),
-        }
+        DataError::Input { input: input.to_string(), message: message.into() }
     }
 }
 

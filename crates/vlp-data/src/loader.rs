@@ -71,13 +71,7 @@ impl BatchLoader {
         let worker = std::thread::Builder::new()
             .name("vlp-data-batcher".into())
             .spawn(move || {
-                let shuffle_seed = stable_hash(
-                    &[
-                        cfg.train_seed.unwrap_or(0).to_le_bytes(),
-                        cfg.epoch.to_le_bytes(),
-                    ]
-                    .concat(),
-                );
+                let shuffle_seed = stable_hash(&[cfg.train_seed.unwrap_or(0).to_le_bytes(), cfg.epoch.to_le_bytes()].concat());
                 let mut samples_in = Shuffled::new(stream, cfg.shuffle_buffer, shuffle_seed);
                 loop {
                     let mut samples = Vec::with_capacity(cfg.batch_size);
@@ -112,11 +106,7 @@ impl BatchLoader {
                 }
             })
             .expect("spawn batcher thread");
-        BatchLoader {
-            rx,
-            skips,
-            _worker: worker,
-        }
+        BatchLoader { rx, skips, _worker: worker }
     }
 
     /// Everything skipped so far (complete once the iterator is exhausted).
@@ -143,12 +133,7 @@ struct Shuffled<I: Iterator<Item = crate::source::SourceItem>> {
 
 impl<I: Iterator<Item = crate::source::SourceItem>> Shuffled<I> {
     fn new(inner: I, size: usize, seed: u64) -> Self {
-        Shuffled {
-            inner,
-            buffer: Vec::with_capacity(size),
-            size,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        }
+        Shuffled { inner, buffer: Vec::with_capacity(size), size, rng: ChaCha8Rng::seed_from_u64(seed) }
     }
 }
 
@@ -174,24 +159,13 @@ impl<I: Iterator<Item = crate::source::SourceItem>> Iterator for Shuffled<I> {
 }
 
 /// Decodes a group of samples in parallel; returns the batch of those that decoded and the skips.
-pub fn assemble(
-    samples: Vec<Sample>,
-    tokenizer: &TextTokenizer,
-    cfg: &LoaderConfig,
-) -> (Result<Batch>, Vec<Skip>) {
+pub fn assemble(samples: Vec<Sample>, tokenizer: &TextTokenizer, cfg: &LoaderConfig) -> (Result<Batch>, Vec<Skip>) {
     let px = (3 * cfg.image.size * cfg.image.size) as usize;
     let decoded: Vec<std::result::Result<(Vec<f32>, Sample), Skip>> = samples
         .into_par_iter()
         .map(|s| {
             let per_sample = cfg.train_seed.map(|seed| {
-                stable_hash(
-                    &[
-                        seed.to_le_bytes().as_slice(),
-                        &cfg.epoch.to_le_bytes(),
-                        s.key.as_bytes(),
-                    ]
-                    .concat(),
-                )
+                stable_hash(&[seed.to_le_bytes().as_slice(), &cfg.epoch.to_le_bytes(), s.key.as_bytes()].concat())
             });
             let aug = per_sample.map_or(Augment::Eval, |seed| Augment::Train { seed });
             let mut buf = vec![0f32; px];
@@ -211,15 +185,7 @@ pub fn assemble(
                 images.extend_from_slice(&buf);
                 let pick = match cfg.train_seed {
                     Some(seed) if s.captions.len() > 1 => {
-                        let h = stable_hash(
-                            &[
-                                b"caption".as_slice(),
-                                &seed.to_le_bytes(),
-                                &cfg.epoch.to_le_bytes(),
-                                s.key.as_bytes(),
-                            ]
-                            .concat(),
-                        );
+                        let h = stable_hash(&[b"caption".as_slice(), &seed.to_le_bytes(), &cfg.epoch.to_le_bytes(), s.key.as_bytes()].concat());
                         ChaCha8Rng::seed_from_u64(h).gen_range(0..s.captions.len())
                     }
                     _ => 0,

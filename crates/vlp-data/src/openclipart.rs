@@ -39,18 +39,8 @@ const COLLECTION_LABELS: [&str; 12] = [
 const SHARED_TITLE_LIMIT: usize = 10;
 
 /// Keywords that say nothing about the drawing.
-const UNINFORMATIVE_KEYWORDS: [&str; 10] = [
-    "",
-    "clip art",
-    "clipart",
-    "image",
-    "media",
-    "public domain",
-    "svg",
-    "png",
-    "externalsource",
-    "unsorted",
-];
+const UNINFORMATIVE_KEYWORDS: [&str; 10] =
+    ["", "clip art", "clipart", "image", "media", "public domain", "svg", "png", "externalsource", "unsorted"];
 
 /// Metadata read from one SVG.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -62,11 +52,7 @@ pub struct SvgMeta {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
+    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
 }
 
 /// The text of the first `<tag>…</tag>` inside `hay`.
@@ -88,25 +74,16 @@ fn element<'a>(hay: &'a str, tag: &str) -> Option<&'a str> {
 
 /// Reads the RDF metadata (`cc:Work`) of an SVG file.
 pub fn parse_svg_meta(svg: &str) -> SvgMeta {
-    let Some(work) = element(svg, "cc:Work") else {
-        return SvgMeta::default();
-    };
+    let Some(work) = element(svg, "cc:Work") else { return SvgMeta::default() };
     let clean = |s: &str| {
         let t = unescape(s.trim());
-        let t = t
-            .trim_start_matches("<![CDATA[")
-            .trim_end_matches("]]>")
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let t = t.trim_start_matches("<![CDATA[").trim_end_matches("]]>").split_whitespace().collect::<Vec<_>>().join(" ");
         (!t.is_empty()).then_some(t)
     };
     // the Work's own title comes before nested agents' titles
     let title = element(work, "dc:title").and_then(clean);
     let description = element(work, "dc:description").and_then(clean);
-    let creator = element(work, "dc:creator")
-        .and_then(|c| element(c, "dc:title"))
-        .and_then(clean);
+    let creator = element(work, "dc:creator").and_then(|c| element(c, "dc:title")).and_then(clean);
     let mut keywords = Vec::new();
     if let Some(subject) = element(work, "dc:subject") {
         let mut rest = subject;
@@ -114,18 +91,11 @@ pub fn parse_svg_meta(svg: &str) -> SvgMeta {
             if let Some(k) = clean(li) {
                 keywords.push(k.to_lowercase());
             }
-            let Some(pos) = rest.find("</rdf:li>") else {
-                break;
-            };
+            let Some(pos) = rest.find("</rdf:li>") else { break };
             rest = &rest[pos + 9..];
         }
     }
-    SvgMeta {
-        title,
-        description,
-        keywords,
-        creator,
-    }
+    SvgMeta { title, description, keywords, creator }
 }
 
 /// Lower case, words only, single spaces: the key of grade 2.
@@ -146,15 +116,9 @@ pub fn clean_title(raw: &str) -> String {
             t = rest;
         }
     }
-    let words: Vec<&str> = t
-        .split(['_', '-', ' ', '.'])
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words: Vec<&str> = t.split(['_', '-', ' ', '.']).filter(|w| !w.is_empty()).collect();
     let mut words: Vec<&str> = words.into_iter().collect();
-    while words
-        .last()
-        .is_some_and(|w| w.chars().all(|c| c.is_ascii_digit()))
-    {
+    while words.last().is_some_and(|w| w.chars().all(|c| c.is_ascii_digit())) {
         words.pop();
     }
     words.join(" ")
@@ -220,18 +184,13 @@ pub fn build(src: &OpenclipartSources, out: &Path, side: u32) -> Result<(Dataset
     let png_root = src.png_root();
     let files = list_pngs(&png_root)?;
     if files.is_empty() {
-        return Err(DataError::input(
-            png_root.display(),
-            "no PNG files; run datasets/openclipart/fetch.sh",
-        ));
+        return Err(DataError::input(png_root.display(), "no PNG files; run datasets/openclipart/fetch.sh"));
     }
     let metas: Vec<SvgMeta> = files
         .par_iter()
         .map(|rel| {
             let svg = src.svg_root().join(rel.with_extension("svg"));
-            std::fs::read(&svg)
-                .map(|b| parse_svg_meta(&String::from_utf8_lossy(&b)))
-                .unwrap_or_default()
+            std::fs::read(&svg).map(|b| parse_svg_meta(&String::from_utf8_lossy(&b))).unwrap_or_default()
         })
         .collect();
     let mut title_count: HashMap<String, usize> = HashMap::new();
@@ -247,10 +206,7 @@ pub fn build(src: &OpenclipartSources, out: &Path, side: u32) -> Result<(Dataset
         }
     }
     let common_limit = files.len() / 20;
-    let informative = |k: &str| {
-        !UNINFORMATIVE_KEYWORDS.contains(&k)
-            && keyword_count.get(k).copied().unwrap_or(0) <= common_limit
-    };
+    let informative = |k: &str| !UNINFORMATIVE_KEYWORDS.contains(&k) && keyword_count.get(k).copied().unwrap_or(0) <= common_limit;
 
     let mut log = SkipLog::new();
     let mut chosen: Vec<(usize, String, &'static str)> = Vec::new();
@@ -259,9 +215,7 @@ pub fn build(src: &OpenclipartSources, out: &Path, side: u32) -> Result<(Dataset
             let lower = t.to_lowercase();
             let is_label = COLLECTION_LABELS.contains(&lower.as_str())
                 || title_count[&lower] >= SHARED_TITLE_LIMIT && !lower.starts_with("clipart by")
-                || m.creator
-                    .as_ref()
-                    .is_some_and(|c| c.to_lowercase() == lower);
+                || m.creator.as_ref().is_some_and(|c| c.to_lowercase() == lower);
             let cleaned = clean_title(t);
             (!is_label && has_letters(&cleaned)).then_some(cleaned)
         });
@@ -275,47 +229,22 @@ pub fn build(src: &OpenclipartSources, out: &Path, side: u32) -> Result<(Dataset
         };
         match caption {
             Some((c, from)) => chosen.push((i, c, from)),
-            None => log.record(
-                SkipReason::CaptionEmpty,
-                rel.display().to_string(),
-                "no usable title or file name",
-            ),
+            None => log.record(SkipReason::CaptionEmpty, rel.display().to_string(), "no usable title or file name"),
         }
     }
 
     let images_dir = out.join("images");
-    let rendered: Vec<
-        std::result::Result<(usize, String, &'static str), (String, SkipReason, String)>,
-    > = chosen
+    let rendered: Vec<std::result::Result<(usize, String, &'static str), (String, SkipReason, String)>> = chosen
         .into_par_iter()
         .map(|(i, caption, from)| {
             let rel = &files[i];
             let from_path = png_root.join(rel);
-            let bytes = std::fs::read(&from_path).map_err(|e| {
-                (
-                    rel.display().to_string(),
-                    SkipReason::ImageFileMissing,
-                    e.to_string(),
-                )
-            })?;
-            let img = crate::image_pipeline::decode(&bytes, 1 << 26)
-                .map_err(|f| (rel.display().to_string(), f.reason, f.detail))?;
+            let bytes = std::fs::read(&from_path).map_err(|e| (rel.display().to_string(), SkipReason::ImageFileMissing, e.to_string()))?;
+            let img = crate::image_pipeline::decode(&bytes, 1 << 26).map_err(|f| (rel.display().to_string(), f.reason, f.detail))?;
             let square = crop_to_content(&to_rgb_on_white(img), side);
             let to = images_dir.join(rel);
-            std::fs::create_dir_all(to.parent().expect("has parent")).map_err(|e| {
-                (
-                    rel.display().to_string(),
-                    SkipReason::ImageUndecodable,
-                    e.to_string(),
-                )
-            })?;
-            square.save(&to).map_err(|e| {
-                (
-                    rel.display().to_string(),
-                    SkipReason::ImageUndecodable,
-                    e.to_string(),
-                )
-            })?;
+            std::fs::create_dir_all(to.parent().expect("has parent")).map_err(|e| (rel.display().to_string(), SkipReason::ImageUndecodable, e.to_string()))?;
+            square.save(&to).map_err(|e| (rel.display().to_string(), SkipReason::ImageUndecodable, e.to_string()))?;
             Ok((i, caption, from))
         })
         .collect();
@@ -337,22 +266,10 @@ pub fn build(src: &OpenclipartSources, out: &Path, side: u32) -> Result<(Dataset
             7 => "val",
             _ => "test",
         };
-        let folder = rel
-            .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let related: Vec<String> = m
-            .keywords
-            .iter()
-            .filter(|k| informative(k))
-            .map(|k| format!("{folder}|{k}"))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let judged = Judged {
-            exact: vec![key],
-            related,
-        };
+        let folder = rel.parent().map(|p| p.display().to_string()).unwrap_or_default();
+        let related: Vec<String> =
+            m.keywords.iter().filter(|k| informative(k)).map(|k| format!("{folder}|{k}")).collect::<HashSet<_>>().into_iter().collect();
+        let judged = Judged { exact: vec![key], related };
         let mut meta = Map::new();
         meta.insert("category".into(), json!(folder));
         meta.insert("keywords".into(), json!(m.keywords));
@@ -360,33 +277,18 @@ pub fn build(src: &OpenclipartSources, out: &Path, side: u32) -> Result<(Dataset
         if let Some(t) = &m.title {
             meta.insert("title".into(), json!(t));
         }
-        let id = format!(
-            "oc-{}",
-            rel.with_extension("")
-                .display()
-                .to_string()
-                .replace('/', "-")
-        );
+        let id = format!("oc-{}", rel.with_extension("").display().to_string().replace('/', "-"));
         by_split.entry(split).or_default().push(ImageRecord {
             id,
             image: format!("images/{}", rel.display()),
-            captions: vec![Caption {
-                text: caption,
-                lang: Some("en".into()),
-                field: Some("title".into()),
-            }],
+            captions: vec![Caption { text: caption, lang: Some("en".into()), field: Some("title".into()) }],
             meta,
             judged: judged.clone(),
             caption_judged: judged,
         });
     }
     let dir = DatasetDir::new(out);
-    let info = write_dataset(
-        &dir,
-        "openclipart",
-        &by_split,
-        json!({"packages": ["openclipart-png", "openclipart-svg"], "licence": "public domain", "side": side}),
-    )?;
+    let info = write_dataset(&dir, "openclipart", &by_split, json!({"packages": ["openclipart-png", "openclipart-svg"], "licence": "public domain", "side": side}))?;
     Ok((info, log))
 }
 
@@ -411,14 +313,8 @@ mod tests {
 
     #[test]
     fn titles_and_file_names_become_captions() {
-        assert_eq!(
-            clean_title("Clipart by Nicu Buculei - jigsaw_red_10"),
-            "jigsaw red"
-        );
-        assert_eq!(
-            clean_title("chemistry_flask_matthew__02"),
-            "chemistry flask matthew"
-        );
+        assert_eq!(clean_title("Clipart by Nicu Buculei - jigsaw_red_10"), "jigsaw red");
+        assert_eq!(clean_title("chemistry_flask_matthew__02"), "chemistry flask matthew");
         assert_eq!(normalise_caption("Chemistry  Flask!"), "chemistry flask");
     }
 }

@@ -14,11 +14,7 @@ pub struct Caption {
 
 impl Caption {
     pub fn plain(text: impl Into<String>) -> Self {
-        Caption {
-            text: text.into(),
-            lang: None,
-            field: None,
-        }
+        Caption { text: text.into(), lang: None, field: None }
     }
 
     /// The caption as a manifest writes it: `{"text", "lang"?, "field"?}`.

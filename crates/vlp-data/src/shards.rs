@@ -49,21 +49,15 @@ pub fn expand_shards(spec: &str) -> Result<Vec<PathBuf>> {
 
 /// Expands the first `{...}` group, recursively, so `a{0..1}b{x,y}` gives four strings.
 pub fn expand_braces(s: &str) -> Result<Vec<String>> {
-    let Some(open) = s.find('{') else {
-        return Ok(vec![s.to_string()]);
-    };
+    let Some(open) = s.find('{') else { return Ok(vec![s.to_string()]) };
     let close = s[open..]
         .find('}')
         .map(|i| open + i)
         .ok_or_else(|| DataError::input(s, "unclosed '{' in shard list"))?;
     let (head, body, tail) = (&s[..open], &s[open + 1..close], &s[close + 1..]);
     let items: Vec<String> = if let Some((a, b)) = body.split_once("..") {
-        let lo: u64 = a
-            .parse()
-            .map_err(|_| DataError::input(s, format!("bad range start '{a}'")))?;
-        let hi: u64 = b
-            .parse()
-            .map_err(|_| DataError::input(s, format!("bad range end '{b}'")))?;
+        let lo: u64 = a.parse().map_err(|_| DataError::input(s, format!("bad range start '{a}'")))?;
+        let hi: u64 = b.parse().map_err(|_| DataError::input(s, format!("bad range end '{b}'")))?;
         if hi < lo {
             return Err(DataError::input(s, "range end is before its start"));
         }
@@ -85,14 +79,8 @@ mod tests {
 
     #[test]
     fn braces_expand_ranges_and_lists() {
-        assert_eq!(
-            expand_braces("s-{008..010}.tar").unwrap(),
-            vec!["s-008.tar", "s-009.tar", "s-010.tar"]
-        );
-        assert_eq!(
-            expand_braces("{a,b}{0..1}").unwrap(),
-            vec!["a0", "a1", "b0", "b1"]
-        );
+        assert_eq!(expand_braces("s-{008..010}.tar").unwrap(), vec!["s-008.tar", "s-009.tar", "s-010.tar"]);
+        assert_eq!(expand_braces("{a,b}{0..1}").unwrap(), vec!["a0", "a1", "b0", "b1"]);
         assert!(expand_braces("x{3..1}").is_err());
         assert!(expand_braces("x{1..").is_err());
     }

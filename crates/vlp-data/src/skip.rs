@@ -64,9 +64,7 @@ impl SkipReason {
 
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned));
+        let name = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned));
         f.write_str(name.as_deref().unwrap_or("?"))
     }
 }
@@ -93,19 +91,11 @@ impl SkipLog {
         Self::default()
     }
 
-    pub fn record(
-        &mut self,
-        reason: SkipReason,
-        location: impl Into<String>,
-        detail: impl Into<String>,
-    ) {
+    pub fn record(&mut self, reason: SkipReason, location: impl Into<String>, detail: impl Into<String>) {
         *self.counts.entry(reason).or_default() += 1;
         let ex = self.examples.entry(reason).or_default();
         if ex.len() < EXAMPLES_PER_REASON {
-            ex.push(Skipped {
-                location: location.into(),
-                detail: detail.into(),
-            });
+            ex.push(Skipped { location: location.into(), detail: detail.into() });
         }
     }
 
@@ -143,12 +133,7 @@ impl SkipLog {
         }
         let mut s = format!("skipped: {} sample(s)\n", self.total());
         for (reason, n) in &self.counts {
-            s.push_str(&format!(
-                "  {:<26} {:>8}  ({})\n",
-                reason.to_string(),
-                n,
-                reason.describe()
-            ));
+            s.push_str(&format!("  {:<26} {:>8}  ({})\n", reason.to_string(), n, reason.describe()));
             for ex in self.examples(*reason).iter().take(3) {
                 s.push_str(&format!("      at {}: {}\n", ex.location, ex.detail));
             }

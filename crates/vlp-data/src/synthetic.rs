@@ -65,20 +65,10 @@ pub struct Object {
 
 impl Object {
     fn en(&self) -> String {
-        format!(
-            "a {} {} {}",
-            if self.large { "large" } else { "small" },
-            COLOURS[self.colour].0,
-            self.kind.en()
-        )
+        format!("a {} {} {}", if self.large { "large" } else { "small" }, COLOURS[self.colour].0, self.kind.en())
     }
     fn zh(&self) -> String {
-        format!(
-            "一个{}的{}{}",
-            if self.large { "大" } else { "小" },
-            COLOURS[self.colour].1,
-            self.kind.zh()
-        )
+        format!("一个{}的{}{}", if self.large { "大" } else { "小" }, COLOURS[self.colour].1, self.kind.zh())
     }
     /// The main-object key of grade 1: colour and kind.
     fn main_key(&self) -> String {
@@ -133,37 +123,20 @@ pub struct SyntheticConfig {
 
 impl Default for SyntheticConfig {
     fn default() -> Self {
-        SyntheticConfig {
-            images: 6000,
-            size: 64,
-            seed: 0,
-            two_objects: 0.5,
-            train: 0.8,
-            val: 0.1,
-        }
+        SyntheticConfig { images: 6000, size: 64, seed: 0, two_objects: 0.5, train: 0.8, val: 0.1 }
     }
 }
 
 fn random_object(rng: &mut ChaCha8Rng) -> Object {
-    Object {
-        kind: KINDS[rng.gen_range(0..KINDS.len())],
-        colour: rng.gen_range(0..COLOURS.len()),
-        large: rng.gen_bool(0.5),
-    }
+    Object { kind: KINDS[rng.gen_range(0..KINDS.len())], colour: rng.gen_range(0..COLOURS.len()), large: rng.gen_bool(0.5) }
 }
 
 /// The scene of image `index`: a pure function of (seed, index), so any subset renders alike.
 pub fn scene_for(cfg: &SyntheticConfig, index: usize) -> (Scene, ChaCha8Rng) {
-    let mut rng = ChaCha8Rng::seed_from_u64(stable_hash(
-        &[cfg.seed.to_le_bytes(), (index as u64).to_le_bytes()].concat(),
-    ));
+    let mut rng = ChaCha8Rng::seed_from_u64(stable_hash(&[cfg.seed.to_le_bytes(), (index as u64).to_le_bytes()].concat()));
     let first = random_object(&mut rng);
     let second = if rng.gen_bool(cfg.two_objects) {
-        let rel = if rng.gen_bool(0.5) {
-            Relation::LeftOf
-        } else {
-            Relation::Above
-        };
+        let rel = if rng.gen_bool(0.5) { Relation::LeftOf } else { Relation::Above };
         let mut b = random_object(&mut rng);
         while b == first {
             b = random_object(&mut rng);
@@ -184,11 +157,7 @@ pub fn render(scene: &Scene, size: u32, rng: &mut ChaCha8Rng) -> RgbImage {
         let r = half(o);
         let main = rng.gen_range(along.0..along.1) * s;
         let cross = rng.gen_range(0.3..0.7) * s;
-        let (cx, cy) = if horizontal {
-            (main, cross)
-        } else {
-            (cross, main)
-        };
+        let (cx, cy) = if horizontal { (main, cross) } else { (cross, main) };
         (cx.clamp(r, s - r), cy.clamp(r, s - r))
     };
     let objects: Vec<(Object, (f32, f32))> = match scene.second {
@@ -202,8 +171,7 @@ pub fn render(scene: &Scene, size: u32, rng: &mut ChaCha8Rng) -> RgbImage {
     };
     for (o, (cx, cy)) in objects {
         let base = COLOURS[o.colour].2;
-        let colour: [u8; 3] =
-            std::array::from_fn(|c| (base[c] as i32 + rng.gen_range(-18..=18)).clamp(0, 255) as u8);
+        let colour: [u8; 3] = std::array::from_fn(|c| (base[c] as i32 + rng.gen_range(-18..=18)).clamp(0, 255) as u8);
         draw(&mut img, o.kind, cx, cy, half(&o), colour);
     }
     img
@@ -265,14 +233,8 @@ fn point_in_polygon(x: f32, y: f32, poly: &[(f32, f32)]) -> bool {
 }
 
 fn split_of(cfg: &SyntheticConfig, index: usize) -> &'static str {
-    let u = (stable_hash(
-        &[
-            b"split".as_slice(),
-            &cfg.seed.to_le_bytes(),
-            &(index as u64).to_le_bytes(),
-        ]
-        .concat(),
-    ) >> 11) as f64
+    let u = (stable_hash(&[b"split".as_slice(), &cfg.seed.to_le_bytes(), &(index as u64).to_le_bytes()].concat())
+        >> 11) as f64
         / (1u64 << 53) as f64;
     if u < cfg.train {
         "train"
@@ -286,20 +248,10 @@ fn split_of(cfg: &SyntheticConfig, index: usize) -> &'static str {
 /// Builds the data set into `out` (images rendered in parallel), returning its `dataset.json`.
 pub fn build(cfg: &SyntheticConfig, out: &std::path::Path) -> Result<DatasetInfo> {
     if cfg.images == 0 || cfg.size < 16 {
-        return Err(DataError::input(
-            "synthetic",
-            "need at least 1 image of at least 16 px",
-        ));
+        return Err(DataError::input("synthetic", "need at least 1 image of at least 16 px"));
     }
-    if !(0.0..=1.0).contains(&cfg.two_objects)
-        || cfg.train < 0.0
-        || cfg.val < 0.0
-        || cfg.train + cfg.val > 1.0
-    {
-        return Err(DataError::input(
-            "synthetic",
-            "shares must lie in [0, 1] and train + val ≤ 1",
-        ));
+    if !(0.0..=1.0).contains(&cfg.two_objects) || cfg.train < 0.0 || cfg.val < 0.0 || cfg.train + cfg.val > 1.0 {
+        return Err(DataError::input("synthetic", "shares must lie in [0, 1] and train + val ≤ 1"));
     }
     let dir = DatasetDir::new(out);
     let images_dir = out.join("images");
@@ -312,13 +264,9 @@ pub fn build(cfg: &SyntheticConfig, out: &std::path::Path) -> Result<DatasetInfo
             let id = format!("syn{i:06}");
             let rel = format!("images/{id}.png");
             let path = out.join(&rel);
-            img.save(&path)
-                .map_err(|e| DataError::input(path.display(), e.to_string()))?;
+            img.save(&path).map_err(|e| DataError::input(path.display(), e.to_string()))?;
             let (en, zh) = (scene.caption_en(), scene.caption_zh());
-            let judged = Judged {
-                exact: vec![en.clone()],
-                related: vec![scene.first.main_key()],
-            };
+            let judged = Judged { exact: vec![en.clone()], related: vec![scene.first.main_key()] };
             let mut meta = Map::new();
             meta.insert("objects".into(), json!(1 + scene.second.is_some() as u8));
             meta.insert("main".into(), Value::String(scene.first.main_key()));
@@ -328,16 +276,8 @@ pub fn build(cfg: &SyntheticConfig, out: &std::path::Path) -> Result<DatasetInfo
                     id,
                     image: rel,
                     captions: vec![
-                        Caption {
-                            text: en.clone(),
-                            lang: Some("en".into()),
-                            field: Some("caption".into()),
-                        },
-                        Caption {
-                            text: zh,
-                            lang: Some("zh".into()),
-                            field: Some("caption".into()),
-                        },
+                        Caption { text: en.clone(), lang: Some("en".into()), field: Some("caption".into()) },
+                        Caption { text: zh, lang: Some("zh".into()), field: Some("caption".into()) },
                     ],
                     meta,
                     judged: judged.clone(),
@@ -350,12 +290,7 @@ pub fn build(cfg: &SyntheticConfig, out: &std::path::Path) -> Result<DatasetInfo
     for (i, rec) in records {
         by_split.entry(split_of(cfg, i)).or_default().push(rec);
     }
-    let info = write_dataset(
-        &dir,
-        "synthetic",
-        &by_split,
-        serde_json::to_value(cfg).expect("serialises"),
-    )?;
+    let info = write_dataset(&dir, "synthetic", &by_split, serde_json::to_value(cfg).expect("serialises"))?;
     Ok(info)
 }
 
@@ -366,28 +301,11 @@ mod tests {
     #[test]
     fn captions_match_the_issue_examples() {
         let scene = Scene {
-            first: Object {
-                kind: Kind::Circle,
-                colour: 0,
-                large: false,
-            },
-            second: Some((
-                Relation::LeftOf,
-                Object {
-                    kind: Kind::Square,
-                    colour: 2,
-                    large: true,
-                },
-            )),
+            first: Object { kind: Kind::Circle, colour: 0, large: false },
+            second: Some((Relation::LeftOf, Object { kind: Kind::Square, colour: 2, large: true })),
         };
-        assert_eq!(
-            scene.caption_en(),
-            "a small red circle to the left of a large blue square"
-        );
-        assert_eq!(
-            scene.caption_zh(),
-            "一个小的红色圆形在一个大的蓝色正方形左边"
-        );
+        assert_eq!(scene.caption_en(), "a small red circle to the left of a large blue square");
+        assert_eq!(scene.caption_zh(), "一个小的红色圆形在一个大的蓝色正方形左边");
     }
 
     #[test]
@@ -403,38 +321,25 @@ mod tests {
 
     #[test]
     fn left_object_is_drawn_left() {
-        let cfg = SyntheticConfig {
-            two_objects: 1.0,
-            ..Default::default()
-        };
+        let cfg = SyntheticConfig { two_objects: 1.0, ..Default::default() };
         for i in 0..50 {
             let (scene, mut rng) = scene_for(&cfg, i);
             let img = render(&scene, 64, &mut rng);
-            let Some((rel, b)) = scene.second else {
-                panic!("two objects asked for")
-            };
+            let Some((rel, b)) = scene.second else { panic!("two objects asked for") };
             // centroid of pixels near each object's colour, along the relation's axis
             let centroid = |o: &Object| {
                 let c = COLOURS[o.colour].2;
                 let (mut sum, mut n) = (0f32, 0f32);
                 for (x, y, p) in img.enumerate_pixels() {
                     if (0..3).all(|k| (p[k] as i32 - c[k] as i32).abs() < 25) {
-                        sum += if rel == Relation::LeftOf {
-                            x as f32
-                        } else {
-                            y as f32
-                        };
+                        sum += if rel == Relation::LeftOf { x as f32 } else { y as f32 };
                         n += 1.0;
                     }
                 }
                 sum / n.max(1.0)
             };
             if scene.first.colour != b.colour {
-                assert!(
-                    centroid(&scene.first) < centroid(&b),
-                    "scene {i}: {}",
-                    scene.caption_en()
-                );
+                assert!(centroid(&scene.first) < centroid(&b), "scene {i}: {}", scene.caption_en());
             }
         }
     }

@@ -16,8 +16,8 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{
-    AddedToken, NormalizedString, Normalizer, OffsetReferential, OffsetType, PaddingParams,
-    PaddingStrategy, PreTokenizedString, PreTokenizer, Tokenizer, TruncationParams,
+    AddedToken, NormalizedString, Normalizer, OffsetReferential, OffsetType, PaddingParams, PaddingStrategy,
+    PreTokenizedString, PreTokenizer, Tokenizer, TruncationParams,
 };
 
 /// Which vocabulary `vlp tokenizer train` learns.
@@ -74,10 +74,7 @@ fn bert_tokenizer(model: WordPiece) -> Result<Tokenizer> {
     tk.with_normalizer(Some(bert_normalizer()));
     tk.with_pre_tokenizer(Some(BertPreTokenizer));
     tk.with_decoder(Some(WordPieceDecoder::default()));
-    let specials: Vec<AddedToken> = WORDPIECE_SPECIALS
-        .iter()
-        .map(|s| AddedToken::from(*s, true))
-        .collect();
+    let specials: Vec<AddedToken> = WORDPIECE_SPECIALS.iter().map(|s| AddedToken::from(*s, true)).collect();
     tk.add_special_tokens(&specials);
     if let (Some(cls), Some(sep)) = (tk.token_to_id("[CLS]"), tk.token_to_id("[SEP]")) {
         tk.with_post_processor(Some(template("[CLS]", cls, "[SEP]", sep)?));
@@ -91,9 +88,7 @@ fn bert_normalizer() -> BertNormalizer {
 
 /// The characters that occur after the first position of a word, once normalised and split
 /// as BERT does, in code point order.
-fn continuing_chars<'a>(
-    texts: impl Iterator<Item = &'a str>,
-) -> Result<std::collections::BTreeSet<char>> {
+fn continuing_chars<'a>(texts: impl Iterator<Item = &'a str>) -> Result<std::collections::BTreeSet<char>> {
     let norm = bert_normalizer();
     let mut chars = std::collections::BTreeSet::new();
     for text in texts {
@@ -113,19 +108,11 @@ fn continuing_chars<'a>(
 /// hash-map order, so two trainings on the same captions gave different ids (and a seeded run
 /// could not be repeated).
 fn canonical_wordpiece(tk: &Tokenizer) -> Result<WordPiece> {
-    let mut rest: Vec<String> = tk
-        .get_vocab(false)
-        .into_keys()
-        .filter(|t| !WORDPIECE_SPECIALS.contains(&t.as_str()))
-        .collect();
+    let mut rest: Vec<String> =
+        tk.get_vocab(false).into_keys().filter(|t| !WORDPIECE_SPECIALS.contains(&t.as_str())).collect();
     rest.sort();
-    let vocab: serde_json::Map<String, serde_json::Value> = WORDPIECE_SPECIALS
-        .iter()
-        .map(|s| s.to_string())
-        .chain(rest)
-        .enumerate()
-        .map(|(i, t)| (t, i.into()))
-        .collect();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        WORDPIECE_SPECIALS.iter().map(|s| s.to_string()).chain(rest).enumerate().map(|(i, t)| (t, i.into())).collect();
     // through serde, as the builder wants the crate's own hash map type
     let model = serde_json::json!({"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
         "max_input_chars_per_word": 100, "vocab": vocab});
@@ -145,31 +132,16 @@ impl TextTokenizer {
                 // Every character that continues a word enters the vocabulary as `##c` up front:
                 // `tokenizers` otherwise numbers them in hash-map order, which changes which of
                 // two equally frequent pairs is merged, and with it the whole vocabulary.
-                let mut specials: Vec<String> =
-                    WORDPIECE_SPECIALS.iter().map(|s| s.to_string()).collect();
-                specials.extend(
-                    continuing_chars(texts.iter().map(|t| t.as_ref()))?
-                        .into_iter()
-                        .map(|c| format!("##{c}")),
-                );
+                let mut specials: Vec<String> = WORDPIECE_SPECIALS.iter().map(|s| s.to_string()).collect();
+                specials.extend(continuing_chars(texts.iter().map(|t| t.as_ref()))?.into_iter().map(|c| format!("##{c}")));
                 let trainer = WordPieceTrainerBuilder::default()
                     .vocab_size(vocab_size.max(specials.len()))
                     .min_frequency(1)
-                    .special_tokens(
-                        specials
-                            .into_iter()
-                            .map(|s| AddedToken::from(s, true))
-                            .collect(),
-                    )
+                    .special_tokens(specials.into_iter().map(|s| AddedToken::from(s, true)).collect())
                     .show_progress(false)
                     .build();
                 let mut trainer: TrainerWrapper = trainer.into();
-                let mut tk = bert_tokenizer(
-                    WordPiece::builder()
-                        .unk_token("[UNK]".into())
-                        .build()
-                        .map_err(tk_err)?,
-                )?;
+                let mut tk = bert_tokenizer(WordPiece::builder().unk_token("[UNK]".into()).build().map_err(tk_err)?)?;
                 tk.train(&mut trainer, texts.into_iter()).map_err(tk_err)?;
                 bert_tokenizer(canonical_wordpiece(&tk)?)?
             }
@@ -179,10 +151,7 @@ impl TextTokenizer {
                 tk.with_normalizer(Some(Sequence::new(norm)));
                 tk.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
                 tk.with_decoder(Some(ByteLevelDecoder::default()));
-                let specials = BPE_SPECIALS
-                    .iter()
-                    .map(|s| AddedToken::from(*s, true))
-                    .collect();
+                let specials = BPE_SPECIALS.iter().map(|s| AddedToken::from(*s, true)).collect();
                 let trainer = BpeTrainerBuilder::default()
                     .vocab_size(vocab_size)
                     .min_frequency(1)
@@ -193,12 +162,7 @@ impl TextTokenizer {
                 let mut trainer: TrainerWrapper = trainer.into();
                 tk.train(&mut trainer, texts).map_err(tk_err)?;
                 let (sot, eot) = (id_of(&tk, "<|startoftext|>")?, id_of(&tk, "<|endoftext|>")?);
-                tk.with_post_processor(Some(template(
-                    "<|startoftext|>",
-                    sot,
-                    "<|endoftext|>",
-                    eot,
-                )?));
+                tk.with_post_processor(Some(template("<|startoftext|>", sot, "<|endoftext|>", eot)?));
                 tk
             }
         };
@@ -211,8 +175,7 @@ impl TextTokenizer {
 
     /// Loads any `tokenizer.json` (ours, or one from a pretrained model).
     pub fn from_file(path: &Path, context: usize) -> Result<Self> {
-        let tk = Tokenizer::from_file(path)
-            .map_err(|e| DataError::input(path.display(), e.to_string()))?;
+        let tk = Tokenizer::from_file(path).map_err(|e| DataError::input(path.display(), e.to_string()))?;
         Self::from_tokenizer(tk, context)
     }
 
@@ -223,9 +186,7 @@ impl TextTokenizer {
 
     fn from_tokenizer(mut inner: Tokenizer, context: usize) -> Result<Self> {
         if context < 2 {
-            return Err(DataError::Tokenizer(format!(
-                "context length {context} is too short"
-            )));
+            return Err(DataError::Tokenizer(format!("context length {context} is too short")));
         }
         let pad_id = match inner.get_padding() {
             Some(p) => p.pad_id,
@@ -242,16 +203,9 @@ impl TextTokenizer {
             ..Default::default()
         }));
         inner
-            .with_truncation(Some(TruncationParams {
-                max_length: context,
-                ..Default::default()
-            }))
+            .with_truncation(Some(TruncationParams { max_length: context, ..Default::default() }))
             .map_err(tk_err)?;
-        Ok(TextTokenizer {
-            inner,
-            context,
-            pad_id,
-        })
+        Ok(TextTokenizer { inner, context, pad_id })
     }
 
     pub fn context(&self) -> usize {
@@ -278,11 +232,8 @@ impl TextTokenizer {
     pub fn encode_batch<S: AsRef<str> + Send + Sync>(&self, texts: &[S]) -> Result<EncodedBatch> {
         let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
         let encs = self.inner.encode_batch(inputs, true).map_err(tk_err)?;
-        let mut out = EncodedBatch {
-            ids: Vec::with_capacity(encs.len() * self.context),
-            mask: Vec::new(),
-            context: self.context,
-        };
+        let mut out =
+            EncodedBatch { ids: Vec::with_capacity(encs.len() * self.context), mask: Vec::new(), context: self.context };
         out.mask.reserve(encs.len() * self.context);
         for e in &encs {
             debug_assert_eq!(e.get_ids().len(), self.context);
@@ -295,12 +246,7 @@ impl TextTokenizer {
     /// Token strings of one text (for inspection and tests).
     pub fn tokens(&self, text: &str) -> Result<Vec<String>> {
         let e = self.inner.encode(text, true).map_err(tk_err)?;
-        Ok(e.get_tokens()
-            .iter()
-            .zip(e.get_attention_mask())
-            .filter(|(_, m)| **m == 1)
-            .map(|(t, _)| t.clone())
-            .collect())
+        Ok(e.get_tokens().iter().zip(e.get_attention_mask()).filter(|(_, m)| **m == 1).map(|(t, _)| t.clone()).collect())
     }
 
     /// Decodes ids back to text; pads and special tokens are dropped, and the spaces a WordPiece
@@ -312,8 +258,7 @@ impl TextTokenizer {
 }
 
 fn id_of(tk: &Tokenizer, token: &str) -> Result<u32> {
-    tk.token_to_id(token)
-        .ok_or_else(|| DataError::Tokenizer(format!("trained vocabulary lacks {token}")))
+    tk.token_to_id(token).ok_or_else(|| DataError::Tokenizer(format!("trained vocabulary lacks {token}")))
 }
 
 fn template(bos: &str, bos_id: u32, eos: &str, eos_id: u32) -> Result<TemplateProcessing> {
@@ -412,9 +357,6 @@ mod tests {
     fn saved_tokenizer_loads_back_identically() {
         let tk = TextTokenizer::train(VocabKind::WordPiece, 400, CORPUS.iter(), 16).unwrap();
         let again = TextTokenizer::from_json(&tk.to_json().unwrap(), 16).unwrap();
-        assert_eq!(
-            tk.encode_batch(&CORPUS).unwrap(),
-            again.encode_batch(&CORPUS).unwrap()
-        );
+        assert_eq!(tk.encode_batch(&CORPUS).unwrap(), again.encode_batch(&CORPUS).unwrap());
     }
 }

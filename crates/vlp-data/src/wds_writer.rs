@@ -19,13 +19,9 @@ pub struct WdsWriter {
 }
 
 enum Naming {
-    Numbered {
-        prefix: String,
-    },
+    Numbered { prefix: String },
     /// One shard of this file name, however many samples it holds.
-    Fixed {
-        name: String,
-    },
+    Fixed { name: String },
 }
 
 struct OpenShard {
@@ -38,17 +34,12 @@ struct OpenShard {
 impl WdsWriter {
     pub fn new(dir: &Path, prefix: &str, per_shard: usize) -> Result<Self> {
         if per_shard == 0 {
-            return Err(DataError::input(
-                dir.display(),
-                "samples per shard must be at least 1",
-            ));
+            return Err(DataError::input(dir.display(), "samples per shard must be at least 1"));
         }
         std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
         Ok(WdsWriter {
             dir: dir.to_path_buf(),
-            naming: Naming::Numbered {
-                prefix: prefix.to_string(),
-            },
+            naming: Naming::Numbered { prefix: prefix.to_string() },
             per_shard,
             open: None,
             next_index: 0,
@@ -58,17 +49,9 @@ impl WdsWriter {
 
     /// Writes every sample into the single shard `path` (created when the first sample comes).
     pub fn single(path: &Path) -> Result<Self> {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .filter(|n| !n.is_empty());
-        let name = name
-            .ok_or_else(|| DataError::input(path.display(), "a shard path needs a file name"))?
-            .to_string();
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let name = path.file_name().and_then(|n| n.to_str()).filter(|n| !n.is_empty());
+        let name = name.ok_or_else(|| DataError::input(path.display(), "a shard path needs a file name"))?.to_string();
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
         Ok(WdsWriter {
             dir: dir.to_path_buf(),
@@ -87,19 +70,9 @@ impl WdsWriter {
     }
 
     /// Adds one sample: `KEY.EXT` (the image), `KEY.txt` and, when `meta` is not empty, `KEY.json`.
-    pub fn write(
-        &mut self,
-        key: &str,
-        image: &[u8],
-        ext: &str,
-        caption: &str,
-        meta: &Map<String, Value>,
-    ) -> Result<()> {
+    pub fn write(&mut self, key: &str, image: &[u8], ext: &str, caption: &str, meta: &Map<String, Value>) -> Result<()> {
         if key.is_empty() || key.contains('.') {
-            return Err(DataError::input(
-                key,
-                "a WebDataset key must be non-empty and hold no '.'",
-            ));
+            return Err(DataError::input(key, "a WebDataset key must be non-empty and hold no '.'"));
         }
         if self.open.is_none() {
             self.open_next()?;
@@ -112,10 +85,7 @@ impl WdsWriter {
             header.set_mode(0o644);
             header.set_mtime(0);
             header.set_cksum();
-            shard
-                .builder
-                .append_data(&mut header, name, data)
-                .map_err(|e| DataError::io(&tmp, e))
+            shard.builder.append_data(&mut header, name, data).map_err(|e| DataError::io(&tmp, e))
         };
         add(format!("{key}.{ext}"), image)?;
         add(format!("{key}.txt"), caption.as_bytes())?;
@@ -145,26 +115,14 @@ impl WdsWriter {
         let dest = self.dir.join(&name);
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let file = File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-        self.open = Some(OpenShard {
-            builder: tar::Builder::new(BufWriter::new(file)),
-            tmp,
-            dest,
-            samples: 0,
-        });
+        self.open = Some(OpenShard { builder: tar::Builder::new(BufWriter::new(file)), tmp, dest, samples: 0 });
         Ok(())
     }
 
     fn close_current(&mut self) -> Result<()> {
-        let Some(shard) = self.open.take() else {
-            return Ok(());
-        };
-        let writer = shard
-            .builder
-            .into_inner()
-            .map_err(|e| DataError::io(&shard.tmp, e))?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| DataError::io(&shard.tmp, e.into_error()))?;
+        let Some(shard) = self.open.take() else { return Ok(()) };
+        let writer = shard.builder.into_inner().map_err(|e| DataError::io(&shard.tmp, e))?;
+        let file = writer.into_inner().map_err(|e| DataError::io(&shard.tmp, e.into_error()))?;
         file.sync_all().map_err(|e| DataError::io(&shard.tmp, e))?;
         std::fs::rename(&shard.tmp, &shard.dest).map_err(|e| DataError::io(&shard.dest, e))?;
         self.finished.push(shard.dest);

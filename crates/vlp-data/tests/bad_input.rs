@@ -22,11 +22,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -55,12 +51,7 @@ fn assert_counts(log: &SkipLog, want: &[(SkipReason, u64)]) {
     for (reason, n) in want {
         assert_eq!(log.count(*reason), *n, "{reason}: {}", log.summary());
     }
-    assert_eq!(
-        log.total(),
-        want.iter().map(|(_, n)| n).sum::<u64>(),
-        "{}",
-        log.summary()
-    );
+    assert_eq!(log.total(), want.iter().map(|(_, n)| n).sum::<u64>(), "{}", log.summary());
 }
 
 #[test]
@@ -71,73 +62,23 @@ fn webdataset_shards_skip_each_bad_sample_and_keep_the_rest() {
     let webp = encoded(ImageFormat::WebP, 20, 20);
     let path = dir.path().join("shard-000000.tar");
     let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
-    let sample = |b: &mut tar::Builder<std::fs::File>,
-                  key: &str,
-                  ext: &str,
-                  img: &[u8],
-                  cap: Option<&[u8]>| {
+    let sample = |b: &mut tar::Builder<std::fs::File>, key: &str, ext: &str, img: &[u8], cap: Option<&[u8]>| {
         raw_tar_member(b, &format!("{key}.{ext}"), img);
         if let Some(c) = cap {
             raw_tar_member(b, &format!("{key}.txt"), c);
         }
-        raw_tar_member(
-            b,
-            &format!("{key}.json"),
-            br#"{"url": "http://example.com"}"#,
-        );
+        raw_tar_member(b, &format!("{key}.json"), br#"{"url": "http://example.com"}"#);
     };
-    sample(
-        &mut b,
-        "good0",
-        "png",
-        &png,
-        Some(b"a red square".as_slice()),
-    );
+    sample(&mut b, "good0", "png", &png, Some(b"a red square".as_slice()));
     sample(&mut b, "empty", "jpg", b"", Some(b"empty image".as_slice()));
-    sample(
-        &mut b,
-        "corrupt",
-        "jpg",
-        b"this is not a jpeg at all, just text",
-        Some(b"corrupt".as_slice()),
-    );
-    sample(
-        &mut b,
-        "truncated",
-        "png",
-        &png[..png.len() / 2],
-        Some(b"cut png".as_slice()),
-    );
-    sample(
-        &mut b,
-        "good1",
-        "jpg",
-        &jpg,
-        Some("一个大的蓝色圆形".as_bytes()),
-    );
-    sample(
-        &mut b,
-        "wrongext",
-        "jpg",
-        &png,
-        Some(b"png named jpg".as_slice()),
-    );
+    sample(&mut b, "corrupt", "jpg", b"this is not a jpeg at all, just text", Some(b"corrupt".as_slice()));
+    sample(&mut b, "truncated", "png", &png[..png.len() / 2], Some(b"cut png".as_slice()));
+    sample(&mut b, "good1", "jpg", &jpg, Some("一个大的蓝色圆形".as_bytes()));
+    sample(&mut b, "wrongext", "jpg", &png, Some(b"png named jpg".as_slice()));
     sample(&mut b, "bomb", "png", &bomb_png(), Some(b"huge".as_slice()));
     sample(&mut b, "emptycap", "png", &png, Some(b"   ".as_slice()));
-    sample(
-        &mut b,
-        "latin1",
-        "png",
-        &png,
-        Some(b"caf\xe9 au lait".as_slice()),
-    );
-    sample(
-        &mut b,
-        "longcap",
-        "png",
-        &png,
-        Some("word ".repeat(1000).as_bytes()),
-    );
+    sample(&mut b, "latin1", "png", &png, Some(b"caf\xe9 au lait".as_slice()));
+    sample(&mut b, "longcap", "png", &png, Some("word ".repeat(1000).as_bytes()));
     sample(&mut b, "nocap", "png", &png, None);
     raw_tar_member(&mut b, "noimage.txt", b"a caption without an image");
     sample(&mut b, "good2", "webp", &webp, Some(b"a webp".as_slice()));
@@ -147,38 +88,18 @@ fn webdataset_shards_skip_each_bad_sample_and_keep_the_rest() {
     // A second shard, cut off in the middle of its third sample's image.
     let mut w = WdsWriter::new(&dir.path().join("cut"), "cut", 100).unwrap();
     for i in 0..3 {
-        w.write(
-            &format!("c{i}"),
-            &png,
-            "png",
-            "kept before the cut",
-            &Map::new(),
-        )
-        .unwrap();
+        w.write(&format!("c{i}"), &png, "png", "kept before the cut", &Map::new()).unwrap();
     }
     let full = w.finish().unwrap().remove(0);
     let bytes = std::fs::read(&full).unwrap();
-    let c2 = bytes
-        .windows(6)
-        .position(|w| w == b"c2.png")
-        .expect("c2 header");
+    let c2 = bytes.windows(6).position(|w| w == b"c2.png").expect("c2 header");
     let cut_at = c2 + 512 + png.len() / 2;
     let cut = dir.path().join("shard-000001.tar");
-    std::fs::File::create(&cut)
-        .unwrap()
-        .write_all(&bytes[..cut_at])
-        .unwrap();
+    std::fs::File::create(&cut).unwrap().write_all(&bytes[..cut_at]).unwrap();
 
-    let opts = ReadOptions {
-        max_caption_chars: 1000,
-        ..Default::default()
-    };
+    let opts = ReadOptions { max_caption_chars: 1000, ..Default::default() };
     let spec = format!("{}/shard-{{000000..000001}}.tar", dir.path().display());
-    let image = ImageConfig {
-        size: 16,
-        max_pixels: 1 << 20,
-        ..Default::default()
-    };
+    let image = ImageConfig { size: 16, max_pixels: 1 << 20, ..Default::default() };
     let report = scan(source::open(&spec, None, &opts).unwrap(), &image);
     assert_eq!(report.good_keys, ["good0", "good1", "good2", "c0", "c1"]);
     assert_counts(
@@ -204,22 +125,8 @@ fn webdataset_shards_skip_each_bad_sample_and_keep_the_rest() {
     assert!(summary.contains("skipped: 11 sample(s)"), "{summary}");
 
     // The training path (parallel decode, batching) keeps the same samples and counts the same skips.
-    let tk = TextTokenizer::train(
-        VocabKind::WordPiece,
-        200,
-        ["a red square", "一个大的蓝色圆形", "a webp"].iter(),
-        8,
-    )
-    .unwrap();
-    let cfg = LoaderConfig {
-        batch_size: 2,
-        image,
-        train_seed: Some(7),
-        epoch: 0,
-        drop_last: false,
-        prefetch: 2,
-        shuffle_buffer: 0,
-    };
+    let tk = TextTokenizer::train(VocabKind::WordPiece, 200, ["a red square", "一个大的蓝色圆形", "a webp"].iter(), 8).unwrap();
+    let cfg = LoaderConfig { batch_size: 2, image, train_seed: Some(7), epoch: 0, drop_last: false, prefetch: 2, shuffle_buffer: 0 };
     let mut loader = BatchLoader::new(source::open(&spec, None, &opts).unwrap(), tk, cfg);
     let batches: Vec<_> = loader.by_ref().map(Result::unwrap).collect();
     let keys: Vec<String> = batches.iter().flat_map(|b| b.keys.clone()).collect();
@@ -235,16 +142,8 @@ fn webdataset_shards_skip_each_bad_sample_and_keep_the_rest() {
 fn manifest_and_csv_skip_bad_lines_and_missing_files() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("img")).unwrap();
-    std::fs::write(
-        dir.path().join("img/a.png"),
-        encoded(ImageFormat::Png, 8, 8),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("img/b.jpg"),
-        encoded(ImageFormat::Jpeg, 8, 8),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("img/a.png"), encoded(ImageFormat::Png, 8, 8)).unwrap();
+    std::fs::write(dir.path().join("img/b.jpg"), encoded(ImageFormat::Jpeg, 8, 8)).unwrap();
     let manifest = dir.path().join("m.jsonl");
     std::fs::write(
         &manifest,
@@ -260,78 +159,33 @@ fn manifest_and_csv_skip_bad_lines_and_missing_files() {
         .join("\n"),
     )
     .unwrap();
-    let samples: Vec<_> = source::open(manifest.to_str().unwrap(), None, &ReadOptions::default())
-        .unwrap()
-        .collect();
+    let samples: Vec<_> = source::open(manifest.to_str().unwrap(), None, &ReadOptions::default()).unwrap().collect();
     let good: Vec<_> = samples.iter().filter_map(|s| s.as_ref().ok()).collect();
-    assert_eq!(
-        good.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(),
-        ["a", "b"]
-    );
+    assert_eq!(good.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     assert_eq!(good[0].captions.len(), 2);
     assert_eq!(good[0].captions[1].lang.as_deref(), Some("zh"));
     assert_eq!(good[1].meta["group"], "pets");
     let mut log = SkipLog::new();
-    samples
-        .iter()
-        .filter_map(|s| s.as_ref().err())
-        .for_each(|s| s.record_in(&mut log));
-    assert_counts(
-        &log,
-        &[
-            (SkipReason::ManifestBadLine, 2),
-            (SkipReason::ImageFileMissing, 1),
-            (SkipReason::CaptionEmpty, 1),
-        ],
-    );
-    assert!(log.examples(SkipReason::ManifestBadLine)[0]
-        .location
-        .ends_with("m.jsonl:2"));
+    samples.iter().filter_map(|s| s.as_ref().err()).for_each(|s| s.record_in(&mut log));
+    assert_counts(&log, &[(SkipReason::ManifestBadLine, 2), (SkipReason::ImageFileMissing, 1), (SkipReason::CaptionEmpty, 1)]);
+    assert!(log.examples(SkipReason::ManifestBadLine)[0].location.ends_with("m.jsonl:2"));
 
     let table = dir.path().join("t.tsv");
     std::fs::write(&table, "filepath\ttitle\textra\nimg/a.png\ta cat\tx\nimg/nope.png\tnothing\ty\nimg/b.jpg\n img/b.jpg\ta dog\tz\n").unwrap();
-    let samples: Vec<_> = source::open(table.to_str().unwrap(), None, &ReadOptions::default())
-        .unwrap()
-        .collect();
-    let good: Vec<_> = samples
-        .iter()
-        .filter_map(|s| s.as_ref().ok())
-        .map(|s| s.key.clone())
-        .collect();
+    let samples: Vec<_> = source::open(table.to_str().unwrap(), None, &ReadOptions::default()).unwrap().collect();
+    let good: Vec<_> = samples.iter().filter_map(|s| s.as_ref().ok()).map(|s| s.key.clone()).collect();
     assert_eq!(good, ["img/a.png"]);
     let mut log = SkipLog::new();
-    samples
-        .iter()
-        .filter_map(|s| s.as_ref().err())
-        .for_each(|s| s.record_in(&mut log));
+    samples.iter().filter_map(|s| s.as_ref().err()).for_each(|s| s.record_in(&mut log));
     // " img/b.jpg" (leading space) names a file that does not exist
-    assert_counts(
-        &log,
-        &[
-            (SkipReason::ImageFileMissing, 2),
-            (SkipReason::CsvBadRow, 1),
-        ],
-    );
+    assert_counts(&log, &[(SkipReason::ImageFileMissing, 2), (SkipReason::CsvBadRow, 1)]);
 }
 
 #[test]
 fn missing_inputs_are_errors_that_name_them() {
-    let e = source::open(
-        "/nonexistent/shards-{0..3}.tar",
-        None,
-        &ReadOptions::default(),
-    )
-    .err()
-    .unwrap()
-    .to_string();
-    assert!(
-        e.contains("/nonexistent/shards-0.tar") && e.contains("does not exist"),
-        "{e}"
-    );
-    let e = source::open("/nonexistent/m.jsonl", None, &ReadOptions::default())
-        .err()
-        .unwrap()
-        .to_string();
+    let e = source::open("/nonexistent/shards-{0..3}.tar", None, &ReadOptions::default()).err().unwrap().to_string();
+    assert!(e.contains("/nonexistent/shards-0.tar") && e.contains("does not exist"), "{e}");
+    let e = source::open("/nonexistent/m.jsonl", None, &ReadOptions::default()).err().unwrap().to_string();
     assert!(e.contains("/nonexistent/m.jsonl"), "{e}");
 }
 
@@ -343,30 +197,17 @@ fn writer_output_reads_back_and_leaves_no_temporary_files() {
     for i in 0..5 {
         let mut meta = Map::new();
         meta.insert("score".into(), serde_json::json!(i as f64 / 10.0));
-        w.write(
-            &format!("k{i}"),
-            &png,
-            "png",
-            &format!("caption {i}"),
-            &meta,
-        )
-        .unwrap();
+        w.write(&format!("k{i}"), &png, "png", &format!("caption {i}"), &meta).unwrap();
     }
     let shards = w.finish().unwrap();
     assert_eq!(shards.len(), 3);
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
-    let back: Vec<_> = source::open(
-        &format!("{}/", dir.path().display()),
-        None,
-        &ReadOptions::default(),
-    )
-    .unwrap()
-    .map(Result::unwrap)
-    .collect();
+    let back: Vec<_> = source::open(&format!("{}/", dir.path().display()), None, &ReadOptions::default())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(back.len(), 5);
     assert_eq!(back[3].captions[0].text, "caption 3");
     assert_eq!(back[3].meta["score"], 0.3);
@@ -374,13 +215,9 @@ fn writer_output_reads_back_and_leaves_no_temporary_files() {
     // dropped mid-way: the unfinished shard is removed, the finished one stays
     let mut w = WdsWriter::new(&dir.path().join("partial"), "p", 2).unwrap();
     for i in 0..3 {
-        w.write(&format!("k{i}"), &png, "png", "x", &Map::new())
-            .unwrap();
+        w.write(&format!("k{i}"), &png, "png", "x", &Map::new()).unwrap();
     }
     drop(w);
-    let left: Vec<_> = std::fs::read_dir(dir.path().join("partial"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("partial")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["p-000000.tar"]);
 }

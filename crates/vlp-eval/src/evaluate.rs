@@ -28,12 +28,7 @@ pub struct Evaluation {
 }
 
 /// Scores `run` against `qrels`. Queries only in the run are ignored, as trec_eval does.
-pub fn evaluate(
-    qrels: &Qrels,
-    run: &Run,
-    measures: &[Measure],
-    missing: MissingQueries,
-) -> Evaluation {
+pub fn evaluate(qrels: &Qrels, run: &Run, measures: &[Measure], missing: MissingQueries) -> Evaluation {
     let qids: Vec<&str> = qrels.query_ids().collect();
     let rows: Vec<(String, Option<Vec<f64>>)> = qids
         .par_iter()
@@ -56,12 +51,7 @@ pub fn evaluate(
             None => missing_ids.push(qid),
         }
     }
-    Evaluation {
-        measures: measures.to_vec(),
-        per_query,
-        missing: missing_ids,
-        missing_policy: missing,
-    }
+    Evaluation { measures: measures.to_vec(), per_query, missing: missing_ids, missing_policy: missing }
 }
 
 impl Evaluation {
@@ -83,19 +73,12 @@ impl Evaluation {
     }
 
     pub fn mean(&self, m: Measure) -> Option<f64> {
-        self.measures
-            .iter()
-            .position(|&x| x == m)
-            .map(|i| self.mean_at(i))
+        self.measures.iter().position(|&x| x == m).map(|i| self.mean_at(i))
     }
 
     /// Values of measure `i` per query, with missing queries as 0 under `Zero` (for paired tests).
     pub fn values_at(&self, i: usize) -> BTreeMap<&str, f64> {
-        let mut out: BTreeMap<&str, f64> = self
-            .per_query
-            .iter()
-            .map(|(q, v)| (q.as_str(), v[i]))
-            .collect();
+        let mut out: BTreeMap<&str, f64> = self.per_query.iter().map(|(q, v)| (q.as_str(), v[i])).collect();
         if self.missing_policy == MissingQueries::Zero {
             for q in &self.missing {
                 out.insert(q, 0.0);

@@ -23,15 +23,10 @@ pub use trec::{run_from_scores, DuplicatePolicy, Qrels, Run};
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{location}: {message}")]
     Parse { location: String, message: String },
-    #[error(
-        "unknown measure '{0}' (known: map, recip_rank, ndcg_cut.K, P.K, recall.K, success.K)"
-    )]
+    #[error("unknown measure '{0}' (known: map, recip_rank, ndcg_cut.K, P.K, recall.K, success.K)")]
     UnknownMeasure(String),
 }
 

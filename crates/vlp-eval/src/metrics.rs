@@ -68,11 +68,7 @@ pub fn parse_measures(specs: &[String]) -> Result<Vec<Measure>> {
             "success" => Measure::Success,
             _ => return Err(EvalError::UnknownMeasure(spec.clone())),
         };
-        let cutoffs = if name == "success" && !spec.contains('.') {
-            vec![1, 5, 10]
-        } else {
-            cutoffs
-        };
+        let cutoffs = if name == "success" && !spec.contains('.') { vec![1, 5, 10] } else { cutoffs };
         out.extend(cutoffs.into_iter().map(make));
     }
     out.dedup();
@@ -92,10 +88,7 @@ impl QueryJudgements {
         let ranked_grades = ranked.map(|d| qrels.get(d).copied().unwrap_or(0)).collect();
         let mut ideal_grades: Vec<i32> = qrels.values().copied().filter(|&g| g >= 1).collect();
         ideal_grades.sort_unstable_by(|a, b| b.cmp(a));
-        QueryJudgements {
-            ranked_grades,
-            ideal_grades,
-        }
+        QueryJudgements { ranked_grades, ideal_grades }
     }
 
     fn num_rel(&self) -> usize {
@@ -119,11 +112,9 @@ impl QueryJudgements {
                 }
                 sum / self.num_rel() as f64
             }
-            Measure::RecipRank => self
-                .ranked_grades
-                .iter()
-                .position(rel)
-                .map_or(0.0, |i| 1.0 / (i + 1) as f64),
+            Measure::RecipRank => {
+                self.ranked_grades.iter().position(rel).map_or(0.0, |i| 1.0 / (i + 1) as f64)
+            }
             Measure::NdcgCut(k) => {
                 let dcg = |grades: &[i32]| -> f64 {
                     grades
@@ -141,15 +132,12 @@ impl QueryJudgements {
                     0.0
                 }
             }
-            Measure::P(k) => {
-                self.ranked_grades.iter().take(k).filter(|g| rel(g)).count() as f64 / k as f64
-            }
+            Measure::P(k) => self.ranked_grades.iter().take(k).filter(|g| rel(g)).count() as f64 / k as f64,
             Measure::Recall(k) => {
                 if self.num_rel() == 0 {
                     return 0.0;
                 }
-                self.ranked_grades.iter().take(k).filter(|g| rel(g)).count() as f64
-                    / self.num_rel() as f64
+                self.ranked_grades.iter().take(k).filter(|g| rel(g)).count() as f64 / self.num_rel() as f64
             }
             Measure::Success(k) => {
                 if self.ranked_grades.iter().take(k).any(rel) {
@@ -169,16 +157,7 @@ mod tests {
     #[test]
     fn measure_specs_parse_as_trec_eval_writes_them() {
         let m = parse_measures(&["ndcg_cut.5,10,20".into(), "map".into(), "P.10".into()]).unwrap();
-        assert_eq!(
-            m,
-            vec![
-                Measure::NdcgCut(5),
-                Measure::NdcgCut(10),
-                Measure::NdcgCut(20),
-                Measure::Map,
-                Measure::P(10)
-            ]
-        );
+        assert_eq!(m, vec![Measure::NdcgCut(5), Measure::NdcgCut(10), Measure::NdcgCut(20), Measure::Map, Measure::P(10)]);
         assert_eq!(parse_measures(&["recall".into()]).unwrap().len(), 9);
         assert!(parse_measures(&["ndcg".into()]).is_err());
         assert!(parse_measures(&["P.x".into()]).is_err());

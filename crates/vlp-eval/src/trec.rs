@@ -17,10 +17,7 @@ impl Qrels {
     }
 
     pub fn insert(&mut self, qid: &str, docid: &str, grade: i32) {
-        self.queries
-            .entry(qid.to_string())
-            .or_default()
-            .insert(docid.to_string(), grade);
+        self.queries.entry(qid.to_string()).or_default().insert(docid.to_string(), grade);
     }
 
     pub fn parse(text: &str, name: &str) -> Result<Qrels> {
@@ -31,9 +28,7 @@ impl Qrels {
             let (Some(_iter), Some(docid), Some(grade)) = (f.next(), f.next(), f.next()) else {
                 return Err(parse_err(name, n, "expected 'qid iter docid grade'"));
             };
-            let grade: i32 = grade
-                .parse()
-                .map_err(|_| parse_err(name, n, &format!("grade '{grade}' is not an integer")))?;
+            let grade: i32 = grade.parse().map_err(|_| parse_err(name, n, &format!("grade '{grade}' is not an integer")))?;
             q.insert(qid, docid, grade);
         }
         Ok(q)
@@ -93,10 +88,7 @@ pub struct Run {
 
 impl Run {
     pub fn new(tag: &str) -> Self {
-        Run {
-            queries: BTreeMap::new(),
-            tag: tag.to_string(),
-        }
+        Run { queries: BTreeMap::new(), tag: tag.to_string() }
     }
 
     /// Adds a query's results (any order) and ranks them. Scores are stored as `f32`, as
@@ -114,17 +106,13 @@ impl Run {
         for (n, line) in text.lines().enumerate() {
             let mut f = line.split_ascii_whitespace();
             let Some(qid) = f.next() else { continue };
-            let (Some(_q0), Some(docid), Some(_rank), Some(score)) =
-                (f.next(), f.next(), f.next(), f.next())
-            else {
+            let (Some(_q0), Some(docid), Some(_rank), Some(score)) = (f.next(), f.next(), f.next(), f.next()) else {
                 return Err(parse_err(name, n, "expected 'qid Q0 docid rank score tag'"));
             };
             if tag.is_empty() {
                 tag = f.next().unwrap_or("").to_string();
             }
-            let score: f64 = score
-                .parse()
-                .map_err(|_| parse_err(name, n, &format!("score '{score}' is not a number")))?;
+            let score: f64 = score.parse().map_err(|_| parse_err(name, n, &format!("score '{score}' is not a number")))?;
             let score = score as f32;
             let docs = raw.entry(qid).or_default();
             match docs.entry(docid) {
@@ -133,11 +121,7 @@ impl Run {
                 }
                 std::collections::hash_map::Entry::Occupied(mut o) => match policy {
                     DuplicatePolicy::Error => {
-                        return Err(parse_err(
-                            name,
-                            n,
-                            &format!("duplicate run entry {qid} {docid}"),
-                        ));
+                        return Err(parse_err(name, n, &format!("duplicate run entry {qid} {docid}")));
                     }
                     DuplicatePolicy::First => {}
                     DuplicatePolicy::Last => {
@@ -153,10 +137,7 @@ impl Run {
         }
         let mut run = Run::new(&tag);
         for (qid, docs) in raw {
-            run.insert_query(
-                qid,
-                docs.into_iter().map(|(d, s)| (d.to_string(), s)).collect(),
-            );
+            run.insert_query(qid, docs.into_iter().map(|(d, s)| (d.to_string(), s)).collect());
         }
         Ok(run)
     }
@@ -184,11 +165,7 @@ impl Run {
     /// The run in TREC format, ranks numbered from 1 in trec_eval's order.
     pub fn to_trec(&self) -> String {
         let mut s = String::new();
-        let tag = if self.tag.is_empty() {
-            "vlp"
-        } else {
-            &self.tag
-        };
+        let tag = if self.tag.is_empty() { "vlp" } else { &self.tag };
         for (q, docs) in &self.queries {
             for (i, (d, score)) in docs.iter().enumerate() {
                 let _ = writeln!(s, "{q} Q0 {d} {} {score} {tag}", i + 1);
@@ -206,10 +183,7 @@ impl Run {
 
 /// trec_eval's order: score descending, then document id descending in byte order.
 pub fn rank(results: &mut [(String, f32)]) {
-    results.sort_by(|a, b| {
-        b.1.total_cmp(&a.1)
-            .then_with(|| b.0.as_bytes().cmp(a.0.as_bytes()))
-    });
+    results.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.as_bytes().cmp(a.0.as_bytes())));
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -217,17 +191,11 @@ fn read_text(path: &Path) -> Result<String> {
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> EvalError {
-    EvalError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    EvalError::Io { path: path.display().to_string(), source }
 }
 
 fn parse_err(name: &str, line0: usize, message: &str) -> EvalError {
-    EvalError::Parse {
-        location: format!("{name}:{}", line0 + 1),
-        message: message.to_string(),
-    }
+    EvalError::Parse { location: format!("{name}:{}", line0 + 1), message: message.to_string() }
 }
 
 #[cfg(test)]
@@ -236,13 +204,7 @@ mod tests {
 
     #[test]
     fn ties_break_by_docid_descending_bytes() {
-        let mut r = vec![
-            ("d10".into(), 1.0),
-            ("d9".into(), 1.0),
-            ("d100".into(), 1.0),
-            ("d2".into(), 1.0),
-            ("z".into(), 0.5),
-        ];
+        let mut r = vec![("d10".into(), 1.0), ("d9".into(), 1.0), ("d100".into(), 1.0), ("d2".into(), 1.0), ("z".into(), 0.5)];
         rank(&mut r);
         let ids: Vec<&str> = r.iter().map(|(d, _)| d.as_str()).collect();
         assert_eq!(ids, ["d9", "d2", "d100", "d10", "z"]);
@@ -250,36 +212,16 @@ mod tests {
 
     #[test]
     fn run_round_trips_through_trec_text() {
-        let run = Run::parse(
-            "q1 Q0 a 1 0.5 t\nq1 Q0 b 2 0.25 t\n",
-            "x",
-            DuplicatePolicy::Error,
-        )
-        .unwrap();
-        assert_eq!(
-            Run::parse(&run.to_trec(), "y", DuplicatePolicy::Error)
-                .unwrap()
-                .query("q1"),
-            run.query("q1")
-        );
+        let run = Run::parse("q1 Q0 a 1 0.5 t\nq1 Q0 b 2 0.25 t\n", "x", DuplicatePolicy::Error).unwrap();
+        assert_eq!(Run::parse(&run.to_trec(), "y", DuplicatePolicy::Error).unwrap().query("q1"), run.query("q1"));
     }
 }
 
 /// Ranks every document for every query by a dense score matrix (`scores[q * docs + d]`) and
 /// keeps the best `k`, in trec_eval's order: the exact (brute-force) run.
-pub fn run_from_scores(
-    tag: &str,
-    query_ids: &[String],
-    doc_ids: &[String],
-    scores: &[f32],
-    k: usize,
-) -> Run {
+pub fn run_from_scores(tag: &str, query_ids: &[String], doc_ids: &[String], scores: &[f32], k: usize) -> Run {
     use rayon::prelude::*;
-    assert_eq!(
-        scores.len(),
-        query_ids.len() * doc_ids.len(),
-        "scores must be [queries, docs]"
-    );
+    assert_eq!(scores.len(), query_ids.len() * doc_ids.len(), "scores must be [queries, docs]");
     let n = doc_ids.len();
     let rows: Vec<(String, Vec<(String, f32)>)> = query_ids
         .par_iter()
@@ -288,22 +230,14 @@ pub fn run_from_scores(
             let row = &scores[q * n..(q + 1) * n];
             let mut order: Vec<usize> = (0..n).collect();
             let by_trec = |a: &usize, b: &usize| {
-                row[*b]
-                    .total_cmp(&row[*a])
-                    .then_with(|| doc_ids[*b].as_bytes().cmp(doc_ids[*a].as_bytes()))
+                row[*b].total_cmp(&row[*a]).then_with(|| doc_ids[*b].as_bytes().cmp(doc_ids[*a].as_bytes()))
             };
             if k < n {
                 order.select_nth_unstable_by(k, by_trec);
                 order.truncate(k);
             }
             order.sort_by(by_trec);
-            (
-                qid.clone(),
-                order
-                    .into_iter()
-                    .map(|d| (doc_ids[d].clone(), row[d]))
-                    .collect(),
-            )
+            (qid.clone(), order.into_iter().map(|d| (doc_ids[d].clone(), row[d])).collect())
         })
         .collect();
     let mut run = Run::new(tag);

@@ -11,9 +11,7 @@ use crate::{IndexError, Result};
 use std::path::Path;
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
-use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, STORED,
-};
+use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, STORED};
 use tantivy::tokenizer::{TextAnalyzer, WhitespaceTokenizer};
 use tantivy::{doc, Index, IndexReader, TantivyDocument, Term};
 use vlp_data::text::is_cjk;
@@ -66,29 +64,18 @@ pub struct CaptionIndex {
 
 fn schema() -> (Schema, Field, Field) {
     let mut b = Schema::builder();
-    let indexing = TextFieldIndexing::default()
-        .set_tokenizer(ANALYZER)
-        .set_index_option(IndexRecordOption::WithFreqsAndPositions);
-    let text = b.add_text_field(
-        "text",
-        TextOptions::default().set_indexing_options(indexing),
-    );
+    let indexing = TextFieldIndexing::default().set_tokenizer(ANALYZER).set_index_option(IndexRecordOption::WithFreqsAndPositions);
+    let text = b.add_text_field("text", TextOptions::default().set_indexing_options(indexing));
     let row = b.add_u64_field("row", STORED | FAST);
     (b.build(), text, row)
 }
 
 fn tv(dir: &Path, e: impl std::fmt::Display) -> IndexError {
-    IndexError::Corrupt {
-        path: dir.display().to_string(),
-        message: format!("caption index: {e}"),
-    }
+    IndexError::Corrupt { path: dir.display().to_string(), message: format!("caption index: {e}") }
 }
 
 fn register(index: &Index) {
-    index.tokenizers().register(
-        ANALYZER,
-        TextAnalyzer::builder(WhitespaceTokenizer::default()).build(),
-    );
+    index.tokenizers().register(ANALYZER, TextAnalyzer::builder(WhitespaceTokenizer::default()).build());
 }
 
 impl CaptionIndex {
@@ -98,13 +85,9 @@ impl CaptionIndex {
         let (schema, text, row) = schema();
         let index = Index::create_in_dir(dir, schema).map_err(|e| tv(dir, e))?;
         register(&index);
-        let mut writer: tantivy::IndexWriter = index
-            .writer_with_num_threads(1, 64_000_000)
-            .map_err(|e| tv(dir, e))?;
+        let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 64_000_000).map_err(|e| tv(dir, e))?;
         for (r, t) in docs {
-            writer
-                .add_document(doc!(text => analyze(&t).join(" "), row => r as u64))
-                .map_err(|e| tv(dir, e))?;
+            writer.add_document(doc!(text => analyze(&t).join(" "), row => r as u64)).map_err(|e| tv(dir, e))?;
         }
         writer.commit().map_err(|e| tv(dir, e))?;
         writer.wait_merging_threads().map_err(|e| tv(dir, e))?;
@@ -115,18 +98,11 @@ impl CaptionIndex {
         let index = Index::open_in_dir(dir).map_err(|e| tv(dir, e))?;
         register(&index);
         let (_, text, row) = schema();
-        if index.schema().get_field("text").ok() != Some(text)
-            || index.schema().get_field("row").ok() != Some(row)
-        {
+        if index.schema().get_field("text").ok() != Some(text) || index.schema().get_field("row").ok() != Some(row) {
             return Err(tv(dir, "written by another version (fields differ)"));
         }
         let reader = index.reader().map_err(|e| tv(dir, e))?;
-        Ok(CaptionIndex {
-            index,
-            reader,
-            text,
-            row,
-        })
+        Ok(CaptionIndex { index, reader, text, row })
     }
 
     pub fn len(&self) -> u64 {
@@ -138,12 +114,7 @@ impl CaptionIndex {
 
     /// Rows by BM25, best first, among those `keep` accepts. A query with no indexable
     /// characters matches nothing.
-    pub fn search(
-        &self,
-        query: &str,
-        k: usize,
-        keep: &dyn Fn(usize) -> bool,
-    ) -> Result<Vec<(usize, f32)>> {
+    pub fn search(&self, query: &str, k: usize, keep: &dyn Fn(usize) -> bool) -> Result<Vec<(usize, f32)>> {
         let terms = analyze(query);
         if terms.is_empty() || k == 0 {
             return Ok(Vec::new());
@@ -151,10 +122,7 @@ impl CaptionIndex {
         let clauses: Vec<(Occur, Box<dyn Query>)> = terms
             .iter()
             .map(|t| {
-                let q: Box<dyn Query> = Box::new(TermQuery::new(
-                    Term::from_field_text(self.text, t),
-                    IndexRecordOption::WithFreqs,
-                ));
+                let q: Box<dyn Query> = Box::new(TermQuery::new(Term::from_field_text(self.text, t), IndexRecordOption::WithFreqs));
                 (Occur::Should, q)
             })
             .collect();
@@ -164,20 +132,12 @@ impl CaptionIndex {
         // over-fetch until k rows pass the filter or every match has been seen
         let mut fetch = k.max(10);
         loop {
-            let top = searcher
-                .search(&q, &TopDocs::with_limit(fetch).order_by_score())
-                .map_err(|e| tv(Path::new("captions"), e))?;
+            let top = searcher.search(&q, &TopDocs::with_limit(fetch).order_by_score()).map_err(|e| tv(Path::new("captions"), e))?;
             let exhausted = top.len() < fetch || fetch >= total;
             let mut out = Vec::new();
             for (score, addr) in &top {
-                let d: TantivyDocument = searcher
-                    .doc(*addr)
-                    .map_err(|e| tv(Path::new("captions"), e))?;
-                let r = d
-                    .get_first(self.row)
-                    .and_then(|v| v.as_u64())
-                    .ok_or_else(|| tv(Path::new("captions"), "document without a row"))?
-                    as usize;
+                let d: TantivyDocument = searcher.doc(*addr).map_err(|e| tv(Path::new("captions"), e))?;
+                let r = d.get_first(self.row).and_then(|v| v.as_u64()).ok_or_else(|| tv(Path::new("captions"), "document without a row"))? as usize;
                 if keep(r) {
                     out.push((r, *score));
                 }
@@ -202,10 +162,7 @@ mod tests {
     #[test]
     fn analysis_splits_words_and_makes_cjk_bigrams() {
         assert_eq!(analyze("A Red-Circle, 2x!"), ["a", "red", "circle", "2x"]);
-        assert_eq!(
-            analyze("红色圆形"),
-            ["红", "红色", "色", "色圆", "圆", "圆形", "形"]
-        );
+        assert_eq!(analyze("红色圆形"), ["红", "红色", "色", "色圆", "圆", "圆形", "形"]);
         assert_eq!(analyze("免费 button"), ["免", "免费", "费", "button"]);
         assert!(analyze("  ,.!  ").is_empty());
     }
@@ -213,25 +170,10 @@ mod tests {
     #[test]
     fn bm25_finds_english_and_chinese_and_filters() {
         let dir = tempfile::tempdir().unwrap();
-        let docs = [
-            "a red circle | 一个红色圆形",
-            "a blue square | 一个蓝色正方形",
-            "a red square | 红色正方形",
-            "free button | 免费按钮",
-        ];
-        let idx = CaptionIndex::build(
-            dir.path(),
-            docs.iter().enumerate().map(|(i, d)| (i, d.to_string())),
-        )
-        .unwrap();
+        let docs = ["a red circle | 一个红色圆形", "a blue square | 一个蓝色正方形", "a red square | 红色正方形", "free button | 免费按钮"];
+        let idx = CaptionIndex::build(dir.path(), docs.iter().enumerate().map(|(i, d)| (i, d.to_string()))).unwrap();
         assert_eq!(idx.len(), 4);
-        let rows = |q: &str, keep: &dyn Fn(usize) -> bool| {
-            idx.search(q, 10, keep)
-                .unwrap()
-                .into_iter()
-                .map(|h| h.0)
-                .collect::<Vec<_>>()
-        };
+        let rows = |q: &str, keep: &dyn Fn(usize) -> bool| idx.search(q, 10, keep).unwrap().into_iter().map(|h| h.0).collect::<Vec<_>>();
         assert_eq!(rows("red circle", &|_| true)[0], 0);
         // a disjunction of characters and bigrams: both squares first, the circle (形) after
         let mut squares = rows("正方形", &|_| true)[..2].to_vec();

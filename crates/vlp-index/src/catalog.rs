@@ -107,18 +107,12 @@ fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
 
 /// Parses JSON lines already read (and checksummed) from `path`.
 fn parse_jsonl<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<Vec<T>> {
-    let text = std::str::from_utf8(bytes).map_err(|_| IndexError::Corrupt {
-        path: path.display().to_string(),
-        message: "not UTF-8".into(),
-    })?;
+    let text = std::str::from_utf8(bytes).map_err(|_| IndexError::Corrupt { path: path.display().to_string(), message: "not UTF-8".into() })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| IndexError::Corrupt {
-                path: format!("{}:{}", path.display(), i + 1),
-                message: e.to_string(),
-            })
+            serde_json::from_str(l).map_err(|e| IndexError::Corrupt { path: format!("{}:{}", path.display(), i + 1), message: e.to_string() })
         })
         .collect()
 }
@@ -128,9 +122,7 @@ fn checksum_of(bytes: &[u8]) -> String {
 }
 
 fn file_checksum(path: &Path) -> Result<String> {
-    Ok(checksum_of(
-        &std::fs::read(path).map_err(|e| IndexError::io(path, e))?,
-    ))
+    Ok(checksum_of(&std::fs::read(path).map_err(|e| IndexError::io(path, e))?))
 }
 
 const CHECKED: [&str; 4] = ["items.jsonl", "texts.jsonl", "images.hnsw", "texts.hnsw"];
@@ -143,34 +135,13 @@ pub fn build(dir: &Path, input: BuildInput) -> Result<IndexInfo> {
 /// Writes an index into a temporary directory beside `dir`, then swaps it in. `graphs` are the
 /// image and text HNSW graphs when they already hold every row (an addition); otherwise they are
 /// built here.
-pub(crate) fn write_index(
-    dir: &Path,
-    input: BuildInput,
-    graphs: Option<(&mut HnswGraph, &mut HnswGraph)>,
-    deleted: Vec<String>,
-) -> Result<IndexInfo> {
-    let BuildInput {
-        model,
-        dim,
-        hnsw,
-        items,
-        image_vectors,
-        texts,
-        text_vectors,
-        source,
-        image_tokens,
-        precision,
-    } = input;
+pub(crate) fn write_index(dir: &Path, input: BuildInput, graphs: Option<(&mut HnswGraph, &mut HnswGraph)>, deleted: Vec<String>) -> Result<IndexInfo> {
+    let BuildInput { model, dim, hnsw, items, image_vectors, texts, text_vectors, source, image_tokens, precision } = input;
+    // the graphs are built from the values the stores will hold
     let image_vectors = precision.round(image_vectors);
     let text_vectors = precision.round(text_vectors);
-    let name = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| IndexError::Invalid(format!("{}: not a directory name", dir.display())))?;
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let name = dir.file_name().and_then(|n| n.to_str()).ok_or_else(|| IndexError::Invalid(format!("{}: not a directory name", dir.display())))?;
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| IndexError::io(parent, e))?;
     let tmp = parent.join(format!(".{name}.building"));
     if tmp.exists() {
@@ -181,32 +152,11 @@ pub(crate) fn write_index(
     write_jsonl(&tmp.join("texts.jsonl"), &texts)?;
     let item_ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
     let text_ids: Vec<String> = texts.iter().map(|t| t.id.clone()).collect();
-    write_store(
-        &tmp.join("images.vec"),
-        &item_ids,
-        dim,
-        &image_vectors,
-        &model,
-        precision,
-    )?;
-    write_store(
-        &tmp.join("texts.vec"),
-        &text_ids,
-        dim,
-        &text_vectors,
-        &model,
-        precision,
-    )?;
+    write_store(&tmp.join("images.vec"), &item_ids, dim, &image_vectors, &model, precision)?;
+    write_store(&tmp.join("texts.vec"), &text_ids, dim, &text_vectors, &model, precision)?;
     let token_shape = match &image_tokens {
         Some((shape, values)) => {
-            write_store(
-                &tmp.join("image_tokens.vec"),
-                &item_ids,
-                shape[0] * shape[1],
-                values,
-                &model,
-                Precision::F16,
-            )?;
+            write_store(&tmp.join("image_tokens.vec"), &item_ids, shape[0] * shape[1], values, &model, Precision::F16)?;
             Some(*shape)
         }
         None => None,
@@ -223,39 +173,14 @@ pub(crate) fn write_index(
     }
     CaptionIndex::build(
         &tmp.join("captions"),
-        items.iter().enumerate().map(|(r, it)| {
-            (
-                r,
-                it.captions
-                    .iter()
-                    .map(|c| c.text.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" | "),
-            )
-        }),
+        items.iter().enumerate().map(|(r, it)| (r, it.captions.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(" | "))),
     )?;
     let mut checksums = BTreeMap::new();
     for f in CHECKED {
         checksums.insert(f.to_string(), file_checksum(&tmp.join(f))?);
     }
-    let info = IndexInfo {
-        version: VERSION,
-        model,
-        dim,
-        hnsw,
-        items: items.len(),
-        texts: texts.len(),
-        checksums,
-        source,
-        image_tokens: token_shape,
-        precision,
-        deleted,
-    };
-    std::fs::write(
-        tmp.join("index.json"),
-        serde_json::to_string_pretty(&info).expect("serialises"),
-    )
-    .map_err(|e| IndexError::io(&tmp, e))?;
+    let info = IndexInfo { version: VERSION, model, dim, hnsw, items: items.len(), texts: texts.len(), checksums, source, image_tokens: token_shape, precision, deleted };
+    std::fs::write(tmp.join("index.json"), serde_json::to_string_pretty(&info).expect("serialises")).map_err(|e| IndexError::io(&tmp, e))?;
     // swap: the old index moves aside, the new one in, then the old one goes
     let old = parent.join(format!(".{name}.old"));
     if old.exists() {
@@ -283,13 +208,8 @@ impl std::str::FromStr for Filter {
     type Err = IndexError;
     fn from_str(s: &str) -> Result<Self> {
         match s.split_once('=') {
-            Some((f, v)) if !f.trim().is_empty() => Ok(Filter {
-                field: f.trim().into(),
-                value: v.trim().into(),
-            }),
-            _ => Err(IndexError::Invalid(format!(
-                "filter {s:?}: expected FIELD=VALUE, e.g. lang=zh or style=google"
-            ))),
+            Some((f, v)) if !f.trim().is_empty() => Ok(Filter { field: f.trim().into(), value: v.trim().into() }),
+            _ => Err(IndexError::Invalid(format!("filter {s:?}: expected FIELD=VALUE, e.g. lang=zh or style=google"))),
         }
     }
 }
@@ -305,10 +225,7 @@ impl Filter {
         match item.meta.get(&self.field) {
             Some(Value::Array(list)) => list.iter().any(eq),
             Some(v) => eq(v),
-            None if self.field == "lang" => item
-                .captions
-                .iter()
-                .any(|c| c.lang.as_deref() == Some(self.value.as_str())),
+            None if self.field == "lang" => item.captions.iter().any(|c| c.lang.as_deref() == Some(self.value.as_str())),
             None => false,
         }
     }
@@ -353,122 +270,58 @@ impl RetrievalIndex {
         let info_path = dir.join("index.json");
         let text = std::fs::read_to_string(&info_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                IndexError::Corrupt {
-                    path: info_path.display().to_string(),
-                    message: "missing: not a vlp index, or its build did not finish".into(),
-                }
+                IndexError::Corrupt { path: info_path.display().to_string(), message: "missing: not a vlp index, or its build did not finish".into() }
             } else {
                 IndexError::io(&info_path, e)
             }
         })?;
-        let info: IndexInfo = serde_json::from_str(&text).map_err(|e| IndexError::Corrupt {
-            path: info_path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let info: IndexInfo = serde_json::from_str(&text).map_err(|e| IndexError::Corrupt { path: info_path.display().to_string(), message: e.to_string() })?;
         if info.version != VERSION {
             return Err(IndexError::Corrupt {
                 path: info_path.display().to_string(),
-                message: format!(
-                    "index format version {}, this vlp reads version {VERSION}; rebuild the index",
-                    info.version
-                ),
+                message: format!("index format version {}, this vlp reads version {VERSION}; rebuild the index", info.version),
             });
         }
         // each checked file is read once: what is parsed is the bytes checksummed
         let mut verified = std::collections::HashMap::new();
         for f in CHECKED {
             let p = dir.join(f);
-            let want = info.checksums.get(f).ok_or_else(|| IndexError::Corrupt {
-                path: info_path.display().to_string(),
-                message: format!("no checksum for {f}"),
-            })?;
+            let want = info.checksums.get(f).ok_or_else(|| IndexError::Corrupt { path: info_path.display().to_string(), message: format!("no checksum for {f}") })?;
             if !p.is_file() {
-                return Err(IndexError::Corrupt {
-                    path: p.display().to_string(),
-                    message: "missing".into(),
-                });
+                return Err(IndexError::Corrupt { path: p.display().to_string(), message: "missing".into() });
             }
             let bytes = std::fs::read(&p).map_err(|e| IndexError::io(&p, e))?;
             if &checksum_of(&bytes) != want {
-                return Err(IndexError::Corrupt {
-                    path: p.display().to_string(),
-                    message: "checksum mismatch: changed or damaged since the build".into(),
-                });
+                return Err(IndexError::Corrupt { path: p.display().to_string(), message: "checksum mismatch: changed or damaged since the build".into() });
             }
             verified.insert(f, bytes);
         }
         let items: Vec<Item> = parse_jsonl(&dir.join("items.jsonl"), &verified["items.jsonl"])?;
-        let texts: Vec<TextEntry> =
-            parse_jsonl(&dir.join("texts.jsonl"), &verified["texts.jsonl"])?;
+        let texts: Vec<TextEntry> = parse_jsonl(&dir.join("texts.jsonl"), &verified["texts.jsonl"])?;
         let image_vectors = VectorStore::open(&dir.join("images.vec"))?;
         let text_vectors = VectorStore::open(&dir.join("texts.vec"))?;
         for (store, n) in [(&image_vectors, items.len()), (&text_vectors, texts.len())] {
-            if store.len() != n
-                || store.header.model != info.model
-                || store.dim() != info.dim
-                || store.precision() != info.precision
-            {
-                return Err(IndexError::Corrupt {
-                    path: store.path.display().to_string(),
-                    message:
-                        "does not belong with index.json (rows, model, width or precision differ)"
-                            .into(),
-                });
+            if store.len() != n || store.header.model != info.model || store.dim() != info.dim || store.precision() != info.precision {
+                return Err(IndexError::Corrupt { path: store.path.display().to_string(), message: "does not belong with index.json (rows, model, width or precision differ)".into() });
             }
         }
-        let image_graph = HnswGraph::from_bytes(
-            &verified["images.hnsw"],
-            &dir.join("images.hnsw"),
-            image_vectors.rows(),
-            info.dim,
-            info.hnsw,
-        )?
-        .freeze(info.precision);
-        let text_graph = HnswGraph::from_bytes(
-            &verified["texts.hnsw"],
-            &dir.join("texts.hnsw"),
-            text_vectors.rows(),
-            info.dim,
-            info.hnsw,
-        )?
-        .freeze(info.precision);
+        let image_graph = HnswGraph::from_bytes(&verified["images.hnsw"], &dir.join("images.hnsw"), image_vectors.rows(), info.dim, info.hnsw)?.freeze(info.precision);
+        let text_graph = HnswGraph::from_bytes(&verified["texts.hnsw"], &dir.join("texts.hnsw"), text_vectors.rows(), info.dim, info.hnsw)?.freeze(info.precision);
         drop(verified);
         let captions = CaptionIndex::open(&dir.join("captions"))?;
         let image_tokens = match info.image_tokens {
             Some([n, d]) => {
                 let store = VectorStore::open(&dir.join("image_tokens.vec"))?;
-                if store.len() != items.len()
-                    || store.dim() != n * d
-                    || store.header.model != info.model
-                {
-                    return Err(IndexError::Corrupt {
-                        path: store.path.display().to_string(),
-                        message: "does not belong with index.json".into(),
-                    });
+                if store.len() != items.len() || store.dim() != n * d || store.header.model != info.model {
+                    return Err(IndexError::Corrupt { path: store.path.display().to_string(), message: "does not belong with index.json".into() });
                 }
                 Some(store)
             }
             None => None,
         };
-        let deleted: std::collections::HashSet<&str> =
-            info.deleted.iter().map(String::as_str).collect();
-        let live = items
-            .iter()
-            .map(|it| !deleted.contains(it.id.as_str()))
-            .collect();
-        Ok(RetrievalIndex {
-            dir: dir.to_path_buf(),
-            info,
-            items,
-            texts,
-            image_vectors,
-            text_vectors,
-            image_graph,
-            text_graph,
-            captions,
-            image_tokens,
-            live,
-        })
+        let deleted: std::collections::HashSet<&str> = info.deleted.iter().map(String::as_str).collect();
+        let live = items.iter().map(|it| !deleted.contains(it.id.as_str())).collect();
+        Ok(RetrievalIndex { dir: dir.to_path_buf(), info, items, texts, image_vectors, text_vectors, image_graph, text_graph, captions, image_tokens, live })
     }
 
     fn keep_items<'a>(&'a self, filters: &'a [Filter]) -> impl Fn(usize) -> bool + Sync + 'a {
@@ -476,15 +329,7 @@ impl RetrievalIndex {
     }
 
     /// Images for a query embedding (text→image, or image→image), HNSW or exact.
-    pub fn dense_images(
-        &self,
-        query: &[f32],
-        model: &str,
-        k: usize,
-        ef: Option<usize>,
-        exact: bool,
-        filters: &[Filter],
-    ) -> Result<Vec<Hit>> {
+    pub fn dense_images(&self, query: &[f32], model: &str, k: usize, ef: Option<usize>, exact: bool, filters: &[Filter]) -> Result<Vec<Hit>> {
         self.image_vectors.check_query(model, query.len())?;
         let keep = self.keep_items(filters);
         Ok(if exact {
@@ -497,55 +342,28 @@ impl RetrievalIndex {
     }
 
     /// Texts for a query embedding (image→text).
-    pub fn dense_texts(
-        &self,
-        query: &[f32],
-        model: &str,
-        k: usize,
-        ef: Option<usize>,
-        exact: bool,
-    ) -> Result<Vec<Hit>> {
+    pub fn dense_texts(&self, query: &[f32], model: &str, k: usize, ef: Option<usize>, exact: bool) -> Result<Vec<Hit>> {
         self.text_vectors.check_query(model, query.len())?;
-        Ok(if exact {
-            top_k(self.text_vectors.rows(), self.info.dim, query, k, &|_| true)
-        } else {
-            self.text_graph.search(query, k, ef, None)
-        })
+        Ok(if exact { top_k(self.text_vectors.rows(), self.info.dim, query, k, &|_| true) } else { self.text_graph.search(query, k, ef, None) })
     }
 
     /// Re-scores candidate rows with FILIP's text→image similarity: the mean over the query's
     /// tokens (`[l, d]`, real tokens only, L2-normalised) of the best-matching image token.
-    pub fn rerank_images(
-        &self,
-        rows: &[usize],
-        query_tokens: &[f32],
-        model: &str,
-    ) -> Result<Vec<Ranked>> {
+    pub fn rerank_images(&self, rows: &[usize], query_tokens: &[f32], model: &str) -> Result<Vec<Ranked>> {
         let (store, [n, d]) = match (&self.image_tokens, self.info.image_tokens) {
             (Some(s), Some(shape)) => (s, shape),
-            _ => {
-                return Err(IndexError::Invalid(format!(
-                    "{} stores no token embeddings; rebuild it to re-rank",
-                    self.dir.display()
-                )))
-            }
+            _ => return Err(IndexError::Invalid(format!("{} stores no token embeddings; rebuild it to re-rank", self.dir.display()))),
         };
         store.check_query(model, n * d)?;
         if query_tokens.is_empty() || query_tokens.len() % d != 0 {
-            return Err(IndexError::Invalid(format!(
-                "query tokens: {} values, not a multiple of the token width {d}",
-                query_tokens.len()
-            )));
+            return Err(IndexError::Invalid(format!("query tokens: {} values, not a multiple of the token width {d}", query_tokens.len())));
         }
         let mut tokens = Vec::new();
         let mut out: Vec<Ranked> = rows
             .iter()
             .map(|&row| {
                 store.row_into(row, &mut tokens);
-                Ranked {
-                    row,
-                    score: token_similarity(query_tokens, &tokens, d),
-                }
+                Ranked { row, score: token_similarity(query_tokens, &tokens, d) }
             })
             .collect();
         out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
@@ -565,44 +383,23 @@ impl RetrievalIndex {
         filters: &[Filter],
     ) -> Result<Vec<Ranked>> {
         let dense = |depth: usize| -> Result<Vec<Hit>> {
-            let (q, model) = embedding.ok_or_else(|| {
-                IndexError::Invalid("dense search needs the query's embedding".into())
-            })?;
+            let (q, model) = embedding.ok_or_else(|| IndexError::Invalid("dense search needs the query's embedding".into()))?;
             self.dense_images(q, model, depth, ef, exact, filters)
         };
         let keep = self.keep_items(filters);
         match mode {
-            Mode::Dense => Ok(dense(k)?
-                .into_iter()
-                .map(|h| Ranked {
-                    row: h.row,
-                    score: h.score,
-                })
-                .collect()),
-            Mode::Bm25 => Ok(self
-                .captions
-                .search(text, k, &keep)?
-                .into_iter()
-                .map(|(row, score)| Ranked { row, score })
-                .collect()),
+            Mode::Dense => Ok(dense(k)?.into_iter().map(|h| Ranked { row: h.row, score: h.score }).collect()),
+            Mode::Bm25 => Ok(self.captions.search(text, k, &keep)?.into_iter().map(|(row, score)| Ranked { row, score }).collect()),
             Mode::Hybrid => {
                 // fuse deeper lists than asked for, so an item ranked well by one list and
                 // just below k by the other still counts
                 let depth = (k * 4).max(50);
                 let d: Vec<String> = dense(depth)?.iter().map(|h| h.row.to_string()).collect();
-                let b: Vec<String> = self
-                    .captions
-                    .search(text, depth, &keep)?
-                    .iter()
-                    .map(|h| h.0.to_string())
-                    .collect();
+                let b: Vec<String> = self.captions.search(text, depth, &keep)?.iter().map(|h| h.0.to_string()).collect();
                 Ok(reciprocal_rank_fusion(&[d, b], RRF_K)
                     .into_iter()
                     .take(k)
-                    .map(|(row, s)| Ranked {
-                        row: row.parse().expect("row numbers"),
-                        score: s as f32,
-                    })
+                    .map(|(row, s)| Ranked { row: row.parse().expect("row numbers"), score: s as f32 })
                     .collect())
             }
         }
@@ -614,11 +411,7 @@ pub fn token_similarity(query: &[f32], doc: &[f32], d: usize) -> f32 {
     let l = query.len() / d;
     let best: f32 = query
         .chunks(d)
-        .map(|q| {
-            doc.chunks(d)
-                .map(|p| crate::exact::dot(q, p))
-                .fold(f32::NEG_INFINITY, f32::max)
-        })
+        .map(|q| doc.chunks(d).map(|p| crate::exact::dot(q, p)).fold(f32::NEG_INFINITY, f32::max))
         .sum();
     best / l as f32
 }
@@ -650,55 +443,24 @@ pub(crate) mod tests {
         for i in 0..n {
             let colour = ["red", "blue"][i % 2];
             let zh = ["红色", "蓝色"][i % 2];
-            let v = unit(&[
-                1.0 + (i % 2) as f32 * 3.0,
-                (i as f32 * 0.7).sin(),
-                (i as f32 * 1.3).cos(),
-                0.2,
-            ]);
+            let v = unit(&[1.0 + (i % 2) as f32 * 3.0, (i as f32 * 0.7).sin(), (i as f32 * 1.3).cos(), 0.2]);
             let mut meta = Map::new();
-            meta.insert(
-                "style".into(),
-                Value::String(["google", "twitter"][i % 2].into()),
-            );
+            meta.insert("style".into(), Value::String(["google", "twitter"][i % 2].into()));
             items.push(Item {
                 id: format!("img{i}"),
                 image: format!("images/{i}.png"),
                 captions: vec![
-                    ItemText {
-                        text: format!("a {colour} thing {i}"),
-                        lang: Some("en".into()),
-                        field: None,
-                    },
-                    ItemText {
-                        text: format!("{zh}的东西"),
-                        lang: Some("zh".into()),
-                        field: None,
-                    },
+                    ItemText { text: format!("a {colour} thing {i}"), lang: Some("en".into()), field: None },
+                    ItemText { text: format!("{zh}的东西"), lang: Some("zh".into()), field: None },
                 ],
                 meta,
             });
             iv.extend(&v);
-            texts.push(TextEntry {
-                id: format!("t{i}"),
-                body: ItemText {
-                    text: format!("a {colour} thing {i}"),
-                    lang: Some("en".into()),
-                    field: None,
-                },
-            });
+            texts.push(TextEntry { id: format!("t{i}"), body: ItemText { text: format!("a {colour} thing {i}"), lang: Some("en".into()), field: None } });
             tv.extend(&v);
         }
         // two "tokens" per image: its own vector and its negation
-        let tokens: Vec<f32> = iv
-            .chunks(dim)
-            .flat_map(|v: &[f32]| {
-                v.iter()
-                    .copied()
-                    .chain(v.iter().map(|x: &f32| -*x))
-                    .collect::<Vec<f32>>()
-            })
-            .collect();
+        let tokens: Vec<f32> = iv.chunks(dim).flat_map(|v: &[f32]| v.iter().copied().chain(v.iter().map(|x: &f32| -*x)).collect::<Vec<f32>>()).collect();
         BuildInput {
             model: "m1".into(),
             dim,
@@ -721,52 +483,21 @@ pub(crate) mod tests {
         let idx = RetrievalIndex::open(&dir).unwrap();
         let q = unit(&[1.0, 0.0, 1.0, 0.2]);
         let exact = idx.dense_images(&q, "m1", 10, None, true, &[]).unwrap();
-        let ann = idx
-            .dense_images(&q, "m1", 10, Some(64), false, &[])
-            .unwrap();
-        assert_eq!(
-            exact.iter().map(|h| h.row).collect::<Vec<_>>(),
-            ann.iter().map(|h| h.row).collect::<Vec<_>>()
-        );
-        assert!(idx
-            .dense_images(&q, "other-model", 10, None, false, &[])
-            .unwrap_err()
-            .to_string()
-            .contains("other-model"));
+        let ann = idx.dense_images(&q, "m1", 10, Some(64), false, &[]).unwrap();
+        assert_eq!(exact.iter().map(|h| h.row).collect::<Vec<_>>(), ann.iter().map(|h| h.row).collect::<Vec<_>>());
+        assert!(idx.dense_images(&q, "other-model", 10, None, false, &[]).unwrap_err().to_string().contains("other-model"));
         let twitter: Filter = "style=twitter".parse().unwrap();
-        let f = idx
-            .dense_images(&q, "m1", 10, None, false, std::slice::from_ref(&twitter))
-            .unwrap();
+        let f = idx.dense_images(&q, "m1", 10, None, false, std::slice::from_ref(&twitter)).unwrap();
         assert!(f.len() == 10 && f.iter().all(|h| h.row % 2 == 1));
-        let bm25 = idx
-            .text_to_images("蓝色", None, Mode::Bm25, 5, None, false, &[])
-            .unwrap();
+        let bm25 = idx.text_to_images("蓝色", None, Mode::Bm25, 5, None, false, &[]).unwrap();
         assert!(bm25.len() == 5 && bm25.iter().all(|r| r.row % 2 == 1));
         // hybrid = RRF of the two lists at depth 50, recomputed here by hand
-        let hybrid = idx
-            .text_to_images(
-                "thing 7",
-                Some((&q, "m1")),
-                Mode::Hybrid,
-                5,
-                None,
-                true,
-                &[],
-            )
-            .unwrap();
-        let d = idx
-            .text_to_images("", Some((&q, "m1")), Mode::Dense, 50, None, true, &[])
-            .unwrap();
-        let b = idx
-            .text_to_images("thing 7", None, Mode::Bm25, 50, None, false, &[])
-            .unwrap();
+        let hybrid = idx.text_to_images("thing 7", Some((&q, "m1")), Mode::Hybrid, 5, None, true, &[]).unwrap();
+        let d = idx.text_to_images("", Some((&q, "m1")), Mode::Dense, 50, None, true, &[]).unwrap();
+        let b = idx.text_to_images("thing 7", None, Mode::Bm25, 50, None, false, &[]).unwrap();
         assert_eq!(b[0].row, 7);
         let rrf = |row: usize| -> f32 {
-            [&d, &b]
-                .iter()
-                .filter_map(|l| l.iter().position(|r| r.row == row))
-                .map(|p| 1.0 / (61.0 + p as f32))
-                .sum()
+            [&d, &b].iter().filter_map(|l| l.iter().position(|r| r.row == row)).map(|p| 1.0 / (61.0 + p as f32)).sum()
         };
         for r in &hybrid {
             assert!((r.score - rrf(r.row)).abs() < 1e-6, "{hybrid:?}");
@@ -777,36 +508,20 @@ pub(crate) mod tests {
         // token, each image's best token is its own vector, so the order is the exact order
         let rows: Vec<usize> = exact.iter().rev().map(|h| h.row).collect();
         let reranked = idx.rerank_images(&rows, &q, "m1").unwrap();
-        assert_eq!(
-            reranked.iter().map(|r| r.row).collect::<Vec<_>>(),
-            exact.iter().map(|h| h.row).collect::<Vec<_>>()
-        );
+        assert_eq!(reranked.iter().map(|r| r.row).collect::<Vec<_>>(), exact.iter().map(|h| h.row).collect::<Vec<_>>());
         assert!("lang=zh".parse::<Filter>().unwrap().matches(&idx.items[0]));
 
         // damage, one file at a time: each is named
-        for f in [
-            "images.hnsw",
-            "items.jsonl",
-            "images.vec",
-            "index.json",
-            "image_tokens.vec",
-        ] {
+        for f in ["images.hnsw", "items.jsonl", "images.vec", "index.json", "image_tokens.vec"] {
             let p = dir.join(f);
             let good = std::fs::read(&p).unwrap();
             std::fs::write(&p, &good[..good.len() / 2]).unwrap();
-            let e = RetrievalIndex::open(&dir)
-                .err()
-                .unwrap_or_else(|| panic!("{f} accepted"))
-                .to_string();
+            let e = RetrievalIndex::open(&dir).err().unwrap_or_else(|| panic!("{f} accepted")).to_string();
             assert!(e.contains(f), "{f}: {e}");
             std::fs::write(&p, &good).unwrap();
         }
         std::fs::remove_file(dir.join("texts.hnsw")).unwrap();
-        assert!(RetrievalIndex::open(&dir)
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("texts.hnsw"));
+        assert!(RetrievalIndex::open(&dir).err().unwrap().to_string().contains("texts.hnsw"));
     }
 
     #[test]

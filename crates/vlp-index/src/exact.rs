@@ -74,11 +74,7 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     let mut i = 0;
     while i + 16 <= n {
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
-        s1 = _mm256_fmadd_ps(
-            _mm256_loadu_ps(pa.add(i + 8)),
-            _mm256_loadu_ps(pb.add(i + 8)),
-            s1,
-        );
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)), s1);
         i += 16;
     }
     if i + 8 <= n {
@@ -115,11 +111,17 @@ pub fn dot_f16(a: &[f32], b: &[u16]) -> f32 {
     dot_f16_portable(a, b)
 }
 
+/// Eight f16 values at `p`, widened.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn half8(p: *const u16) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
 fn dot_f16_portable(a: &[f32], b: &[u16]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, h)| x * half::f16::from_bits(*h).to_f32())
-        .sum()
+    a.iter().zip(b).map(|(x, h)| x * half::f16::from_bits(*h).to_f32()).sum()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -128,16 +130,15 @@ unsafe fn dot_f16_avx2(a: &[f32], b: &[u16]) -> f32 {
     use std::arch::x86_64::*;
     let n = a.len().min(b.len());
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let half8 = |i: usize| _mm256_cvtph_ps(_mm_loadu_si128(pb.add(i) as *const __m128i));
     let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut i = 0;
     while i + 16 <= n {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), half8(i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), half8(i + 8), s1);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), half8(pb.add(i)), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), half8(pb.add(i + 8)), s1);
         i += 16;
     }
     if i + 8 <= n {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), half8(i), s0);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), half8(pb.add(i)), s0);
         i += 8;
     }
     let mut total = sum_lanes(_mm256_add_ps(s0, s1));
@@ -252,20 +253,12 @@ mod tests {
         }
         let q = [1.0, 0.0, 0.0];
         let all = top_k(&v, dim, &q, 5, &|_| true);
-        let mut naive: Vec<Hit> = (0..10_000)
-            .map(|r| Hit {
-                row: r,
-                score: v[r * 3],
-            })
-            .collect();
+        let mut naive: Vec<Hit> = (0..10_000).map(|r| Hit { row: r, score: v[r * 3] }).collect();
         sort_hits(&mut naive);
         assert_eq!(all, naive[..5]);
         let even = top_k(&v, dim, &q, 5, &|r| r % 2 == 0);
         assert!(even.iter().all(|h| h.row % 2 == 0));
-        assert_eq!(
-            dot(&[1.0, 2.0, 3.0, 4.0, 5.0], &[1.0, 1.0, 1.0, 1.0, 2.0]),
-            20.0
-        );
+        assert_eq!(dot(&[1.0, 2.0, 3.0, 4.0, 5.0], &[1.0, 1.0, 1.0, 1.0, 2.0]), 20.0);
         // every length through the wide, the eight-lane and the scalar tails
         for n in 0..70 {
             let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).sin()).collect();

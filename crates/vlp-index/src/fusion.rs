@@ -15,10 +15,7 @@ pub fn reciprocal_rank_fusion(lists: &[Vec<String>], k: f64) -> Vec<(String, f64
             *scores.entry(id).or_default() += 1.0 / (k + rank as f64 + 1.0);
         }
     }
-    let mut out: Vec<(String, f64)> = scores
-        .into_iter()
-        .map(|(id, s)| (id.to_string(), s))
-        .collect();
+    let mut out: Vec<(String, f64)> = scores.into_iter().map(|(id, s)| (id.to_string(), s)).collect();
     out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     out
 }
@@ -33,10 +30,7 @@ mod tests {
         let b = vec!["y".to_string(), "w".into()];
         let f = reciprocal_rank_fusion(&[a, b], 60.0);
         // y: 1/62 + 1/61; x: 1/61; w: 1/62; z: 1/63
-        assert_eq!(
-            f.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
-            ["y", "x", "w", "z"]
-        );
+        assert_eq!(f.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["y", "x", "w", "z"]);
         assert!((f[0].1 - (1.0 / 62.0 + 1.0 / 61.0)).abs() < 1e-12);
     }
 }

@@ -40,16 +40,7 @@ impl Builder {
     }
 
     pub fn new(dim: usize, m: usize, ef_construction: usize) -> Self {
-        Builder {
-            dim,
-            m: m.max(2),
-            ef_construction: ef_construction.max(m),
-            vectors: Vec::new(),
-            levels: Vec::new(),
-            links: Vec::new(),
-            entry: RwLock::new(None),
-            unrepaired: 0,
-        }
+        Builder { dim, m: m.max(2), ef_construction: ef_construction.max(m), vectors: Vec::new(), levels: Vec::new(), links: Vec::new(), entry: RwLock::new(None), unrepaired: 0 }
     }
 
     /// A node's level, drawn from an exponential with scale 1/ln M as the paper does, seeded by
@@ -117,9 +108,7 @@ impl Builder {
     /// which no ef then finds); each such node is linked from its nearest reachable node.
     fn repair(&mut self) {
         self.unrepaired = 0;
-        let Some((entry, top)) = self.entry() else {
-            return;
-        };
+        let Some((entry, top)) = self.entry() else { return };
         let mut reached = vec![false; self.nodes()];
         let spread = |from: u32, reached: &mut Vec<bool>| {
             let mut stack = vec![from];
@@ -127,9 +116,7 @@ impl Builder {
                 if std::mem::replace(&mut reached[n as usize], true) {
                     continue;
                 }
-                self.with_links(n, 0, |links| {
-                    stack.extend(links.iter().copied().filter(|&t| !reached[t as usize]))
-                });
+                self.with_links(n, 0, |links| stack.extend(links.iter().copied().filter(|&t| !reached[t as usize])));
             }
         };
         spread(entry, &mut reached);
@@ -138,29 +125,9 @@ impl Builder {
                 continue;
             }
             let q = self.vector(u);
-            let start = descend(
-                self,
-                q,
-                Near {
-                    dist: self.dist(q, entry),
-                    node: entry,
-                },
-                top,
-                1,
-            );
-            let start = if reached[start.node as usize] {
-                start
-            } else {
-                Near {
-                    dist: self.dist(q, entry),
-                    node: entry,
-                }
-            };
-            let nearest = search_layer(self, q, start, self.ef_construction, 0, &|c| {
-                reached[c as usize]
-            })
-            .first()
-            .map(|n| n.node);
+            let start = descend(self, q, Near { dist: self.dist(q, entry), node: entry }, top, 1);
+            let start = if reached[start.node as usize] { start } else { Near { dist: self.dist(q, entry), node: entry } };
+            let nearest = search_layer(self, q, start, self.ef_construction, 0, &|c| reached[c as usize]).first().map(|n| n.node);
             if let Some(r) = nearest {
                 // one link over the layer's maximum at most until the next pruning of `r`
                 self.links[r as usize].lock().expect("lock")[0].push(u);
@@ -173,19 +140,13 @@ impl Builder {
         let level = self.levels[n as usize] as usize;
         let (entry, top) = self.entry.read().expect("lock").expect("an entry node");
         let q = self.vector(n);
-        let mut cur = Near {
-            dist: self.dist(q, entry),
-            node: entry,
-        };
+        let mut cur = Near { dist: self.dist(q, entry), node: entry };
         if top > level {
             cur = descend(self, q, cur, top, level + 1);
         }
         for layer in (0..=level.min(top)).rev() {
-            let found: Vec<Near> =
-                search_layer(self, q, cur, self.ef_construction, layer, &|c| c != n);
-            let Some(&nearest) = found.first() else {
-                continue;
-            };
+            let found: Vec<Near> = search_layer(self, q, cur, self.ef_construction, layer, &|c| c != n);
+            let Some(&nearest) = found.first() else { continue };
             let chosen = self.select(&found, self.m);
             self.links[n as usize].lock().expect("lock")[layer] = chosen.clone();
             for e in chosen {
@@ -232,14 +193,7 @@ impl Builder {
             return;
         }
         let v = self.vector(e);
-        let mut all: Vec<Near> = list
-            .iter()
-            .chain(std::iter::once(&n))
-            .map(|&c| Near {
-                dist: -dot(v, self.vector(c)),
-                node: c,
-            })
-            .collect();
+        let mut all: Vec<Near> = list.iter().chain(std::iter::once(&n)).map(|&c| Near { dist: -dot(v, self.vector(c)), node: c }).collect();
         all.sort();
         *list = self.select(&all, self.max_links(layer));
     }
@@ -253,11 +207,7 @@ impl Builder {
     pub fn into_parts(mut self) -> (Vec<f32>, Vec<Vec<Vec<u32>>>, Option<(u32, usize)>) {
         self.settle();
         let entry = self.entry();
-        let links = self
-            .links
-            .into_iter()
-            .map(|l| l.into_inner().expect("lock"))
-            .collect();
+        let links = self.links.into_iter().map(|l| l.into_inner().expect("lock")).collect();
         (self.vectors, links, entry)
     }
 
@@ -275,19 +225,8 @@ impl Builder {
 
     /// Reads what [`write_links`](Self::write_links) wrote for `vectors`' nodes; `what` names the
     /// file in errors. Returns the builder and the bytes left over.
-    pub fn read_links<'a>(
-        dim: usize,
-        m: usize,
-        ef_construction: usize,
-        vectors: Vec<f32>,
-        entry: Option<(u32, usize)>,
-        mut bytes: &'a [u8],
-        what: &str,
-    ) -> Result<(Self, &'a [u8])> {
-        let bad = |message: String| IndexError::Corrupt {
-            path: what.to_string(),
-            message,
-        };
+    pub fn read_links<'a>(dim: usize, m: usize, ef_construction: usize, vectors: Vec<f32>, entry: Option<(u32, usize)>, mut bytes: &'a [u8], what: &str) -> Result<(Self, &'a [u8])> {
+        let bad = |message: String| IndexError::Corrupt { path: what.to_string(), message };
         let nodes = vectors.len() / dim.max(1);
         if bytes.len() < nodes {
             return Err(bad("ends inside the node levels".into()));
@@ -296,9 +235,7 @@ impl Builder {
         bytes = &bytes[nodes..];
         let mut links = Vec::with_capacity(nodes);
         let take_u32 = |bytes: &mut &[u8]| -> Result<u32> {
-            let (head, rest) = bytes
-                .split_first_chunk::<4>()
-                .ok_or_else(|| bad("ends inside the links".into()))?;
+            let (head, rest) = bytes.split_first_chunk::<4>().ok_or_else(|| bad("ends inside the links".into()))?;
             *bytes = rest;
             Ok(u32::from_le_bytes(*head))
         };
@@ -311,9 +248,7 @@ impl Builder {
                 let count = take_u32(&mut bytes)? as usize;
                 // a repair may add one link beyond 2M until the next pruning; more is damage
                 if count > 4 * m.max(2) {
-                    return Err(bad(format!(
-                        "node {n} has {count} links on layer {layer}; M is {m}"
-                    )));
+                    return Err(bad(format!("node {n} has {count} links on layer {layer}; M is {m}")));
                 }
                 let mut list = Vec::with_capacity(count);
                 for _ in 0..count {
@@ -329,21 +264,10 @@ impl Builder {
         }
         if let Some((e, top)) = entry {
             if e as usize >= nodes || levels[e as usize] as usize != top {
-                return Err(bad(format!(
-                    "entry node {e} on layer {top} does not match the levels"
-                )));
+                return Err(bad(format!("entry node {e} on layer {top} does not match the levels")));
             }
         }
-        let b = Builder {
-            dim,
-            m: m.max(2),
-            ef_construction: ef_construction.max(m),
-            vectors,
-            levels,
-            links,
-            entry: RwLock::new(entry),
-            unrepaired: 0,
-        };
+        let b = Builder { dim, m: m.max(2), ef_construction: ef_construction.max(m), vectors, levels, links, entry: RwLock::new(entry), unrepaired: 0 };
         Ok((b, bytes))
     }
 }

@@ -29,28 +29,18 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{path}: {message}")]
     Corrupt { path: String, message: String },
     #[error("{path} was built with model {index}, but the query was embedded by model {query}; embed queries with the index's own checkpoint")]
-    ModelMismatch {
-        path: String,
-        index: String,
-        query: String,
-    },
+    ModelMismatch { path: String, index: String, query: String },
     #[error("{0}")]
     Invalid(String),
 }
 
 impl IndexError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        IndexError::Io {
-            path: path.display().to_string(),
-            source,
-        }
+        IndexError::Io { path: path.display().to_string(), source }
     }
 }
 

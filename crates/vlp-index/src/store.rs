@@ -44,9 +44,7 @@ impl Precision {
     /// is built from what will be searched.
     pub fn round(self, mut values: Vec<f32>) -> Vec<f32> {
         if self == Precision::F16 {
-            values
-                .iter_mut()
-                .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+            values.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
         }
         values
     }
@@ -97,53 +95,26 @@ pub fn fnv64(parts: &[&[u8]]) -> u64 {
 }
 
 fn corrupt(path: &Path, what: impl std::fmt::Display) -> IndexError {
-    IndexError::Corrupt {
-        path: path.display().to_string(),
-        message: what.to_string(),
-    }
+    IndexError::Corrupt { path: path.display().to_string(), message: what.to_string() }
 }
 
 /// Writes `vectors` (`[ids.len(), dim]` row-major) at `precision` under a temporary name, then
 /// renames.
-pub fn write_store(
-    path: &Path,
-    ids: &[String],
-    dim: usize,
-    vectors: &[f32],
-    model: &str,
-    precision: Precision,
-) -> Result<()> {
+pub fn write_store(path: &Path, ids: &[String], dim: usize, vectors: &[f32], model: &str, precision: Precision) -> Result<()> {
     if vectors.len() != ids.len() * dim {
-        return Err(IndexError::Invalid(format!(
-            "{} floats for {} ids of width {dim}",
-            vectors.len(),
-            ids.len()
-        )));
+        return Err(IndexError::Invalid(format!("{} floats for {} ids of width {dim}", vectors.len(), ids.len())));
     }
     if let Some(bad) = ids.iter().find(|i| i.contains('\n') || i.is_empty()) {
-        return Err(IndexError::Invalid(format!(
-            "item id {bad:?}: ids must be non-empty and one line"
-        )));
+        return Err(IndexError::Invalid(format!("item id {bad:?}: ids must be non-empty and one line")));
     }
     let data: Vec<u8> = match precision {
         Precision::F32 => vectors.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Precision::F16 => vectors
-            .iter()
-            .flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes())
-            .collect(),
+        Precision::F16 => vectors.iter().flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes()).collect(),
     };
     let id_bytes = ids.join("\n").into_bytes();
     let checksum = format!("{:016x}", fnv64(&[&data, &id_bytes]));
     // the header's own length moves the data; settle it with a fixed-width offset field
-    let mut header = StoreHeader {
-        dim,
-        rows: ids.len(),
-        precision,
-        model: model.into(),
-        ids_offset: 0,
-        ids_len: id_bytes.len(),
-        checksum,
-    };
+    let mut header = StoreHeader { dim, rows: ids.len(), precision, model: model.into(), ids_offset: 0, ids_len: id_bytes.len(), checksum };
     let data_offset = |h: &StoreHeader| {
         let json_len = serde_json::to_vec(h).expect("serialises").len();
         (8 + 4 + json_len).div_ceil(ALIGN) * ALIGN
@@ -153,8 +124,7 @@ pub fn write_store(
     header.ids_offset = start + data.len();
     let json = serde_json::to_vec(&header).expect("serialises");
     let tmp = crate::temp_path(path);
-    let mut f =
-        std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?);
     let mut put = |b: &[u8]| f.write_all(b).map_err(|e| IndexError::io(&tmp, e));
     put(MAGIC)?;
     // the padding is part of the header (JSON allows trailing spaces), so data starts at `start`
@@ -163,10 +133,7 @@ pub fn write_store(
     put(&vec![b' '; start - 12 - json.len()])?;
     put(&data)?;
     put(&id_bytes)?;
-    f.into_inner()
-        .map_err(|e| IndexError::io(&tmp, e.into_error()))?
-        .sync_all()
-        .map_err(|e| IndexError::io(&tmp, e))?;
+    f.into_inner().map_err(|e| IndexError::io(&tmp, e.into_error()))?.sync_all().map_err(|e| IndexError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| IndexError::io(path, e))
 }
 
@@ -185,25 +152,14 @@ impl VectorStore {
         // SAFETY: the file is only ever replaced by rename, never written in place.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| IndexError::io(path, e))?;
         if map.len() < 12 || &map[..8] != MAGIC {
-            return Err(corrupt(
-                path,
-                "not a vlp vector store (bad magic; wrong file or another version)",
-            ));
+            return Err(corrupt(path, "not a vlp vector store (bad magic; wrong file or another version)"));
         }
         let json_len = u32::from_le_bytes(map[8..12].try_into().expect("4 bytes")) as usize;
-        let json = map
-            .get(12..12 + json_len)
-            .ok_or_else(|| corrupt(path, "header cut off"))?;
-        let header: StoreHeader =
-            serde_json::from_slice(json).map_err(|e| corrupt(path, format!("header: {e}")))?;
+        let json = map.get(12..12 + json_len).ok_or_else(|| corrupt(path, "header cut off"))?;
+        let header: StoreHeader = serde_json::from_slice(json).map_err(|e| corrupt(path, format!("header: {e}")))?;
         let data_offset = (12 + json_len).div_ceil(ALIGN) * ALIGN;
-        let data_len = header
-            .rows
-            .checked_mul(header.dim)
-            .and_then(|n| n.checked_mul(header.precision.bytes()));
-        let expected = data_len
-            .and_then(|d| data_offset.checked_add(d))
-            .filter(|&e| e == header.ids_offset);
+        let data_len = header.rows.checked_mul(header.dim).and_then(|n| n.checked_mul(header.precision.bytes()));
+        let expected = data_len.and_then(|d| data_offset.checked_add(d)).filter(|&e| e == header.ids_offset);
         let end = expected.and_then(|e| e.checked_add(header.ids_len));
         if end != Some(map.len()) {
             return Err(corrupt(
@@ -214,31 +170,14 @@ impl VectorStore {
         let data = &map[data_offset..header.ids_offset];
         let id_bytes = &map[header.ids_offset..];
         if format!("{:016x}", fnv64(&[data, id_bytes])) != header.checksum {
-            return Err(corrupt(
-                path,
-                "checksum mismatch: the vectors or ids were changed or damaged",
-            ));
+            return Err(corrupt(path, "checksum mismatch: the vectors or ids were changed or damaged"));
         }
-        let ids_text =
-            std::str::from_utf8(id_bytes).map_err(|_| corrupt(path, "ids are not UTF-8"))?;
-        let ids: Vec<String> = if header.rows == 0 {
-            Vec::new()
-        } else {
-            ids_text.split('\n').map(String::from).collect()
-        };
+        let ids_text = std::str::from_utf8(id_bytes).map_err(|_| corrupt(path, "ids are not UTF-8"))?;
+        let ids: Vec<String> = if header.rows == 0 { Vec::new() } else { ids_text.split('\n').map(String::from).collect() };
         if ids.len() != header.rows {
-            return Err(corrupt(
-                path,
-                format!("{} ids for {} rows", ids.len(), header.rows),
-            ));
+            return Err(corrupt(path, format!("{} ids for {} rows", ids.len(), header.rows)));
         }
-        Ok(VectorStore {
-            header,
-            ids,
-            map,
-            data_offset,
-            path: path.to_path_buf(),
-        })
+        Ok(VectorStore { header, ids, map, data_offset, path: path.to_path_buf() })
     }
 
     pub fn dim(&self) -> usize {
@@ -282,11 +221,7 @@ impl VectorStore {
     pub fn to_f32(&self) -> Cow<'_, [f32]> {
         match self.rows() {
             Rows::F32(v) => Cow::Borrowed(v),
-            Rows::F16(v) => Cow::Owned(
-                v.iter()
-                    .map(|h| half::f16::from_bits(*h).to_f32())
-                    .collect(),
-            ),
+            Rows::F16(v) => Cow::Owned(v.iter().map(|h| half::f16::from_bits(*h).to_f32()).collect()),
         }
     }
 
@@ -300,11 +235,7 @@ impl VectorStore {
             });
         }
         if dim != self.dim() {
-            return Err(IndexError::Invalid(format!(
-                "query has {dim} dimensions, {} holds {}",
-                self.path.display(),
-                self.dim()
-            )));
+            return Err(IndexError::Invalid(format!("query has {dim} dimensions, {} holds {}", self.path.display(), self.dim())));
         }
         Ok(())
     }
@@ -357,23 +288,14 @@ mod tests {
         let f32_path = dir.path().join("f.vec");
         write_store(&f32_path, &ids, 3, &v, "m", Precision::F32).unwrap();
         let size = |p: &Path| std::fs::metadata(p).unwrap().len() as usize;
-        assert_eq!(
-            size(&f32_path) - size(&p),
-            12 * 2,
-            "two bytes a value fewer"
-        );
+        assert_eq!(size(&f32_path) - size(&p), 12 * 2, "two bytes a value fewer");
         let h = VectorStore::open(&p).unwrap();
         assert_eq!((h.len(), h.dim(), h.precision()), (4, 3, Precision::F16));
         let all = h.to_f32();
         assert_eq!(h.row_vec(2), all[6..9]);
         assert_eq!(*all, *Precision::F16.round(v.clone()), "stored as rounded");
         // f16 keeps 11 significant bits: relative error below 2^-11
-        assert!(
-            v.iter()
-                .zip(all.iter())
-                .all(|(a, b)| (a - b).abs() <= a.abs() / 2048.0 + 1e-7),
-            "{v:?} {all:?}"
-        );
+        assert!(v.iter().zip(all.iter()).all(|(a, b)| (a - b).abs() <= a.abs() / 2048.0 + 1e-7), "{v:?} {all:?}");
         let q = [0.5, -1.0, 2.0];
         let want: f32 = q.iter().zip(&all[3..6]).map(|(a, b)| a * b).sum();
         assert!((h.rows().score(&q, 1) - want).abs() < 1e-6);
@@ -396,10 +318,7 @@ mod tests {
             ("empty", Vec::new()),
         ] {
             std::fs::write(&p, &bytes).unwrap();
-            let e = VectorStore::open(&p)
-                .err()
-                .unwrap_or_else(|| panic!("{what} accepted"))
-                .to_string();
+            let e = VectorStore::open(&p).err().unwrap_or_else(|| panic!("{what} accepted")).to_string();
             assert!(e.contains("v.vec"), "{what}: {e}");
         }
     }

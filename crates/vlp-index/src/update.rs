@@ -23,11 +23,7 @@ impl RetrievalIndex {
     pub fn add(self, new: BuildInput) -> Result<Added> {
         let path = self.dir.display().to_string();
         if new.model != self.info.model {
-            return Err(IndexError::ModelMismatch {
-                path,
-                index: self.info.model.clone(),
-                query: new.model,
-            });
+            return Err(IndexError::ModelMismatch { path, index: self.info.model.clone(), query: new.model });
         }
         let new_tokens = new.image_tokens.as_ref().map(|(shape, _)| *shape);
         if new.dim != self.info.dim || new_tokens != self.info.image_tokens {
@@ -48,23 +44,10 @@ impl RetrievalIndex {
         let new_image_vectors = precision.round(new.image_vectors);
         let new_text_vectors = precision.round(new.text_vectors);
         // the open index holds its graphs frozen for search; the growable ones are read again
-        let mut image_graph = HnswGraph::load(
-            &self.dir.join("images.hnsw"),
-            self.image_vectors.rows(),
-            dim,
-            self.info.hnsw,
-        )?;
-        let mut text_graph = HnswGraph::load(
-            &self.dir.join("texts.hnsw"),
-            self.text_vectors.rows(),
-            dim,
-            self.info.hnsw,
-        )?;
+        let mut image_graph = HnswGraph::load(&self.dir.join("images.hnsw"), self.image_vectors.rows(), dim, self.info.hnsw)?;
+        let mut text_graph = HnswGraph::load(&self.dir.join("texts.hnsw"), self.text_vectors.rows(), dim, self.info.hnsw)?;
         if image_graph.len() != self.items.len() || text_graph.len() != self.texts.len() {
-            return Err(IndexError::Corrupt {
-                path,
-                message: "the HNSW graphs changed since the index was opened".into(),
-            });
+            return Err(IndexError::Corrupt { path, message: "the HNSW graphs changed since the index was opened".into() });
         }
         image_graph.insert(&new_image_vectors, dim);
         let known_texts: HashSet<&str> = self.texts.iter().map(|t| t.id.as_str()).collect();
@@ -108,25 +91,14 @@ impl RetrievalIndex {
             image_tokens,
             precision,
         };
-        let info = write_index(
-            &self.dir,
-            input,
-            Some((&mut image_graph, &mut text_graph)),
-            self.info.deleted.clone(),
-        )?;
-        Ok(Added {
-            items: added_items,
-            texts: added_texts,
-            texts_already_present: present,
-            info,
-        })
+        let info = write_index(&self.dir, input, Some((&mut image_graph, &mut text_graph)), self.info.deleted.clone())?;
+        Ok(Added { items: added_items, texts: added_texts, texts_already_present: present, info })
     }
 
     /// Marks items deleted; returns the ids that are not in the index (nothing is done for them).
     pub fn delete(&self, ids: &[String]) -> Result<Vec<String>> {
         let present: HashSet<&str> = self.items.iter().map(|it| it.id.as_str()).collect();
-        let (known, unknown): (Vec<&String>, Vec<&String>) =
-            ids.iter().partition(|id| present.contains(id.as_str()));
+        let (known, unknown): (Vec<&String>, Vec<&String>) = ids.iter().partition(|id| present.contains(id.as_str()));
         let mut info = self.info.clone();
         for id in known {
             if !info.deleted.contains(id) {
@@ -135,11 +107,7 @@ impl RetrievalIndex {
         }
         let path = self.dir.join("index.json");
         let tmp = self.dir.join(".index.json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_string_pretty(&info).expect("serialises"),
-        )
-        .map_err(|e| IndexError::io(&tmp, e))?;
+        std::fs::write(&tmp, serde_json::to_string_pretty(&info).expect("serialises")).map_err(|e| IndexError::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| IndexError::io(&path, e))?;
         Ok(unknown.into_iter().cloned().collect())
     }
@@ -162,10 +130,7 @@ pub(crate) mod tests {
             texts: all.texts[from..].to_vec(),
             text_vectors: all.text_vectors[from * d..].to_vec(),
             source: all.source.clone(),
-            image_tokens: all
-                .image_tokens
-                .as_ref()
-                .map(|(shape, tokens)| (*shape, tokens[from * shape[0] * shape[1]..].to_vec())),
+            image_tokens: all.image_tokens.as_ref().map(|(shape, tokens)| (*shape, tokens[from * shape[0] * shape[1]..].to_vec())),
             precision: all.precision,
         }
     }
@@ -177,10 +142,7 @@ pub(crate) mod tests {
             image_vectors: all.image_vectors[..to * d].to_vec(),
             texts: all.texts[..to].to_vec(),
             text_vectors: all.text_vectors[..to * d].to_vec(),
-            image_tokens: all
-                .image_tokens
-                .as_ref()
-                .map(|(shape, tokens)| (*shape, tokens[..to * shape[0] * shape[1]].to_vec())),
+            image_tokens: all.image_tokens.as_ref().map(|(shape, tokens)| (*shape, tokens[..to * shape[0] * shape[1]].to_vec())),
             precision: all.precision,
             ..tail(all, to)
         }
@@ -192,49 +154,23 @@ pub(crate) mod tests {
         let dir = root.path().join("idx");
         let all = input(300);
         build(&dir, head(&all, 200)).unwrap();
-        let added = RetrievalIndex::open(&dir)
-            .unwrap()
-            .add(tail(&all, 200))
-            .unwrap();
-        assert_eq!(
-            (added.items, added.texts, added.info.items),
-            (100, 100, 300)
-        );
+        let added = RetrievalIndex::open(&dir).unwrap().add(tail(&all, 200)).unwrap();
+        assert_eq!((added.items, added.texts, added.info.items), (100, 100, 300));
         let idx = RetrievalIndex::open(&dir).unwrap();
         // the graph holds the new rows: each finds itself
-        let found = (200..300)
-            .filter(|&r| {
-                idx.dense_images(&idx.image_vectors.row_vec(r), "m1", 1, None, false, &[])
-                    .unwrap()[0]
-                    .score
-                    > 0.9999
-            })
-            .count();
+        let found = (200..300).filter(|&r| idx.dense_images(&idx.image_vectors.row_vec(r), "m1", 1, None, false, &[]).unwrap()[0].score > 0.9999).count();
         assert!(found >= 95, "{found} of 100 added rows found");
-        let bm25 = idx
-            .text_to_images("thing 250", None, Mode::Bm25, 1, None, false, &[])
-            .unwrap();
+        let bm25 = idx.text_to_images("thing 250", None, Mode::Bm25, 1, None, false, &[]).unwrap();
         assert_eq!(idx.items[bm25[0].row].id, "img250");
         let mut tokens = Vec::new();
-        idx.image_tokens
-            .as_ref()
-            .unwrap()
-            .row_into(250, &mut tokens);
+        idx.image_tokens.as_ref().unwrap().row_into(250, &mut tokens);
         assert!(idx.rerank_images(&[250], &tokens[..4], "m1").is_ok());
 
         // ids are never reused; another model's rows are refused
-        assert!(RetrievalIndex::open(&dir)
-            .unwrap()
-            .add(tail(&all, 299))
-            .unwrap_err()
-            .to_string()
-            .contains("already in the index"));
+        assert!(RetrievalIndex::open(&dir).unwrap().add(tail(&all, 299)).unwrap_err().to_string().contains("already in the index"));
         let mut other = tail(&input(301), 300);
         other.model = "m2".into();
-        assert!(matches!(
-            RetrievalIndex::open(&dir).unwrap().add(other),
-            Err(crate::IndexError::ModelMismatch { .. })
-        ));
+        assert!(matches!(RetrievalIndex::open(&dir).unwrap().add(other), Err(crate::IndexError::ModelMismatch { .. })));
 
         let unknown = idx.delete(&["img250".into(), "nope".into()]).unwrap();
         assert_eq!(unknown, vec!["nope".to_string()]);
@@ -242,14 +178,9 @@ pub(crate) mod tests {
         let v = idx.image_vectors.row_vec(250);
         for exact in [false, true] {
             let hits = idx.dense_images(&v, "m1", 10, None, exact, &[]).unwrap();
-            assert!(
-                hits.len() == 10 && hits.iter().all(|h| h.row != 250),
-                "exact {exact}"
-            );
+            assert!(hits.len() == 10 && hits.iter().all(|h| h.row != 250), "exact {exact}");
         }
-        let bm25 = idx
-            .text_to_images("thing 250", None, Mode::Bm25, 5, None, false, &[])
-            .unwrap();
+        let bm25 = idx.text_to_images("thing 250", None, Mode::Bm25, 5, None, false, &[]).unwrap();
         assert!(bm25.iter().all(|r| r.row != 250));
     }
 }

@@ -27,9 +27,7 @@ impl PartialOrd for Near {
 }
 impl Ord for Near {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.dist
-            .total_cmp(&other.dist)
-            .then(self.node.cmp(&other.node))
+        self.dist.total_cmp(&other.dist).then(self.node.cmp(&other.node))
     }
 }
 
@@ -64,13 +62,7 @@ pub(crate) fn prefetch_lines<T>(v: &[T]) {
 
 /// From `start`, moves to the nearest neighbour while one is nearer, on each layer from `from`
 /// down to `to` (both included); returns where it stopped.
-pub(crate) fn descend(
-    g: &impl Layers,
-    query: &[f32],
-    mut cur: Near,
-    from: usize,
-    to: usize,
-) -> Near {
+pub(crate) fn descend(g: &impl Layers, query: &[f32], mut cur: Near, from: usize, to: usize) -> Near {
     for layer in (to..=from).rev() {
         loop {
             let next = g.with_links(cur.node, layer, |links| {
@@ -95,14 +87,7 @@ pub(crate) fn descend(
 /// Up to `ef` nodes of `layer` nearest `query` among those `accept` takes, nearest first. Nodes
 /// `accept` refuses are still walked through, so a selective filter still finds its nodes
 /// rather than an empty neighbourhood.
-pub(crate) fn search_layer(
-    g: &impl Layers,
-    query: &[f32],
-    start: Near,
-    ef: usize,
-    layer: usize,
-    accept: &dyn Fn(u32) -> bool,
-) -> Vec<Near> {
+pub(crate) fn search_layer(g: &impl Layers, query: &[f32], start: Near, ef: usize, layer: usize, accept: &dyn Fn(u32) -> bool) -> Vec<Near> {
     VISITED.with(|v| {
         let mut visited = v.borrow_mut();
         visited.reset(g.nodes());
@@ -152,29 +137,11 @@ pub(crate) fn search_layer(
 /// A whole search: from `entry` (node, top layer; `None` for an empty graph) down through the
 /// upper layers, then up to `ef` nodes of layer 0 that `accept` takes, nearest first, as
 /// (node, inner product).
-pub(crate) fn search(
-    g: &impl Layers,
-    entry: Option<(u32, usize)>,
-    query: &[f32],
-    ef: usize,
-    accept: &dyn Fn(u32) -> bool,
-) -> Vec<(u32, f32)> {
-    let Some((entry, top)) = entry.filter(|_| ef > 0) else {
-        return Vec::new();
-    };
-    let start = Near {
-        dist: g.dist(query, entry),
-        node: entry,
-    };
-    let start = if top > 0 {
-        descend(g, query, start, top, 1)
-    } else {
-        start
-    };
-    search_layer(g, query, start, ef, 0, accept)
-        .into_iter()
-        .map(|n| (n.node, -n.dist))
-        .collect()
+pub(crate) fn search(g: &impl Layers, entry: Option<(u32, usize)>, query: &[f32], ef: usize, accept: &dyn Fn(u32) -> bool) -> Vec<(u32, f32)> {
+    let Some((entry, top)) = entry.filter(|_| ef > 0) else { return Vec::new() };
+    let start = Near { dist: g.dist(query, entry), node: entry };
+    let start = if top > 0 { descend(g, query, start, top, 1) } else { start };
+    search_layer(g, query, start, ef, 0, accept).into_iter().map(|n| (n.node, -n.dist)).collect()
 }
 
 /// Node vectors side by side, `[nodes, dim]`, as the index stores them.
@@ -201,21 +168,9 @@ pub(crate) struct FlatGraph {
 impl FlatGraph {
     /// Lays out the nodes whose vectors are `vectors` (`[nodes, dim]`, kept at `precision`) and
     /// whose links per layer (0 first) are `node_links`.
-    pub(crate) fn new(
-        dim: usize,
-        vectors: Vec<f32>,
-        precision: Precision,
-        node_links: Vec<Vec<Vec<u32>>>,
-        entry: u32,
-        top_layer: usize,
-    ) -> Self {
+    pub(crate) fn new(dim: usize, vectors: Vec<f32>, precision: Precision, node_links: Vec<Vec<Vec<u32>>>, entry: u32, top_layer: usize) -> Self {
         let mut starts = Vec::with_capacity(node_links.len() + 1);
-        let mut links = Vec::with_capacity(
-            node_links
-                .iter()
-                .map(|l| l.first().map_or(0, Vec::len))
-                .sum(),
-        );
+        let mut links = Vec::with_capacity(node_links.iter().map(|l| l.first().map_or(0, Vec::len)).sum());
         let mut upper = HashMap::new();
         starts.push(0u32);
         for (n, mut layers) in node_links.into_iter().enumerate() {
@@ -250,12 +205,7 @@ impl FlatGraph {
 
     /// Up to `ef` nodes nearest `query` among those `accept` takes, nearest first, as
     /// (node, inner product).
-    pub(crate) fn search(
-        &self,
-        query: &[f32],
-        ef: usize,
-        accept: &dyn Fn(u32) -> bool,
-    ) -> Vec<(u32, f32)> {
+    pub(crate) fn search(&self, query: &[f32], ef: usize, accept: &dyn Fn(u32) -> bool) -> Vec<(u32, f32)> {
         let entry = (self.nodes() > 0).then_some((self.entry, self.top_layer));
         search(self, entry, query, ef, accept)
     }
@@ -289,11 +239,7 @@ impl Layers for FlatGraph {
         if layer == 0 {
             f(&self.links[self.starts[n as usize] as usize..self.starts[n as usize + 1] as usize])
         } else {
-            f(self
-                .upper
-                .get(&n)
-                .and_then(|ls| ls.get(layer - 1))
-                .map_or(&[], Vec::as_slice))
+            f(self.upper.get(&n).and_then(|ls| ls.get(layer - 1)).map_or(&[], Vec::as_slice))
         }
     }
 }

@@ -36,30 +36,17 @@ impl SelfAttentionConfig {
 impl<B: Backend> SelfAttention<B> {
     /// `x`: `[batch, tokens, width]`; `pad`: `[batch, tokens]`, true where a key is padding.
     /// Returns `[batch, tokens, width]`.
-    pub fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        pad: Option<Tensor<B, 2, Bool>>,
-        causal: bool,
-    ) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool) -> Tensor<B, 3> {
         let [b, n, w] = x.dims();
         let hd = w / self.heads;
         // [b, n, 3 · heads, hd]; q, k and v are views of it, [b, heads, n, hd] each. Slicing the
         // head axis and swapping, not permuting and squeezing, keeps them views: the CPU backend
         // copies a tensor to reshape it unless it is contiguous from offset 0.
         let qkv = per_token(&self.qkv, x).reshape([b, n, 3 * self.heads, hd]);
-        let part = |i: usize| {
-            qkv.clone()
-                .slice([0..b, 0..n, i * self.heads..(i + 1) * self.heads, 0..hd])
-                .swap_dims(1, 2)
-        };
+        let part = |i: usize| qkv.clone().slice([0..b, 0..n, i * self.heads..(i + 1) * self.heads, 0..hd]).swap_dims(1, 2);
         let (q, k, v) = (part(0), part(1), part(2));
         let mask = pad.map(|p| p.reshape([b, 1, 1, n]).expand([b, self.heads, n, n]));
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: causal,
-        };
+        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: causal };
         let ctx = attention(q, k, v, mask, None, options); // [b, heads, n, hd]
         per_token(&self.out, ctx.swap_dims(1, 2).reshape([b, n, w]))
     }

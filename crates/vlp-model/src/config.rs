@@ -12,10 +12,7 @@ pub enum ConfigError {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.to_string(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { field: field.to_string(), message: message.into() }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,10 +107,7 @@ pub struct LossConfig {
 
 impl Default for LossConfig {
     fn default() -> Self {
-        LossConfig {
-            global_weight: 1.0,
-            token_weight: 0.0,
-        }
+        LossConfig { global_weight: 1.0, token_weight: 0.0 }
     }
 }
 
@@ -157,10 +151,7 @@ impl ModelConfig {
                 if v.image_size % v.patch_size != 0 {
                     return Err(invalid(
                         "model.image.patch_size",
-                        format!(
-                            "image_size {} is not a multiple of patch_size {}",
-                            v.image_size, v.patch_size
-                        ),
+                        format!("image_size {} is not a multiple of patch_size {}", v.image_size, v.patch_size),
                     ));
                 }
                 mlp("model.image.mlp_ratio", v.mlp_ratio)?;
@@ -169,18 +160,12 @@ impl ModelConfig {
                 positive("model.image.image_size", r.image_size)?;
                 positive("model.image.width", r.width)?;
                 if r.layers.is_empty() || r.layers.contains(&0) {
-                    return Err(invalid(
-                        "model.image.layers",
-                        "needs at least one stage, each with at least one block",
-                    ));
+                    return Err(invalid("model.image.layers", "needs at least one stage, each with at least one block"));
                 }
                 // stem /4, then /2 per stage after the first
                 let down = 4 << (r.layers.len() - 1);
                 if r.image_size % down != 0 || r.image_size / down == 0 {
-                    return Err(invalid(
-                        "model.image.image_size",
-                        format!("must be a multiple of {down} for {} stages", r.layers.len()),
-                    ));
+                    return Err(invalid("model.image.image_size", format!("must be a multiple of {down} for {} stages", r.layers.len())));
                 }
                 let out = r.width * 4 << (r.layers.len() - 1);
                 if r.pool == ResnetPool::Attention {
@@ -203,22 +188,13 @@ impl ModelConfig {
 
 impl LossConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (field, w) in [
-            ("loss.global_weight", self.global_weight),
-            ("loss.token_weight", self.token_weight),
-        ] {
+        for (field, w) in [("loss.global_weight", self.global_weight), ("loss.token_weight", self.token_weight)] {
             if !w.is_finite() || w < 0.0 {
-                return Err(invalid(
-                    field,
-                    format!("must be a finite weight ≥ 0, not {w}"),
-                ));
+                return Err(invalid(field, format!("must be a finite weight ≥ 0, not {w}")));
             }
         }
         if self.global_weight == 0.0 && self.token_weight == 0.0 {
-            return Err(invalid(
-                "loss",
-                "global_weight and token_weight are both 0: nothing to train",
-            ));
+            return Err(invalid("loss", "global_weight and token_weight are both 0: nothing to train"));
         }
         Ok(())
     }
@@ -235,10 +211,7 @@ fn heads_divide(prefix: &str, width: usize, heads: usize) -> Result<(), ConfigEr
     positive(&format!("{prefix}.width"), width)?;
     positive(&format!("{prefix}.heads"), heads)?;
     if width % heads != 0 {
-        return Err(invalid(
-            &format!("{prefix}.heads"),
-            format!("width {width} is not divisible by {heads} heads"),
-        ));
+        return Err(invalid(&format!("{prefix}.heads"), format!("width {width} is not divisible by {heads} heads")));
     }
     Ok(())
 }

@@ -23,12 +23,7 @@ pub struct TowerOutput<B: Backend> {
 
 /// Divides by the L2 norm over the last dimension.
 pub fn l2_normalize<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let norm = x
-        .clone()
-        .powi_scalar(2)
-        .sum_dim(D - 1)
-        .sqrt()
-        .clamp_min(1e-12);
+    let norm = x.clone().powi_scalar(2).sum_dim(D - 1).sqrt().clamp_min(1e-12);
     x / norm
 }
 
@@ -79,21 +74,12 @@ impl<B: Backend> DualEncoder<B> {
     }
 
     /// The weighted training loss of a batch of matching pairs (pair i = image i, text i).
-    pub fn loss(
-        &self,
-        images: Tensor<B, 4>,
-        ids: Tensor<B, 2, Int>,
-        mask: Tensor<B, 2>,
-        cfg: &LossConfig,
-    ) -> LossOutput<B> {
+    pub fn loss(&self, images: Tensor<B, 4>, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>, cfg: &LossConfig) -> LossOutput<B> {
         let img = self.encode_image(images);
         let txt = self.encode_text(ids, mask);
-        let global = (cfg.global_weight > 0.0)
-            .then(|| ClipLoss::forward(img.global, txt.global, self.logit_scale.val()));
+        let global = (cfg.global_weight > 0.0).then(|| ClipLoss::forward(img.global, txt.global, self.logit_scale.val()));
         let token = (cfg.token_weight > 0.0).then(|| {
-            let mask = txt
-                .token_mask
-                .expect("the text tower always returns its mask");
+            let mask = txt.token_mask.expect("the text tower always returns its mask");
             TokenwiseLoss::forward(img.tokens, txt.tokens, mask, self.token_logit_scale.val())
         });
         LossOutput::weighted(global, token, cfg)

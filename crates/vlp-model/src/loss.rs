@@ -25,23 +25,14 @@ pub struct ClipLoss;
 impl ClipLoss {
     /// `image`, `text`: `[batch, dim]`, L2-normalised → image→text logits `[batch, batch]`
     /// (text→image is the transpose).
-    pub fn logits<B: Backend>(
-        image: Tensor<B, 2>,
-        text: Tensor<B, 2>,
-        logit_scale: Tensor<B, 1>,
-    ) -> Tensor<B, 2> {
+    pub fn logits<B: Backend>(image: Tensor<B, 2>, text: Tensor<B, 2>, logit_scale: Tensor<B, 1>) -> Tensor<B, 2> {
         image.matmul(text.transpose()) * logit_scale.exp().unsqueeze_dim(0)
     }
 
     /// Scalar loss `[1]`.
-    pub fn forward<B: Backend>(
-        image: Tensor<B, 2>,
-        text: Tensor<B, 2>,
-        logit_scale: Tensor<B, 1>,
-    ) -> Tensor<B, 1> {
+    pub fn forward<B: Backend>(image: Tensor<B, 2>, text: Tensor<B, 2>, logit_scale: Tensor<B, 1>) -> Tensor<B, 1> {
         let logits = Self::logits(image, text, logit_scale);
-        (diagonal_cross_entropy(logits.clone()) + diagonal_cross_entropy(logits.transpose()))
-            .div_scalar(2.0)
+        (diagonal_cross_entropy(logits.clone()) + diagonal_cross_entropy(logits.transpose())).div_scalar(2.0)
     }
 }
 
@@ -60,15 +51,8 @@ impl TokenwiseLoss {
         let [bi, n, d] = image.dims();
         let [bt, l, _] = text.dims();
         // sim[i, p, j, q] = image token p of image i · text token q of text j
-        let sim = image
-            .reshape([bi * n, d])
-            .matmul(text.reshape([bt * l, d]).transpose())
-            .reshape([bi, n, bt, l]);
-        let pad = text_mask
-            .clone()
-            .lower_elem(0.5)
-            .reshape([1, 1, bt, l])
-            .expand([bi, n, bt, l]);
+        let sim = image.reshape([bi * n, d]).matmul(text.reshape([bt * l, d]).transpose()).reshape([bi, n, bt, l]);
+        let pad = text_mask.clone().lower_elem(0.5).reshape([1, 1, bt, l]).expand([bi, n, bt, l]);
         let i2t = sim
             .clone()
             .mask_fill(pad, f32::NEG_INFINITY)
@@ -77,10 +61,7 @@ impl TokenwiseLoss {
             .reshape([bi, bt]);
         let mask = text_mask.reshape([1, bt, l]);
         let best_image_token = sim.max_dim(1).reshape([bi, bt, l]);
-        let t2i = (best_image_token * mask.clone())
-            .sum_dim(2)
-            .reshape([bi, bt])
-            / mask.sum_dim(2).reshape([1, bt]);
+        let t2i = (best_image_token * mask.clone()).sum_dim(2).reshape([bi, bt]) / mask.sum_dim(2).reshape([1, bt]);
         (i2t, t2i.transpose())
     }
 
@@ -93,8 +74,7 @@ impl TokenwiseLoss {
     ) -> Tensor<B, 1> {
         let (i2t, t2i) = Self::similarities(image, text, text_mask);
         let scale = logit_scale.exp().unsqueeze_dim::<2>(0);
-        (diagonal_cross_entropy(i2t * scale.clone()) + diagonal_cross_entropy(t2i * scale))
-            .div_scalar(2.0)
+        (diagonal_cross_entropy(i2t * scale.clone()) + diagonal_cross_entropy(t2i * scale)).div_scalar(2.0)
     }
 }
 
@@ -107,23 +87,13 @@ pub struct LossOutput<B: Backend> {
 }
 
 impl<B: Backend> LossOutput<B> {
-    pub fn weighted(
-        global: Option<Tensor<B, 1>>,
-        token: Option<Tensor<B, 1>>,
-        cfg: &LossConfig,
-    ) -> Self {
+    pub fn weighted(global: Option<Tensor<B, 1>>, token: Option<Tensor<B, 1>>, cfg: &LossConfig) -> Self {
         let total = match (&global, &token) {
-            (Some(g), Some(t)) => {
-                g.clone().mul_scalar(cfg.global_weight) + t.clone().mul_scalar(cfg.token_weight)
-            }
+            (Some(g), Some(t)) => g.clone().mul_scalar(cfg.global_weight) + t.clone().mul_scalar(cfg.token_weight),
             (Some(g), None) => g.clone().mul_scalar(cfg.global_weight),
             (None, Some(t)) => t.clone().mul_scalar(cfg.token_weight),
             (None, None) => panic!("LossConfig::validate refuses a config with both weights 0"),
         };
-        LossOutput {
-            total,
-            global,
-            token,
-        }
+        LossOutput { total, global, token }
     }
 }

@@ -13,13 +13,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
-fn conv<B: Backend>(
-    cin: usize,
-    cout: usize,
-    k: usize,
-    stride: usize,
-    device: &B::Device,
-) -> Conv2d<B> {
+fn conv<B: Backend>(cin: usize, cout: usize, k: usize, stride: usize, device: &B::Device) -> Conv2d<B> {
     Conv2dConfig::new([cin, cout], [k, k])
         .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2))
@@ -39,10 +33,7 @@ pub struct ConvBn<B: Backend> {
 
 impl<B: Backend> ConvBn<B> {
     fn new(cin: usize, cout: usize, k: usize, device: &B::Device) -> Self {
-        ConvBn {
-            conv: conv(cin, cout, k, 1, device),
-            bn: BatchNormConfig::new(cout).init(device),
-        }
+        ConvBn { conv: conv(cin, cout, k, 1, device), bn: BatchNormConfig::new(cout).init(device) }
     }
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         self.bn.forward(self.conv.forward(x))
@@ -80,11 +71,7 @@ impl<B: Backend> Bottleneck<B> {
         }
         y = self.expand.forward(y);
         let identity = match &self.downsample {
-            Some(d) => d.forward(if self.stride > 1 {
-                pool(self.stride).forward(x)
-            } else {
-                x
-            }),
+            Some(d) => d.forward(if self.stride > 1 { pool(self.stride).forward(x) } else { x }),
             None => x,
         };
         relu(y + identity)
@@ -112,17 +99,9 @@ impl ResnetConfig {
         self.image_size / (4 << (self.layers.len() - 1))
     }
 
-    pub fn init<B: Backend>(
-        &self,
-        embed_dim: usize,
-        token_dim: usize,
-        device: &B::Device,
-    ) -> ResNetTower<B> {
+    pub fn init<B: Backend>(&self, embed_dim: usize, token_dim: usize, device: &B::Device) -> ResNetTower<B> {
         let half = (self.width / 2).max(1);
-        let stem = vec![
-            ConvBn::new(half, half, 3, device),
-            ConvBn::new(half, self.width, 3, device),
-        ];
+        let stem = vec![ConvBn::new(half, half, 3, device), ConvBn::new(half, self.width, 3, device)];
         let mut blocks = Vec::new();
         let mut cin = self.width;
         for (stage, &n) in self.layers.iter().enumerate() {
@@ -140,25 +119,11 @@ impl ResnetConfig {
             stem_stride: conv(3, half, 3, 2, device),
             blocks,
             pool_positions: attention.then(|| {
-                Param::from_tensor(Tensor::random(
-                    [1 + self.grid().pow(2), c],
-                    Distribution::Normal(0.0, (c as f64).powf(-0.5)),
-                    device,
-                ))
+                Param::from_tensor(Tensor::random([1 + self.grid().pow(2), c], Distribution::Normal(0.0, (c as f64).powf(-0.5)), device))
             }),
-            pool_attention: attention.then(|| {
-                SelfAttentionConfig {
-                    width: c,
-                    heads: self.heads,
-                }
-                .init(device)
-            }),
-            proj: LinearConfig::new(c, embed_dim)
-                .with_bias(false)
-                .init(device),
-            token_proj: LinearConfig::new(c, token_dim)
-                .with_bias(false)
-                .init(device),
+            pool_attention: attention.then(|| SelfAttentionConfig { width: c, heads: self.heads }.init(device)),
+            proj: LinearConfig::new(c, embed_dim).with_bias(false).init(device),
+            token_proj: LinearConfig::new(c, token_dim).with_bias(false).init(device),
         }
     }
 }
@@ -180,9 +145,7 @@ impl<B: Backend> ResNetTower<B> {
         let pooled = match (&self.pool_attention, &self.pool_positions) {
             (Some(attn), Some(pos)) => {
                 let seq = Tensor::cat(vec![mean, tokens.clone()], 1) + pos.val().unsqueeze_dim(0);
-                attn.forward(seq, None, false)
-                    .slice([0..b, 0..1])
-                    .squeeze_dim::<2>(1)
+                attn.forward(seq, None, false).slice([0..b, 0..1]).squeeze_dim::<2>(1)
             }
             _ => mean.squeeze_dim::<2>(1),
         };

@@ -25,12 +25,7 @@ pub struct TextTransformer<B: Backend> {
 }
 
 impl TextTowerConfig {
-    pub fn init<B: Backend>(
-        &self,
-        embed_dim: usize,
-        token_dim: usize,
-        device: &B::Device,
-    ) -> TextTransformer<B> {
+    pub fn init<B: Backend>(&self, embed_dim: usize, token_dim: usize, device: &B::Device) -> TextTransformer<B> {
         TextTransformer {
             token_embedding: EmbeddingConfig::new(self.vocab_size, self.width).init(device),
             positional_embedding: Param::from_tensor(Tensor::random(
@@ -38,20 +33,11 @@ impl TextTowerConfig {
                 Distribution::Normal(0.0, 0.01),
                 device,
             )),
-            transformer: TransformerConfig {
-                width: self.width,
-                layers: self.layers,
-                heads: self.heads,
-                mlp_ratio: self.mlp_ratio,
-            }
-            .init(device),
+            transformer: TransformerConfig { width: self.width, layers: self.layers, heads: self.heads, mlp_ratio: self.mlp_ratio }
+                .init(device),
             ln_final: LayerNormConfig::new(self.width).init(device),
-            proj: LinearConfig::new(self.width, embed_dim)
-                .with_bias(false)
-                .init(device),
-            token_proj: LinearConfig::new(self.width, token_dim)
-                .with_bias(false)
-                .init(device),
+            proj: LinearConfig::new(self.width, embed_dim).with_bias(false).init(device),
+            token_proj: LinearConfig::new(self.width, token_dim).with_bias(false).init(device),
             causal: self.causal,
             pool: self.pool,
         }
@@ -63,18 +49,11 @@ impl<B: Backend> TextTransformer<B> {
     /// tokens `[batch, context, token_dim]` with `token_mask` `[batch, context]`.
     pub fn forward(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> TowerOutput<B> {
         let [b, n] = ids.dims();
-        let x = self.token_embedding.forward(ids)
-            + self
-                .positional_embedding
-                .val()
-                .slice([0..n])
-                .unsqueeze_dim(0);
+        let x = self.token_embedding.forward(ids) + self.positional_embedding.val().slice([0..n]).unsqueeze_dim(0);
         let pad = mask.clone().lower_elem(0.5);
         // A causal model never looks ahead, and padding sits at the end: no pad mask is needed,
         // and leaving it out keeps the fused causal path.
-        let x =
-            self.transformer
-                .forward(x, if self.causal { None } else { Some(pad) }, self.causal);
+        let x = self.transformer.forward(x, if self.causal { None } else { Some(pad) }, self.causal);
         let x = self.ln_final.forward(x); // [b, n, width]
         let width = x.dims()[2];
         let pooled = match self.pool {
@@ -82,22 +61,15 @@ impl<B: Backend> TextTransformer<B> {
             TextPool::Eos => {
                 // index of the last real token = (number of real tokens) − 1
                 let last = mask.clone().sum_dim(1).sub_scalar(1.0).int(); // [b, 1]
-                x.clone()
-                    .gather(1, last.unsqueeze_dim::<3>(2).expand([b, 1, width]))
-                    .squeeze_dim::<2>(1)
+                x.clone().gather(1, last.unsqueeze_dim::<3>(2).expand([b, 1, width])).squeeze_dim::<2>(1)
             }
             TextPool::Mean => {
                 let m = mask.clone().unsqueeze_dim::<3>(2); // [b, n, 1]
-                (x.clone() * m.clone()).sum_dim(1).squeeze_dim::<2>(1)
-                    / m.sum_dim(1).squeeze_dim::<2>(1)
+                (x.clone() * m.clone()).sum_dim(1).squeeze_dim::<2>(1) / m.sum_dim(1).squeeze_dim::<2>(1)
             }
         };
         let global = self.proj.forward(pooled);
         let tokens = per_token(&self.token_proj, x);
-        TowerOutput {
-            global: l2_normalize(global),
-            tokens: l2_normalize(tokens),
-            token_mask: Some(mask),
-        }
+        TowerOutput { global: l2_normalize(global), tokens: l2_normalize(tokens), token_mask: Some(mask) }
     }
 }

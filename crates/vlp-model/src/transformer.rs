@@ -37,11 +37,7 @@ impl TransformerConfig {
         let blocks = (0..self.layers)
             .map(|_| Block {
                 ln_1: LayerNormConfig::new(self.width).init(device),
-                attn: SelfAttentionConfig {
-                    width: self.width,
-                    heads: self.heads,
-                }
-                .init(device),
+                attn: SelfAttentionConfig { width: self.width, heads: self.heads }.init(device),
                 ln_2: LayerNormConfig::new(self.width).init(device),
                 mlp_fc: LinearConfig::new(self.width, hidden).init(device),
                 mlp_proj: LinearConfig::new(hidden, self.width).init(device),
@@ -52,29 +48,15 @@ impl TransformerConfig {
 }
 
 impl<B: Backend> Block<B> {
-    pub fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        pad: Option<Tensor<B, 2, Bool>>,
-        causal: bool,
-    ) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool) -> Tensor<B, 3> {
         let x = x.clone() + self.attn.forward(self.ln_1.forward(x), pad, causal);
-        x.clone()
-            + per_token(
-                &self.mlp_proj,
-                gelu(per_token(&self.mlp_fc, self.ln_2.forward(x))),
-            )
+        x.clone() + per_token(&self.mlp_proj, gelu(per_token(&self.mlp_fc, self.ln_2.forward(x))))
     }
 }
 
 impl<B: Backend> Transformer<B> {
     /// `x`: `[batch, tokens, width]`; `pad`: `[batch, tokens]`, true at padding.
-    pub fn forward(
-        &self,
-        mut x: Tensor<B, 3>,
-        pad: Option<Tensor<B, 2, Bool>>,
-        causal: bool,
-    ) -> Tensor<B, 3> {
+    pub fn forward(&self, mut x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool) -> Tensor<B, 3> {
         for block in &self.blocks {
             x = block.forward(x, pad.clone(), causal);
         }

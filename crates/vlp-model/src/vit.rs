@@ -33,43 +33,25 @@ impl VitConfig {
         (self.image_size / self.patch_size).pow(2)
     }
 
-    pub fn init<B: Backend>(
-        &self,
-        embed_dim: usize,
-        token_dim: usize,
-        device: &B::Device,
-    ) -> VisionTransformer<B> {
+    pub fn init<B: Backend>(&self, embed_dim: usize, token_dim: usize, device: &B::Device) -> VisionTransformer<B> {
         let std = (self.width as f64).powf(-0.5);
         VisionTransformer {
             patch_embed: Conv2dConfig::new([3, self.width], [self.patch_size, self.patch_size])
                 .with_stride([self.patch_size, self.patch_size])
                 .with_bias(false)
                 .init(device),
-            class_token: Param::from_tensor(Tensor::random(
-                [self.width],
-                Distribution::Normal(0.0, std),
-                device,
-            )),
+            class_token: Param::from_tensor(Tensor::random([self.width], Distribution::Normal(0.0, std), device)),
             positional_embedding: Param::from_tensor(Tensor::random(
                 [1 + self.patches(), self.width],
                 Distribution::Normal(0.0, std),
                 device,
             )),
             ln_pre: LayerNormConfig::new(self.width).init(device),
-            transformer: TransformerConfig {
-                width: self.width,
-                layers: self.layers,
-                heads: self.heads,
-                mlp_ratio: self.mlp_ratio,
-            }
-            .init(device),
+            transformer: TransformerConfig { width: self.width, layers: self.layers, heads: self.heads, mlp_ratio: self.mlp_ratio }
+                .init(device),
             ln_post: LayerNormConfig::new(self.width).init(device),
-            proj: LinearConfig::new(self.width, embed_dim)
-                .with_bias(false)
-                .init(device),
-            token_proj: LinearConfig::new(self.width, token_dim)
-                .with_bias(false)
-                .init(device),
+            proj: LinearConfig::new(self.width, embed_dim).with_bias(false).init(device),
+            token_proj: LinearConfig::new(self.width, token_dim).with_bias(false).init(device),
         }
     }
 }
@@ -82,19 +64,11 @@ impl<B: Backend> VisionTransformer<B> {
         let x = x.reshape([b, w, gh * gw]).swap_dims(1, 2); // [b, patches, width]
         let cls = self.class_token.val().reshape([1, 1, w]).expand([b, 1, w]);
         let x = Tensor::cat(vec![cls, x], 1) + self.positional_embedding.val().unsqueeze_dim(0);
-        let x = self
-            .transformer
-            .forward(self.ln_pre.forward(x), None, false);
+        let x = self.transformer.forward(self.ln_pre.forward(x), None, false);
         let x = self.ln_post.forward(x);
         let n = x.dims()[1];
-        let global = self
-            .proj
-            .forward(x.clone().slice([0..b, 0..1]).squeeze_dim::<2>(1));
+        let global = self.proj.forward(x.clone().slice([0..b, 0..1]).squeeze_dim::<2>(1));
         let tokens = per_token(&self.token_proj, x.slice([0..b, 1..n]));
-        TowerOutput {
-            global: l2_normalize(global),
-            tokens: l2_normalize(tokens),
-            token_mask: None,
-        }
+        TowerOutput { global: l2_normalize(global), tokens: l2_normalize(tokens), token_mask: None }
     }
 }

@@ -10,14 +10,10 @@ type AB = Autodiff<Flex>;
 
 /// A deterministic pseudo-random vector in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         })
         .collect()
@@ -32,10 +28,7 @@ fn unit_rows(mut v: Vec<f64>, dim: usize) -> Vec<f64> {
     v
 }
 
-fn tensor<const D: usize, BK: burn::tensor::backend::Backend>(
-    v: &[f64],
-    shape: [usize; D],
-) -> Tensor<BK, D> {
+fn tensor<const D: usize, BK: burn::tensor::backend::Backend>(v: &[f64], shape: [usize; D]) -> Tensor<BK, D> {
     let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
     Tensor::from_data(TensorData::new(f, shape), &Default::default())
 }
@@ -62,30 +55,13 @@ fn ce_rows(logits: &[Vec<f64>]) -> f64 {
 
 fn clip_reference(img: &[f64], txt: &[f64], b: usize, d: usize, log_scale: f64) -> f64 {
     let s = log_scale.exp();
-    let i2t: Vec<Vec<f64>> = (0..b)
-        .map(|i| {
-            (0..b)
-                .map(|j| s * dot(&img[i * d..][..d], &txt[j * d..][..d]))
-                .collect()
-        })
-        .collect();
-    let t2i: Vec<Vec<f64>> = (0..b)
-        .map(|j| (0..b).map(|i| i2t[i][j]).collect())
-        .collect();
+    let i2t: Vec<Vec<f64>> = (0..b).map(|i| (0..b).map(|j| s * dot(&img[i * d..][..d], &txt[j * d..][..d])).collect()).collect();
+    let t2i: Vec<Vec<f64>> = (0..b).map(|j| (0..b).map(|i| i2t[i][j]).collect()).collect();
     (ce_rows(&i2t) + ce_rows(&t2i)) / 2.0
 }
 
 /// FILIP with its two logit matrices; `mask[j][q]` says whether text j's token q is real.
-fn filip_reference(
-    img: &[f64],
-    txt: &[f64],
-    mask: &[Vec<bool>],
-    b: usize,
-    n: usize,
-    l: usize,
-    d: usize,
-    log_scale: f64,
-) -> (Vec<Vec<f64>>, Vec<Vec<f64>>, f64) {
+fn filip_reference(img: &[f64], txt: &[f64], mask: &[Vec<bool>], b: usize, n: usize, l: usize, d: usize, log_scale: f64) -> (Vec<Vec<f64>>, Vec<Vec<f64>>, f64) {
     let it = |i: usize, p: usize| &img[(i * n + p) * d..][..d];
     let tt = |j: usize, q: usize| &txt[(j * l + q) * d..][..d];
     let mut i2t = vec![vec![0.0; b]; b];
@@ -106,9 +82,7 @@ fn filip_reference(
             let (mut sum, mut count) = (0.0, 0.0);
             for q in 0..l {
                 if mask[j][q] {
-                    let best = (0..n)
-                        .map(|p| dot(it(i, p), tt(j, q)))
-                        .fold(f64::NEG_INFINITY, f64::max);
+                    let best = (0..n).map(|p| dot(it(i, p), tt(j, q))).fold(f64::NEG_INFINITY, f64::max);
                     sum += best;
                     count += 1.0;
                 }
@@ -117,11 +91,7 @@ fn filip_reference(
         }
     }
     let s = log_scale.exp();
-    let scaled = |m: &Vec<Vec<f64>>| {
-        m.iter()
-            .map(|r| r.iter().map(|x| x * s).collect())
-            .collect::<Vec<Vec<f64>>>()
-    };
+    let scaled = |m: &Vec<Vec<f64>>| m.iter().map(|r| r.iter().map(|x| x * s).collect()).collect::<Vec<Vec<f64>>>();
     let loss = (ce_rows(&scaled(&i2t)) + ce_rows(&scaled(&t2i))) / 2.0;
     (i2t, t2i, loss)
 }
@@ -132,37 +102,19 @@ fn clip_loss_matches_f64_reference() {
     let img = unit_rows(values(b * d, 1), d);
     let txt = unit_rows(values(b * d, 2), d);
     for log_scale in [0.0, 2.659_260_1, 4.0] {
-        let got = scalar(ClipLoss::forward::<B>(
-            tensor(&img, [b, d]),
-            tensor(&txt, [b, d]),
-            tensor(&[log_scale], [1]),
-        ));
+        let got = scalar(ClipLoss::forward::<B>(tensor(&img, [b, d]), tensor(&txt, [b, d]), tensor(&[log_scale], [1])));
         let want = clip_reference(&img, &txt, b, d, log_scale);
-        assert!(
-            (got - want).abs() < 1e-4 * want.max(1.0),
-            "log_scale {log_scale}: {got} vs {want}"
-        );
+        assert!((got - want).abs() < 1e-4 * want.max(1.0), "log_scale {log_scale}: {got} vs {want}");
     }
     // hand-computed: two orthogonal pairs at scale 1 → each row is [1, 0] → ln(1 + e^-1)
     let eye = [1.0, 0.0, 0.0, 1.0];
-    let got = scalar(ClipLoss::forward::<B>(
-        tensor(&eye, [2, 2]),
-        tensor(&eye, [2, 2]),
-        tensor(&[0.0], [1]),
-    ));
+    let got = scalar(ClipLoss::forward::<B>(tensor(&eye, [2, 2]), tensor(&eye, [2, 2]), tensor(&[0.0], [1])));
     assert!((got - (1.0 + (-1.0f64).exp()).ln()).abs() < 1e-6, "{got}");
 }
 
 fn mask_rows(lengths: &[usize], l: usize) -> (Vec<Vec<bool>>, Vec<f64>) {
-    let m: Vec<Vec<bool>> = lengths
-        .iter()
-        .map(|&k| (0..l).map(|q| q < k).collect())
-        .collect();
-    let flat = m
-        .iter()
-        .flatten()
-        .map(|&x| if x { 1.0 } else { 0.0 })
-        .collect();
+    let m: Vec<Vec<bool>> = lengths.iter().map(|&k| (0..l).map(|q| q < k).collect()).collect();
+    let flat = m.iter().flatten().map(|&x| if x { 1.0 } else { 0.0 }).collect();
     (m, flat)
 }
 
@@ -173,35 +125,17 @@ fn tokenwise_loss_and_both_logit_matrices_match_f64_reference() {
     let txt = unit_rows(values(b * l * d, 4), d);
     let (mask, mask_flat) = mask_rows(&[6, 2, 4, 3], l);
     let (want_i2t, want_t2i, want_loss) = filip_reference(&img, &txt, &mask, b, n, l, d, 1.5);
-    let (i2t, t2i) = TokenwiseLoss::similarities::<B>(
-        tensor(&img, [b, n, d]),
-        tensor(&txt, [b, l, d]),
-        tensor(&mask_flat, [b, l]),
-    );
-    let (i2t, t2i) = (
-        i2t.into_data().to_vec::<f32>().unwrap(),
-        t2i.into_data().to_vec::<f32>().unwrap(),
-    );
+    let (i2t, t2i) = TokenwiseLoss::similarities::<B>(tensor(&img, [b, n, d]), tensor(&txt, [b, l, d]), tensor(&mask_flat, [b, l]));
+    let (i2t, t2i) = (i2t.into_data().to_vec::<f32>().unwrap(), t2i.into_data().to_vec::<f32>().unwrap());
     for i in 0..b {
         for j in 0..b {
-            assert!(
-                (i2t[i * b + j] as f64 - want_i2t[i][j]).abs() < 1e-5,
-                "i2t[{i}][{j}]"
-            );
-            assert!(
-                (t2i[j * b + i] as f64 - want_t2i[j][i]).abs() < 1e-5,
-                "t2i[{j}][{i}]"
-            );
+            assert!((i2t[i * b + j] as f64 - want_i2t[i][j]).abs() < 1e-5, "i2t[{i}][{j}]");
+            assert!((t2i[j * b + i] as f64 - want_t2i[j][i]).abs() < 1e-5, "t2i[{j}][{i}]");
         }
     }
     // the two directions are different matrices, not transposes of each other
     assert!((0..b * b).any(|k| (i2t[k] - t2i[(k % b) * b + k / b]).abs() > 1e-3));
-    let got = scalar(TokenwiseLoss::forward::<B>(
-        tensor(&img, [b, n, d]),
-        tensor(&txt, [b, l, d]),
-        tensor(&mask_flat, [b, l]),
-        tensor(&[1.5], [1]),
-    ));
+    let got = scalar(TokenwiseLoss::forward::<B>(tensor(&img, [b, n, d]), tensor(&txt, [b, l, d]), tensor(&mask_flat, [b, l]), tensor(&[1.5], [1])));
     assert!((got - want_loss).abs() < 1e-4, "{got} vs {want_loss}");
 }
 
@@ -211,17 +145,10 @@ fn padding_never_changes_a_token_level_logit() {
     let img = unit_rows(values(b * n * d, 5), d);
     let txt = unit_rows(values(b * l * d, 6), d);
     let (_, mask) = mask_rows(&[5, 3, 1], l);
-    let base = TokenwiseLoss::similarities::<B>(
-        tensor(&img, [b, n, d]),
-        tensor(&txt, [b, l, d]),
-        tensor(&mask, [b, l]),
-    );
+    let base = TokenwiseLoss::similarities::<B>(tensor(&img, [b, n, d]), tensor(&txt, [b, l, d]), tensor(&mask, [b, l]));
     // add 7 pad tokens with large, arbitrary embeddings
     let extra = 7;
-    let pads = values(b * extra * d, 7)
-        .into_iter()
-        .map(|x| x * 100.0)
-        .collect::<Vec<_>>();
+    let pads = values(b * extra * d, 7).into_iter().map(|x| x * 100.0).collect::<Vec<_>>();
     let mut txt2 = Vec::new();
     let mut mask2 = Vec::new();
     for j in 0..b {
@@ -230,16 +157,9 @@ fn padding_never_changes_a_token_level_logit() {
         mask2.extend_from_slice(&mask[j * l..(j + 1) * l]);
         mask2.extend(std::iter::repeat(0.0).take(extra));
     }
-    let padded = TokenwiseLoss::similarities::<B>(
-        tensor(&img, [b, n, d]),
-        tensor(&txt2, [b, l + extra, d]),
-        tensor(&mask2, [b, l + extra]),
-    );
+    let padded = TokenwiseLoss::similarities::<B>(tensor(&img, [b, n, d]), tensor(&txt2, [b, l + extra, d]), tensor(&mask2, [b, l + extra]));
     for (x, y) in [(base.0, padded.0), (base.1, padded.1)] {
-        let (x, y) = (
-            x.into_data().to_vec::<f32>().unwrap(),
-            y.into_data().to_vec::<f32>().unwrap(),
-        );
+        let (x, y) = (x.into_data().to_vec::<f32>().unwrap(), y.into_data().to_vec::<f32>().unwrap());
         for (a, c) in x.iter().zip(&y) {
             assert!((a - c).abs() < 1e-6, "{a} vs {c}");
         }
@@ -256,40 +176,15 @@ fn gradients_match_finite_differences_of_the_reference() {
     let img_t: Tensor<AB, 3> = tensor(&img, [b, n, d]).require_grad();
     let txt_t: Tensor<AB, 2> = tensor(&txt, [b * l, d]).require_grad();
     let img_g: Tensor<AB, 2> = tensor(&img[..b * d], [b, d]).require_grad();
-    let token = TokenwiseLoss::forward(
-        img_t.clone(),
-        txt_t.clone().reshape([b, l, d]),
-        tensor(&mask_flat, [b, l]),
-        tensor(&[log_scale], [1]),
-    );
-    let global = ClipLoss::forward(
-        img_g.clone(),
-        txt_t.clone().slice([0..b]),
-        tensor(&[log_scale], [1]),
-    );
+    let token = TokenwiseLoss::forward(img_t.clone(), txt_t.clone().reshape([b, l, d]), tensor(&mask_flat, [b, l]), tensor(&[log_scale], [1]));
+    let global = ClipLoss::forward(img_g.clone(), txt_t.clone().slice([0..b]), tensor(&[log_scale], [1]));
     let grads = (token + global).backward();
-    let g_img = img_t
-        .grad(&grads)
-        .unwrap()
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
-    let g_txt = txt_t
-        .grad(&grads)
-        .unwrap()
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
-    let g_img_global = img_g
-        .grad(&grads)
-        .unwrap()
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
+    let g_img = img_t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+    let g_txt = txt_t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+    let g_img_global = img_g.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
 
     let total = |img: &[f64], txt: &[f64], img_global: &[f64]| {
-        filip_reference(img, txt, &mask, b, n, l, d, log_scale).2
-            + clip_reference(img_global, &txt[..b * d], b, d, log_scale)
+        filip_reference(img, txt, &mask, b, n, l, d, log_scale).2 + clip_reference(img_global, &txt[..b * d], b, d, log_scale)
     };
     let img_global: Vec<f64> = img[..b * d].to_vec();
     let h = 1e-6;
@@ -313,25 +208,12 @@ fn gradients_match_finite_differences_of_the_reference() {
         (total(&a, &t, &g) - total(&a2, &t2, &g2)) / (2.0 * h)
     };
     for k in 0..img.len() {
-        assert!(
-            (g_img[k] as f64 - fd(0, k)).abs() < 1e-4,
-            "d/d image token {k}: {} vs {}",
-            g_img[k],
-            fd(0, k)
-        );
+        assert!((g_img[k] as f64 - fd(0, k)).abs() < 1e-4, "d/d image token {k}: {} vs {}", g_img[k], fd(0, k));
     }
     for k in 0..txt.len() {
-        assert!(
-            (g_txt[k] as f64 - fd(1, k)).abs() < 1e-4,
-            "d/d text token {k}: {} vs {}",
-            g_txt[k],
-            fd(1, k)
-        );
+        assert!((g_txt[k] as f64 - fd(1, k)).abs() < 1e-4, "d/d text token {k}: {} vs {}", g_txt[k], fd(1, k));
     }
     for k in 0..img_global.len() {
-        assert!(
-            (g_img_global[k] as f64 - fd(2, k)).abs() < 1e-4,
-            "d/d image global {k}"
-        );
+        assert!((g_img_global[k] as f64 - fd(2, k)).abs() < 1e-4, "d/d image global {k}");
     }
 }

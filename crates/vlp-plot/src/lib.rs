@@ -48,13 +48,7 @@ pub struct Series {
 
 impl Series {
     pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
-        Series {
-            name: name.into(),
-            points: points
-                .into_iter()
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .collect(),
-        }
+        Series { name: name.into(), points: points.into_iter().filter(|(x, y)| x.is_finite() && y.is_finite()).collect() }
     }
 }
 
@@ -72,11 +66,7 @@ pub struct Panel {
 }
 
 impl Panel {
-    pub fn new(
-        title: impl Into<String>,
-        x_label: impl Into<String>,
-        y_label: impl Into<String>,
-    ) -> Self {
+    pub fn new(title: impl Into<String>, x_label: impl Into<String>, y_label: impl Into<String>) -> Self {
         Panel {
             title: title.into(),
             x_label: x_label.into(),
@@ -93,10 +83,7 @@ impl Panel {
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> PlotError {
-    PlotError {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
+    PlotError { path: path.display().to_string(), message: e.to_string() }
 }
 
 /// Padded [lo, hi] of some values; a flat series still gets a visible range.
@@ -109,19 +96,12 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
-    let pad = if hi > lo {
-        (hi - lo) * 0.05
-    } else {
-        lo.abs().max(1.0) * 0.05
-    };
+    let pad = if hi > lo { (hi - lo) * 0.05 } else { lo.abs().max(1.0) * 0.05 };
     (lo - pad, hi + pad)
 }
 
 fn temp_for(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("plot.png");
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("plot.png");
     path.with_file_name(format!(".{name}.tmp.png"))
 }
 
@@ -130,13 +110,7 @@ fn finish(tmp: &Path, path: &Path) -> Result<()> {
 }
 
 /// Draws `panels` in a grid of `columns`, each `cell` pixels, under a figure title.
-pub fn panels_png(
-    path: &Path,
-    title: &str,
-    panels: &[Panel],
-    columns: usize,
-    cell: (u32, u32),
-) -> Result<()> {
+pub fn panels_png(path: &Path, title: &str, panels: &[Panel], columns: usize, cell: (u32, u32)) -> Result<()> {
     fonts();
     let columns = columns.max(1);
     let rows = panels.len().div_ceil(columns).max(1);
@@ -162,33 +136,16 @@ fn draw_panel(panel: &Panel, area: &Area) -> std::result::Result<(), Box<dyn std
     let (x0, x1) = range(points().map(|p| p.0));
     let (y0, y1) = range(points().map(|p| p.1));
     let mut builder = ChartBuilder::on(area);
-    builder
-        .caption(&panel.title, (FONT, 16))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(60);
+    builder.caption(&panel.title, (FONT, 16)).margin(10).x_label_area_size(40).y_label_area_size(60);
     if panel.log_x {
-        let lo = points()
-            .map(|p| p.0)
-            .filter(|x| *x > 0.0)
-            .fold(f64::INFINITY, f64::min);
+        let lo = points().map(|p| p.0).filter(|x| *x > 0.0).fold(f64::INFINITY, f64::min);
         let lo = if lo.is_finite() { lo * 0.8 } else { 1.0 };
         let mut chart = builder.build_cartesian_2d((lo..x1.max(lo * 2.0)).log_scale(), y0..y1)?;
-        chart
-            .configure_mesh()
-            .x_desc(&panel.x_label)
-            .y_desc(&panel.y_label)
-            .label_style((FONT, 12))
-            .draw()?;
+        chart.configure_mesh().x_desc(&panel.x_label).y_desc(&panel.y_label).label_style((FONT, 12)).draw()?;
         draw_series(&mut chart, panel)?;
     } else {
         let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1)?;
-        chart
-            .configure_mesh()
-            .x_desc(&panel.x_label)
-            .y_desc(&panel.y_label)
-            .label_style((FONT, 12))
-            .draw()?;
+        chart.configure_mesh().x_desc(&panel.x_label).y_desc(&panel.y_label).label_style((FONT, 12)).draw()?;
         draw_series(&mut chart, panel)?;
     }
     Ok(())
@@ -204,13 +161,8 @@ where
 {
     for (i, s) in panel.series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let drawn = chart.draw_series(LineSeries::new(
-            s.points.iter().copied(),
-            colour.stroke_width(2),
-        ))?;
-        drawn.label(&s.name).legend(move |(x, y)| {
-            PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
-        });
+        let drawn = chart.draw_series(LineSeries::new(s.points.iter().copied(), colour.stroke_width(2)))?;
+        drawn.label(&s.name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
         if panel.markers {
             chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
         }
@@ -242,22 +194,10 @@ pub struct Histogram {
 
 impl Histogram {
     /// Bins `values` over their own range (padded by 5%) into `bins` bins.
-    pub fn of_values(
-        title: impl Into<String>,
-        x_label: impl Into<String>,
-        values: &[f64],
-        bins: usize,
-    ) -> Self {
+    pub fn of_values(title: impl Into<String>, x_label: impl Into<String>, values: &[f64], bins: usize) -> Self {
         let (lo, hi) = range(values.iter().copied().filter(|v| v.is_finite()));
         let counts = bin_counts(values, lo, hi, bins);
-        Histogram {
-            title: title.into(),
-            x_label: x_label.into(),
-            lo,
-            hi,
-            counts,
-            marker: None,
-        }
+        Histogram { title: title.into(), x_label: x_label.into(), lo, hi, counts, marker: None }
     }
 
     pub fn with_marker(mut self, x: f64, label: impl Into<String>) -> Self {
@@ -279,22 +219,14 @@ pub fn bin_counts(values: &[f64], lo: f64, hi: f64, bins: usize) -> Vec<u64> {
 /// The bin of `v` among `bins` equal bins over [lo, hi]; values outside go to the end bins.
 pub fn bin_of(v: f64, lo: f64, hi: f64, bins: usize) -> usize {
     let width = (hi - lo) / bins as f64;
-    let i = if width > 0.0 {
-        ((v - lo) / width).floor() as isize
-    } else {
-        0
-    };
+    let i = if width > 0.0 { ((v - lo) / width).floor() as isize } else { 0 };
     i.clamp(0, bins as isize - 1) as usize
 }
 
 pub fn histogram_png(path: &Path, h: &Histogram, size: (u32, u32)) -> Result<()> {
     fonts();
     let (lo, hi) = (h.lo, if h.hi > h.lo { h.hi } else { h.lo + 1.0 });
-    let counts = if h.counts.is_empty() {
-        vec![0]
-    } else {
-        h.counts.clone()
-    };
+    let counts = if h.counts.is_empty() { vec![0] } else { h.counts.clone() };
     let width = (hi - lo) / counts.len() as f64;
     let top = counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.1;
     let tmp = temp_for(path);
@@ -308,36 +240,18 @@ pub fn histogram_png(path: &Path, h: &Histogram, size: (u32, u32)) -> Result<()>
                 .x_label_area_size(40)
                 .y_label_area_size(60)
                 .build_cartesian_2d(lo..hi, 0.0..top)?;
-            chart
-                .configure_mesh()
-                .x_desc(&h.x_label)
-                .y_desc("count")
-                .label_style((FONT, 12))
-                .draw()?;
+            chart.configure_mesh().x_desc(&h.x_label).y_desc("count").label_style((FONT, 12)).draw()?;
             chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
                 let x = lo + i as f64 * width;
-                Rectangle::new(
-                    [(x, 0.0), (x + width, c as f64)],
-                    COLOURS[0].mix(0.7).filled(),
-                )
+                Rectangle::new([(x, 0.0), (x + width, c as f64)], COLOURS[0].mix(0.7).filled())
             }))?;
             if let Some((x, label)) = &h.marker {
                 let red = COLOURS[3];
                 chart
-                    .draw_series(LineSeries::new(
-                        vec![(*x, 0.0), (*x, top)],
-                        red.stroke_width(2),
-                    ))?
+                    .draw_series(LineSeries::new(vec![(*x, 0.0), (*x, top)], red.stroke_width(2)))?
                     .label(label.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 16, y)], red.stroke_width(2))
-                    });
-                chart
-                    .configure_series_labels()
-                    .label_font((FONT, 12))
-                    .background_style(WHITE.mix(0.8))
-                    .border_style(BLACK)
-                    .draw()?;
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], red.stroke_width(2)));
+                chart.configure_series_labels().label_font((FONT, 12)).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
             }
             Ok(())
         };
@@ -353,10 +267,7 @@ mod tests {
 
     #[test]
     fn bins_cover_the_range_and_clamp_the_top_edge() {
-        assert_eq!(
-            bin_counts(&[0.0, 0.1, 0.5, 0.99, 1.0, f64::NAN], 0.0, 1.0, 2),
-            vec![2, 3]
-        );
+        assert_eq!(bin_counts(&[0.0, 0.1, 0.5, 0.99, 1.0, f64::NAN], 0.0, 1.0, 2), vec![2, 3]);
         assert_eq!(bin_counts(&[5.0, 5.0], 5.0, 5.0, 3), vec![2, 0, 0]);
     }
 
@@ -364,35 +275,21 @@ mod tests {
     fn writes_decodable_pngs_and_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("curves.png");
-        let loss = Panel::new("loss", "step", "loss").with(Series::new(
-            "train",
-            (0..50)
-                .map(|i| (i as f64, 3.0 / (1.0 + i as f64)))
-                .collect(),
-        ));
+        let loss = Panel::new("loss", "step", "loss")
+            .with(Series::new("train", (0..50).map(|i| (i as f64, 3.0 / (1.0 + i as f64))).collect()));
         let empty = Panel::new("nothing yet", "step", "R@1");
-        let speed = Panel {
-            log_x: true,
-            markers: true,
-            ..Panel::new("recall vs speed", "queries/s", "recall@10")
-        }
-        .with(Series::new(
-            "a",
-            vec![(100.0, 0.9), (1000.0, 0.8), (f64::NAN, 1.0)],
-        ))
-        .with(Series::new("b", vec![(300.0, 0.95)]));
+        let speed = Panel { log_x: true, markers: true, ..Panel::new("recall vs speed", "queries/s", "recall@10") }
+            .with(Series::new("a", vec![(100.0, 0.9), (1000.0, 0.8), (f64::NAN, 1.0)]))
+            .with(Series::new("b", vec![(300.0, 0.95)]));
         panels_png(&p, "run", &[loss, empty, speed], 2, (400, 300)).unwrap();
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         let values: Vec<f64> = (0..200).map(|i| (i as f64 / 200.0).powi(2)).collect();
-        let h =
-            Histogram::of_values("scores", "cosine", &values, 20).with_marker(0.3, "threshold 0.3");
+        let h = Histogram::of_values("scores", "cosine", &values, 20).with_marker(0.3, "threshold 0.3");
         assert_eq!(h.counts.iter().sum::<u64>(), 200);
         histogram_png(&dir.path().join("hist.png"), &h, (500, 300)).unwrap();
-        let names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
     }
 }

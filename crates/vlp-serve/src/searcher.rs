@@ -47,16 +47,7 @@ pub struct SearchRequest {
 
 impl SearchRequest {
     pub fn new(query: Query) -> Self {
-        SearchRequest {
-            query,
-            side: Side::Images,
-            k: 10,
-            mode: Mode::Dense,
-            rerank: None,
-            filters: Vec::new(),
-            ef: None,
-            exact: false,
-        }
+        SearchRequest { query, side: Side::Images, k: 10, mode: Mode::Dense, rerank: None, filters: Vec::new(), ef: None, exact: false }
     }
 }
 
@@ -71,19 +62,14 @@ pub enum SearchError {
 
 impl SearchError {
     pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
-        SearchError::BadRequest {
-            code,
-            message: message.into(),
-        }
+        SearchError::BadRequest { code, message: message.into() }
     }
 }
 
 impl From<IndexError> for SearchError {
     fn from(e: IndexError) -> Self {
         match e {
-            IndexError::ModelMismatch { .. } | IndexError::Invalid(_) => {
-                SearchError::bad("bad_request", e.to_string())
-            }
+            IndexError::ModelMismatch { .. } | IndexError::Invalid(_) => SearchError::bad("bad_request", e.to_string()),
             e => SearchError::Internal(e.to_string()),
         }
     }
@@ -103,49 +89,20 @@ pub struct Searcher<B: Backend> {
 }
 
 impl<B: Backend> Searcher<B> {
-    pub fn new(
-        index: RetrievalIndex,
-        encoder: Option<Encoder<B>>,
-        model: String,
-        device: B::Device,
-    ) -> Self {
-        let rows_by_id = index
-            .items
-            .iter()
-            .enumerate()
-            .map(|(i, it)| (it.id.clone(), i))
-            .collect();
+    pub fn new(index: RetrievalIndex, encoder: Option<Encoder<B>>, model: String, device: B::Device) -> Self {
+        let rows_by_id = index.items.iter().enumerate().map(|(i, it)| (it.id.clone(), i)).collect();
         let max_image_pixels = vlp_data::image_pipeline::ImageConfig::default().max_pixels;
-        Searcher {
-            index,
-            encoder,
-            model,
-            max_image_pixels,
-            rows_by_id,
-            device,
-        }
+        Searcher { index, encoder, model, max_image_pixels, rows_by_id, device }
     }
 
     /// Opens an index; `checkpoint` overrides the one recorded at build time.
-    pub fn open(
-        dir: &Path,
-        checkpoint: Option<&Path>,
-        identity: impl Fn(&Path) -> std::io::Result<String>,
-        device: B::Device,
-    ) -> Result<Self, String> {
+    pub fn open(dir: &Path, checkpoint: Option<&Path>, identity: impl Fn(&Path) -> std::io::Result<String>, device: B::Device) -> Result<Self, String> {
         let index = RetrievalIndex::open(dir).map_err(|e| e.to_string())?;
-        let recorded = index
-            .info
-            .source
-            .get("checkpoint")
-            .and_then(Value::as_str)
-            .map(Path::new);
+        let recorded = index.info.source.get("checkpoint").and_then(Value::as_str).map(Path::new);
         let (encoder, model) = match checkpoint.or(recorded) {
             Some(ck) => {
-                let enc = Encoder::<B>::load(ck, &device)
-                    .map_err(|e| format!("loading the index's checkpoint {}: {e}", ck.display()))?;
-                let model =
-                    identity(&enc.dir).map_err(|e| format!("{}: {e}", enc.dir.display()))?;
+                let enc = Encoder::<B>::load(ck, &device).map_err(|e| format!("loading the index's checkpoint {}: {e}", ck.display()))?;
+                let model = identity(&enc.dir).map_err(|e| format!("{}: {e}", enc.dir.display()))?;
                 (Some(enc), model)
             }
             None => (None, index.info.model.clone()),
@@ -154,12 +111,7 @@ impl<B: Backend> Searcher<B> {
     }
 
     fn encoder(&self) -> Result<&Encoder<B>, SearchError> {
-        self.encoder.as_ref().ok_or_else(|| {
-            SearchError::bad(
-                "no_model",
-                "this index was opened without its checkpoint: only BM25 and item queries work",
-            )
-        })
+        self.encoder.as_ref().ok_or_else(|| SearchError::bad("no_model", "this index was opened without its checkpoint: only BM25 and item queries work"))
     }
 
     /// Ranked results as JSON objects: `id`, `score`, and the item's caption, image and
@@ -172,21 +124,9 @@ impl<B: Backend> Searcher<B> {
         let hits: Vec<(usize, f32)> = match (&r.query, r.side) {
             (Query::Text(text), Side::Images) => {
                 let dense = !matches!(r.mode, Mode::Bm25) || r.rerank.is_some();
-                let q = if dense {
-                    Some(self.text_embedding(text)?)
-                } else {
-                    None
-                };
+                let q = if dense { Some(self.text_embedding(text)?) } else { None };
                 let depth = r.rerank.map_or(r.k, |n| n.max(r.k));
-                let mut ranked = idx.text_to_images(
-                    text,
-                    q.as_deref().map(|v| (v, self.model.as_str())),
-                    r.mode,
-                    depth,
-                    r.ef,
-                    r.exact,
-                    &r.filters,
-                )?;
+                let mut ranked = idx.text_to_images(text, q.as_deref().map(|v| (v, self.model.as_str())), r.mode, depth, r.ef, r.exact, &r.filters)?;
                 if r.rerank.is_some() {
                     let rows: Vec<usize> = ranked.iter().map(|x| x.row).collect();
                     ranked = idx.rerank_images(&rows, &self.text_tokens(text)?, &self.model)?;
@@ -196,27 +136,20 @@ impl<B: Backend> Searcher<B> {
             }
             (Query::Text(text), Side::Texts) => {
                 let q = self.text_embedding(text)?;
-                idx.dense_texts(&q, &self.model, r.k, r.ef, r.exact)?
-                    .iter()
-                    .map(|h| (h.row, h.score))
-                    .collect()
+                idx.dense_texts(&q, &self.model, r.k, r.ef, r.exact)?.iter().map(|h| (h.row, h.score)).collect()
             }
             (query, side) => {
                 let q = match query {
                     Query::Image(bytes) => self.image_embedding(bytes)?,
                     Query::Embedding(v) => self.checked_embedding(v)?,
                     Query::Item(id) => {
-                        let row = self.item_row(id).ok_or_else(|| {
-                            SearchError::bad("not_found", format!("no item {id:?} in this index"))
-                        })?;
+                        let row = self.item_row(id).ok_or_else(|| SearchError::bad("not_found", format!("no item {id:?} in this index")))?;
                         idx.image_vectors.row_vec(row)
                     }
                     Query::Text(_) => unreachable!("matched above"),
                 };
                 let hits = match side {
-                    Side::Images => {
-                        idx.dense_images(&q, &self.model, r.k, r.ef, r.exact, &r.filters)?
-                    }
+                    Side::Images => idx.dense_images(&q, &self.model, r.k, r.ef, r.exact, &r.filters)?,
                     Side::Texts => idx.dense_texts(&q, &self.model, r.k, r.ef, r.exact)?,
                 };
                 hits.iter().map(|h| (h.row, h.score)).collect()
@@ -245,75 +178,43 @@ impl<B: Backend> Searcher<B> {
 
     fn text_embedding(&self, text: &str) -> Result<Vec<f32>, SearchError> {
         let enc = self.encoder()?;
-        let (ids, mask) = text_tensors::<B>(&enc.tokenizer, &[text], &self.device)
-            .map_err(|e| SearchError::Internal(e.to_string()))?;
+        let (ids, mask) = text_tensors::<B>(&enc.tokenizer, &[text], &self.device).map_err(|e| SearchError::Internal(e.to_string()))?;
         Ok(rows(enc.model.encode_text(ids, mask).global))
     }
 
     fn text_tokens(&self, text: &str) -> Result<Vec<f32>, SearchError> {
-        text_tokens(self.encoder()?, text, &self.device)
-            .map_err(|e| SearchError::Internal(e.to_string()))
+        text_tokens(self.encoder()?, text, &self.device).map_err(|e| SearchError::Internal(e.to_string()))
     }
 
     /// Decodes (within the model's pixel limit) and embeds an image.
     pub fn image_embedding(&self, bytes: &[u8]) -> Result<Vec<f32>, SearchError> {
         let enc = self.encoder()?;
-        let format = image::guess_format(bytes).map_err(|_| {
-            SearchError::bad("unsupported_image", "the image is not PNG, JPEG or WebP")
-        })?;
-        if !matches!(
-            format,
-            image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP
-        ) {
-            return Err(SearchError::bad(
-                "unsupported_image",
-                format!("{format:?} images are not accepted: send PNG, JPEG or WebP"),
-            ));
+        let format = image::guess_format(bytes).map_err(|_| SearchError::bad("unsupported_image", "the image is not PNG, JPEG or WebP"))?;
+        if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP) {
+            return Err(SearchError::bad("unsupported_image", format!("{format:?} images are not accepted: send PNG, JPEG or WebP")));
         }
-        let cfg = vlp_data::image_pipeline::ImageConfig {
-            max_pixels: self.max_image_pixels,
-            ..enc.config.image_config()
-        };
+        let cfg = vlp_data::image_pipeline::ImageConfig { max_pixels: self.max_image_pixels, ..enc.config.image_config() };
         let side = cfg.size as usize;
         let mut buf = vec![0f32; 3 * side * side];
         process_into(bytes, &cfg, Augment::Eval, &mut buf).map_err(|f| {
-            let code = if f.reason == vlp_data::SkipReason::ImageTooLarge {
-                "image_too_large"
-            } else {
-                "bad_image"
-            };
+            let code = if f.reason == vlp_data::SkipReason::ImageTooLarge { "image_too_large" } else { "bad_image" };
             SearchError::bad(code, format!("the image cannot be used: {}", f.detail))
         })?;
-        let x = burn::tensor::Tensor::<B, 4>::from_data(
-            burn::tensor::TensorData::new(buf, [1, 3, side, side]),
-            &self.device,
-        );
+        let x = burn::tensor::Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(buf, [1, 3, side, side]), &self.device);
         Ok(rows(enc.model.encode_image(x).global))
     }
 
     fn checked_embedding(&self, v: &[f32]) -> Result<Vec<f32>, SearchError> {
         let dim = self.index.info.dim;
         if v.len() != dim {
-            return Err(SearchError::bad(
-                "bad_embedding",
-                format!(
-                    "the embedding has {} values; this index's are {dim} long",
-                    v.len()
-                ),
-            ));
+            return Err(SearchError::bad("bad_embedding", format!("the embedding has {} values; this index's are {dim} long", v.len())));
         }
         if v.iter().any(|x| !x.is_finite()) {
-            return Err(SearchError::bad(
-                "bad_embedding",
-                "the embedding holds a NaN or infinite value",
-            ));
+            return Err(SearchError::bad("bad_embedding", "the embedding holds a NaN or infinite value"));
         }
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         if norm == 0.0 {
-            return Err(SearchError::bad(
-                "bad_embedding",
-                "the embedding is all zeros",
-            ));
+            return Err(SearchError::bad("bad_embedding", "the embedding is all zeros"));
         }
         Ok(v.iter().map(|x| x / norm).collect())
     }
@@ -330,30 +231,12 @@ impl<B: Backend> Searcher<B> {
 
 /// A text's token embeddings, `[real tokens, token_dim]` row-major (padding dropped): the query
 /// side of token-level re-ranking.
-pub fn text_tokens<B: Backend>(
-    enc: &Encoder<B>,
-    text: &str,
-    device: &B::Device,
-) -> vlp_data::Result<Vec<f32>> {
+pub fn text_tokens<B: Backend>(enc: &Encoder<B>, text: &str, device: &B::Device) -> vlp_data::Result<Vec<f32>> {
     let (ids, mask) = text_tensors::<B>(&enc.tokenizer, &[text], device)?;
-    let mask_values: Vec<f32> = mask
-        .clone()
-        .into_data()
-        .convert::<f32>()
-        .to_vec()
-        .expect("f32");
+    let mask_values: Vec<f32> = mask.clone().into_data().convert::<f32>().to_vec().expect("f32");
     let out = enc.model.encode_text(ids, mask);
     let [_, _, d] = out.tokens.dims();
-    let values: Vec<f32> = out
-        .tokens
-        .into_data()
-        .convert::<f32>()
-        .to_vec()
-        .expect("f32");
-    Ok(values
-        .chunks(d)
-        .zip(&mask_values)
-        .filter(|(_, m)| **m > 0.5)
-        .flat_map(|(t, _)| t.iter().copied())
-        .collect())
+    let values: Vec<f32> = out.tokens.into_data().convert::<f32>().to_vec().expect("f32");
+    Ok(values.chunks(d).zip(&mask_values).filter(|(_, m)| **m > 0.5).flat_map(|(t, _)| t.iter().copied()).collect())
 }
+

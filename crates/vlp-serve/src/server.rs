@@ -8,9 +8,7 @@
 use crate::metrics::Metrics;
 use crate::searcher::{Query, SearchError, SearchRequest, Searcher, Side};
 use axum::body::{Body, Bytes};
-use axum::extract::{
-    DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Path as UrlPath, Request, State,
-};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Path as UrlPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -83,11 +81,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
     fn bad(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
@@ -96,11 +90,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
     }
 }
 
@@ -116,9 +106,7 @@ impl From<SearchError> for ApiError {
                 };
                 ApiError::new(status, code, message)
             }
-            SearchError::Internal(m) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
-            }
+            SearchError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
         }
     }
 }
@@ -140,13 +128,7 @@ pub fn router(searcher: Searcher<Cpu>, cfg: ServeConfig) -> Router {
         .route("/v1/items/{id}", get(item))
         .route("/v1/items/{id}/image", get(item_image))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this route does not take that method",
-            )
-        })
+        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
         .with_state(state)
@@ -159,15 +141,9 @@ pub async fn serve(searcher: Searcher<Cpu>, cfg: ServeConfig) -> std::io::Result
         "serving {} items on http://{}/ ({}; Ctrl-C or SIGTERM stops)",
         searcher.index.items.len(),
         listener.local_addr()?,
-        if cfg.token.is_some() {
-            "bearer token required"
-        } else {
-            "no token"
-        }
+        if cfg.token.is_some() { "bearer token required" } else { "no token" }
     );
-    axum::serve(listener, router(searcher, cfg))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    axum::serve(listener, router(searcher, cfg)).with_graceful_shutdown(shutdown_signal()).await
 }
 
 async fn shutdown_signal() {
@@ -192,24 +168,13 @@ async fn shutdown_signal() {
 /// Auth, admission and metrics for every request.
 async fn guard(State(st): State<Shared>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
     let public = matches!(route.as_str(), "/healthz" | "/");
     let response = if let (Some(token), false) = (&st.cfg.token, public) {
         if authorized(req.headers(), token) {
             None
         } else {
-            Some(
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "send Authorization: Bearer TOKEN",
-                )
-                .into_response(),
-            )
+            Some(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer TOKEN").into_response())
         }
     } else {
         None
@@ -222,35 +187,21 @@ async fn guard(State(st): State<Shared>, req: Request, next: Next) -> Response {
                 next.run(req).await
             } else {
                 st.metrics.rejected_busy();
-                let mut r = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
-                    "the server is at its request limit; retry shortly",
-                )
-                .into_response();
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                let mut r = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the server is at its request limit; retry shortly").into_response();
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 r
             };
             st.inflight.fetch_sub(1, Ordering::SeqCst);
             r
         }
     };
-    st.metrics.observe(
-        &route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    st.metrics.observe(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
 
 /// Compares in time independent of where the token differs.
 fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
+    let Some(given) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
         return false;
     };
     let (a, b) = (given.as_bytes(), token.as_bytes());
@@ -267,39 +218,18 @@ async fn healthz(State(st): State<Shared>) -> Json<Value> {
 async fn metrics(State(st): State<Shared>) -> Response {
     let s = &st.searcher;
     let text = st.metrics.render(&[
-        (
-            "vlp_index_items",
-            "Images in the index.",
-            s.index.items.len() as f64,
-        ),
-        (
-            "vlp_index_texts",
-            "Texts in the index.",
-            s.index.texts.len() as f64,
-        ),
-        (
-            "vlp_requests_in_flight",
-            "Requests admitted and not yet answered.",
-            st.inflight.load(Ordering::SeqCst) as f64,
-        ),
+        ("vlp_index_items", "Images in the index.", s.index.items.len() as f64),
+        ("vlp_index_texts", "Texts in the index.", s.index.texts.len() as f64),
+        ("vlp_requests_in_flight", "Requests admitted and not yet answered.", st.inflight.load(Ordering::SeqCst) as f64),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 fn lookup(st: &AppState, id: &str) -> Result<usize, ApiError> {
-    st.searcher.item_row(id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no item {id:?} in this index"),
-        )
-    })
+    st.searcher.item_row(id).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no item {id:?} in this index")))
 }
 
-async fn item(
-    State(st): State<Shared>,
-    UrlPath(id): UrlPath<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn item(State(st): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<Json<Value>, ApiError> {
     let row = lookup(&st, &id)?;
     let mut v = st.searcher.item_json(row, 0.0);
     if let Some(o) = v.as_object_mut() {
@@ -310,19 +240,12 @@ async fn item(
 
 /// The item's image. Its path comes from the index's catalog, never from the request, so an id
 /// cannot name another file.
-async fn item_image(
-    State(st): State<Shared>,
-    UrlPath(id): UrlPath<String>,
-) -> Result<Response, ApiError> {
+async fn item_image(State(st): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
     let row = lookup(&st, &id)?;
     let path = st.searcher.index.items[row].image.clone();
-    let bytes = tokio::fs::read(&path).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "image_missing",
-            format!("the image of {id:?} is no longer where the index recorded it"),
-        )
-    })?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "image_missing", format!("the image of {id:?} is no longer where the index recorded it")))?;
     let mime = match image::guess_format(&bytes) {
         Ok(image::ImageFormat::Png) => "image/png",
         Ok(image::ImageFormat::Jpeg) => "image/jpeg",
@@ -330,14 +253,7 @@ async fn item_image(
         Ok(image::ImageFormat::Gif) => "image/gif",
         _ => "application/octet-stream",
     };
-    Ok((
-        [
-            (header::CONTENT_TYPE, mime),
-            (header::CACHE_CONTROL, "max-age=3600"),
-        ],
-        Body::from(bytes),
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "max-age=3600")], Body::from(bytes)).into_response())
 }
 
 /// A search as JSON, or as a multipart form (an `image` file plus the same fields as text).
@@ -372,18 +288,12 @@ enum FilterSpec {
 
 impl FilterSpec {
     fn filters(self) -> Result<Vec<Filter>, ApiError> {
-        let parse = |s: &str| {
-            s.parse::<Filter>()
-                .map_err(|e| ApiError::bad("bad_filter", e.to_string()))
-        };
+        let parse = |s: &str| s.parse::<Filter>().map_err(|e| ApiError::bad("bad_filter", e.to_string()));
         match self {
             FilterSpec::None => Ok(Vec::new()),
             FilterSpec::One(s) => Ok(vec![parse(&s)?]),
             FilterSpec::List(l) => l.iter().map(|s| parse(s)).collect(),
-            FilterSpec::Map(m) => Ok(m
-                .into_iter()
-                .map(|(field, value)| Filter { field, value })
-                .collect()),
+            FilterSpec::Map(m) => Ok(m.into_iter().map(|(field, value)| Filter { field, value }).collect()),
         }
     }
 }
@@ -395,22 +305,12 @@ async fn search(State(st): State<Shared>, req: Request) -> Result<Json<Value>, A
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let (body, image) = if is_multipart {
-        read_multipart(&st, req).await?
-    } else {
-        read_json(&st, req).await?
-    };
+    let (body, image) = if is_multipart { read_multipart(&st, req).await? } else { read_json(&st, req).await? };
     let request = st.validate(body, image)?;
     let permit = tokio::time::timeout(st.cfg.timeout, st.work.clone().acquire_owned())
         .await
         .map_err(|_| timeout(&st))?
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server is stopping",
-            )
-        })?;
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping"))?;
     let left = st.cfg.timeout.saturating_sub(started.elapsed());
     let worker = st.clone();
     let req2 = request.clone();
@@ -423,9 +323,7 @@ async fn search(State(st): State<Shared>, req: Request) -> Result<Json<Value>, A
     let results = tokio::time::timeout(left, tokio::task::spawn_blocking(compute))
         .await
         .map_err(|_| timeout(&st))?
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
     Ok(Json(json!({
         "results": results,
         "count": results.len(),
@@ -437,19 +335,11 @@ async fn search(State(st): State<Shared>, req: Request) -> Result<Json<Value>, A
 }
 
 fn timeout(st: &AppState) -> ApiError {
-    ApiError::new(
-        StatusCode::GATEWAY_TIMEOUT,
-        "timeout",
-        format!("the search took longer than {:?}", st.cfg.timeout),
-    )
+    ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", format!("the search took longer than {:?}", st.cfg.timeout))
 }
 
 fn too_large(st: &AppState) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        format!("the request body is over {} bytes", st.cfg.max_body_bytes),
-    )
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the request body is over {} bytes", st.cfg.max_body_bytes))
 }
 
 async fn read_json(st: &Shared, req: Request) -> Result<(SearchBody, Option<Vec<u8>>), ApiError> {
@@ -460,31 +350,19 @@ async fn read_json(st: &Shared, req: Request) -> Result<(SearchBody, Option<Vec<
             ApiError::bad("bad_body", e.body_text())
         }
     })?;
-    let body: SearchBody = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad("bad_json", format!("the body is not a search request: {e}")))?;
+    let body: SearchBody = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad("bad_json", format!("the body is not a search request: {e}")))?;
     let image = match &body.image {
         Some(b64) => {
             let data = b64.split_once(";base64,").map_or(b64.as_str(), |(_, d)| d);
-            Some(
-                base64::engine::general_purpose::STANDARD
-                    .decode(data.trim())
-                    .map_err(|e| {
-                        ApiError::bad("bad_image", format!("\"image\" is not base64: {e}"))
-                    })?,
-            )
+            Some(base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|e| ApiError::bad("bad_image", format!("\"image\" is not base64: {e}")))?)
         }
         None => None,
     };
     Ok((body, image))
 }
 
-async fn read_multipart(
-    st: &Shared,
-    req: Request,
-) -> Result<(SearchBody, Option<Vec<u8>>), ApiError> {
-    let mut form = Multipart::from_request(req, st)
-        .await
-        .map_err(|e| ApiError::bad("bad_multipart", e.body_text()))?;
+async fn read_multipart(st: &Shared, req: Request) -> Result<(SearchBody, Option<Vec<u8>>), ApiError> {
+    let mut form = Multipart::from_request(req, st).await.map_err(|e| ApiError::bad("bad_multipart", e.body_text()))?;
     let mut body = SearchBody::default();
     let mut image = None;
     let mut filters = Vec::new();
@@ -496,27 +374,13 @@ async fn read_multipart(
             Err(e) => return Err(ApiError::bad("bad_multipart", e.body_text())),
         };
         let name = field.name().unwrap_or("").to_string();
-        let data = field.bytes().await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                too_large(st)
-            } else {
-                ApiError::bad("bad_multipart", e.body_text())
-            }
-        })?;
+        let data = field.bytes().await.map_err(|e| if e.status() == StatusCode::PAYLOAD_TOO_LARGE { too_large(st) } else { ApiError::bad("bad_multipart", e.body_text()) })?;
         if name == "image" {
             image = Some(data.to_vec());
             continue;
         }
-        let text = String::from_utf8(data.to_vec())
-            .map_err(|_| ApiError::bad("bad_multipart", format!("field {name:?} is not UTF-8")))?;
-        let number = |t: &str| {
-            t.trim().parse::<usize>().map_err(|_| {
-                ApiError::bad(
-                    "bad_multipart",
-                    format!("field {name:?}: {t:?} is not a number"),
-                )
-            })
-        };
+        let text = String::from_utf8(data.to_vec()).map_err(|_| ApiError::bad("bad_multipart", format!("field {name:?} is not UTF-8")))?;
+        let number = |t: &str| t.trim().parse::<usize>().map_err(|_| ApiError::bad("bad_multipart", format!("field {name:?}: {t:?} is not a number")));
         match name.as_str() {
             "text" => body.text = Some(text),
             "item" => body.item = Some(text),
@@ -527,12 +391,7 @@ async fn read_multipart(
             "side" => body.side = Some(choice(&name, &text)?),
             "mode" => body.mode = Some(choice(&name, &text)?),
             "filter" => filters.push(text),
-            other => {
-                return Err(ApiError::bad(
-                    "bad_multipart",
-                    format!("unknown field {other:?}"),
-                ))
-            }
+            other => return Err(ApiError::bad("bad_multipart", format!("unknown field {other:?}"))),
         }
     }
     if !filters.is_empty() {
@@ -543,31 +402,16 @@ async fn read_multipart(
 
 /// A lower-case enum value (`images`, `hybrid`) from a form field.
 fn choice<T: serde::de::DeserializeOwned>(name: &str, text: &str) -> Result<T, ApiError> {
-    serde_json::from_value(Value::String(text.trim().to_lowercase())).map_err(|_| {
-        ApiError::bad(
-            "bad_multipart",
-            format!("field {name:?}: {text:?} is not one of the choices"),
-        )
-    })
+    serde_json::from_value(Value::String(text.trim().to_lowercase()))
+        .map_err(|_| ApiError::bad("bad_multipart", format!("field {name:?}: {text:?} is not one of the choices")))
 }
 
 impl AppState {
     /// Turns a parsed body into a request, refusing what is out of bounds.
     fn validate(&self, b: SearchBody, image: Option<Vec<u8>>) -> Result<SearchRequest, ApiError> {
-        let given = [
-            b.text.is_some(),
-            image.is_some(),
-            b.embedding.is_some(),
-            b.item.is_some(),
-        ]
-        .iter()
-        .filter(|x| **x)
-        .count();
+        let given = [b.text.is_some(), image.is_some(), b.embedding.is_some(), b.item.is_some()].iter().filter(|x| **x).count();
         if given != 1 {
-            return Err(ApiError::bad(
-                "bad_query",
-                "give exactly one of \"text\", \"image\", \"embedding\" or \"item\"",
-            ));
+            return Err(ApiError::bad("bad_query", "give exactly one of \"text\", \"image\", \"embedding\" or \"item\""));
         }
         let query = if let Some(text) = b.text {
             let chars = text.chars().count();
@@ -575,13 +419,7 @@ impl AppState {
                 return Err(ApiError::bad("empty_text", "the text query is empty"));
             }
             if chars > self.cfg.max_text_chars {
-                return Err(ApiError::bad(
-                    "text_too_long",
-                    format!(
-                        "the text has {chars} characters; the limit is {}",
-                        self.cfg.max_text_chars
-                    ),
-                ));
+                return Err(ApiError::bad("text_too_long", format!("the text has {chars} characters; the limit is {}", self.cfg.max_text_chars)));
             }
             Query::Text(text)
         } else if let Some(bytes) = image {
@@ -594,18 +432,12 @@ impl AppState {
         let k = b.k.unwrap_or(10);
         let max = self.cfg.max_k;
         if k > max || b.rerank.is_some_and(|r| r > max) || b.ef.is_some_and(|e| e > 10 * max) {
-            return Err(ApiError::bad(
-                "k_too_large",
-                format!("k and rerank may be at most {max}, ef at most {}", 10 * max),
-            ));
+            return Err(ApiError::bad("k_too_large", format!("k and rerank may be at most {max}, ef at most {}", 10 * max)));
         }
         let mode = b.mode.unwrap_or(Mode::Dense);
         let is_text = matches!(query, Query::Text(_));
         if !is_text && mode != Mode::Dense {
-            return Err(ApiError::bad(
-                "bad_mode",
-                "bm25 and hybrid need a text query",
-            ));
+            return Err(ApiError::bad("bad_mode", "bm25 and hybrid need a text query"));
         }
         Ok(SearchRequest {
             query,

@@ -37,10 +37,7 @@ fn recorder() -> BinFileRecorder<FullPrecisionSettings> {
 }
 
 fn ck_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Checkpoint {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
+    TrainError::Checkpoint { path: path.display().to_string(), message: e.to_string() }
 }
 
 /// The newest complete checkpoint of a run, if any.
@@ -55,12 +52,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     if path.join("state.json").is_file() {
         return Ok(path.to_path_buf());
     }
-    latest(path).ok_or_else(|| {
-        ck_err(
-            path,
-            "no checkpoint here (no 'latest' naming a complete ckpt-* directory)",
-        )
-    })
+    latest(path).ok_or_else(|| ck_err(path, "no checkpoint here (no 'latest' naming a complete ckpt-* directory)"))
 }
 
 /// Writes a checkpoint atomically and makes it the latest.
@@ -79,24 +71,14 @@ pub fn save<B: AutodiffBackend>(
         std::fs::remove_dir_all(&tmp).map_err(|e| ck_err(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| ck_err(&tmp, e))?;
-    model
-        .clone()
-        .save_file(tmp.join("model"), &recorder())
-        .map_err(|e| ck_err(&tmp, e))?;
+    model.clone().save_file(tmp.join("model"), &recorder()).map_err(|e| ck_err(&tmp, e))?;
     let (decayed, plain) = optim.to_records();
-    Recorder::<B>::record(&recorder(), decayed, tmp.join("optim-decay"))
-        .map_err(|e| ck_err(&tmp, e))?;
-    Recorder::<B>::record(&recorder(), plain, tmp.join("optim-plain"))
-        .map_err(|e| ck_err(&tmp, e))?;
+    Recorder::<B>::record(&recorder(), decayed, tmp.join("optim-decay")).map_err(|e| ck_err(&tmp, e))?;
+    Recorder::<B>::record(&recorder(), plain, tmp.join("optim-plain")).map_err(|e| ck_err(&tmp, e))?;
     write(&tmp.join("config.toml"), cfg.to_toml().as_bytes())?;
     write(&tmp.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
     // state.json last: its presence marks a complete checkpoint
-    write(
-        &tmp.join("state.json"),
-        serde_json::to_string_pretty(state)
-            .expect("serialises")
-            .as_bytes(),
-    )?;
+    write(&tmp.join("state.json"), serde_json::to_string_pretty(state).expect("serialises").as_bytes())?;
     if dest.exists() {
         std::fs::remove_dir_all(&dest).map_err(|e| ck_err(&dest, e))?;
     }
@@ -106,12 +88,7 @@ pub fn save<B: AutodiffBackend>(
     let mut old: Vec<PathBuf> = std::fs::read_dir(run)
         .map_err(|e| ck_err(run, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("ckpt-"))
-                && *p != dest
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ckpt-")) && *p != dest)
         .collect();
     old.sort();
     let keep_from = old.len().saturating_sub(1);
@@ -135,8 +112,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// A checkpoint's config, tokenizer and state, without the weights.
 pub fn read_meta(dir: &Path) -> Result<(RunConfig, TextTokenizer, TrainState)> {
     let cfg = RunConfig::load(&dir.join("config.toml"))?;
-    let tok_text = std::fs::read_to_string(dir.join("tokenizer.json"))
-        .map_err(|e| ck_err(&dir.join("tokenizer.json"), e))?;
+    let tok_text = std::fs::read_to_string(dir.join("tokenizer.json")).map_err(|e| ck_err(&dir.join("tokenizer.json"), e))?;
     let tokenizer = TextTokenizer::from_json(&tok_text, cfg.model.text.context_length)?;
     let state_path = dir.join("state.json");
     let state_text = std::fs::read_to_string(&state_path).map_err(|e| ck_err(&state_path, e))?;
@@ -145,16 +121,9 @@ pub fn read_meta(dir: &Path) -> Result<(RunConfig, TextTokenizer, TrainState)> {
 }
 
 /// Loads weights into a model built from the checkpoint's own config.
-pub fn load_model<B: Backend>(
-    dir: &Path,
-    cfg: &RunConfig,
-    device: &B::Device,
-) -> Result<DualEncoder<B>> {
+pub fn load_model<B: Backend>(dir: &Path, cfg: &RunConfig, device: &B::Device) -> Result<DualEncoder<B>> {
     let path = dir.join("model");
-    cfg.model
-        .init::<B>(device)
-        .load_file(path.clone(), &recorder(), device)
-        .map_err(|e| ck_err(&dir.join("model.bin"), e))
+    cfg.model.init::<B>(device).load_file(path.clone(), &recorder(), device).map_err(|e| ck_err(&dir.join("model.bin"), e))
 }
 
 /// An encoder ready for inference: the model, its config and its tokenizer.
@@ -172,13 +141,7 @@ impl<B: Backend> Encoder<B> {
         let dir = resolve(path)?;
         let (config, tokenizer, state) = read_meta(&dir)?;
         let model = load_model(&dir, &config, device)?;
-        Ok(Encoder {
-            model,
-            config,
-            tokenizer,
-            state,
-            dir,
-        })
+        Ok(Encoder { model, config, tokenizer, state, dir })
     }
 }
 
@@ -192,9 +155,7 @@ pub fn load_for_resume<B: AutodiffBackend>(
     let (cfg, _, state) = read_meta(dir)?;
     let model = load_model::<B>(dir, &cfg, device)?;
     let optim = ClipOptimizer::new(&model, train);
-    let decayed = Recorder::<B>::load(&recorder(), dir.join("optim-decay"), device)
-        .map_err(|e| ck_err(&dir.join("optim-decay.bin"), e))?;
-    let plain = Recorder::<B>::load(&recorder(), dir.join("optim-plain"), device)
-        .map_err(|e| ck_err(&dir.join("optim-plain.bin"), e))?;
+    let decayed = Recorder::<B>::load(&recorder(), dir.join("optim-decay"), device).map_err(|e| ck_err(&dir.join("optim-decay.bin"), e))?;
+    let plain = Recorder::<B>::load(&recorder(), dir.join("optim-plain"), device).map_err(|e| ck_err(&dir.join("optim-plain.bin"), e))?;
     Ok((model, optim.load_records(decayed, plain), state))
 }

@@ -73,12 +73,7 @@ pub struct DataConfig {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig {
-            mean: CLIP_MEAN,
-            std: CLIP_STD,
-            crop_scale: (0.9, 1.0),
-            hflip: false,
-        }
+        DataConfig { mean: CLIP_MEAN, std: CLIP_STD, crop_scale: (0.9, 1.0), hflip: false }
     }
 }
 
@@ -105,18 +100,13 @@ fn default_shuffle() -> usize {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.to_string(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { field: field.to_string(), message: message.into() }
 }
 
 impl RunConfig {
     pub fn from_toml(text: &str, name: &str) -> Result<Self, ConfigError> {
-        let cfg: RunConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: name.to_string(),
-            message: e.to_string(),
-        })?;
+        let cfg: RunConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { file: name.to_string(), message: e.to_string() })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -129,25 +119,14 @@ impl RunConfig {
     /// `model.text.vocab_size=4096`); VALUE is TOML, or a bare string.
     pub fn load_with(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse {
-            file: name.clone(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse { file: name.clone(), message: e.to_string() })?;
         if overrides.is_empty() {
             return Self::from_toml(&text, &name);
         }
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            file: name.clone(),
-            message: e.to_string(),
-        })?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse { file: name.clone(), message: e.to_string() })?;
         for o in overrides {
-            let bad = |m: &str| ConfigError::Parse {
-                file: format!("--set {o}"),
-                message: m.to_string(),
-            };
-            let (key, value) = o
-                .split_once('=')
-                .ok_or_else(|| bad("expected KEY=VALUE, e.g. loss.token_weight=1"))?;
+            let bad = |m: &str| ConfigError::Parse { file: format!("--set {o}"), message: m.to_string() };
+            let (key, value) = o.split_once('=').ok_or_else(|| bad("expected KEY=VALUE, e.g. loss.token_weight=1"))?;
             let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
                 .ok()
                 .and_then(|mut t| t.remove("v"))
@@ -164,10 +143,7 @@ impl RunConfig {
             }
             at.insert(last.to_string(), value);
         }
-        Self::from_toml(
-            &toml::to_string(&table).expect("a table serialises"),
-            &format!("{name} with --set"),
-        )
+        Self::from_toml(&toml::to_string(&table).expect("a table serialises"), &format!("{name} with --set"))
     }
 
     pub fn to_toml(&self) -> String {
@@ -179,19 +155,13 @@ impl RunConfig {
         self.loss.validate()?;
         let t = &self.train;
         if t.batch_size < 2 {
-            return Err(invalid(
-                "train.batch_size",
-                "a contrastive loss needs at least 2 pairs per batch",
-            ));
+            return Err(invalid("train.batch_size", "a contrastive loss needs at least 2 pairs per batch"));
         }
         if t.steps == 0 {
             return Err(invalid("train.steps", "must be positive"));
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
-            return Err(invalid(
-                "train.lr",
-                format!("must be positive, not {}", t.lr),
-            ));
+            return Err(invalid("train.lr", format!("must be positive, not {}", t.lr)));
         }
         if t.checkpoint_every == 0 {
             return Err(invalid("train.checkpoint_every", "must be positive"));
@@ -202,10 +172,7 @@ impl RunConfig {
         if self.tokenizer.file.is_none() && self.tokenizer.vocab_size > self.model.text.vocab_size {
             return Err(invalid(
                 "tokenizer.vocab_size",
-                format!(
-                    "{} exceeds model.text.vocab_size {}",
-                    self.tokenizer.vocab_size, self.model.text.vocab_size
-                ),
+                format!("{} exceeds model.text.vocab_size {}", self.tokenizer.vocab_size, self.model.text.vocab_size),
             ));
         }
         let (lo, hi) = self.data.crop_scale;

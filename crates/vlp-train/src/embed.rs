@@ -38,10 +38,7 @@ impl Embeddings {
 
 /// A `[rows, dim]` tensor's values, row-major, as f32 (whatever the backend's float type).
 pub fn rows<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .expect("f32 rows")
+    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 rows")
 }
 
 /// Encodes images `batch` at a time; images that fail to decode are skipped and counted.
@@ -96,10 +93,7 @@ pub fn for_each_image_batch<B: Backend>(
         }
         let n = ids.len();
         let s = cfg.size as usize;
-        f(
-            ids,
-            Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, s, s]), device),
-        );
+        f(ids, Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, s, s]), device));
     }
     log
 }
@@ -142,9 +136,7 @@ pub fn embed_texts<B: Backend>(
 pub fn random_embeddings(ids: &[String], dim: usize, seed: u64) -> Embeddings {
     let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
     let mut next = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((state >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
     };
     let mut vectors = Vec::with_capacity(ids.len() * dim);
@@ -153,9 +145,5 @@ pub fn random_embeddings(ids: &[String], dim: usize, seed: u64) -> Embeddings {
         let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
         vectors.extend(row.iter().map(|x| x / n));
     }
-    Embeddings {
-        ids: ids.to_vec(),
-        dim,
-        vectors,
-    }
+    Embeddings { ids: ids.to_vec(), dim, vectors }
 }

@@ -35,13 +35,7 @@ impl<B: Backend> ModuleVisitor<B> for SplitVisitor {
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let path = self.path.join(".");
-        let excluded = [
-            "embedding",
-            "positions",
-            "class_token",
-            "logit_scale",
-            "bias",
-        ];
+        let excluded = ["embedding", "positions", "class_token", "logit_scale", "bias"];
         if D < 2 || excluded.iter().any(|e| path.contains(e)) {
             self.split.no_decay.push(param.id);
             self.split.no_decay_names.push(path);
@@ -53,10 +47,7 @@ impl<B: Backend> ModuleVisitor<B> for SplitVisitor {
 
 impl DecaySplit {
     pub fn of<B: Backend, M: Module<B>>(module: &M) -> Self {
-        let mut v = SplitVisitor {
-            path: Vec::new(),
-            split: DecaySplit::default(),
-        };
+        let mut v = SplitVisitor { path: Vec::new(), split: DecaySplit::default() };
         module.visit(&mut v);
         v.split
     }
@@ -109,10 +100,7 @@ pub struct StepReport {
 
 impl<B: AutodiffBackend> ClipOptimizer<B> {
     pub fn new(model: &DualEncoder<B>, cfg: &TrainConfig) -> Self {
-        let base = AdamWConfig::new()
-            .with_beta_1(cfg.beta1)
-            .with_beta_2(cfg.beta2)
-            .with_epsilon(cfg.eps);
+        let base = AdamWConfig::new().with_beta_1(cfg.beta1).with_beta_2(cfg.beta2).with_epsilon(cfg.eps);
         ClipOptimizer {
             decayed: base.clone().with_weight_decay(cfg.weight_decay).init(),
             plain: base.with_weight_decay(0.0).init(),
@@ -135,17 +123,9 @@ impl<B: AutodiffBackend> ClipOptimizer<B> {
     ) -> Result<(DualEncoder<B>, StepReport), (DualEncoder<B>, f32)> {
         let mut g_decay = GradientsParams::from_params(&mut grads, &model, &self.split.decay);
         let mut g_plain = GradientsParams::from_params(&mut grads, &model, &self.split.no_decay);
-        let mut norm = GlobalNorm::<B> {
-            grads: [&mut g_decay, &mut g_plain],
-            sum_sq: None,
-            scale: None,
-        };
+        let mut norm = GlobalNorm::<B> { grads: [&mut g_decay, &mut g_plain], sum_sq: None, scale: None };
         model.visit(&mut norm);
-        let grad_norm = norm
-            .sum_sq
-            .take()
-            .map(|s| s.sqrt().into_scalar().elem::<f32>())
-            .unwrap_or(0.0f32);
+        let grad_norm = norm.sum_sq.take().map(|s| s.sqrt().into_scalar().elem::<f32>()).unwrap_or(0.0f32);
         if !grad_norm.is_finite() {
             return Err((model, grad_norm));
         }
@@ -158,12 +138,7 @@ impl<B: AutodiffBackend> ClipOptimizer<B> {
         Ok((clamp_temperatures(model), StepReport { grad_norm }))
     }
 
-    pub fn to_records(
-        &self,
-    ) -> (
-        <Adam<B> as Optimizer<DualEncoder<B>, B>>::Record,
-        <Adam<B> as Optimizer<DualEncoder<B>, B>>::Record,
-    ) {
+    pub fn to_records(&self) -> (<Adam<B> as Optimizer<DualEncoder<B>, B>>::Record, <Adam<B> as Optimizer<DualEncoder<B>, B>>::Record) {
         (self.decayed.to_record(), self.plain.to_record())
     }
 
@@ -208,9 +183,7 @@ impl<B: Backend> ModuleVisitor<B> for Finite<B> {
 pub fn all_finite<B: Backend, M: Module<B>>(model: &M) -> bool {
     let mut v = Finite::<B> { bad: None };
     model.visit(&mut v);
-    v.bad
-        .map(|b| !b.into_scalar().elem::<bool>())
-        .unwrap_or(true)
+    v.bad.map(|b| !b.into_scalar().elem::<bool>()).unwrap_or(true)
 }
 
 /// The model without autodiff, for encoding.

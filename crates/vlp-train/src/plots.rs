@@ -39,28 +39,12 @@ pub fn training_curves(run: &Path) -> Result<PathBuf> {
         loss = loss.with(series(&steps, "global", &["global"])).with(token);
     }
     let lr = Panel::new("learning rate", "step", "lr").with(series(&steps, "", &["lr"]));
-    let temp = Panel::new("logit scale (1/temperature)", "step", "exp(t)").with(series(
-        &steps,
-        "",
-        &["logit_scale"],
-    ));
-    let mut recall = Panel {
-        markers: true,
-        ..Panel::new("validation recall (grade 2)", "step", "R@k")
-    };
-    for (name, key) in [
-        ("text→image R@1", "t2i_r1"),
-        ("text→image R@5", "t2i_r5"),
-        ("image→text R@1", "i2t_r1"),
-        ("image→text R@5", "i2t_r5"),
-    ] {
+    let temp = Panel::new("logit scale (1/temperature)", "step", "exp(t)").with(series(&steps, "", &["logit_scale"]));
+    let mut recall = Panel { markers: true, ..Panel::new("validation recall (grade 2)", "step", "R@k") };
+    for (name, key) in [("text→image R@1", "t2i_r1"), ("text→image R@5", "t2i_r5"), ("image→text R@1", "i2t_r1"), ("image→text R@5", "i2t_r5")] {
         recall = recall.with(series(&val, name, &["val", key]));
     }
-    recall = recall.with(series(
-        &val,
-        "random T→I R@1",
-        &["random_baseline", "t2i_r1"],
-    ));
+    recall = recall.with(series(&val, "random T→I R@1", &["random_baseline", "t2i_r1"]));
     let path = run.join("curves.png");
     let title = run.file_name().and_then(|n| n.to_str()).unwrap_or("run");
     panels_png(&path, title, &[loss, lr, temp, recall], 2, (560, 380))
@@ -77,49 +61,26 @@ fn smoothed(s: Series, window: usize) -> Series {
         .enumerate()
         .map(|(i, p)| {
             let from = (i + 1).saturating_sub(window.max(1));
-            (
-                p.0,
-                ys[from..=i].iter().sum::<f64>() / (i + 1 - from) as f64,
-            )
+            (p.0, ys[from..=i].iter().sum::<f64>() / (i + 1 - from) as f64)
         })
         .collect();
-    Series {
-        name: s.name,
-        points,
-    }
+    Series { name: s.name, points }
 }
 
 /// Several runs on one figure: training loss against wall-clock time and validation
 /// text→image R@1 against step.
 pub fn compare_runs(runs: &[PathBuf], out: &Path) -> Result<()> {
     let mut loss = Panel::new("training loss (mean of 20 steps)", "seconds", "loss");
-    let mut recall = Panel {
-        markers: true,
-        ..Panel::new("validation text→image R@1", "step", "R@1")
-    };
+    let mut recall = Panel { markers: true, ..Panel::new("validation text→image R@1", "step", "R@1") };
     for run in runs {
-        let name = run
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("run")
-            .to_string();
+        let name = run.file_name().and_then(|n| n.to_str()).unwrap_or("run").to_string();
         let steps = rows_by_step(&run.join("train_log.jsonl"));
         if steps.is_empty() {
-            return Err(TrainError::Other(format!(
-                "{}: no train_log.jsonl rows",
-                run.display()
-            )));
+            return Err(TrainError::Other(format!("{}: no train_log.jsonl rows", run.display())));
         }
-        let points = steps
-            .values()
-            .filter_map(|v| Some((v.get("elapsed_s")?.as_f64()?, v.get("loss")?.as_f64()?)));
+        let points = steps.values().filter_map(|v| Some((v.get("elapsed_s")?.as_f64()?, v.get("loss")?.as_f64()?)));
         loss = loss.with(smoothed(Series::new(name.clone(), points.collect()), 20));
-        recall = recall.with(series(
-            &rows_by_step(&run.join("val_log.jsonl")),
-            &name,
-            &["val", "t2i_r1"],
-        ));
+        recall = recall.with(series(&rows_by_step(&run.join("val_log.jsonl")), &name, &["val", "t2i_r1"]));
     }
-    panels_png(out, "runs compared", &[loss, recall], 2, (640, 420))
-        .map_err(|e| TrainError::Other(e.to_string()))
+    panels_png(out, "runs compared", &[loss, recall], 2, (640, 420)).map_err(|e| TrainError::Other(e.to_string()))
 }

@@ -12,14 +12,12 @@ pub fn scores(queries: &Embeddings, docs: &Embeddings) -> Vec<f32> {
     assert_eq!(queries.dim, docs.dim, "embedding widths differ");
     let n = docs.len();
     let mut out = vec![0f32; queries.len() * n];
-    out.par_chunks_mut(n.max(1))
-        .enumerate()
-        .for_each(|(q, row)| {
-            let qv = queries.row(q);
-            for (d, s) in row.iter_mut().enumerate() {
-                *s = qv.iter().zip(docs.row(d)).map(|(a, b)| a * b).sum();
-            }
-        });
+    out.par_chunks_mut(n.max(1)).enumerate().for_each(|(q, row)| {
+        let qv = queries.row(q);
+        for (d, s) in row.iter_mut().enumerate() {
+            *s = qv.iter().zip(docs.row(d)).map(|(a, b)| a * b).sum();
+        }
+    });
     out
 }
 
@@ -60,20 +58,10 @@ pub fn recall(images: &Embeddings, texts: &Embeddings, set: &EvalSet) -> Recall 
     let measures = [Measure::Success(1), Measure::Success(5)];
     let one_way = |q: &Embeddings, d: &Embeddings, dir: Direction| {
         let run = exact_run("val", q, d, 5);
-        let ev = evaluate(
-            &qrels_of(&set.qrels(dir, 2)),
-            &run,
-            &measures,
-            MissingQueries::Zero,
-        );
+        let ev = evaluate(&qrels_of(&set.qrels(dir, 2)), &run, &measures, MissingQueries::Zero);
         (ev.mean_at(0), ev.mean_at(1))
     };
     let (t2i_r1, t2i_r5) = one_way(texts, images, Direction::T2i);
     let (i2t_r1, i2t_r5) = one_way(images, texts, Direction::I2t);
-    Recall {
-        t2i_r1,
-        t2i_r5,
-        i2t_r1,
-        i2t_r5,
-    }
+    Recall { t2i_r1, t2i_r5, i2t_r1, i2t_r5 }
 }

@@ -8,9 +8,9 @@ use crate::optimizer::ClipOptimizer;
 use crate::retrieval::{recall, Recall};
 use crate::schedule::lr_at;
 use crate::{Result, TrainError};
-use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::module::AutodiffModule;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::Write;
@@ -61,17 +61,9 @@ fn tokenizer_for(job: &TrainJob) -> Result<TextTokenizer> {
                 captions.extend(s.captions.into_iter().map(|c| c.text));
             }
             if captions.is_empty() {
-                return Err(TrainError::Other(format!(
-                    "{}: no captions to learn a vocabulary from",
-                    job.train
-                )));
+                return Err(TrainError::Other(format!("{}: no captions to learn a vocabulary from", job.train)));
             }
-            TextTokenizer::train(
-                cfg.tokenizer.kind,
-                cfg.tokenizer.vocab_size,
-                captions.iter(),
-                ctx,
-            )?
+            TextTokenizer::train(cfg.tokenizer.kind, cfg.tokenizer.vocab_size, captions.iter(), ctx)?
         }
     };
     if tk.vocab_size() > cfg.model.text.vocab_size {
@@ -98,11 +90,7 @@ pub fn validate<B: AutodiffBackend>(
     let texts: Vec<String> = set.texts.iter().map(|t| t.text.clone()).collect();
     let txt = embed_texts(&inner, tokenizer, &ids, &texts, 256, device)?;
     let r = recall(&images, &txt, set);
-    let base = recall(
-        &random_embeddings(&images.ids, images.dim, 1),
-        &random_embeddings(&ids, images.dim, 2),
-        set,
-    );
+    let base = recall(&random_embeddings(&images.ids, images.dim, 1), &random_embeddings(&ids, images.dim, 2), set);
     Ok((r, base))
 }
 
@@ -134,10 +122,7 @@ fn redraw_curves(run: &Path, bar: &ProgressBar) {
 /// The backend's random generator is one per process: two runs initialising at once (tests do)
 /// would interleave their draws, so seeding and drawing happen under one lock. burn initialises
 /// parameters lazily, on first use, so every one is touched here, in a fixed order.
-fn seeded_init<B: AutodiffBackend>(
-    cfg: &RunConfig,
-    device: &B::Device,
-) -> vlp_model::DualEncoder<B> {
+fn seeded_init<B: AutodiffBackend>(cfg: &RunConfig, device: &B::Device) -> vlp_model::DualEncoder<B> {
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     B::seed(device, cfg.train.seed);
@@ -147,20 +132,12 @@ fn seeded_init<B: AutodiffBackend>(
 }
 
 pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<TrainSummary> {
-    std::fs::create_dir_all(&job.out)
-        .map_err(|e| TrainError::Other(format!("{}: {e}", job.out.display())))?;
+    std::fs::create_dir_all(&job.out).map_err(|e| TrainError::Other(format!("{}: {e}", job.out.display())))?;
     // `--resume` on a run that has no checkpoint yet starts it, so one command line can be
     // re-run after an interruption or after it finished (it then has nothing left to do).
-    let resume_from = if job.resume {
-        checkpoint::latest(&job.out)
-    } else {
-        None
-    };
+    let resume_from = if job.resume { checkpoint::latest(&job.out) } else { None };
     if job.resume && resume_from.is_none() {
-        eprintln!(
-            "--resume: {} holds no checkpoint yet; starting a new run",
-            job.out.display()
-        );
+        eprintln!("--resume: {} holds no checkpoint yet; starting a new run", job.out.display());
     }
     let (mut model, mut optim, mut state, tokenizer, cfg) = if let Some(dir) = resume_from {
         let (mut cfg, tokenizer, _) = checkpoint::read_meta(&dir)?;
@@ -198,14 +175,9 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
     let image_cfg = cfg.image_config();
     let total = t.steps;
     let stop_at = job.stop_after.unwrap_or(total).min(total);
-    let bar = if job.progress {
-        ProgressBar::new(total as u64)
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = if job.progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
-            .expect("valid template"),
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}").expect("valid template"),
     );
     bar.set_position(state.step as u64);
     let started = Instant::now();
@@ -219,16 +191,10 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
     let mut samples_per_s = 0.0;
     let mut pending: Option<TrainState> = None;
 
-    let run_val = |model: &vlp_model::DualEncoder<B>,
-                   step: usize,
-                   val_log: &mut Log,
-                   bar: &ProgressBar|
-     -> Result<Option<(Recall, Recall)>> {
+    let run_val = |model: &vlp_model::DualEncoder<B>, step: usize, val_log: &mut Log, bar: &ProgressBar| -> Result<Option<(Recall, Recall)>> {
         let Some(set) = &val_set else { return Ok(None) };
         let (r, base) = validate(model, &tokenizer, &cfg, set, device)?;
-        bar.println(format!(
-            "step {step}: val {r}\n          random-embedding baseline: {base}"
-        ));
+        bar.println(format!("step {step}: val {r}\n          random-embedding baseline: {base}"));
         val_log.write(json!({"step": step, "val": r, "random_baseline": base}));
         Ok(Some((r, base)))
     };
@@ -266,11 +232,9 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
             }
             let n = batch.len();
             let s = batch.image_size as usize;
-            let images =
-                Tensor::<B, 4>::from_data(TensorData::new(batch.images, [n, 3, s, s]), device);
+            let images = Tensor::<B, 4>::from_data(TensorData::new(batch.images, [n, 3, s, s]), device);
             let ids: Vec<i32> = batch.ids.iter().map(|&x| x as i32).collect();
-            let ids =
-                Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, batch.context]), device);
+            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, batch.context]), device);
             let mask: Vec<f32> = batch.mask.iter().map(|&x| x as f32).collect();
             let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [n, batch.context]), device);
             let out = model.loss(images, ids, mask, &cfg.loss);
@@ -281,8 +245,7 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
             // A checkpoint is written only once its weights have given a finite loss on the
             // next batch: weights can be finite and still overflow in the forward pass.
             if let Some(at) = pending.take() {
-                last_checkpoint =
-                    checkpoint::save(&job.out, &model, &optim, &at, &cfg, &tokenizer)?;
+                last_checkpoint = checkpoint::save(&job.out, &model, &optim, &at, &cfg, &tokenizer)?;
                 redraw_curves(&job.out, &bar);
             }
             let lr = lr_at(state.step, t.lr, t.warmup_steps, total);
@@ -292,13 +255,7 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
                     model = m;
                     report
                 }
-                Err((_, norm)) => {
-                    return Err(diverged(
-                        format!("the gradient norm became {norm}"),
-                        &state,
-                        &bar,
-                    ))
-                }
+                Err((_, norm)) => return Err(diverged(format!("the gradient norm became {norm}"), &state, &bar)),
             };
             state.step += 1;
             state.batch_in_epoch = i + 1;
@@ -320,9 +277,7 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
                 "samples_per_s": samples_per_s, "elapsed_s": state.elapsed_secs,
             }));
             bar.set_position(state.step as u64);
-            bar.set_message(format!(
-                "loss {loss:.4}  lr {lr:.2e}  {samples_per_s:.0} samples/s"
-            ));
+            bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {samples_per_s:.0} samples/s"));
             let at_end = state.step == stop_at;
             if t.val_every > 0 && state.step % t.val_every == 0 && !at_end {
                 last_val = run_val(&model, state.step, &mut val_log, &bar)?;
@@ -330,14 +285,9 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
             if at_end {
                 if !crate::optimizer::all_finite(&model) {
                     state.step -= 1;
-                    return Err(diverged(
-                        "the weights became non-finite".into(),
-                        &state,
-                        &bar,
-                    ));
+                    return Err(diverged("the weights became non-finite".into(), &state, &bar));
                 }
-                last_checkpoint =
-                    checkpoint::save(&job.out, &model, &optim, &state, &cfg, &tokenizer)?;
+                last_checkpoint = checkpoint::save(&job.out, &model, &optim, &state, &cfg, &tokenizer)?;
             } else if state.step % t.checkpoint_every == 0 {
                 pending = Some(state);
             }

@@ -16,8 +16,8 @@ use serde::Serialize;
 use vlp_data::image_pipeline::ImageConfig;
 use vlp_data::text::TextTokenizer;
 use vlp_data::{Sample, SkipLog};
-use vlp_model::dual::l2_normalize;
 use vlp_model::loss::TokenwiseLoss;
+use vlp_model::dual::l2_normalize;
 use vlp_model::DualEncoder;
 
 /// CLIP's ImageNet prompts, trimmed to those that suit icons, drawings and photos alike.
@@ -33,15 +33,7 @@ pub const TEMPLATES_EN: [&str; 8] = [
 ];
 
 /// Chinese-CLIP's style of prompts.
-pub const TEMPLATES_ZH: [&str; 7] = [
-    "一张{}的照片。",
-    "{}的图片。",
-    "一个{}的图标。",
-    "{}的表情符号。",
-    "一幅{}的画。",
-    "一个卡通{}。",
-    "{}。",
-];
+pub const TEMPLATES_ZH: [&str; 7] = ["一张{}的照片。", "{}的图片。", "一个{}的图标。", "{}的表情符号。", "一幅{}的画。", "一个卡通{}。", "{}。"];
 
 /// `en`, `zh`, or a file with one template per line, each with one `{}`.
 pub fn templates(spec: &str) -> Result<Vec<String>> {
@@ -49,9 +41,7 @@ pub fn templates(spec: &str) -> Result<Vec<String>> {
         "en" => TEMPLATES_EN.iter().map(|s| s.to_string()).collect(),
         "zh" => TEMPLATES_ZH.iter().map(|s| s.to_string()).collect(),
         path => std::fs::read_to_string(path)
-            .map_err(|e| {
-                TrainError::Other(format!("--templates {path}: {e} (give en, zh or a file)"))
-            })?
+            .map_err(|e| TrainError::Other(format!("--templates {path}: {e} (give en, zh or a file)")))?
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -59,14 +49,10 @@ pub fn templates(spec: &str) -> Result<Vec<String>> {
             .collect(),
     };
     if list.is_empty() {
-        return Err(TrainError::Other(format!(
-            "--templates {spec}: no templates"
-        )));
+        return Err(TrainError::Other(format!("--templates {spec}: no templates")));
     }
     if let Some(bad) = list.iter().find(|t| t.matches("{}").count() != 1) {
-        return Err(TrainError::Other(format!(
-            "--templates {spec}: {bad:?} must hold exactly one {{}}"
-        )));
+        return Err(TrainError::Other(format!("--templates {spec}: {bad:?} must hold exactly one {{}}")));
     }
     Ok(list)
 }
@@ -121,8 +107,7 @@ impl LabelledImages {
             )));
         }
         for (s, v) in named {
-            out.labels
-                .push(out.classes.binary_search(&v).expect("class listed"));
+            out.labels.push(out.classes.binary_search(&v).expect("class listed"));
             out.images.push(s);
         }
         Ok(out)
@@ -146,11 +131,7 @@ pub fn accuracy(scores: &[f32], classes: usize, labels: &[usize]) -> (f64, f64) 
     let (mut top1, mut top5) = (0usize, 0usize);
     for (row, &label) in scores.chunks(classes).zip(labels) {
         let truth = row[label];
-        let better = row
-            .iter()
-            .enumerate()
-            .filter(|&(c, &s)| c != label && s >= truth)
-            .count();
+        let better = row.iter().enumerate().filter(|&(c, &s)| c != label && s >= truth).count();
         top1 += (better == 0) as usize;
         top5 += (better < 5) as usize;
     }
@@ -160,10 +141,7 @@ pub fn accuracy(scores: &[f32], classes: usize, labels: &[usize]) -> (f64, f64) 
 
 /// Prompts for every class: `[classes × templates]`, class-major.
 pub fn prompts(class_names: &[String], templates: &[String]) -> Vec<String> {
-    class_names
-        .iter()
-        .flat_map(|c| templates.iter().map(move |t| t.replace("{}", c)))
-        .collect()
+    class_names.iter().flat_map(|c| templates.iter().map(move |t| t.replace("{}", c))).collect()
 }
 
 /// Scores `set` with the model: always the CLIP way; also the FILIP way when `token_level`.
@@ -185,51 +163,27 @@ pub fn classify<B: Backend>(
     let prompt = model.encode_text(ids, mask.clone());
     let [_, d] = prompt.global.dims();
     // CLIP: one vector per class, [d, c]
-    let class_vectors =
-        l2_normalize(prompt.global.reshape([c, t, d]).mean_dim(1).reshape([c, d])).transpose();
+    let class_vectors = l2_normalize(prompt.global.reshape([c, t, d]).mean_dim(1).reshape([c, d])).transpose();
     let mut global_scores = Vec::with_capacity(set.images.len() * c);
     let mut token_scores = Vec::new();
     let mut labels = Vec::with_capacity(set.labels.len());
-    let label_of: std::collections::HashMap<&str, usize> = set
-        .images
-        .iter()
-        .zip(&set.labels)
-        .map(|(s, &l)| (s.key.as_str(), l))
-        .collect();
+    let label_of: std::collections::HashMap<&str, usize> =
+        set.images.iter().zip(&set.labels).map(|(s, &l)| (s.key.as_str(), l)).collect();
     let skipped = for_each_image_batch::<B>(&set.images, image_cfg, 32, device, |keys, x| {
         labels.extend(keys.iter().map(|k| label_of[k.as_str()]));
         let img = model.encode_image(x);
         let n = keys.len();
-        let g: Vec<f32> = img
-            .global
-            .matmul(class_vectors.clone())
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("f32");
+        let g: Vec<f32> = img.global.matmul(class_vectors.clone()).into_data().convert::<f32>().to_vec().expect("f32");
         global_scores.extend(g);
         if token_level {
-            let (i2t, _) =
-                TokenwiseLoss::similarities(img.tokens, prompt.tokens.clone(), mask.clone());
+            let (i2t, _) = TokenwiseLoss::similarities(img.tokens, prompt.tokens.clone(), mask.clone());
             let per_class: Tensor<B, 2> = i2t.reshape([n, c, t]).mean_dim(2).reshape([n, c]);
-            token_scores.extend(
-                per_class
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec::<f32>()
-                    .expect("f32"),
-            );
+            token_scores.extend(per_class.into_data().convert::<f32>().to_vec::<f32>().expect("f32"));
         }
     });
     let score = |method: &str, scores: &[f32]| {
         let (top1, top5) = accuracy(scores, c, &labels);
-        ZeroShotScore {
-            method: method.into(),
-            top1,
-            top5,
-            images: labels.len(),
-            classes: c,
-        }
+        ZeroShotScore { method: method.into(), top1, top5, images: labels.len(), classes: c }
     };
     let mut out = vec![score("global, mean embedding", &global_scores)];
     if token_level {
@@ -242,19 +196,10 @@ pub fn classify<B: Backend>(
 pub fn random_baseline(set: &LabelledImages, dim: usize) -> ZeroShotScore {
     let ids: Vec<String> = (0..set.images.len()).map(|i| i.to_string()).collect();
     let classes: Vec<String> = set.classes.clone();
-    let (im, cl): (Embeddings, Embeddings) = (
-        random_embeddings(&ids, dim, 3),
-        random_embeddings(&classes, dim, 4),
-    );
+    let (im, cl): (Embeddings, Embeddings) = (random_embeddings(&ids, dim, 3), random_embeddings(&classes, dim, 4));
     let scores = crate::retrieval::scores(&im, &cl);
     let (top1, top5) = accuracy(&scores, classes.len(), &set.labels);
-    ZeroShotScore {
-        method: "random embeddings".into(),
-        top1,
-        top5,
-        images: ids.len(),
-        classes: classes.len(),
-    }
+    ZeroShotScore { method: "random embeddings".into(), top1, top5, images: ids.len(), classes: classes.len() }
 }
 
 #[cfg(test)]
@@ -282,16 +227,7 @@ mod tests {
         std::fs::write(&f, "# mine\na {} b\n\nno slot\n").unwrap();
         let e = templates(f.to_str().unwrap()).unwrap_err().to_string();
         assert!(e.contains("no slot") && e.contains("exactly one"), "{e}");
-        assert!(templates("/nonexistent/t.txt")
-            .unwrap_err()
-            .to_string()
-            .contains("/nonexistent/t.txt"));
-        assert_eq!(
-            prompts(
-                &["cat".into(), "dog".into()],
-                &["a {}".into(), "{}!".into()]
-            ),
-            ["a cat", "cat!", "a dog", "dog!"]
-        );
+        assert!(templates("/nonexistent/t.txt").unwrap_err().to_string().contains("/nonexistent/t.txt"));
+        assert_eq!(prompts(&["cat".into(), "dog".into()], &["a {}".into(), "{}!".into()]), ["a cat", "cat!", "a dog", "dog!"]);
     }
 }

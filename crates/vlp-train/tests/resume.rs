@@ -46,15 +46,7 @@ vocab_size = 200
 "#;
 
 fn data(dir: &Path) -> String {
-    build(
-        &SyntheticConfig {
-            images: 40,
-            size: 16,
-            ..Default::default()
-        },
-        dir,
-    )
-    .unwrap();
+    build(&SyntheticConfig { images: 40, size: 16, ..Default::default() }, dir).unwrap();
     dir.display().to_string()
 }
 
@@ -73,21 +65,9 @@ fn job(cfg: &RunConfig, train_data: &str, out: &Path, resume: bool) -> TrainJob 
 
 fn text_embeddings(run: &Path) -> Vec<f32> {
     let enc = Encoder::<Flex>::load(run, &Default::default()).unwrap();
-    let texts = vec![
-        "a small red circle".to_string(),
-        "一个大的蓝色正方形".to_string(),
-    ];
+    let texts = vec!["a small red circle".to_string(), "一个大的蓝色正方形".to_string()];
     let ids = vec!["a".to_string(), "b".to_string()];
-    embed_texts(
-        &enc.model,
-        &enc.tokenizer,
-        &ids,
-        &texts,
-        8,
-        &Default::default(),
-    )
-    .unwrap()
-    .vectors
+    embed_texts(&enc.model, &enc.tokenizer, &ids, &texts, 8, &Default::default()).unwrap().vectors
 }
 
 #[test]
@@ -104,38 +84,21 @@ fn n_plus_resumed_n_steps_equal_2n_straight() {
 
     let split = tmp.path().join("split");
     // interrupted after N = 3 steps of the 6-step schedule, then resumed
-    let h = train::<B>(
-        &TrainJob {
-            stop_after: Some(3),
-            ..job(&cfg, &d, &split, false)
-        },
-        &device,
-    )
-    .unwrap();
+    let h = train::<B>(&TrainJob { stop_after: Some(3), ..job(&cfg, &d, &split, false) }, &device).unwrap();
     assert_eq!(h.state.step, 3);
     let r = train::<B>(&job(&cfg, &d, &split, true), &device).unwrap();
     assert_eq!(r.state.step, 6);
-    assert!(
-        (s.final_loss - r.final_loss).abs() < 1e-5,
-        "{} vs {}",
-        s.final_loss,
-        r.final_loss
-    );
+    assert!((s.final_loss - r.final_loss).abs() < 1e-5, "{} vs {}", s.final_loss, r.final_loss);
     let (a, b) = (text_embeddings(&straight), text_embeddings(&split));
     for (x, y) in a.iter().zip(&b) {
-        assert!(
-            (x - y).abs() < 1e-5,
-            "weights differ after resume: {x} vs {y}"
-        );
+        assert!((x - y).abs() < 1e-5, "weights differ after resume: {x} vs {y}");
     }
     // the same run twice from scratch is identical too (seeded)
     let again = tmp.path().join("again");
     train::<B>(&job(&cfg, &d, &again, false), &device).unwrap();
     assert_eq!(text_embeddings(&straight), text_embeddings(&again));
     // a finished run is not overwritten by accident
-    let err = train::<B>(&job(&cfg, &d, &straight, false), &device)
-        .unwrap_err()
-        .to_string();
+    let err = train::<B>(&job(&cfg, &d, &straight, false), &device).unwrap_err().to_string();
     assert!(err.contains("--resume"), "{err}");
 }
 
@@ -148,14 +111,7 @@ fn a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     cfg.train.checkpoint_every = 1;
     let out = tmp.path().join("run");
     // two good steps, then the same run resumed at an absurd learning rate
-    train::<B>(
-        &TrainJob {
-            stop_after: Some(2),
-            ..job(&cfg, &d, &out, false)
-        },
-        &Default::default(),
-    )
-    .unwrap();
+    train::<B>(&TrainJob { stop_after: Some(2), ..job(&cfg, &d, &out, false) }, &Default::default()).unwrap();
     cfg.train.warmup_steps = 0;
     cfg.train.grad_clip_norm = 0.0;
     cfg.train.lr = 1e38;
@@ -167,34 +123,22 @@ fn a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let (_, _, state) = checkpoint::read_meta(&kept).unwrap();
     // the kept checkpoint is from before the bad step, and it loads with finite weights
     assert_eq!(state.step, 2, "{msg}");
-    assert!(
-        msg.contains("ckpt-000002, is kept") && !msg.contains("at step 2 "),
-        "{msg}"
-    );
+    assert!(msg.contains("ckpt-000002, is kept") && !msg.contains("at step 2 "), "{msg}");
     assert!(text_embeddings(&out).iter().all(|x| x.is_finite()));
-    let names: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 }
 
 #[test]
 fn config_errors_name_the_field() {
     let bad = CONFIG.replace("heads = 2\n[model.text]", "heads = 3\n[model.text]");
-    let e = RunConfig::from_toml(&bad, "x.toml")
-        .unwrap_err()
-        .to_string();
+    let e = RunConfig::from_toml(&bad, "x.toml").unwrap_err().to_string();
     assert!(e.contains("model.image.heads"), "{e}");
     let bad = CONFIG.replace("batch_size = 8", "batch_size = 8\nbatchsize = 9");
-    let e = RunConfig::from_toml(&bad, "x.toml")
-        .unwrap_err()
-        .to_string();
+    let e = RunConfig::from_toml(&bad, "x.toml").unwrap_err().to_string();
     assert!(e.contains("x.toml") && e.contains("batchsize"), "{e}");
     let bad = CONFIG.replace("patch_size = 8", "patch_size = 5");
-    let e = RunConfig::from_toml(&bad, "x.toml")
-        .unwrap_err()
-        .to_string();
+    let e = RunConfig::from_toml(&bad, "x.toml").unwrap_err().to_string();
     assert!(e.contains("model.image.patch_size"), "{e}");
     for name in ["tiny", "small", "vit-b-32", "rn-tiny", "zh-tiny"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../configs/{name}.toml"));

@@ -2,10 +2,7 @@
 //! `title` by default, as OpenCLIP's `--csv-img-key` / `--csv-caption-key`). Relative image paths
 //! are resolved against the table's directory.
 
-use super::{
-    check_caption, check_image, ext_of, keep_good_captions, read_image_file, ReadOptions, Skip,
-    SourceItem,
-};
+use super::{check_caption, check_image, ext_of, keep_good_captions, read_image_file, ReadOptions, Skip, SourceItem};
 use crate::sample::{Caption, Sample};
 use crate::skip::SkipReason;
 use serde_json::{Map, Value};
@@ -22,57 +19,34 @@ pub struct CsvColumns {
 
 impl Default for CsvColumns {
     fn default() -> Self {
-        CsvColumns {
-            image: "filepath".into(),
-            caption: "title".into(),
-            separator: None,
-        }
+        CsvColumns { image: "filepath".into(), caption: "title".into(), separator: None }
     }
 }
 
 pub(super) fn read(path: &Path, opts: &ReadOptions, emit: &mut dyn FnMut(SourceItem) -> bool) {
     let name = path.display().to_string();
     let base = path.parent().unwrap_or(Path::new("."));
-    let sep = opts
-        .csv
-        .separator
-        .unwrap_or(if ext_of(&name) == "tsv" { b'\t' } else { b',' });
-    let mut reader = match csv::ReaderBuilder::new()
-        .delimiter(sep)
-        .flexible(true)
-        .from_path(path)
-    {
+    let sep = opts.csv.separator.unwrap_or(if ext_of(&name) == "tsv" { b'\t' } else { b',' });
+    let mut reader = match csv::ReaderBuilder::new().delimiter(sep).flexible(true).from_path(path) {
         Ok(r) => r,
         Err(e) => {
-            emit(Err(Skip::new(
-                SkipReason::CsvBadRow,
-                &name,
-                format!("cannot open: {e}"),
-            )));
+            emit(Err(Skip::new(SkipReason::CsvBadRow, &name, format!("cannot open: {e}"))));
             return;
         }
     };
     let headers = match reader.byte_headers() {
         Ok(h) => h.clone(),
         Err(e) => {
-            emit(Err(Skip::new(
-                SkipReason::CsvBadRow,
-                &name,
-                format!("no header row: {e}"),
-            )));
+            emit(Err(Skip::new(SkipReason::CsvBadRow, &name, format!("no header row: {e}"))));
             return;
         }
     };
     let column = |wanted: &str| headers.iter().position(|h| h == wanted.as_bytes());
-    let (Some(img_col), Some(cap_col)) = (column(&opts.csv.image), column(&opts.csv.caption))
-    else {
+    let (Some(img_col), Some(cap_col)) = (column(&opts.csv.image), column(&opts.csv.caption)) else {
         emit(Err(Skip::new(
             SkipReason::CsvBadRow,
             &name,
-            format!(
-                "header lacks the columns '{}' and '{}'",
-                opts.csv.image, opts.csv.caption
-            ),
+            format!("header lacks the columns '{}' and '{}'", opts.csv.image, opts.csv.caption),
         )));
         return;
     };
@@ -84,11 +58,7 @@ pub(super) fn read(path: &Path, opts: &ReadOptions, emit: &mut dyn FnMut(SourceI
             Ok(false) => return,
             Ok(true) => {}
             Err(e) => {
-                if !emit(Err(Skip::new(
-                    SkipReason::CsvBadRow,
-                    format!("{name}:{row}"),
-                    e.to_string(),
-                ))) {
+                if !emit(Err(Skip::new(SkipReason::CsvBadRow, format!("{name}:{row}"), e.to_string()))) {
                     return;
                 }
                 continue;
@@ -112,19 +82,13 @@ fn parse_row(
     opts: &ReadOptions,
 ) -> SourceItem {
     let (Some(img), Some(cap)) = (record.get(img_col), record.get(cap_col)) else {
-        return Err(Skip::new(
-            SkipReason::CsvBadRow,
-            location,
-            format!("row has {} fields", record.len()),
-        ));
+        return Err(Skip::new(SkipReason::CsvBadRow, location, format!("row has {} fields", record.len())));
     };
     let image_rel = std::str::from_utf8(img)
         .map_err(|_| Skip::new(SkipReason::CsvBadRow, location, "image path is not UTF-8"))?
         .to_string();
-    let captions = keep_good_captions(
-        vec![check_caption(cap, location, opts).map(Caption::plain)],
-        location,
-    )?;
+    let captions =
+        keep_good_captions(vec![check_caption(cap, location, opts).map(Caption::plain)], location)?;
     let ext = ext_of(&image_rel);
     let image = read_image_file(&base.join(&image_rel), location)?;
     check_image(&image, &ext, location, opts)?;
@@ -133,20 +97,10 @@ fn parse_row(
         if i == img_col || i == cap_col {
             continue;
         }
-        if let (Ok(k), Some(Ok(v))) = (
-            std::str::from_utf8(h),
-            record.get(i).map(std::str::from_utf8),
-        ) {
+        if let (Ok(k), Some(Ok(v))) = (std::str::from_utf8(h), record.get(i).map(std::str::from_utf8)) {
             meta.insert(k.to_string(), Value::String(v.to_string()));
         }
     }
     meta.insert("image".into(), Value::String(image_rel.clone()));
-    Ok(Sample {
-        key: image_rel,
-        location: location.to_string(),
-        image,
-        image_ext: ext,
-        captions,
-        meta,
-    })
+    Ok(Sample { key: image_rel, location: location.to_string(), image, image_ext: ext, captions, meta })
 }

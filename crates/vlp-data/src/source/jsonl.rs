@@ -4,8 +4,7 @@
 //! kept as metadata.
 
 use super::{
-    check_caption_text, check_image, ext_of, keep_good_captions, read_image_file, ReadOptions,
-    Skip, SourceItem,
+    check_caption_text, check_image, ext_of, keep_good_captions, read_image_file, ReadOptions, Skip, SourceItem,
 };
 use crate::sample::{Caption, Sample};
 use crate::skip::SkipReason;
@@ -19,11 +18,7 @@ pub(super) fn read(path: &Path, opts: &ReadOptions, emit: &mut dyn FnMut(SourceI
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => {
-            emit(Err(Skip::new(
-                SkipReason::ManifestBadLine,
-                &name,
-                format!("cannot open: {e}"),
-            )));
+            emit(Err(Skip::new(SkipReason::ManifestBadLine, &name, format!("cannot open: {e}"))));
             return;
         }
     };
@@ -36,11 +31,7 @@ pub(super) fn read(path: &Path, opts: &ReadOptions, emit: &mut dyn FnMut(SourceI
             Ok(0) => return,
             Ok(_) => {}
             Err(e) => {
-                emit(Err(Skip::new(
-                    SkipReason::ManifestBadLine,
-                    format!("{name}:{}", lineno + 1),
-                    e.to_string(),
-                )));
+                emit(Err(Skip::new(SkipReason::ManifestBadLine, format!("{name}:{}", lineno + 1), e.to_string())));
                 return;
             }
         }
@@ -56,39 +47,16 @@ pub(super) fn read(path: &Path, opts: &ReadOptions, emit: &mut dyn FnMut(SourceI
 }
 
 fn parse_line(line: &[u8], base: &Path, location: &str, opts: &ReadOptions) -> SourceItem {
-    let text = std::str::from_utf8(line).map_err(|_| {
-        Skip::new(
-            SkipReason::CaptionNotUtf8,
-            location,
-            "manifest line is not UTF-8",
-        )
-    })?;
+    let text = std::str::from_utf8(line)
+        .map_err(|_| Skip::new(SkipReason::CaptionNotUtf8, location, "manifest line is not UTF-8"))?;
     let mut obj = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => m,
-        Ok(_) => {
-            return Err(Skip::new(
-                SkipReason::ManifestBadLine,
-                location,
-                "line is JSON but not an object",
-            ))
-        }
-        Err(e) => {
-            return Err(Skip::new(
-                SkipReason::ManifestBadLine,
-                location,
-                format!("not JSON: {e}"),
-            ))
-        }
+        Ok(_) => return Err(Skip::new(SkipReason::ManifestBadLine, location, "line is JSON but not an object")),
+        Err(e) => return Err(Skip::new(SkipReason::ManifestBadLine, location, format!("not JSON: {e}"))),
     };
     let image_rel = match obj.remove("image").or_else(|| obj.remove("filepath")) {
         Some(Value::String(s)) => s,
-        _ => {
-            return Err(Skip::new(
-                SkipReason::ManifestBadLine,
-                location,
-                "no \"image\" path",
-            ))
-        }
+        _ => return Err(Skip::new(SkipReason::ManifestBadLine, location, "no \"image\" path")),
     };
     let lang = obj.get("lang").and_then(Value::as_str).map(str::to_string);
     let captions = captions_of(&mut obj, lang.as_deref(), location, opts)?;
@@ -102,14 +70,7 @@ fn parse_line(line: &[u8], base: &Path, location: &str, opts: &ReadOptions) -> S
         _ => image_rel.clone(),
     };
     obj.insert("image".into(), Value::String(image_rel));
-    Ok(Sample {
-        key,
-        location: location.to_string(),
-        image,
-        image_ext: ext,
-        captions,
-        meta: obj,
-    })
+    Ok(Sample { key, location: location.to_string(), image, image_ext: ext, captions, meta: obj })
 }
 
 fn captions_of(
@@ -121,11 +82,7 @@ fn captions_of(
     let raw: Vec<Value> = match obj.remove("captions") {
         Some(Value::Array(a)) => a,
         Some(v) => vec![v],
-        None => obj
-            .remove("caption")
-            .or_else(|| obj.remove("text"))
-            .into_iter()
-            .collect(),
+        None => obj.remove("caption").or_else(|| obj.remove("text")).into_iter().collect(),
     };
     let mut candidates = Vec::with_capacity(raw.len());
     for v in raw {
@@ -133,37 +90,19 @@ fn captions_of(
             Value::String(s) => (s, lang.map(str::to_string), None),
             Value::Object(mut m) => {
                 let Some(Value::String(s)) = m.remove("text") else {
-                    candidates.push(Err(Skip::new(
-                        SkipReason::ManifestBadLine,
-                        location,
-                        "caption object has no text",
-                    )));
+                    candidates.push(Err(Skip::new(SkipReason::ManifestBadLine, location, "caption object has no text")));
                     continue;
                 };
-                let l = m
-                    .get("lang")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .or(lang.map(str::to_string));
+                let l = m.get("lang").and_then(Value::as_str).map(str::to_string).or(lang.map(str::to_string));
                 let f = m.get("field").and_then(Value::as_str).map(str::to_string);
                 (s, l, f)
             }
             _ => {
-                candidates.push(Err(Skip::new(
-                    SkipReason::ManifestBadLine,
-                    location,
-                    "caption is not a string",
-                )));
+                candidates.push(Err(Skip::new(SkipReason::ManifestBadLine, location, "caption is not a string")));
                 continue;
             }
         };
-        candidates.push(
-            check_caption_text(&text, location, opts).map(|text| Caption {
-                text,
-                lang: c_lang,
-                field,
-            }),
-        );
+        candidates.push(check_caption_text(&text, location, opts).map(|text| Caption { text, lang: c_lang, field }));
     }
     keep_good_captions(candidates, location)
 }

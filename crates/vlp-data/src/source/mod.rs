@@ -29,11 +29,7 @@ pub struct Skip {
 
 impl Skip {
     pub fn new(reason: SkipReason, location: impl Into<String>, detail: impl Into<String>) -> Self {
-        Skip {
-            reason,
-            location: location.into(),
-            detail: detail.into(),
-        }
+        Skip { reason, location: location.into(), detail: detail.into() }
     }
     pub fn record_in(&self, log: &mut SkipLog) {
         log.record(self.reason, self.location.clone(), self.detail.clone());
@@ -55,12 +51,7 @@ pub struct ReadOptions {
 
 impl Default for ReadOptions {
     fn default() -> Self {
-        ReadOptions {
-            max_image_bytes: 32 << 20,
-            max_caption_chars: 2000,
-            csv: CsvColumns::default(),
-            prefetch: 256,
-        }
+        ReadOptions { max_image_bytes: 32 << 20, max_caption_chars: 2000, csv: CsvColumns::default(), prefetch: 256 }
     }
 }
 
@@ -81,17 +72,11 @@ impl InputKind {
             let split = split.unwrap_or("train");
             let manifest = crate::dataset::DatasetDir::new(path).manifest(split);
             if !manifest.is_file() {
-                return Err(DataError::input(
-                    spec,
-                    format!("data set has no split '{split}'"),
-                ));
+                return Err(DataError::input(spec, format!("data set has no split '{split}'")));
             }
             return Ok(InputKind::Jsonl(manifest));
         }
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
         match ext.as_deref() {
             Some("jsonl") | Some("json") | Some("ndjson") => {
                 if !path.is_file() {
@@ -150,19 +135,11 @@ pub fn open_kind(kind: InputKind, opts: &ReadOptions) -> Result<SampleStream> {
             }
         })
         .map_err(|e| DataError::io("reader thread", e))?;
-    Ok(SampleStream {
-        rx,
-        _reader: reader,
-    })
+    Ok(SampleStream { rx, _reader: reader })
 }
 
 /// Checks the cheap things about an image file before it is queued for decoding.
-fn check_image(
-    bytes: &[u8],
-    ext: &str,
-    location: &str,
-    opts: &ReadOptions,
-) -> std::result::Result<(), Skip> {
+fn check_image(bytes: &[u8], ext: &str, location: &str, opts: &ReadOptions) -> std::result::Result<(), Skip> {
     if bytes.is_empty() {
         return Err(Skip::new(SkipReason::ImageEmpty, location, "0 bytes"));
     }
@@ -174,11 +151,7 @@ fn check_image(
         ));
     }
     let Some(named) = image_format_of_ext(ext) else {
-        return Err(Skip::new(
-            SkipReason::ImageUnsupportedFormat,
-            location,
-            format!("extension '.{ext}'"),
-        ));
+        return Err(Skip::new(SkipReason::ImageUnsupportedFormat, location, format!("extension '.{ext}'")));
     };
     if let Ok(actual) = image::guess_format(bytes) {
         if actual != named {
@@ -203,33 +176,17 @@ pub fn image_format_of_ext(ext: &str) -> Option<ImageFormat> {
 }
 
 /// Turns caption bytes into a caption, or the reason it cannot be one.
-fn check_caption(
-    bytes: &[u8],
-    location: &str,
-    opts: &ReadOptions,
-) -> std::result::Result<String, Skip> {
+fn check_caption(bytes: &[u8], location: &str, opts: &ReadOptions) -> std::result::Result<String, Skip> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
-        Skip::new(
-            SkipReason::CaptionNotUtf8,
-            location,
-            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-        )
+        Skip::new(SkipReason::CaptionNotUtf8, location, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
     })?;
     check_caption_text(text, location, opts)
 }
 
-fn check_caption_text(
-    text: &str,
-    location: &str,
-    opts: &ReadOptions,
-) -> std::result::Result<String, Skip> {
+fn check_caption_text(text: &str, location: &str, opts: &ReadOptions) -> std::result::Result<String, Skip> {
     let text = text.trim();
     if text.is_empty() {
-        return Err(Skip::new(
-            SkipReason::CaptionEmpty,
-            location,
-            "empty caption",
-        ));
+        return Err(Skip::new(SkipReason::CaptionEmpty, location, "empty caption"));
     }
     let chars = text.chars().count();
     if chars > opts.max_caption_chars {
@@ -258,27 +215,17 @@ fn keep_good_captions(
         }
     }
     if good.is_empty() {
-        return Err(first_bad
-            .unwrap_or_else(|| Skip::new(SkipReason::CaptionMissing, location, "no caption")));
+        return Err(first_bad.unwrap_or_else(|| Skip::new(SkipReason::CaptionMissing, location, "no caption")));
     }
     Ok(good)
 }
 
 /// Reads an image file named by a manifest or table row.
 fn read_image_file(path: &Path, location: &str) -> std::result::Result<Vec<u8>, Skip> {
-    std::fs::read(path).map_err(|e| {
-        Skip::new(
-            SkipReason::ImageFileMissing,
-            location,
-            format!("{}: {e}", path.display()),
-        )
-    })
+    std::fs::read(path)
+        .map_err(|e| Skip::new(SkipReason::ImageFileMissing, location, format!("{}: {e}", path.display())))
 }
 
 fn ext_of(path: &str) -> String {
-    Path::new(path)
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase()
+    Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase()
 }

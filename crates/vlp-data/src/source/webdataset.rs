@@ -24,19 +24,12 @@ struct Pending {
 pub(crate) fn split_key(path: &str) -> (String, String) {
     let name_start = path.rfind('/').map(|i| i + 1).unwrap_or(0);
     match path[name_start..].find('.') {
-        Some(dot) => (
-            path[..name_start + dot].to_string(),
-            path[name_start + dot + 1..].to_ascii_lowercase(),
-        ),
+        Some(dot) => (path[..name_start + dot].to_string(), path[name_start + dot + 1..].to_ascii_lowercase()),
         None => (path.to_string(), String::new()),
     }
 }
 
-pub(super) fn read(
-    shards: &[PathBuf],
-    opts: &ReadOptions,
-    emit: &mut dyn FnMut(SourceItem) -> bool,
-) {
+pub(super) fn read(shards: &[PathBuf], opts: &ReadOptions, emit: &mut dyn FnMut(SourceItem) -> bool) {
     for shard in shards {
         if !read_shard(shard, opts, emit) {
             return;
@@ -45,32 +38,16 @@ pub(super) fn read(
 }
 
 /// Returns false when the consumer has gone away.
-fn read_shard(
-    shard: &PathBuf,
-    opts: &ReadOptions,
-    emit: &mut dyn FnMut(SourceItem) -> bool,
-) -> bool {
+fn read_shard(shard: &PathBuf, opts: &ReadOptions, emit: &mut dyn FnMut(SourceItem) -> bool) -> bool {
     let name = shard.display().to_string();
     let file = match std::fs::File::open(shard) {
         Ok(f) => f,
-        Err(e) => {
-            return emit(Err(Skip::new(
-                SkipReason::ShardTruncated,
-                &name,
-                format!("cannot open: {e}"),
-            )))
-        }
+        Err(e) => return emit(Err(Skip::new(SkipReason::ShardTruncated, &name, format!("cannot open: {e}")))),
     };
     let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, file));
     let entries = match archive.entries() {
         Ok(e) => e,
-        Err(e) => {
-            return emit(Err(Skip::new(
-                SkipReason::ShardTruncated,
-                &name,
-                format!("not a tar: {e}"),
-            )))
-        }
+        Err(e) => return emit(Err(Skip::new(SkipReason::ShardTruncated, &name, format!("not a tar: {e}")))),
     };
     let mut pending = Pending::default();
     for entry in entries {
@@ -96,13 +73,10 @@ fn read_shard(
         }
         pending.key = key;
         let wanted = IMAGE_EXTS.contains(&ext.as_str()) || ext == "txt" || ext == "json";
-        let mut data =
-            Vec::with_capacity(entry.size().min(opts.max_image_bytes as u64 + 1) as usize);
+        let mut data = Vec::with_capacity(entry.size().min(opts.max_image_bytes as u64 + 1) as usize);
         let read = if wanted {
             // Read one byte past the limit: enough to know a member is too large without holding it.
-            (&mut entry)
-                .take(opts.max_image_bytes as u64 + 1)
-                .read_to_end(&mut data)
+            (&mut entry).take(opts.max_image_bytes as u64 + 1).read_to_end(&mut data)
         } else {
             std::io::copy(&mut entry, &mut std::io::sink()).map(|n| n as usize)
         };
@@ -126,26 +100,14 @@ fn read_shard(
 }
 
 fn cut_off(shard: &str, pending: &Pending, e: impl std::fmt::Display) -> Skip {
-    let at = if pending.key.is_empty() {
-        shard.to_string()
-    } else {
-        format!("{shard}:{}", pending.key)
-    };
-    Skip::new(
-        SkipReason::ShardTruncated,
-        at,
-        format!("shard cut off: {e}"),
-    )
+    let at = if pending.key.is_empty() { shard.to_string() } else { format!("{shard}:{}", pending.key) };
+    Skip::new(SkipReason::ShardTruncated, at, format!("shard cut off: {e}"))
 }
 
 fn finish(p: Pending, shard: &str, opts: &ReadOptions) -> SourceItem {
     let location = format!("{shard}:{}", p.key);
     let Some((ext, image)) = p.image else {
-        return Err(Skip::new(
-            SkipReason::ImageMissing,
-            location,
-            "no image member",
-        ));
+        return Err(Skip::new(SkipReason::ImageMissing, location, "no image member"));
     };
     check_image(&image, &ext, &location, opts)?;
     let meta: Map<String, Value> = match p.meta.as_deref().map(serde_json::from_slice::<Value>) {
@@ -162,14 +124,7 @@ fn finish(p: Pending, shard: &str, opts: &ReadOptions) -> SourceItem {
         None => vec![],
     };
     let captions = keep_good_captions(caption, &location)?;
-    Ok(Sample {
-        key: p.key,
-        location,
-        image,
-        image_ext: ext,
-        captions,
-        meta,
-    })
+    Ok(Sample { key: p.key, location, image, image_ext: ext, captions, meta })
 }
 
 #[cfg(test)]
@@ -178,14 +133,8 @@ mod tests {
 
     #[test]
     fn key_is_path_up_to_first_dot_of_file_name() {
-        assert_eq!(
-            split_key("a/b.c/000123.jpg"),
-            ("a/b.c/000123".into(), "jpg".into())
-        );
-        assert_eq!(
-            split_key("000123.seg.json"),
-            ("000123".into(), "seg.json".into())
-        );
+        assert_eq!(split_key("a/b.c/000123.jpg"), ("a/b.c/000123".into(), "jpg".into()));
+        assert_eq!(split_key("000123.seg.json"), ("000123".into(), "seg.json".into()));
         assert_eq!(split_key("noext"), ("noext".into(), "".into()));
     }
 }
