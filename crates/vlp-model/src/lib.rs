@@ -2,7 +2,8 @@
 //! mapped into one embedding space, and the two contrastive losses that train them.
 //!
 //! - [`config`]: the TOML model config, checked on load with errors that name the field.
-//! - [`attention`], [`transformer`]: pre-norm transformer blocks shared by both towers.
+//! - [`attention`], [`transformer`]: pre-norm transformer blocks shared by both towers; [`gelu`]
+//!   their activation, with a CPU kernel.
 //! - [`vit`], [`resnet`]: image towers; [`text`]: the text tower.
 //! - [`dual`]: [`DualEncoder`], which returns global and per-token embeddings for both modalities.
 //! - [`loss`]: [`ClipLoss`] (global symmetric InfoNCE) and [`TokenwiseLoss`] (FILIP).
@@ -12,6 +13,7 @@
 pub mod attention;
 pub mod config;
 pub mod dual;
+pub mod gelu;
 pub mod loss;
 pub mod resnet;
 pub mod text;

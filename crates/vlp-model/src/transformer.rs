@@ -2,10 +2,10 @@
 //! as CLIP's towers use them.
 
 use crate::attention::{SelfAttention, SelfAttentionConfig};
+use crate::gelu::gelu;
 use crate::tokenwise_linear::per_token;
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 

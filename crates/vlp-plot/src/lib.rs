@@ -3,8 +3,9 @@
 //! A thin layer over `plotters` that knows nothing of models or indexes: callers hand it
 //! [`Series`] of points, grouped into [`Panel`]s, or bin counts for a [`Histogram`]. Text is
 //! drawn with an embedded DejaVu Sans Mono, so a chart looks the same on a machine without
-//! fonts. Files are written under a temporary name and renamed, so a reader never sees half a
-//! PNG.
+//! fonts. Charts are drawn into a pixel buffer and encoded with `image` (which the rest of vlp
+//! already builds, where plotters' own encoder would compile a second, older `image`), under a
+//! temporary name that is then renamed, so a reader never sees half a PNG.
 
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
@@ -105,9 +106,22 @@ fn temp_for(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp.png"))
 }
 
-fn finish(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::rename(tmp, path).map_err(|e| err(path, e))
+/// Draws on a white RGB canvas of `size` and writes it to `path` as a PNG.
+fn render(path: &Path, size: (u32, u32), draw: impl FnOnce(&Area) -> Drawn) -> Result<()> {
+    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(path, e))?;
+        draw(&root).map_err(|e| err(path, e))?;
+        root.present().map_err(|e| err(path, e))?;
+    }
+    let tmp = temp_for(path);
+    image::save_buffer_with_format(&tmp, &pixels, size.0, size.1, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
+        .map_err(|e| err(path, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
 }
+
+type Drawn = std::result::Result<(), Box<dyn std::error::Error>>;
 
 /// Draws `panels` in a grid of `columns`, each `cell` pixels, under a figure title.
 pub fn panels_png(path: &Path, title: &str, panels: &[Panel], columns: usize, cell: (u32, u32)) -> Result<()> {
@@ -115,23 +129,19 @@ pub fn panels_png(path: &Path, title: &str, panels: &[Panel], columns: usize, ce
     let columns = columns.max(1);
     let rows = panels.len().div_ceil(columns).max(1);
     let size = (cell.0 * columns as u32, cell.1 * rows as u32 + 40);
-    let tmp = temp_for(path);
-    {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(path, e))?;
-        let root = root.titled(title, (FONT, 22)).map_err(|e| err(path, e))?;
+    render(path, size, |root| {
+        let root = root.titled(title, (FONT, 22))?;
         let areas = root.split_evenly((rows, columns));
         for (panel, area) in panels.iter().zip(areas.iter()) {
-            draw_panel(panel, area).map_err(|e| err(path, e))?;
+            draw_panel(panel, area)?;
         }
-        root.present().map_err(|e| err(path, e))?;
-    }
-    finish(&tmp, path)
+        Ok(())
+    })
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
-fn draw_panel(panel: &Panel, area: &Area) -> std::result::Result<(), Box<dyn std::error::Error>> {
+fn draw_panel(panel: &Panel, area: &Area) -> Drawn {
     let points = || panel.series.iter().flat_map(|s| s.points.iter());
     let (x0, x1) = range(points().map(|p| p.0));
     let (y0, y1) = range(points().map(|p| p.1));
@@ -229,36 +239,28 @@ pub fn histogram_png(path: &Path, h: &Histogram, size: (u32, u32)) -> Result<()>
     let counts = if h.counts.is_empty() { vec![0] } else { h.counts.clone() };
     let width = (hi - lo) / counts.len() as f64;
     let top = counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.1;
-    let tmp = temp_for(path);
-    {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(path, e))?;
-        let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-            let mut chart = ChartBuilder::on(&root)
-                .caption(&h.title, (FONT, 18))
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(60)
-                .build_cartesian_2d(lo..hi, 0.0..top)?;
-            chart.configure_mesh().x_desc(&h.x_label).y_desc("count").label_style((FONT, 12)).draw()?;
-            chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
-                let x = lo + i as f64 * width;
-                Rectangle::new([(x, 0.0), (x + width, c as f64)], COLOURS[0].mix(0.7).filled())
-            }))?;
-            if let Some((x, label)) = &h.marker {
-                let red = COLOURS[3];
-                chart
-                    .draw_series(LineSeries::new(vec![(*x, 0.0), (*x, top)], red.stroke_width(2)))?
-                    .label(label.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], red.stroke_width(2)));
-                chart.configure_series_labels().label_font((FONT, 12)).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
-            }
-            Ok(())
-        };
-        draw().map_err(|e| err(path, e))?;
-        root.present().map_err(|e| err(path, e))?;
-    }
-    finish(&tmp, path)
+    render(path, size, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(&h.title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(lo..hi, 0.0..top)?;
+        chart.configure_mesh().x_desc(&h.x_label).y_desc("count").label_style((FONT, 12)).draw()?;
+        chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
+            let x = lo + i as f64 * width;
+            Rectangle::new([(x, 0.0), (x + width, c as f64)], COLOURS[0].mix(0.7).filled())
+        }))?;
+        if let Some((x, label)) = &h.marker {
+            let red = COLOURS[3];
+            chart
+                .draw_series(LineSeries::new(vec![(*x, 0.0), (*x, top)], red.stroke_width(2)))?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], red.stroke_width(2)));
+            chart.configure_series_labels().label_font((FONT, 12)).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -282,8 +284,10 @@ mod tests {
             .with(Series::new("a", vec![(100.0, 0.9), (1000.0, 0.8), (f64::NAN, 1.0)]))
             .with(Series::new("b", vec![(300.0, 0.95)]));
         panels_png(&p, "run", &[loss, empty, speed], 2, (400, 300)).unwrap();
-        let bytes = std::fs::read(&p).unwrap();
-        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        let png = image::open(&p).unwrap().to_rgb8();
+        assert_eq!(png.dimensions(), (800, 640));
+        let inked = png.pixels().filter(|px| px.0 != [255, 255, 255]).count();
+        assert!(inked > 5_000, "only {inked} pixels drawn");
         let values: Vec<f64> = (0..200).map(|i| (i as f64 / 200.0).powi(2)).collect();
         let h = Histogram::of_values("scores", "cosine", &values, 20).with_marker(0.3, "threshold 0.3");
         assert_eq!(h.counts.iter().sum::<u64>(), 200);
