@@ -42,6 +42,12 @@ pub struct TextTokenizer {
 }
 
 /// Token ids and attention mask for a batch: both `[batch, context]`, row-major.
+///
+/// `context` is the batch's own width: its longest encoding rounded up to a multiple of
+/// [`EncodedBatch::COLUMN_STEP`], never more than the tokenizer's context length. Padding past the
+/// longest text changes nothing a text tower computes (pads sit at the end and are masked or, in
+/// a causal tower, never looked back at), yet costs as much as real tokens: captions of 10 tokens
+/// in a 32-token context spent two thirds of the text tower on padding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncodedBatch {
     pub ids: Vec<u32>,
@@ -51,6 +57,9 @@ pub struct EncodedBatch {
 }
 
 impl EncodedBatch {
+    /// Widths are multiples of this, so a GPU backend meets few distinct shapes.
+    pub const COLUMN_STEP: usize = 8;
+
     pub fn len(&self) -> usize {
         if self.context == 0 {
             0
@@ -232,13 +241,14 @@ impl TextTokenizer {
     pub fn encode_batch<S: AsRef<str> + Send + Sync>(&self, texts: &[S]) -> Result<EncodedBatch> {
         let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
         let encs = self.inner.encode_batch(inputs, true).map_err(tk_err)?;
-        let mut out =
-            EncodedBatch { ids: Vec::with_capacity(encs.len() * self.context), mask: Vec::new(), context: self.context };
-        out.mask.reserve(encs.len() * self.context);
+        let longest = encs.iter().map(|e| e.get_attention_mask().iter().filter(|&&m| m == 1).count()).max().unwrap_or(0);
+        let width = longest.max(1).next_multiple_of(EncodedBatch::COLUMN_STEP).min(self.context);
+        let mut out = EncodedBatch { ids: Vec::with_capacity(encs.len() * width), mask: Vec::new(), context: width };
+        out.mask.reserve(encs.len() * width);
         for e in &encs {
             debug_assert_eq!(e.get_ids().len(), self.context);
-            out.ids.extend_from_slice(e.get_ids());
-            out.mask.extend_from_slice(e.get_attention_mask());
+            out.ids.extend_from_slice(&e.get_ids()[..width]);
+            out.mask.extend_from_slice(&e.get_attention_mask()[..width]);
         }
         Ok(out)
     }
@@ -313,7 +323,7 @@ mod tests {
         let tk = TextTokenizer::train(VocabKind::WordPiece, 400, CORPUS.iter(), 32).unwrap();
         for text in CORPUS {
             let enc = tk.encode_batch(&[text]).unwrap();
-            assert_eq!(enc.ids.len(), 32);
+            assert_eq!(enc.ids.len(), enc.context);
             assert_eq!(tk.decode(&enc.ids).unwrap(), text, "ids {:?}", enc.ids);
         }
         // every CJK character is its own token, as in BERT-Chinese
@@ -340,6 +350,30 @@ mod tests {
         assert_eq!(&enc.mask[8..], &[1; 8]);
         // truncation keeps the closing [SEP]
         assert_eq!(enc.ids[15], tk.inner.token_to_id("[SEP]").unwrap());
+    }
+
+    #[test]
+    fn a_batch_is_as_wide_as_its_longest_text_in_steps_of_eight() {
+        let tk = TextTokenizer::train(VocabKind::WordPiece, 400, CORPUS.iter(), 32).unwrap();
+        let texts = ["红色", "a small red circle to the left of"];
+        let full: Vec<_> = texts.iter().map(|t| tk.inner.encode(*t, true).unwrap()).collect();
+        let real = |e: &tokenizers::Encoding| e.get_attention_mask().iter().sum::<u32>() as usize;
+        let longest = full.iter().map(real).max().unwrap();
+        let enc = tk.encode_batch(&texts).unwrap();
+        let w = enc.context;
+        assert_eq!(enc.len(), 2);
+        assert!(w >= longest && w < longest + 8 && w % 8 == 0, "width {w} for a longest text of {longest}");
+        for (row, e) in full.iter().enumerate() {
+            assert_eq!(&enc.ids[row * w..(row + 1) * w], &e.get_ids()[..w]);
+            assert_eq!(&enc.mask[row * w..(row + 1) * w], &e.get_attention_mask()[..w]);
+            // only padding was cut off
+            assert!(e.get_attention_mask()[w..].iter().all(|&m| m == 0));
+        }
+        assert_eq!(enc.mask[..w].iter().sum::<u32>(), 4, "[CLS] 红 色 [SEP]");
+        // never wider than the context, even when that is not a multiple of the step
+        let tk = TextTokenizer::train(VocabKind::WordPiece, 400, CORPUS.iter(), 12).unwrap();
+        assert_eq!(tk.encode_batch(&[CORPUS[0]]).unwrap().context, 12);
+        assert_eq!(tk.encode_batch(&[""]).unwrap().context, 8);
     }
 
     #[test]

@@ -45,8 +45,9 @@ impl TextTowerConfig {
 }
 
 impl<B: Backend> TextTransformer<B> {
-    /// `ids`, `mask`: `[batch, context]` (mask 1 = real token, 0 = pad) → global `[batch, embed]`,
-    /// tokens `[batch, context, token_dim]` with `token_mask` `[batch, context]`.
+    /// `ids`, `mask`: `[batch, n]`, `n` ≤ the context length, padding at the end (mask 1 = real
+    /// token, 0 = pad) → global `[batch, embed]`, tokens `[batch, n, token_dim]` with `token_mask`
+    /// `[batch, n]`. Columns of padding past the longest text change no output but the width.
     pub fn forward(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> TowerOutput<B> {
         let [b, n] = ids.dims();
         let x = self.token_embedding.forward(ids) + self.positional_embedding.val().slice([0..n]).unsqueeze_dim(0);
@@ -71,5 +72,46 @@ impl<B: Backend> TextTransformer<B> {
         let global = self.proj.forward(pooled);
         let tokens = per_token(&self.token_proj, x);
         TowerOutput { global: l2_normalize(global), tokens: l2_normalize(tokens), token_mask: Some(mask) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::TensorData;
+
+    /// What the tokenizer's batches rely on: cutting padding columns off a batch changes neither
+    /// embedding, whatever the attention and pooling.
+    #[test]
+    fn padding_columns_past_the_longest_text_change_nothing() {
+        let device = Default::default();
+        let (b, context, n) = (3, 16, 8);
+        let lengths = [8, 3, 5];
+        let (mut ids, mut mask) = (Vec::new(), Vec::new());
+        for (row, &len) in lengths.iter().enumerate() {
+            for j in 0..context {
+                ids.push(if j < len { (7 * row + 3 * j) as i64 % 50 + 1 } else { 0 });
+                mask.push(if j < len { 1.0f32 } else { 0.0 });
+            }
+        }
+        let cut = |v: &[f32]| (0..b).flat_map(|r| v[r * context..r * context + n].to_vec()).collect::<Vec<_>>();
+        let ids_cut: Vec<i64> = (0..b).flat_map(|r| ids[r * context..r * context + n].to_vec()).collect();
+        for (causal, pool) in [(true, TextPool::Eos), (false, TextPool::Cls), (false, TextPool::Mean)] {
+            let cfg = TextTowerConfig { context_length: context, vocab_size: 64, width: 32, layers: 2, heads: 4, mlp_ratio: 4.0, causal, pool };
+            let tower = cfg.init::<Flex>(16, 8, &device);
+            let run = |ids: Vec<i64>, mask: Vec<f32>, w: usize| {
+                tower.forward(
+                    Tensor::from_data(TensorData::new(ids, [b, w]), &device),
+                    Tensor::from_data(TensorData::new(mask, [b, w]), &device),
+                )
+            };
+            let full = run(ids.clone(), mask.clone(), context);
+            let short = run(ids_cut.clone(), cut(&mask), n);
+            let tol = burn::tensor::Tolerance::absolute(1e-5);
+            full.global.to_data().assert_approx_eq::<f32>(&short.global.to_data(), tol);
+            let full_tokens = full.tokens.slice([0..b, 0..n]).to_data();
+            full_tokens.assert_approx_eq::<f32>(&short.tokens.to_data(), tol);
+        }
     }
 }
