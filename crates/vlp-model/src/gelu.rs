@@ -21,7 +21,10 @@ use std::any::Any;
 
 /// GELU of every element of `x`, any shape.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let TensorPrimitive::Float(p) = x.into_primitive() else { unreachable!("a float tensor is never quantized here") };
+    let p = match x.into_primitive() {
+        TensorPrimitive::Float(p) => p,
+        quantized => return burn::tensor::activation::gelu(Tensor::from_primitive(quantized)),
+    };
     let p = match cast::<_, FlexTensor>(p) {
         Ok(t) => return from_flex(flex_gelu(t)),
         Err(p) => p,

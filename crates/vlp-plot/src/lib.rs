@@ -116,9 +116,13 @@ fn render(path: &Path, size: (u32, u32), draw: impl FnOnce(&Area) -> Drawn) -> R
         root.present().map_err(|e| err(path, e))?;
     }
     let tmp = temp_for(path);
-    image::save_buffer_with_format(&tmp, &pixels, size.0, size.1, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
-        .map_err(|e| err(path, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
+    let written = image::save_buffer_with_format(&tmp, &pixels, size.0, size.1, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
+        .map_err(|e| err(path, e))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| err(path, e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 type Drawn = std::result::Result<(), Box<dyn std::error::Error>>;
