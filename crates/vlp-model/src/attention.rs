@@ -1,4 +1,4 @@
-//! Multi-head self-attention with one fused QKV projection, on burn's `attention` op (fused on
+//! Multi-head self-attention with one stored QKV projection, on burn's `attention` op (fused on
 //! backends that have a kernel, decomposed under autodiff).
 
 use crate::tokenwise_linear::per_token;
@@ -17,7 +17,8 @@ pub struct SelfAttentionConfig {
 
 #[derive(Module, Debug)]
 pub struct SelfAttention<B: Backend> {
-    /// `[width] → [3 · width]`: queries, keys and values in one matmul.
+    /// `[width] → [3 · width]`: queries, keys and values, stored as one weight (OpenCLIP's
+    /// `in_proj_weight`), applied a third at a time.
     qkv: Linear<B>,
     out: Linear<B>,
     heads: usize,
@@ -39,11 +40,22 @@ impl<B: Backend> SelfAttention<B> {
     pub fn forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool) -> Tensor<B, 3> {
         let [b, n, w] = x.dims();
         let hd = w / self.heads;
-        // [b, n, 3 · heads, hd]; q, k and v are views of it, [b, heads, n, hd] each. Slicing the
-        // head axis and swapping, not permuting and squeezing, keeps them views: the CPU backend
-        // copies a tensor to reshape it unless it is contiguous from offset 0.
-        let qkv = per_token(&self.qkv, x).reshape([b, n, 3 * self.heads, hd]);
-        let part = |i: usize| qkv.clone().slice([0..b, 0..n, i * self.heads..(i + 1) * self.heads, 0..hd]).swap_dims(1, 2);
+        // q, k and v each from their third of the fused weight: `[b·n, w] × [w, w]`, viewed as
+        // `[b, heads, n, hd]`. Slicing the weight rather than the fused `[b, n, 3w]` output
+        // matters in backward: the gradient of a slice is written into zeros of the sliced
+        // tensor's full size, which for the output was three activation-sized buffers per layer
+        // (and strided copies into them); for the weight it is `[w, 3w]`.
+        let x = x.reshape([b * n, w]);
+        let weight = self.qkv.weight.val();
+        let bias = self.qkv.bias.as_ref().map(|bias| bias.val());
+        let part = |i: usize| {
+            let y = x.clone().matmul(weight.clone().slice([0..w, i * w..(i + 1) * w]));
+            let y = match &bias {
+                Some(bias) => y + bias.clone().slice([i * w..(i + 1) * w]).unsqueeze_dim(0),
+                None => y,
+            };
+            y.reshape([b, n, self.heads, hd]).swap_dims(1, 2)
+        };
         let (q, k, v) = (part(0), part(1), part(2));
         let mask = pad.map(|p| p.reshape([b, 1, 1, n]).expand([b, self.heads, n, n]));
         let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: causal };
