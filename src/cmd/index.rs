@@ -440,16 +440,8 @@ fn export(dir: &Path, out: &Path) -> Result<()> {
     let idx = RetrievalIndex::open(dir)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for (name, store) in [("images", &idx.image_vectors), ("texts", &idx.text_vectors)] {
-        npy::write_f32(
-            &out.join(format!("{name}.npy")),
-            store.len(),
-            store.dim(),
-            &store.to_f32(),
-        )?;
-        std::fs::write(
-            out.join(format!("{name}.ids.txt")),
-            store.ids.join("\n") + "\n",
-        )?;
+        npy::write_f32(&out.join(format!("{name}.npy")), store.len(), store.dim(), &store.to_f32())?;
+        std::fs::write(out.join(format!("{name}.ids.txt")), store.ids.join("\n") + "\n")?;
     }
     println!("{}", json!({"out": out.display().to_string(), "images": idx.items.len(), "texts": idx.texts.len(), "model": idx.info.model}));
     Ok(())

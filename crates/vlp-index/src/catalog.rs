@@ -539,9 +539,7 @@ pub(crate) mod tests {
     fn half_precision_vectors_are_searched_as_stored() {
         let (n, dim) = (1500, 32);
         let mut all = input(n);
-        let mut v: Vec<f32> = (0..n * dim)
-            .map(|i| ((i * 7919 % 10007) as f32 * 0.61).sin())
-            .collect();
+        let mut v: Vec<f32> = (0..n * dim).map(|i| ((i * 7919 % 10007) as f32 * 0.61).sin()).collect();
         for row in v.chunks_mut(dim) {
             let u = unit(row);
             row.copy_from_slice(&u);
@@ -557,52 +555,26 @@ pub(crate) mod tests {
         let (first, rest) = (1200, n - 1200);
         build(&half, crate::update::tests::head(&all, first)).unwrap();
         // an addition keeps the index's precision
-        let added = RetrievalIndex::open(&half)
-            .unwrap()
-            .add(crate::update::tests::tail(&all, first))
-            .unwrap();
+        let added = RetrievalIndex::open(&half).unwrap().add(crate::update::tests::tail(&all, first)).unwrap();
         assert_eq!((added.items, added.info.precision), (rest, Precision::F16));
         let size = |d: &Path| std::fs::metadata(d.join("images.vec")).unwrap().len() as usize;
-        assert!(
-            size(&full) - size(&half) >= n * dim * 2,
-            "{} {}",
-            size(&full),
-            size(&half)
-        );
+        assert!(size(&full) - size(&half) >= n * dim * 2, "{} {}", size(&full), size(&half));
 
         let idx = RetrievalIndex::open(&half).unwrap();
         assert_eq!(idx.info.precision, Precision::F16);
         // the stored values are the f16 roundings of the vectors
-        let rounded: Vec<f64> = v
-            .iter()
-            .map(|x| half::f16::from_f32(*x).to_f32() as f64)
-            .collect();
-        assert_eq!(
-            idx.image_vectors.row_vec(1234),
-            rounded[1234 * dim..1235 * dim]
-                .iter()
-                .map(|x| *x as f32)
-                .collect::<Vec<_>>()
-        );
+        let rounded: Vec<f64> = v.iter().map(|x| half::f16::from_f32(*x).to_f32() as f64).collect();
+        assert_eq!(idx.image_vectors.row_vec(1234), rounded[1234 * dim..1235 * dim].iter().map(|x| *x as f32).collect::<Vec<_>>());
         let mut found = 0;
         let queries = 100;
         for qi in 0..queries {
             let q: Vec<f32> = v[qi * 13 * dim..(qi * 13 + 1) * dim].to_vec();
             // ground truth: plain f64 loops over the rounded rows
-            let mut truth: Vec<(f64, usize)> = (0..n)
-                .map(|r| {
-                    let s: f64 = (0..dim).map(|k| q[k] as f64 * rounded[r * dim + k]).sum();
-                    (-s, r)
-                })
-                .collect();
+            let mut truth: Vec<(f64, usize)> = (0..n).map(|r| (-(0..dim).map(|k| q[k] as f64 * rounded[r * dim + k]).sum::<f64>(), r)).collect();
             truth.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             let want: Vec<usize> = truth[..10].iter().map(|t| t.1).collect();
             let exact = idx.dense_images(&q, "m1", 10, None, true, &[]).unwrap();
-            assert_eq!(
-                exact.iter().map(|h| h.row).collect::<Vec<_>>(),
-                want,
-                "query {qi}"
-            );
+            assert_eq!(exact.iter().map(|h| h.row).collect::<Vec<_>>(), want, "query {qi}");
             for (h, t) in exact.iter().zip(&truth) {
                 assert!((h.score as f64 + t.0).abs() < 1e-5);
             }

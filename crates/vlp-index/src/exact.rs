@@ -182,11 +182,7 @@ impl Rows<'_> {
     pub fn extend_row(&self, r: usize, dim: usize, out: &mut Vec<f32>) {
         match self {
             Rows::F32(v) => out.extend_from_slice(&v[r * dim..(r + 1) * dim]),
-            Rows::F16(v) => out.extend(
-                v[r * dim..(r + 1) * dim]
-                    .iter()
-                    .map(|h| half::f16::from_bits(*h).to_f32()),
-            ),
+            Rows::F16(v) => out.extend(v[r * dim..(r + 1) * dim].iter().map(|h| half::f16::from_bits(*h).to_f32())),
         }
     }
 
@@ -208,13 +204,7 @@ pub fn sort_hits(hits: &mut [Hit]) {
 
 /// The `k` rows of `rows` (`[rows, dim]`) with the largest inner product with `query`,
 /// among those `keep` accepts.
-pub fn top_k<'a>(
-    rows: impl Into<Rows<'a>>,
-    dim: usize,
-    query: &[f32],
-    k: usize,
-    keep: &(dyn Fn(usize) -> bool + Sync),
-) -> Vec<Hit> {
+pub fn top_k<'a>(rows: impl Into<Rows<'a>>, dim: usize, query: &[f32], k: usize, keep: &(dyn Fn(usize) -> bool + Sync)) -> Vec<Hit> {
     let rows = rows.into();
     debug_assert_eq!(query.len(), dim);
     let n = rows.values() / dim.max(1);
@@ -224,10 +214,7 @@ pub fn top_k<'a>(
         .flat_map_iter(|c| {
             let mut hits: Vec<Hit> = (c * chunk..((c + 1) * chunk).min(n))
                 .filter(|&r| keep(r))
-                .map(|r| Hit {
-                    row: r,
-                    score: rows.score(query, r),
-                })
+                .map(|r| Hit { row: r, score: rows.score(query, r) })
                 .collect();
             sort_hits(&mut hits);
             hits.truncate(k);
@@ -267,20 +254,10 @@ mod tests {
             assert!((dot(&a, &b) as f64 - want).abs() < 1e-4, "n {n}");
             assert!((dot_portable(&a, &b) as f64 - want).abs() < 1e-4, "n {n}");
             // the f16 path scores the rounded values: against the same sum in f64
-            let h: Vec<u16> = b
-                .iter()
-                .map(|x| half::f16::from_f32(*x).to_bits())
-                .collect();
-            let want_h: f64 = a
-                .iter()
-                .zip(&h)
-                .map(|(x, y)| *x as f64 * half::f16::from_bits(*y).to_f32() as f64)
-                .sum();
+            let h: Vec<u16> = b.iter().map(|x| half::f16::from_f32(*x).to_bits()).collect();
+            let want_h: f64 = a.iter().zip(&h).map(|(x, y)| *x as f64 * half::f16::from_bits(*y).to_f32() as f64).sum();
             assert!((dot_f16(&a, &h) as f64 - want_h).abs() < 1e-4, "n {n}");
-            assert!(
-                (dot_f16_portable(&a, &h) as f64 - want_h).abs() < 1e-4,
-                "n {n}"
-            );
+            assert!((dot_f16_portable(&a, &h) as f64 - want_h).abs() < 1e-4, "n {n}");
         }
     }
 }

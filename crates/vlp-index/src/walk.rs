@@ -151,6 +151,15 @@ enum NodeVectors {
     F16(Vec<u16>),
 }
 
+impl NodeVectors {
+    fn rows(&self) -> Rows<'_> {
+        match self {
+            NodeVectors::F32(v) => Rows::F32(v),
+            NodeVectors::F16(v) => Rows::F16(v),
+        }
+    }
+}
+
 /// An HNSW graph in arrays, read-only: node vectors side by side, layer-0 links in one CSR
 /// table, upper layers apart since few nodes reach them.
 pub(crate) struct FlatGraph {
@@ -185,22 +194,9 @@ impl FlatGraph {
         }
         let vectors = match precision {
             Precision::F32 => NodeVectors::F32(vectors),
-            Precision::F16 => NodeVectors::F16(
-                vectors
-                    .iter()
-                    .map(|v| half::f16::from_f32(*v).to_bits())
-                    .collect(),
-            ),
+            Precision::F16 => NodeVectors::F16(vectors.iter().map(|v| half::f16::from_f32(*v).to_bits()).collect()),
         };
-        FlatGraph {
-            dim,
-            vectors,
-            starts,
-            links,
-            upper,
-            entry,
-            top_layer,
-        }
+        FlatGraph { dim, vectors, starts, links, upper, entry, top_layer }
     }
 
     /// Up to `ef` nodes nearest `query` among those `accept` takes, nearest first, as
@@ -218,11 +214,7 @@ impl Layers for FlatGraph {
 
     #[inline]
     fn dist(&self, query: &[f32], n: u32) -> f32 {
-        let rows = match &self.vectors {
-            NodeVectors::F32(v) => Rows::F32(v),
-            NodeVectors::F16(v) => Rows::F16(v),
-        };
-        -rows.score(query, n as usize)
+        -self.vectors.rows().score(query, n as usize)
     }
 
     #[inline]
