@@ -1,6 +1,7 @@
 //! Multi-head self-attention with one stored QKV projection, on burn's `attention` op (fused on
 //! backends that have a kernel, decomposed under autodiff).
 
+use crate::heads::swap_heads;
 use crate::tokenwise_linear::per_token;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -54,13 +55,13 @@ impl<B: Backend> SelfAttention<B> {
                 Some(bias) => y + bias.clone().slice([i * w..(i + 1) * w]).unsqueeze_dim(0),
                 None => y,
             };
-            y.reshape([b, n, self.heads, hd]).swap_dims(1, 2)
+            swap_heads(y.reshape([b, n, self.heads, hd]))
         };
         let (q, k, v) = (part(0), part(1), part(2));
         let mask = pad.map(|p| p.reshape([b, 1, 1, n]).expand([b, self.heads, n, n]));
         let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: causal };
         let ctx = attention(q, k, v, mask, None, options); // [b, heads, n, hd]
-        per_token(&self.out, ctx.swap_dims(1, 2).reshape([b, n, w]))
+        per_token(&self.out, swap_heads(ctx).reshape([b, n, w]))
     }
 }
 

@@ -14,10 +14,10 @@ use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
+use crate::flex::{cast, contiguous, from_flex, values};
 use burn::tensor::{DType, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
-use std::any::Any;
 
 /// GELU of every element of `x`, any shape.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
@@ -34,21 +34,6 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
         Err(p) => p,
     };
     burn::tensor::activation::gelu(Tensor::from_primitive(TensorPrimitive::Float(p)))
-}
-
-/// Moves `a` into a `T` when they are the same type: how a generic function reaches the one
-/// backend it has a kernel for without making every model generic over an extension trait.
-fn cast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
-    let mut slot = Some(a);
-    match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
-        Some(t) => Ok(t.take().expect("just filled")),
-        None => Err(slot.expect("not taken")),
-    }
-}
-
-fn from_flex<B: Backend, const D: usize, T: 'static>(t: T) -> Tensor<B, D> {
-    let p = cast::<T, B::FloatTensorPrimitive>(t).unwrap_or_else(|_| unreachable!("cast back to the type it came from"));
-    Tensor::from_primitive(TensorPrimitive::Float(p))
 }
 
 fn flex_gelu(x: FlexTensor) -> FlexTensor {
@@ -69,17 +54,13 @@ fn flex_gelu_backward(x: &FlexTensor, grad: FlexTensor) -> FlexTensor {
 /// parallel chunks, into a new contiguous tensor.
 fn map_f32(x: &FlexTensor, other: Option<&FlexTensor>, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
     const CHUNK: usize = 1 << 14;
-    let contiguous = |t: &FlexTensor| {
-        if t.is_contiguous() && t.layout().start_offset() == 0 { t.clone() } else { t.to_contiguous() }
-    };
     let shape = x.shape();
-    let n = shape.num_elements();
     let x = contiguous(x);
-    let xs = &x.storage::<f32>()[..n];
-    let mut out = vec![0f32; n];
+    let xs = values(&x);
+    let mut out = vec![0f32; xs.len()];
     match other.map(contiguous) {
         Some(g) => {
-            let gs = &g.storage::<f32>()[..n];
+            let gs = values(&g);
             out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK)).zip(gs.par_chunks(CHUNK)).for_each(|((o, x), g)| {
                 for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
                     *o = f(x, g);

@@ -3,7 +3,7 @@
 //!
 //! - [`config`]: the TOML model config, checked on load with errors that name the field.
 //! - [`attention`], [`transformer`]: pre-norm transformer blocks shared by both towers; [`gelu`]
-//!   their activation, with a CPU kernel.
+//!   their activation and [`layer_norm`] their normalisation, each with a CPU kernel.
 //! - [`vit`], [`resnet`]: image towers; [`text`]: the text tower.
 //! - [`dual`]: [`DualEncoder`], which returns global and per-token embeddings for both modalities.
 //! - [`loss`]: [`ClipLoss`] (global symmetric InfoNCE) and [`TokenwiseLoss`] (FILIP).
@@ -13,7 +13,10 @@
 pub mod attention;
 pub mod config;
 pub mod dual;
+mod flex;
 pub mod gelu;
+pub mod heads;
+pub mod layer_norm;
 pub mod loss;
 pub mod resnet;
 pub mod text;

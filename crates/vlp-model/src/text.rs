@@ -6,7 +6,8 @@ use crate::dual::{l2_normalize, TowerOutput};
 use crate::tokenwise_linear::per_token;
 use crate::transformer::{Transformer, TransformerConfig};
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use crate::layer_norm::{LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 

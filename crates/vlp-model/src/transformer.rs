@@ -5,7 +5,8 @@ use crate::attention::{SelfAttention, SelfAttentionConfig};
 use crate::gelu::gelu;
 use crate::tokenwise_linear::per_token;
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use crate::layer_norm::{LayerNorm, LayerNormConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 

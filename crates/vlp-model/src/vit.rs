@@ -7,7 +7,8 @@ use crate::tokenwise_linear::per_token;
 use crate::transformer::{Transformer, TransformerConfig};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use crate::layer_norm::{LayerNorm, LayerNormConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 

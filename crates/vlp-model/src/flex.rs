@@ -1,0 +1,38 @@
+//! Reaching burn's CPU backend (Flex) from generic model code, for the few ops that have their own
+//! kernels here ([`crate::gelu`], [`crate::layer_norm`]).
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive};
+use burn_flex::FlexTensor;
+use std::any::Any;
+
+/// Moves `a` into a `T` when they are the same type: how a generic function reaches the one
+/// backend it has a kernel for without making every model generic over an extension trait.
+pub(crate) fn cast<A: 'static, T: 'static>(a: A) -> Result<T, A> {
+    let mut slot = Some(a);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
+        Some(t) => Ok(t.take().expect("just filled")),
+        None => Err(slot.expect("not taken")),
+    }
+}
+
+/// Whether `A` and `T` are one type.
+pub(crate) fn same_type<A: 'static, T: 'static>() -> bool {
+    std::any::TypeId::of::<A>() == std::any::TypeId::of::<T>()
+}
+
+/// A float primitive that came from `B` by [`cast`], back into a tensor of `B`.
+pub(crate) fn from_flex<B: Backend, const D: usize, T: 'static>(t: T) -> Tensor<B, D> {
+    let p = cast::<T, B::FloatTensorPrimitive>(t).unwrap_or_else(|_| unreachable!("cast back to the type it came from"));
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// `t` itself when its storage is already its elements in order from offset 0, else a copy that is.
+pub(crate) fn contiguous(t: &FlexTensor) -> FlexTensor {
+    if t.is_contiguous() && t.layout().start_offset() == 0 { t.clone() } else { t.to_contiguous() }
+}
+
+/// The first `shape.num_elements()` f32 values of a tensor made by [`contiguous`].
+pub(crate) fn values(t: &FlexTensor) -> &[f32] {
+    &t.storage::<f32>()[..t.shape().num_elements()]
+}
