@@ -8,7 +8,7 @@
 //! is one copy of whole `head_dim` rows into a contiguous tensor, forward and backward; any other
 //! backend gets `swap_dims`.
 
-use crate::flex::{cast, contiguous, from_flex, same_type, values};
+use crate::flex::{cast, contiguous, from_flex, same_type};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -45,18 +45,26 @@ fn autodiff_swap_heads(x: FloatTensor<Autodiff<Flex>>) -> FloatTensor<Autodiff<F
     SwapHeadsBackward.prepare::<NoCheckpointing>([x.node.clone()]).compute_bound().stateless(flex_swap_heads(&x.primitive))
 }
 
-/// The swap as one contiguous f32 tensor, copied `d` floats at a time, a batch row per task.
+/// The swap as one contiguous f32 tensor, a batch row per task. It reads `x` through its strides
+/// (backward hands it transposed views), `d` floats at a time where they are adjacent.
 fn flex_swap_heads(x: &FlexTensor) -> FlexTensor {
     let shape = x.shape();
     let [batch, a, b, d] = [shape[0], shape[1], shape[2], shape[3]];
-    let x = contiguous(x);
-    let xs = values(&x);
-    let mut out = vec![0f32; xs.len()];
+    let x = if x.layout().has_positive_strides() { x.clone() } else { contiguous(x) };
+    let strides: Vec<usize> = x.layout().strides().iter().map(|&s| s as usize).collect();
+    let [s0, s1, s2, s3] = [strides[0], strides[1], strides[2], strides[3]];
+    let (xs, offset) = (x.storage::<f32>(), x.layout().start_offset());
+    let mut out = vec![0f32; batch * a * b * d];
     let row = (a * b * d).max(1);
-    out.par_chunks_mut(row).zip(xs.par_chunks(row)).for_each(|(out, x)| {
+    out.par_chunks_mut(row).enumerate().for_each(|(n, out)| {
         for (j, out) in out.chunks_mut(a * d).enumerate() {
             for (i, out) in out.chunks_mut(d).enumerate() {
-                out.copy_from_slice(&x[(i * b + j) * d..][..d]);
+                let start = offset + n * s0 + i * s1 + j * s2;
+                if s3 == 1 {
+                    out.copy_from_slice(&xs[start..start + d]);
+                } else {
+                    out.iter_mut().enumerate().for_each(|(k, o)| *o = xs[start + k * s3]);
+                }
             }
         }
     });
@@ -85,6 +93,9 @@ mod tests {
         let g_ours = (y_ours * weights.clone()).sum().backward();
         let g_theirs = (y_theirs * weights).sum().backward();
         ours.grad(&g_ours).unwrap().to_data().assert_approx_eq::<f32>(&theirs.grad(&g_theirs).unwrap().to_data(), Tolerance::absolute(0.0));
+        // a view whose last axis is not adjacent in memory
+        let odd = Tensor::<B, 4>::from_data(TensorData::new(values.clone(), [3, 4, 6, 5]), &device).swap_dims(2, 3);
+        swap_heads(odd.clone()).to_data().assert_eq(&odd.swap_dims(1, 2).to_data(), true);
         // plain Flex takes swap_dims
         let plain = Tensor::<Flex, 4>::from_data(TensorData::new(values.clone(), [3, 4, 5, 6]), &device);
         swap_heads(plain.clone()).to_data().assert_eq(&plain.swap_dims(1, 2).to_data(), true);
