@@ -7,6 +7,7 @@
 //! switched to libm) with a polynomial `exp` the compiler vectorises, over both cores. Any other
 //! backend or element type gets burn's own GELU, so CUDA is untouched.
 
+use crate::flex::{cast, contiguous, from_flex, values};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -14,7 +15,6 @@ use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use crate::flex::{cast, contiguous, from_flex, values};
 use burn::tensor::{DType, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;

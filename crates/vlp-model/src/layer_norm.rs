@@ -64,7 +64,7 @@ impl<B: Backend> LayerNorm<B> {
         };
         let x = match x.into_primitive() {
             TensorPrimitive::Float(p) => p,
-            quantized => return burns(Tensor::<B, D>::from_primitive(quantized).into_primitive().tensor(), gamma, beta),
+            quantized => return burns(quantized.tensor(), gamma, beta),
         };
         match beta {
             Some(beta) if x.dtype() == DType::F32 && same_type::<FloatTensor<B>, FloatTensor<Autodiff<Flex>>>() => {
