@@ -185,14 +185,15 @@ fn layer_norm_backward(saved: &Saved, dy: &FlexTensor) -> (FlexTensor, FlexTenso
             }
             (dgamma, dbeta)
         })
-        .reduce(
-            || (vec![0f32; width], vec![0f32; width]),
-            |(mut ga, mut ba), (gb, bb)| {
-                ga.iter_mut().zip(gb).for_each(|(a, b)| *a += b);
-                ba.iter_mut().zip(bb).for_each(|(a, b)| *a += b);
-                (ga, ba)
-            },
-        );
+        // each task's sums, added in task order: rayon's own reduce pairs them as the work was
+        // stolen, which would make a seeded run differ from itself in the last bits
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold((vec![0f32; width], vec![0f32; width]), |(mut ga, mut ba), (gb, bb)| {
+            ga.iter_mut().zip(gb).for_each(|(a, b)| *a += b);
+            ba.iter_mut().zip(bb).for_each(|(a, b)| *a += b);
+            (ga, ba)
+        });
     let vector = |v: Vec<f32>| FlexTensor::from_data(TensorData::new(v, Shape::new([width])));
     (FlexTensor::from_data(TensorData::new(dx, shape)), vector(dgamma), vector(dbeta))
 }
