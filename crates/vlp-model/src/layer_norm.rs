@@ -115,22 +115,19 @@ fn autodiff_layer_norm(
     let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
     match LayerNormBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let (y, x, mean, rstd) = layer_norm_forward(&x.primitive, &gamma.primitive, &beta.primitive, epsilon);
-            prep.finish(Saved { x, gamma: contiguous(&gamma.primitive), mean, rstd }, y)
+            let (y, saved) = layer_norm_forward(&x.primitive, &gamma.primitive, &beta.primitive, epsilon);
+            prep.finish(saved, y)
         }
-        OpsKind::UnTracked(prep) => {
-            let (y, ..) = layer_norm_forward(&x.primitive, &gamma.primitive, &beta.primitive, epsilon);
-            prep.finish(y)
-        }
+        OpsKind::UnTracked(prep) => prep.finish(layer_norm_forward(&x.primitive, &gamma.primitive, &beta.primitive, epsilon).0),
     }
 }
 
-/// Returns `y`, the contiguous `x` it read, and each row's mean and 1/σ.
-fn layer_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f32) -> (FlexTensor, FlexTensor, Vec<f32>, Vec<f32>) {
+/// Returns `y` and what backward needs: the contiguous `x` and γ it read, each row's mean and 1/σ.
+fn layer_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f32) -> (FlexTensor, Saved) {
     let shape = x.shape();
     let width = shape[shape.num_dims() - 1];
-    let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
-    let (xs, gamma, beta) = (values(&x), values(&gamma), values(&beta));
+    let (x, gamma_t, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
+    let (xs, gamma, beta) = (values(&x), values(&gamma_t), values(&beta));
     let rows = xs.len() / width.max(1);
     let mut y = vec![0f32; xs.len()];
     let mut mean = vec![0f32; rows];
@@ -150,7 +147,7 @@ fn layer_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps
                 (*mean, *rstd) = (m, r);
             }
         });
-    (FlexTensor::from_data(TensorData::new(y, shape)), x, mean, rstd)
+    (FlexTensor::from_data(TensorData::new(y, shape)), Saved { x, gamma: gamma_t, mean, rstd })
 }
 
 /// With `x̂ = (x - mean)·r` and `g = dy·γ`: `dx = r·(g - mean(g) - x̂·mean(g·x̂))` per row,
