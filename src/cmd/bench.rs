@@ -41,6 +41,19 @@ enum BenchCommand {
         #[arg(long, value_enum, default_value = "cpu")]
         device: super::train::Device,
     },
+    /// Step-by-step parity with OpenCLIP: start from the initial weights in a fixture written by
+    /// `benches/openclip/parity.py`, train on its batches, and compare every step's loss and the
+    /// final weights with OpenCLIP's. Prints a table and a RESULT line.
+    Parity {
+        #[arg(long)]
+        fixture: PathBuf,
+        /// Run only the first N steps.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Also write the per-step losses here (JSON).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Load-test a running `vlp serve`: N clients of text searches (optionally mixed with
     /// malformed requests) for a fixed time; queries/s, p50/p99, errors, server memory.
     Serve(super::load::LoadArgs),
@@ -49,6 +62,7 @@ enum BenchCommand {
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.command {
         BenchCommand::Serve(a) => super::load::run(a),
+        BenchCommand::Parity { fixture, steps, json } => parity(&fixture, steps, json.as_deref()),
         BenchCommand::Decode { dir, size, repeat, threads } => decode(&dir, size, repeat, threads),
         BenchCommand::Train { config, batch, steps, device } => match device {
             super::train::Device::Cpu => train_steps::<burn::backend::Autodiff<burn::backend::Flex>>(&config, batch, steps, &Default::default()),
@@ -60,6 +74,41 @@ pub fn run(a: BenchArgs) -> Result<()> {
             super::train::Device::Cuda => bail!("--device cuda: this vlp was built without the `cuda` feature"),
         },
     }
+}
+
+fn parity(dir: &std::path::Path, steps: Option<usize>, json: Option<&std::path::Path>) -> Result<()> {
+    use vlp_train::parity::{run, Fixture};
+    let fixture = Fixture::load(dir)?;
+    let started = Instant::now();
+    let report = run::<burn::backend::Autodiff<burn::backend::Flex>>(&fixture, steps, &Default::default())?;
+    println!("fixture {} ({}), {} steps of batch {}", dir.display(), fixture.versions, report.steps.len(), fixture.train.batch_size);
+    println!("{:>5} {:>10} {:>10} {:>10} {:>10}", "step", "vlp", "openclip", "|gap|", "f32-f64");
+    for s in &report.steps {
+        let show = s.step <= 5 || s.step % 10 == 0 || s.step == report.steps.len();
+        if show {
+            println!("{:>5} {:>10.6} {:>10.6} {:>10.2e} {:>10.2e}", s.step, s.vlp, s.openclip, (s.vlp - s.openclip).abs(), (s.openclip - s.openclip_f64).abs());
+        }
+    }
+    let weights = match &report.max_weight_gap {
+        Some((gap, key)) => format!(" max_weight_gap={gap:.2e} ({key})"),
+        None => String::new(),
+    };
+    println!(
+        "RESULT steps={} max_loss_gap={:.2e} openclip_f32_vs_f64={:.2e}{weights} seconds={:.1}",
+        report.steps.len(),
+        report.max_loss_gap,
+        report.noise_floor,
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(path) = json {
+        let rows: Vec<_> = report
+            .steps
+            .iter()
+            .map(|s| serde_json::json!({"step": s.step, "vlp": s.vlp, "openclip": s.openclip, "openclip_f64": s.openclip_f64}))
+            .collect();
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn image_files(dir: &PathBuf) -> Result<Vec<PathBuf>> {

@@ -2,9 +2,10 @@
 //! backends that have a kernel, decomposed under autodiff).
 
 use crate::heads::swap_heads;
+use crate::init::LinearInit;
 use crate::tokenwise_linear::per_token;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -14,6 +15,10 @@ use burn::tensor::{Bool, Tensor};
 pub struct SelfAttentionConfig {
     pub width: usize,
     pub heads: usize,
+    /// How the fused `[w] → [3w]` projection is drawn.
+    pub qkv: LinearInit,
+    /// How the `[w] → [w]` output projection is drawn.
+    pub out: LinearInit,
 }
 
 #[derive(Module, Debug)]
@@ -28,8 +33,8 @@ pub struct SelfAttention<B: Backend> {
 impl SelfAttentionConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> SelfAttention<B> {
         SelfAttention {
-            qkv: LinearConfig::new(self.width, 3 * self.width).init(device),
-            out: LinearConfig::new(self.width, self.width).init(device),
+            qkv: self.qkv.init(self.width, 3 * self.width, device),
+            out: self.out.init(self.width, self.width, device),
             heads: self.heads,
         }
     }
@@ -138,7 +143,7 @@ mod tests {
         type B = Autodiff<Flex>;
         let device = Default::default();
         let (b, n, w, heads) = (2, 5, 8, 2);
-        let attn: SelfAttention<B> = SelfAttentionConfig { width: w, heads }.init(&device);
+        let attn: SelfAttention<B> = SelfAttentionConfig { width: w, heads, qkv: LinearInit::torch_default(w), out: LinearInit::torch_default(w) }.init(&device);
         let x = Tensor::<B, 3>::random([b, n, w], Distribution::Normal(0.0, 1.0), &device);
         // The second sequence's last two tokens are padding.
         let pad_rows: Vec<bool> = (0..b * n).map(|k| with_pad && k >= 2 * n - 2).collect();

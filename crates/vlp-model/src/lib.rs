@@ -4,9 +4,11 @@
 //! - [`config`]: the TOML model config, checked on load with errors that name the field.
 //! - [`attention`], [`transformer`]: pre-norm transformer blocks shared by both towers; [`gelu`]
 //!   their activation and [`layer_norm`] their normalisation, each with a CPU kernel.
-//! - [`vit`], [`resnet`]: image towers; [`text`]: the text tower.
+//! - [`vit`], [`resnet`]: image towers; [`text`]: the text tower; [`init`]: how each of their
+//!   parameters is drawn, after OpenCLIP's and BERT's code.
 //! - [`dual`]: [`DualEncoder`], which returns global and per-token embeddings for both modalities.
 //! - [`loss`]: [`ClipLoss`] (global symmetric InfoNCE) and [`TokenwiseLoss`] (FILIP).
+//! - [`openclip`]: OpenCLIP's state-dict names for vlp's parameters, and loading its checkpoints.
 //!
 //! Everything is generic over burn's `Backend`; only the binary picks Flex (CPU) or CUDA.
 
@@ -16,8 +18,10 @@ pub mod dual;
 mod flex;
 pub mod gelu;
 pub mod heads;
+pub mod init;
 pub mod layer_norm;
 pub mod loss;
+pub mod openclip;
 pub mod resnet;
 pub mod text;
 pub mod tokenwise_linear;

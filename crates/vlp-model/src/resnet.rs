@@ -8,17 +8,22 @@ use crate::tokenwise_linear::per_token;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use crate::init::{Init, LinearInit};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::Tensor;
 
+/// A `k×k` convolution without bias, drawn as PyTorch's `nn.Conv2d`: U(±1/√(cin·k²)).
 fn conv<B: Backend>(cin: usize, cout: usize, k: usize, stride: usize, device: &B::Device) -> Conv2d<B> {
-    Conv2dConfig::new([cin, cout], [k, k])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2))
-        .with_bias(false)
-        .init(device)
+    Conv2d {
+        weight: Init::torch_default(cin * k * k).param([cout, cin, k, k], device),
+        ..Conv2dConfig::new([cin, cout], [k, k])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2))
+            .with_bias(false)
+            .init(device)
+    }
 }
 
 fn pool(k: usize) -> AvgPool2d {
@@ -51,12 +56,16 @@ pub struct Bottleneck<B: Backend> {
 }
 
 impl<B: Backend> Bottleneck<B> {
+    /// The last BatchNorm's γ starts at 0, as OpenCLIP's `ModifiedResNet.init_parameters` does
+    /// (`bn3.weight`): every block starts as its shortcut.
     fn new(cin: usize, planes: usize, stride: usize, device: &B::Device) -> Self {
         let out = planes * 4;
+        let mut expand = ConvBn::new(planes, out, 1, device);
+        expand.bn.gamma = Init::Zeros.param([out], device);
         Bottleneck {
             reduce: ConvBn::new(cin, planes, 1, device),
             spatial: ConvBn::new(planes, planes, 3, device),
-            expand: ConvBn::new(planes, out, 1, device),
+            expand,
             downsample: (stride > 1 || cin != out).then(|| ConvBn::new(cin, out, 1, device)),
             stride,
         }
@@ -99,6 +108,9 @@ impl ResnetConfig {
         self.image_size / (4 << (self.layers.len() - 1))
     }
 
+    /// OpenCLIP's `ModifiedResNet` as it starts (see [`crate::init`]): convolutions U(±1/√fan_in),
+    /// each bottleneck's last BatchNorm γ 0, the attention pool's positions and its q/k/v and
+    /// output weights N(0, c^-½) (biases PyTorch's default), projections N(0, c^-½).
     pub fn init<B: Backend>(&self, embed_dim: usize, token_dim: usize, device: &B::Device) -> ResNetTower<B> {
         let half = (self.width / 2).max(1);
         let stem = vec![ConvBn::new(half, half, 3, device), ConvBn::new(half, self.width, 3, device)];
@@ -114,16 +126,19 @@ impl ResnetConfig {
         }
         let c = self.out_channels();
         let attention = self.pool == ResnetPool::Attention;
+        let std = (c as f64).powf(-0.5);
+        let pool_linear = LinearInit { weight: Init::Normal(std), bias: Some(Init::torch_default(c)) };
         ResNetTower {
             stem,
             stem_stride: conv(3, half, 3, 2, device),
             blocks,
             pool_positions: attention.then(|| {
-                Param::from_tensor(Tensor::random([1 + self.grid().pow(2), c], Distribution::Normal(0.0, (c as f64).powf(-0.5)), device))
+                Init::Normal(std).param([1 + self.grid().pow(2), c], device)
             }),
-            pool_attention: attention.then(|| SelfAttentionConfig { width: c, heads: self.heads }.init(device)),
-            proj: LinearConfig::new(c, embed_dim).with_bias(false).init(device),
-            token_proj: LinearConfig::new(c, token_dim).with_bias(false).init(device),
+            pool_attention: attention
+                .then(|| SelfAttentionConfig { width: c, heads: self.heads, qkv: pool_linear, out: pool_linear }.init(device)),
+            proj: LinearInit::projection(std).init(c, embed_dim, device),
+            token_proj: LinearInit::projection(std).init(c, token_dim, device),
         }
     }
 }

@@ -7,9 +7,10 @@ use crate::tokenwise_linear::per_token;
 use crate::transformer::{Transformer, TransformerConfig};
 use burn::module::{Module, Param};
 use crate::layer_norm::{LayerNorm, LayerNormConfig};
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use crate::init::{BlockScheme, Init, LinearInit, BERT_STD};
+use burn::nn::{Embedding, Linear};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 
 #[derive(Module, Debug)]
 pub struct TextTransformer<B: Backend> {
@@ -26,19 +27,30 @@ pub struct TextTransformer<B: Backend> {
 }
 
 impl TextTowerConfig {
+    /// A causal tower starts as OpenCLIP's text tower, a bidirectional one as BERT (see
+    /// [`crate::init`]); the projections are N(0, w^-½) in both (CLIP's `text_projection`,
+    /// Chinese-CLIP's).
     pub fn init<B: Backend>(&self, embed_dim: usize, token_dim: usize, device: &B::Device) -> TextTransformer<B> {
+        let (token_std, position_std, scheme) = if self.causal {
+            (0.02, 0.01, BlockScheme::ClipText)
+        } else {
+            (BERT_STD, BERT_STD, BlockScheme::Bert)
+        };
+        let proj = LinearInit::projection((self.width as f64).powf(-0.5));
         TextTransformer {
-            token_embedding: EmbeddingConfig::new(self.vocab_size, self.width).init(device),
-            positional_embedding: Param::from_tensor(Tensor::random(
-                [self.context_length, self.width],
-                Distribution::Normal(0.0, 0.01),
-                device,
-            )),
-            transformer: TransformerConfig { width: self.width, layers: self.layers, heads: self.heads, mlp_ratio: self.mlp_ratio }
-                .init(device),
+            token_embedding: Embedding { weight: Init::Normal(token_std).param([self.vocab_size, self.width], device) },
+            positional_embedding: Init::Normal(position_std).param([self.context_length, self.width], device),
+            transformer: TransformerConfig {
+                width: self.width,
+                layers: self.layers,
+                heads: self.heads,
+                mlp_ratio: self.mlp_ratio,
+                init: scheme,
+            }
+            .init(device),
             ln_final: LayerNormConfig::new(self.width).init(device),
-            proj: LinearConfig::new(self.width, embed_dim).with_bias(false).init(device),
-            token_proj: LinearConfig::new(self.width, token_dim).with_bias(false).init(device),
+            proj: proj.init(self.width, embed_dim, device),
+            token_proj: proj.init(self.width, token_dim, device),
             causal: self.causal,
             pool: self.pool,
         }

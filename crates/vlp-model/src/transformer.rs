@@ -3,10 +3,11 @@
 
 use crate::attention::{SelfAttention, SelfAttentionConfig};
 use crate::gelu::gelu;
+use crate::init::BlockScheme;
 use crate::tokenwise_linear::per_token;
 use burn::module::Module;
 use crate::layer_norm::{LayerNorm, LayerNormConfig};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 
@@ -16,6 +17,8 @@ pub struct TransformerConfig {
     pub layers: usize,
     pub heads: usize,
     pub mlp_ratio: f64,
+    /// Which reference the blocks' linear layers are drawn after.
+    pub init: BlockScheme,
 }
 
 #[derive(Module, Debug)]
@@ -33,15 +36,22 @@ pub struct Transformer<B: Backend> {
 }
 
 impl TransformerConfig {
+    /// Width of the MLP's hidden layer.
+    pub fn hidden(&self) -> usize {
+        ((self.width as f64) * self.mlp_ratio).round() as usize
+    }
+
     pub fn init<B: Backend>(&self, device: &B::Device) -> Transformer<B> {
-        let hidden = ((self.width as f64) * self.mlp_ratio).round() as usize;
+        let hidden = self.hidden();
+        let draws = self.init.draws(self.width, hidden, self.layers);
         let blocks = (0..self.layers)
             .map(|_| Block {
                 ln_1: LayerNormConfig::new(self.width).init(device),
-                attn: SelfAttentionConfig { width: self.width, heads: self.heads }.init(device),
+                attn: SelfAttentionConfig { width: self.width, heads: self.heads, qkv: draws.qkv, out: draws.out }
+                    .init(device),
                 ln_2: LayerNormConfig::new(self.width).init(device),
-                mlp_fc: LinearConfig::new(self.width, hidden).init(device),
-                mlp_proj: LinearConfig::new(hidden, self.width).init(device),
+                mlp_fc: draws.fc.init(self.width, hidden, device),
+                mlp_proj: draws.proj.init(hidden, self.width, device),
             })
             .collect();
         Transformer { blocks }

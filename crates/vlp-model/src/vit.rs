@@ -8,9 +8,10 @@ use crate::transformer::{Transformer, TransformerConfig};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use crate::layer_norm::{LayerNorm, LayerNormConfig};
-use burn::nn::{Linear, LinearConfig};
+use crate::init::{BlockScheme, Init, LinearInit};
+use burn::nn::Linear;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::Tensor;
 
 #[derive(Module, Debug)]
 pub struct VisionTransformer<B: Backend> {
@@ -34,25 +35,31 @@ impl VitConfig {
         (self.image_size / self.patch_size).pow(2)
     }
 
+    /// OpenCLIP's ViT as it starts (see [`crate::init`]): patch convolution U(±1/√(3p²)), class
+    /// token and positions N(0, w^-½), blocks with PyTorch's module defaults, projections
+    /// N(0, w^-½).
     pub fn init<B: Backend>(&self, embed_dim: usize, token_dim: usize, device: &B::Device) -> VisionTransformer<B> {
         let std = (self.width as f64).powf(-0.5);
+        let p = self.patch_size;
         VisionTransformer {
-            patch_embed: Conv2dConfig::new([3, self.width], [self.patch_size, self.patch_size])
-                .with_stride([self.patch_size, self.patch_size])
-                .with_bias(false)
-                .init(device),
-            class_token: Param::from_tensor(Tensor::random([self.width], Distribution::Normal(0.0, std), device)),
-            positional_embedding: Param::from_tensor(Tensor::random(
-                [1 + self.patches(), self.width],
-                Distribution::Normal(0.0, std),
-                device,
-            )),
+            patch_embed: Conv2d {
+                weight: Init::torch_default(3 * p * p).param([self.width, 3, p, p], device),
+                ..Conv2dConfig::new([3, self.width], [p, p]).with_stride([p, p]).with_bias(false).init(device)
+            },
+            class_token: Init::Normal(std).param([self.width], device),
+            positional_embedding: Init::Normal(std).param([1 + self.patches(), self.width], device),
             ln_pre: LayerNormConfig::new(self.width).init(device),
-            transformer: TransformerConfig { width: self.width, layers: self.layers, heads: self.heads, mlp_ratio: self.mlp_ratio }
-                .init(device),
+            transformer: TransformerConfig {
+                width: self.width,
+                layers: self.layers,
+                heads: self.heads,
+                mlp_ratio: self.mlp_ratio,
+                init: BlockScheme::PyTorchDefault,
+            }
+            .init(device),
             ln_post: LayerNormConfig::new(self.width).init(device),
-            proj: LinearConfig::new(self.width, embed_dim).with_bias(false).init(device),
-            token_proj: LinearConfig::new(self.width, token_dim).with_bias(false).init(device),
+            proj: LinearInit::projection(std).init(self.width, embed_dim, device),
+            token_proj: LinearInit::projection(std).init(self.width, token_dim, device),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`optimizer`]: AdamW with OpenCLIP's weight-decay exclusions, global-norm gradient clipping
 //!   and the temperature clamp.
 //! - [`checkpoint`]: atomic checkpoints that resume a run exactly.
+//! - [`parity`]: vlp's steps beside OpenCLIP's, from OpenCLIP's initial weights and batches.
 //! - [`embed`]: encoding images and texts in batches, for validation, evaluation and indexing.
 //! - [`retrieval`]: exact retrieval both ways and its R@k.
 //! - [`trainer`]: the loop, with progress, a JSONL log and validation.
@@ -15,6 +16,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod embed;
 pub mod optimizer;
+pub mod parity;
 pub mod plots;
 pub mod retrieval;
 pub mod schedule;

@@ -1,6 +1,12 @@
-//! AdamW as OpenCLIP configures it: weight decay on matrices and convolutions only (not on
-//! gains, biases, embeddings or the temperatures), gradients clipped by their global norm, and
-//! the logit scales clamped to [0, ln 100] after each step.
+//! AdamW as OpenCLIP configures it: weight decay on every parameter of two or more dimensions
+//! (matrices, convolutions, token and position embeddings) and none on vectors (gains, biases,
+//! the class token, the temperatures), gradients clipped by their global norm when configured,
+//! and the logit scales clamped to [0, ln 100] after each step.
+//!
+//! The split is OpenCLIP's (`open_clip_train/main.py`: no decay where `ndim < 2` or the name holds
+//! `bn`, `ln`, `bias` or `logit_scale`, all of which are vectors here). vlp used to exclude the
+//! embeddings too; with burn's N(0, 1) token embedding that left its rows at std ≈ 1 after
+//! training, where CLIP's start at 0.02 and are decayed.
 
 use crate::config::TrainConfig;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
@@ -35,8 +41,7 @@ impl<B: Backend> ModuleVisitor<B> for SplitVisitor {
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let path = self.path.join(".");
-        let excluded = ["embedding", "positions", "class_token", "logit_scale", "bias"];
-        if D < 2 || excluded.iter().any(|e| path.contains(e)) {
+        if D < 2 {
             self.split.no_decay.push(param.id);
             self.split.no_decay_names.push(path);
         } else {

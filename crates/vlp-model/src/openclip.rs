@@ -1,0 +1,278 @@
+//! OpenCLIP's state-dict names for vlp's parameters, and the loader that fills a vlp model from an
+//! OpenCLIP checkpoint of the same architecture (OpenCLIP's own ViT image tower and causal text
+//! tower: `visual.*`, `transformer.*`, `token_embedding`, `text_projection`, `logit_scale`).
+//!
+//! PyTorch's `nn.Linear` and `nn.MultiheadAttention` store weights `[out, in]`; burn's `Linear`
+//! stores `[in, out]`, so those are transposed. OpenCLIP's `visual.proj` and `text_projection`
+//! are plain matrices applied as `x @ proj`, `[in, out]` already, and are not.
+//!
+//! Loading is all or nothing: a key that is missing, a shape that differs, or a key left over
+//! (another architecture) is an error naming the key, and no model is returned. The parameters
+//! OpenCLIP has no counterpart for (vlp's per-token projections and the token-level temperature,
+//! used only by the FILIP loss) keep their initial values.
+
+use crate::config::{ImageTowerConfig, ModelConfig, TextPool, TextTowerConfig, VitConfig};
+use crate::dual::{DualEncoder, ImageTower};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{key}: the checkpoint has no such tensor (vlp's {param} needs it)")]
+    Missing { key: String, param: String },
+    #[error("{key}: expected shape {expected:?} for vlp's {param}, found {found:?}")]
+    Shape { key: String, param: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("the checkpoint holds tensors this architecture has no place for (another architecture?): {}", keys.join(", "))]
+    Unused { keys: Vec<String> },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A checkpoint's tensors by name, widened to f32, row-major.
+#[derive(Debug, Clone, Default)]
+pub struct StateDict {
+    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl StateDict {
+    /// Reads a `.safetensors` file: f32, f16, bf16 and f64 tensors, and integer tensors whose
+    /// values f32 holds exactly (token ids, BatchNorm's step counts).
+    pub fn read_safetensors(path: &Path) -> Result<Self, ImportError> {
+        let err = |message: String| ImportError::Read { path: path.display().to_string(), message };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in file.tensors() {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                safetensors::Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                safetensors::Dtype::F64 => {
+                    data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect()
+                }
+                safetensors::Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                safetensors::Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                safetensors::Dtype::I64 => {
+                    let ints = data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")));
+                    let mut out = Vec::with_capacity(data.len() / 8);
+                    for x in ints {
+                        if x.unsigned_abs() > 1 << 24 {
+                            return Err(err(format!("{name}: the integer {x} does not fit f32 exactly")));
+                        }
+                        out.push(x as f32);
+                    }
+                    out
+                }
+                other => return Err(err(format!("{name}: tensors of type {other:?} are not weights vlp can load"))),
+            };
+            tensors.insert(name, (view.shape().to_vec(), values));
+        }
+        Ok(StateDict { tensors })
+    }
+
+    /// `(shape, values)` of a tensor.
+    pub fn get(&self, key: &str) -> Option<(&[usize], &[f32])> {
+        self.tensors.get(key).map(|(s, v)| (s.as_slice(), v.as_slice()))
+    }
+
+    /// Every tensor's name, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+}
+
+/// Where one vlp parameter comes from in an OpenCLIP state dict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub key: String,
+    /// A PyTorch `[out, in]` weight to be read as burn's `[in, out]`.
+    pub transpose: bool,
+}
+
+/// The OpenCLIP key for a vlp parameter path (as burn's module visitor spells it, e.g.
+/// `text.transformer.blocks.0.attn.qkv.weight`), or `None` for the parameters OpenCLIP lacks.
+pub fn openclip_key(param: &str) -> Option<Source> {
+    let plain = |key: String| Some(Source { key, transpose: false });
+    if param == "logit_scale" {
+        return plain("logit_scale".into());
+    }
+    let (prefix, rest) = if let Some(rest) = param.strip_prefix("image.Vit.") {
+        ("visual.", rest)
+    } else if let Some(rest) = param.strip_prefix("text.") {
+        ("", rest)
+    } else {
+        return None;
+    };
+    if let Some(block) = rest.strip_prefix("transformer.blocks.") {
+        let (index, name) = block.split_once('.')?;
+        let (name, transpose) = match name {
+            "ln_1.gamma" => ("ln_1.weight", false),
+            "ln_1.beta" => ("ln_1.bias", false),
+            "ln_2.gamma" => ("ln_2.weight", false),
+            "ln_2.beta" => ("ln_2.bias", false),
+            "attn.qkv.weight" => ("attn.in_proj_weight", true),
+            "attn.qkv.bias" => ("attn.in_proj_bias", false),
+            "attn.out.weight" => ("attn.out_proj.weight", true),
+            "attn.out.bias" => ("attn.out_proj.bias", false),
+            "mlp_fc.weight" => ("mlp.c_fc.weight", true),
+            "mlp_fc.bias" => ("mlp.c_fc.bias", false),
+            "mlp_proj.weight" => ("mlp.c_proj.weight", true),
+            "mlp_proj.bias" => ("mlp.c_proj.bias", false),
+            _ => return None,
+        };
+        return Some(Source { key: format!("{prefix}transformer.resblocks.{index}.{name}"), transpose });
+    }
+    let name = match (prefix, rest) {
+        ("visual.", "patch_embed.weight") => "conv1.weight",
+        ("visual.", "class_token") => "class_embedding",
+        ("visual.", "proj.weight") => "proj",
+        ("", "proj.weight") => "text_projection",
+        ("", "token_embedding.weight") => "token_embedding.weight",
+        (_, "positional_embedding") => "positional_embedding",
+        (_, norm) => {
+            let (layer, which) = norm.split_once('.')?;
+            if !matches!(layer, "ln_pre" | "ln_post" | "ln_final") {
+                return None;
+            }
+            return plain(format!("{prefix}{layer}.{}", if which == "gamma" { "weight" } else { "bias" }));
+        }
+    };
+    plain(format!("{prefix}{name}"))
+}
+
+/// The vlp model config of an OpenCLIP model-config JSON (`embed_dim`, `vision_cfg`,
+/// `text_cfg`, as `open_clip/model_configs/*.json`), for the architectures vlp builds: a ViT image
+/// tower and a causal text tower pooled at the end token, with exact GELU. Any option vlp does
+/// not build (QuickGELU, timm or Hugging Face towers, other poolings, layer scale, ...) is refused
+/// by name rather than ignored.
+pub fn model_config(json: &serde_json::Value) -> Result<ModelConfig, ImportError> {
+    let unsupported = |what: String| ImportError::Unsupported(format!("OpenCLIP config: {what}"));
+    let obj = |v: &serde_json::Value, name: &str| -> Result<serde_json::Map<String, serde_json::Value>, ImportError> {
+        v.get(name).and_then(|x| x.as_object()).cloned().ok_or_else(|| unsupported(format!("no `{name}` object")))
+    };
+    let top = json.as_object().ok_or_else(|| unsupported("not a JSON object".into()))?;
+    for (k, v) in top {
+        let default = match k.as_str() {
+            "embed_dim" | "vision_cfg" | "text_cfg" => true,
+            "quick_gelu" | "cast_dtype" | "init_logit_bias" => v == &serde_json::Value::Bool(false) || v.is_null(),
+            _ => false,
+        };
+        if !default {
+            return Err(unsupported(format!("`{k}` = {v} is not supported")));
+        }
+    }
+    let vision = obj(json, "vision_cfg")?;
+    let text = obj(json, "text_cfg")?;
+    let field = |m: &serde_json::Map<String, serde_json::Value>, section: &str, name: &str, default: Option<f64>| {
+        match m.get(name) {
+            Some(v) => v.as_f64().ok_or_else(|| unsupported(format!("{section}.{name} = {v} is not a number"))),
+            None => default.ok_or_else(|| unsupported(format!("{section}.{name} is missing"))),
+        }
+    };
+    let known_vision = ["image_size", "layers", "width", "head_width", "patch_size", "mlp_ratio"];
+    let known_text = ["context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio"];
+    for (section, m, known) in [("vision_cfg", &vision, &known_vision[..]), ("text_cfg", &text, &known_text[..])] {
+        if let Some(k) = m.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(unsupported(format!("{section}.{k} = {} is not supported", m[k])));
+        }
+    }
+    let v = |name: &str, default: Option<f64>| field(&vision, "vision_cfg", name, default).map(|x| x as usize);
+    let t = |name: &str, default: Option<f64>| field(&text, "text_cfg", name, default);
+    let width = v("width", Some(768.0))?;
+    let head_width = v("head_width", Some(64.0))?;
+    let cfg = ModelConfig {
+        embed_dim: field(top, "", "embed_dim", None)? as usize,
+        token_dim: None,
+        image: ImageTowerConfig::Vit(VitConfig {
+            image_size: v("image_size", Some(224.0))?,
+            patch_size: v("patch_size", Some(16.0))?,
+            width,
+            layers: v("layers", Some(12.0))?,
+            heads: width / head_width.max(1),
+            mlp_ratio: field(&vision, "vision_cfg", "mlp_ratio", Some(4.0))?,
+        }),
+        text: TextTowerConfig {
+            context_length: t("context_length", Some(77.0))? as usize,
+            vocab_size: t("vocab_size", Some(49408.0))? as usize,
+            width: t("width", Some(512.0))? as usize,
+            layers: t("layers", Some(12.0))? as usize,
+            heads: t("heads", Some(8.0))? as usize,
+            mlp_ratio: t("mlp_ratio", Some(4.0))?,
+            causal: true,
+            pool: TextPool::Eos,
+        },
+    };
+    cfg.validate().map_err(|e| unsupported(e.to_string()))?;
+    Ok(cfg)
+}
+
+struct Loader<'a> {
+    state: &'a StateDict,
+    path: Vec<String>,
+    used: BTreeSet<String>,
+    errors: Vec<ImportError>,
+}
+
+impl<B: Backend> ModuleMapper<B> for Loader<'_> {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let name = self.path.join(".");
+        let Some(source) = openclip_key(&name) else { return param };
+        let (id, tensor, mapper) = param.consume();
+        let expected = tensor.dims().to_vec();
+        let Some((shape, values)) = self.state.get(&source.key) else {
+            self.errors.push(ImportError::Missing { key: source.key, param: name });
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        self.used.insert(source.key.clone());
+        // OpenCLIP's logit_scale is a 0-d scalar; vlp's is `[1]`.
+        let found: Vec<usize> = match (shape, source.transpose) {
+            ([], _) => vec![1],
+            ([rows, cols], true) => vec![*cols, *rows],
+            _ => shape.to_vec(),
+        };
+        if found != expected {
+            self.errors.push(ImportError::Shape { key: source.key, param: name, expected, found });
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let values = if source.transpose {
+            let (rows, cols) = (shape[0], shape[1]);
+            (0..rows * cols).map(|k| values[(k % rows) * cols + k / rows]).collect()
+        } else {
+            values.to_vec()
+        };
+        let loaded = Tensor::<B, D>::from_data(TensorData::new(values, found), &tensor.device());
+        let loaded = if tensor.is_require_grad() { loaded.require_grad() } else { loaded };
+        Param::from_mapped_value(id, loaded, mapper)
+    }
+}
+
+/// Fills `model` from an OpenCLIP state dict of the same architecture; see the module docs.
+pub fn load_openclip<B: Backend>(model: DualEncoder<B>, state: &StateDict) -> Result<DualEncoder<B>, ImportError> {
+    if matches!(model.image, ImageTower::Resnet(_)) {
+        return Err(ImportError::Unsupported(
+            "OpenCLIP's ModifiedResNet towers cannot be loaded yet; only its ViT image tower can".into(),
+        ));
+    }
+    let mut loader = Loader { state, path: Vec::new(), used: BTreeSet::new(), errors: Vec::new() };
+    let model = model.map(&mut loader);
+    if let Some(first) = loader.errors.into_iter().next() {
+        return Err(first);
+    }
+    let unused: Vec<String> = state.keys().filter(|k| !loader.used.contains(*k)).map(str::to_string).collect();
+    if !unused.is_empty() {
+        return Err(ImportError::Unused { keys: unused });
+    }
+    Ok(model)
+}
