@@ -5,7 +5,6 @@
 # Here, before the call:
 #   cargo build --release --features cuda && strip -o .gpu/vlp target/release/vlp
 #   .venv/bin/pip download --no-deps -d .gpu/whl open_clip_torch==3.3.0 ftfy wcwidth
-#   cp ../shared/peers/openclip_bench.py .gpu/
 # and carry `.gpu` (binary + wheels). On the device: bash benches/gpu.sh [BATCH] [STEPS]
 # Prints the two RESULT lines that BENCHMARKS.md records.
 set -uo pipefail
@@ -20,4 +19,4 @@ for d in $(find / -xdev \( -name 'libnvrtc.so*' -o -name 'libcuda.so*' \) 2>/dev
 done
 timeout 240 .gpu/vlp bench train --config configs/vit-b-32.toml --device cuda --batch "$BATCH" --steps "$STEPS" 2>&1 | tail -5
 python3 -m pip install -q --no-index --no-deps --target "$PWD/.site" .gpu/whl/*.whl && export PYTHONPATH="$PWD/.site"
-timeout 240 python3 .gpu/openclip_bench.py --model ViT-B-32 --batch "$BATCH" --steps "$STEPS" --precision amp_bf16 --device cuda 2>&1 | grep RESULT
+timeout 240 python3 benches/peers/openclip_bench.py --model ViT-B-32 --batch "$BATCH" --steps "$STEPS" --precision amp_bf16 --device cuda 2>&1 | grep RESULT

@@ -28,7 +28,7 @@ enum BenchCommand {
         threads: Option<usize>,
     },
     /// Training steps of a config's model on random images and token ids (both towers forward,
-    /// the configured loss, backward, AdamW): what `../shared/peers/openclip_bench.py` times.
+    /// the configured loss, backward, AdamW): what `benches/peers/openclip_bench.py` times.
     /// Prints median step time, samples/s and peak memory.
     Train {
         #[arg(long)]
