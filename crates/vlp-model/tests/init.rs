@@ -197,8 +197,10 @@ fn resnet_starts_as_openclip_modified_resnet() {
             Want::Constant(0.0)
         } else if rest.ends_with("bn.gamma") {
             Want::Constant(1.0)
-        } else if rest.ends_with("bn.beta") {
+        } else if rest.ends_with("bn.beta") || rest.ends_with("bn.running_mean") {
             Want::Constant(0.0)
+        } else if rest.ends_with("bn.running_var") {
+            Want::Constant(1.0)
         } else if rest.starts_with("pool_attention.") && rest.ends_with("weight") || rest == "pool_positions" {
             Want::Normal(c.powf(-0.5))
         } else if rest.starts_with("pool_attention.") && rest.ends_with("bias") {
