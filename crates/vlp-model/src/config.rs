@@ -1,6 +1,7 @@
 //! Model and loss configuration, as the `[model]` and `[loss]` tables of a `configs/*.toml`.
 //! Unknown fields are errors; every check names the field it is about.
 
+use crate::momentum::MomentumConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -95,19 +96,26 @@ pub enum TextPool {
     Mean,
 }
 
-/// Weights of the two losses; `token_weight = 0` is CLIP.
+/// Weights of the three losses; `token_weight = 0` and `queue_weight = 0` is CLIP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LossConfig {
     #[serde(default = "one")]
     pub global_weight: f32,
+    /// FILIP's token-level loss.
     #[serde(default)]
     pub token_weight: f32,
+    /// BriVL's loss against momentum keys and queues ([`crate::momentum`]).
+    #[serde(default)]
+    pub queue_weight: f32,
+    /// The momentum towers and queues, used when `queue_weight > 0`.
+    #[serde(default)]
+    pub momentum: MomentumConfig,
 }
 
 impl Default for LossConfig {
     fn default() -> Self {
-        LossConfig { global_weight: 1.0, token_weight: 0.0 }
+        LossConfig { global_weight: 1.0, token_weight: 0.0, queue_weight: 0.0, momentum: MomentumConfig::default() }
     }
 }
 
@@ -188,13 +196,26 @@ impl ModelConfig {
 
 impl LossConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (field, w) in [("loss.global_weight", self.global_weight), ("loss.token_weight", self.token_weight)] {
+        for (field, w) in [
+            ("loss.global_weight", self.global_weight),
+            ("loss.token_weight", self.token_weight),
+            ("loss.queue_weight", self.queue_weight),
+        ] {
             if !w.is_finite() || w < 0.0 {
                 return Err(invalid(field, format!("must be a finite weight ≥ 0, not {w}")));
             }
         }
-        if self.global_weight == 0.0 && self.token_weight == 0.0 {
-            return Err(invalid("loss", "global_weight and token_weight are both 0: nothing to train"));
+        if self.global_weight == 0.0 && self.token_weight == 0.0 && self.queue_weight == 0.0 {
+            return Err(invalid("loss", "global_weight, token_weight and queue_weight are all 0: nothing to train"));
+        }
+        let m = &self.momentum;
+        if !(0.0..1.0).contains(&m.momentum) {
+            return Err(invalid("loss.momentum.momentum", format!("must be in [0, 1), not {}", m.momentum)));
+        }
+        if let Some(t) = m.temperature {
+            if !(t.is_finite() && t > 0.0) {
+                return Err(invalid("loss.momentum.temperature", format!("must be positive, not {t}")));
+            }
         }
         Ok(())
     }

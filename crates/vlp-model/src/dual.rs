@@ -2,6 +2,7 @@
 
 use crate::config::{ImageTowerConfig, LossConfig, ModelConfig};
 use crate::loss::{ClipLoss, LossOutput, TokenwiseLoss};
+use crate::momentum;
 use crate::resnet::ResNetTower;
 use crate::text::TextTransformer;
 use crate::vit::VisionTransformer;
@@ -73,15 +74,57 @@ impl<B: Backend> DualEncoder<B> {
         self.text.forward(ids, mask)
     }
 
-    /// The weighted training loss of a batch of matching pairs (pair i = image i, text i).
+    /// The weighted training loss of a batch of matching pairs (pair i = image i, text i),
+    /// global and token-level. A config with `queue_weight > 0` needs [`Self::loss_with_queue`].
     pub fn loss(&self, images: Tensor<B, 4>, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>, cfg: &LossConfig) -> LossOutput<B> {
+        assert!(cfg.queue_weight == 0.0, "loss.queue_weight > 0 needs the momentum keys: call loss_with_queue");
+        self.weighted_loss(images, ids, mask, cfg, None)
+    }
+
+    /// [`Self::loss`] plus BriVL's loss against the momentum towers' keys for this batch and
+    /// the queues (constants on this backend).
+    pub fn loss_with_queue(
+        &self,
+        images: Tensor<B, 4>,
+        ids: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2>,
+        cfg: &LossConfig,
+        queue: QueueInputs<B>,
+    ) -> LossOutput<B> {
+        self.weighted_loss(images, ids, mask, cfg, Some(queue))
+    }
+
+    fn weighted_loss(
+        &self,
+        images: Tensor<B, 4>,
+        ids: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2>,
+        cfg: &LossConfig,
+        queue: Option<QueueInputs<B>>,
+    ) -> LossOutput<B> {
         let img = self.encode_image(images);
         let txt = self.encode_text(ids, mask);
+        let queued = queue.filter(|_| cfg.queue_weight > 0.0).map(|q| {
+            let scale = match cfg.momentum.temperature {
+                Some(t) => Tensor::from_floats([1.0 / t], &img.global.device()),
+                None => self.logit_scale.val().exp(),
+            };
+            momentum::queue_loss(img.global.clone(), txt.global.clone(), &q.keys, q.image_queue, q.text_queue, scale)
+        });
         let global = (cfg.global_weight > 0.0).then(|| ClipLoss::forward(img.global, txt.global, self.logit_scale.val()));
         let token = (cfg.token_weight > 0.0).then(|| {
             let mask = txt.token_mask.expect("the text tower always returns its mask");
             TokenwiseLoss::forward(img.tokens, txt.tokens, mask, self.token_logit_scale.val())
         });
-        LossOutput::weighted(global, token, cfg)
+        LossOutput::weighted(global, token, queued, cfg)
     }
+}
+
+/// What BriVL's loss needs beside the batch: the momentum towers' keys for it and the queues'
+/// filled rows (`[k, embed_dim]`, `None` while empty), all constants.
+#[derive(Debug, Clone)]
+pub struct QueueInputs<B: Backend> {
+    pub keys: momentum::Keys<B>,
+    pub image_queue: Option<Tensor<B, 2>>,
+    pub text_queue: Option<Tensor<B, 2>>,
 }

@@ -8,6 +8,7 @@
 //!   parameters is drawn, after OpenCLIP's and BERT's code.
 //! - [`dual`]: [`DualEncoder`], which returns global and per-token embeddings for both modalities.
 //! - [`loss`]: [`ClipLoss`] (global symmetric InfoNCE) and [`TokenwiseLoss`] (FILIP).
+//! - [`momentum`]: BriVL's momentum towers, key queues and the loss against them.
 //! - [`openclip`]: OpenCLIP's state-dict names for vlp's parameters, and loading its checkpoints.
 //!
 //! Everything is generic over burn's `Backend`; only the binary picks Flex (CPU) or CUDA.
@@ -21,6 +22,7 @@ pub mod heads;
 pub mod init;
 pub mod layer_norm;
 pub mod loss;
+pub mod momentum;
 pub mod openclip;
 pub mod resnet;
 pub mod text;
@@ -29,8 +31,9 @@ pub mod transformer;
 pub mod vit;
 
 pub use config::{ConfigError, ImageTowerConfig, LossConfig, ModelConfig, TextTowerConfig};
-pub use dual::{DualEncoder, TowerOutput};
+pub use dual::{DualEncoder, QueueInputs, TowerOutput};
 pub use loss::{ClipLoss, LossOutput, TokenwiseLoss};
+pub use momentum::{MomentumConfig, MomentumState, QueueCursor};
 
 /// `ln(1/0.07)`: CLIP's initial logit scale.
 pub const INIT_LOGIT_SCALE: f32 = 2.659_260_1;

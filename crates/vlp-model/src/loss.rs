@@ -84,16 +84,23 @@ pub struct LossOutput<B: Backend> {
     pub total: Tensor<B, 1>,
     pub global: Option<Tensor<B, 1>>,
     pub token: Option<Tensor<B, 1>>,
+    /// BriVL's loss against the momentum keys and queues.
+    pub queue: Option<Tensor<B, 1>>,
 }
 
 impl<B: Backend> LossOutput<B> {
-    pub fn weighted(global: Option<Tensor<B, 1>>, token: Option<Tensor<B, 1>>, cfg: &LossConfig) -> Self {
-        let total = match (&global, &token) {
-            (Some(g), Some(t)) => g.clone().mul_scalar(cfg.global_weight) + t.clone().mul_scalar(cfg.token_weight),
-            (Some(g), None) => g.clone().mul_scalar(cfg.global_weight),
-            (None, Some(t)) => t.clone().mul_scalar(cfg.token_weight),
-            (None, None) => panic!("LossConfig::validate refuses a config with both weights 0"),
-        };
-        LossOutput { total, global, token }
+    pub fn weighted(
+        global: Option<Tensor<B, 1>>,
+        token: Option<Tensor<B, 1>>,
+        queue: Option<Tensor<B, 1>>,
+        cfg: &LossConfig,
+    ) -> Self {
+        let parts = [(&global, cfg.global_weight), (&token, cfg.token_weight), (&queue, cfg.queue_weight)];
+        let total = parts
+            .into_iter()
+            .filter_map(|(part, w)| part.as_ref().map(|p| p.clone().mul_scalar(w)))
+            .reduce(|a, b| a + b)
+            .expect("LossConfig::validate refuses a config with every weight 0");
+        LossOutput { total, global, token, queue }
     }
 }

@@ -3,7 +3,8 @@
 //! ```text
 //! RUN/latest               the name of the newest complete checkpoint (replaced by rename)
 //! RUN/ckpt-000500/         model.bin, optim-decay.bin, optim-plain.bin, state.json,
-//!                          config.toml, tokenizer.json
+//!                          config.toml, tokenizer.json, and with BriVL's queue loss
+//!                          momentum.bin (the momentum towers and both key queues)
 //! ```
 //! A checkpoint is written under `.ckpt-000500.tmp/` and renamed when complete; `latest` is then
 //! replaced by rename; older checkpoints are removed only after that.
@@ -17,7 +18,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use vlp_data::text::TextTokenizer;
-use vlp_model::DualEncoder;
+use vlp_model::{DualEncoder, MomentumState, QueueCursor};
 
 /// Where the run stands: enough to continue with the same batches.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
@@ -30,6 +31,9 @@ pub struct TrainState {
     pub samples_seen: u64,
     /// Training seconds so far, across resumes.
     pub elapsed_secs: f64,
+    /// Where BriVL's key queues stand (both move together); zero without them.
+    #[serde(default)]
+    pub queue: QueueCursor,
 }
 
 fn recorder() -> BinFileRecorder<FullPrecisionSettings> {
@@ -60,6 +64,7 @@ pub fn save<B: AutodiffBackend>(
     run: &Path,
     model: &DualEncoder<B>,
     optim: &ClipOptimizer<B>,
+    momentum: Option<&MomentumState<B::InnerBackend>>,
     state: &TrainState,
     cfg: &RunConfig,
     tokenizer: &TextTokenizer,
@@ -75,6 +80,9 @@ pub fn save<B: AutodiffBackend>(
     let (decayed, plain) = optim.to_records();
     Recorder::<B>::record(&recorder(), decayed, tmp.join("optim-decay")).map_err(|e| ck_err(&tmp, e))?;
     Recorder::<B>::record(&recorder(), plain, tmp.join("optim-plain")).map_err(|e| ck_err(&tmp, e))?;
+    if let Some(m) = momentum {
+        m.clone().save_file(tmp.join("momentum"), &recorder()).map_err(|e| ck_err(&tmp, e))?;
+    }
     write(&tmp.join("config.toml"), cfg.to_toml().as_bytes())?;
     write(&tmp.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
     // state.json last: its presence marks a complete checkpoint
@@ -146,16 +154,32 @@ impl<B: Backend> Encoder<B> {
 }
 
 /// Loads everything a resumed run needs. The optimizer is built on the loaded model, whose
-/// parameter ids are the saved ones its state refers to.
+/// parameter ids are the saved ones its state refers to. The momentum towers and queues come
+/// back when the run's loss uses them.
 pub fn load_for_resume<B: AutodiffBackend>(
     dir: &Path,
     device: &B::Device,
     train: &crate::config::TrainConfig,
-) -> Result<(DualEncoder<B>, ClipOptimizer<B>, TrainState)> {
+) -> Result<Resumed<B>> {
     let (cfg, _, state) = read_meta(dir)?;
     let model = load_model::<B>(dir, &cfg, device)?;
     let optim = ClipOptimizer::new(&model, train);
     let decayed = Recorder::<B>::load(&recorder(), dir.join("optim-decay"), device).map_err(|e| ck_err(&dir.join("optim-decay.bin"), e))?;
     let plain = Recorder::<B>::load(&recorder(), dir.join("optim-plain"), device).map_err(|e| ck_err(&dir.join("optim-plain.bin"), e))?;
-    Ok((model, optim.load_records(decayed, plain), state))
+    let momentum = if cfg.loss.queue_weight > 0.0 {
+        let path = dir.join("momentum");
+        let template = MomentumState::new(cfg.model.init(device), &cfg.loss.momentum, cfg.model.embed_dim, device);
+        Some(template.load_file(path, &recorder(), device).map_err(|e| ck_err(&dir.join("momentum.bin"), e))?)
+    } else {
+        None
+    };
+    Ok(Resumed { model, optim: optim.load_records(decayed, plain), momentum, state })
+}
+
+/// What [`load_for_resume`] gives back.
+pub struct Resumed<B: AutodiffBackend> {
+    pub model: DualEncoder<B>,
+    pub optim: ClipOptimizer<B>,
+    pub momentum: Option<MomentumState<B::InnerBackend>>,
+    pub state: TrainState,
 }

@@ -128,7 +128,7 @@ pub fn run<B: AutodiffBackend>(fixture: &Fixture, steps: Option<usize>, device: 
     let model = fixture.model.init::<B>(device);
     let mut model = openclip::load_openclip(model, &fixture.init).map_err(|e| TrainError::Other(e.to_string()))?;
     let mut optim = ClipOptimizer::new(&model, t);
-    let loss_cfg = LossConfig { global_weight: 1.0, token_weight: 0.0 };
+    let loss_cfg = LossConfig::default();
     let (b, ctx, size) = (t.batch_size, fixture.model.text.context_length, fixture.model.image_size());
     let pixels = 3 * size * size;
     let mut out = Vec::new();

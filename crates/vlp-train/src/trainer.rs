@@ -11,6 +11,8 @@ use crate::{Result, TrainError};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use burn::module::AutodiffModule;
+use vlp_model::momentum::Keys;
+use vlp_model::{MomentumState, QueueInputs};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::Write;
@@ -139,7 +141,7 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
     if job.resume && resume_from.is_none() {
         eprintln!("--resume: {} holds no checkpoint yet; starting a new run", job.out.display());
     }
-    let (mut model, mut optim, mut state, tokenizer, cfg) = if let Some(dir) = resume_from {
+    let (mut model, mut optim, mut momentum, mut state, tokenizer, cfg) = if let Some(dir) = resume_from {
         let (mut cfg, tokenizer, _) = checkpoint::read_meta(&dir)?;
         if cfg.model != job.config.model || cfg.loss != job.config.loss {
             return Err(TrainError::Other(format!(
@@ -149,9 +151,9 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
         }
         // The training section may change on resume (more steps, another lr); the model may not.
         cfg.train = job.config.train.clone();
-        let (model, optim, state) = checkpoint::load_for_resume::<B>(&dir, device, &cfg.train)?;
-        eprintln!("resuming from {} (step {})", dir.display(), state.step);
-        (model, optim, state, tokenizer, cfg)
+        let r = checkpoint::load_for_resume::<B>(&dir, device, &cfg.train)?;
+        eprintln!("resuming from {} (step {})", dir.display(), r.state.step);
+        (r.model, r.optim, r.momentum, r.state, tokenizer, cfg)
     } else {
         if checkpoint::latest(&job.out).is_some() {
             return Err(TrainError::Other(format!(
@@ -163,7 +165,10 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
         let tokenizer = tokenizer_for(job)?;
         let model = seeded_init::<B>(&cfg, device);
         let optim = ClipOptimizer::new(&model, &cfg.train);
-        (model, optim, TrainState::default(), tokenizer, cfg)
+        // BriVL's momentum towers start as copies of the online ones, with empty queues.
+        let momentum = (cfg.loss.queue_weight > 0.0)
+            .then(|| MomentumState::new(model.valid(), &cfg.loss.momentum, cfg.model.embed_dim, device));
+        (model, optim, momentum, TrainState::default(), tokenizer, cfg)
     };
     let t = &cfg.train;
     let val_set = match &job.val {
@@ -237,7 +242,18 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
             let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, batch.context]), device);
             let mask: Vec<f32> = batch.mask.iter().map(|&x| x as f32).collect();
             let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [n, batch.context]), device);
-            let out = model.loss(images, ids, mask, &cfg.loss);
+            let (out, keys) = match &momentum {
+                None => (model.loss(images, ids, mask, &cfg.loss), None),
+                Some(m) => {
+                    let keys = m.keys(images.clone().inner(), ids.clone().inner(), mask.clone().inner());
+                    let queue = QueueInputs {
+                        keys: Keys { image: Tensor::from_inner(keys.image.clone()), text: Tensor::from_inner(keys.text.clone()) },
+                        image_queue: m.image_queue.filled(state.queue).map(Tensor::from_inner),
+                        text_queue: m.text_queue.filled(state.queue).map(Tensor::from_inner),
+                    };
+                    (model.loss_with_queue(images, ids, mask, &cfg.loss, queue), Some(keys))
+                }
+            };
             let loss: f32 = out.total.clone().into_scalar().elem();
             if !loss.is_finite() {
                 return Err(diverged(format!("the loss became {loss}"), &state, &bar));
@@ -245,7 +261,7 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
             // A checkpoint is written only once its weights have given a finite loss on the
             // next batch: weights can be finite and still overflow in the forward pass.
             if let Some(at) = pending.take() {
-                last_checkpoint = checkpoint::save(&job.out, &model, &optim, &at, &cfg, &tokenizer)?;
+                last_checkpoint = checkpoint::save(&job.out, &model, &optim, momentum.as_ref(), &at, &cfg, &tokenizer)?;
                 redraw_curves(&job.out, &bar);
             }
             let lr = lr_at(state.step, t.lr, t.warmup_steps, total);
@@ -257,6 +273,13 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
                 }
                 Err((_, norm)) => return Err(diverged(format!("the gradient norm became {norm}"), &state, &bar)),
             };
+            // BriVL's momentum update, then this batch's keys into the queues.
+            if let Some(keys) = keys {
+                let m = momentum.take().expect("keys come from the momentum towers");
+                let (m, cursor) = m.update(&model.valid(), cfg.loss.momentum.momentum, keys, state.queue);
+                momentum = Some(m);
+                state.queue = cursor;
+            }
             state.step += 1;
             state.batch_in_epoch = i + 1;
             state.samples_seen += n as u64;
@@ -273,6 +296,7 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
                 "step": state.step, "epoch": state.epoch, "loss": loss,
                 "global": out.global.map(|g| g.into_scalar().elem::<f32>()),
                 "token": out.token.map(|g| g.into_scalar().elem::<f32>()),
+                "queue": out.queue.map(|g| g.into_scalar().elem::<f32>()),
                 "lr": lr, "logit_scale": scale.exp(), "grad_norm": report.grad_norm,
                 "samples_per_s": samples_per_s, "elapsed_s": state.elapsed_secs,
             }));
@@ -287,7 +311,7 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
                     state.step -= 1;
                     return Err(diverged("the weights became non-finite".into(), &state, &bar));
                 }
-                last_checkpoint = checkpoint::save(&job.out, &model, &optim, &state, &cfg, &tokenizer)?;
+                last_checkpoint = checkpoint::save(&job.out, &model, &optim, momentum.as_ref(), &state, &cfg, &tokenizer)?;
             } else if state.step % t.checkpoint_every == 0 {
                 pending = Some(state);
             }

@@ -102,6 +102,46 @@ fn n_plus_resumed_n_steps_equal_2n_straight() {
     assert!(err.contains("--resume"), "{err}");
 }
 
+/// BriVL's momentum towers and key queues are part of the checkpoint: 3 + resumed 3 steps equal
+/// 6 straight ones, queues (which wrap: 20 keys, batches of 8) and momentum weights included.
+#[test]
+fn momentum_towers_and_queues_resume_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(&tmp.path().join("data"));
+    let brivl = CONFIG.replace(
+        "token_weight = 0.5",
+        "token_weight = 0.0\nqueue_weight = 1.0\n[loss.momentum]\nmomentum = 0.9\nqueue_size = 20\ntemperature = 0.07",
+    );
+    let cfg = RunConfig::from_toml(&brivl, "test").unwrap();
+    let device = Default::default();
+    let straight = tmp.path().join("straight");
+    let s = train::<B>(&job(&cfg, &d, &straight, false), &device).unwrap();
+    let split = tmp.path().join("split");
+    train::<B>(&TrainJob { stop_after: Some(3), ..job(&cfg, &d, &split, false) }, &device).unwrap();
+    let r = train::<B>(&job(&cfg, &d, &split, true), &device).unwrap();
+    assert_eq!(r.state.step, 6);
+    assert!((s.final_loss - r.final_loss).abs() < 1e-5, "{} vs {}", s.final_loss, r.final_loss);
+    // 6 batches of 8 into 20 slots: full, next write at 48 mod 20 = 8
+    assert_eq!((s.state.queue.filled, s.state.queue.next), (20, 8));
+    assert_eq!(s.state.queue, r.state.queue);
+    let load = |run: &Path| checkpoint::load_for_resume::<B>(&checkpoint::latest(run).unwrap(), &device, &cfg.train).unwrap();
+    let (a, b) = (load(&straight), load(&split));
+    let (ma, mb) = (a.momentum.expect("saved"), b.momentum.expect("saved"));
+    let rows = |q: &vlp_model::momentum::KeyQueue<Flex>| q.keys.val().into_data().to_vec::<f32>().unwrap();
+    for (x, y) in [(rows(&ma.image_queue), rows(&mb.image_queue)), (rows(&ma.text_queue), rows(&mb.text_queue))] {
+        assert!(x.iter().any(|v| *v != 0.0), "the queue was filled");
+        for (p, q) in x.iter().zip(&y) {
+            assert!((p - q).abs() < 1e-5, "queues differ after resume: {p} vs {q}");
+        }
+    }
+    let scale = |m: &vlp_model::DualEncoder<Flex>| m.logit_scale.val().into_scalar();
+    assert!((scale(&ma.model) - scale(&mb.model)).abs() < 1e-6);
+    // the step log carries the queue loss
+    let log = std::fs::read_to_string(straight.join("train_log.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert!(first["queue"].as_f64().is_some_and(|q| q > 0.0), "{first}");
+}
+
 #[test]
 fn a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
@@ -140,8 +180,15 @@ fn config_errors_name_the_field() {
     let bad = CONFIG.replace("patch_size = 8", "patch_size = 5");
     let e = RunConfig::from_toml(&bad, "x.toml").unwrap_err().to_string();
     assert!(e.contains("model.image.patch_size"), "{e}");
-    for name in ["tiny", "small", "vit-b-32", "rn-tiny", "zh-tiny"] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../configs/{name}.toml"));
-        RunConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    // Every shipped config loads.
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(&configs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            RunConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            loaded += 1;
+        }
     }
+    assert!(loaded >= 8, "only {loaded} configs found in {}", configs.display());
 }
