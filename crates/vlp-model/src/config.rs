@@ -2,6 +2,7 @@
 //! Unknown fields are errors; every check names the field it is about.
 
 use crate::momentum::MomentumConfig;
+use crate::token_reduction::TokenReductionConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,9 @@ pub struct VitConfig {
     pub heads: usize,
     #[serde(default = "default_mlp_ratio")]
     pub mlp_ratio: f64,
+    /// Wukong's token reduction of the patch tokens (token-level loss, re-ranking, the index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_reduction: Option<TokenReductionConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,6 +167,16 @@ impl ModelConfig {
                     ));
                 }
                 mlp("model.image.mlp_ratio", v.mlp_ratio)?;
+                if let Some(r) = &v.token_reduction {
+                    positive("model.image.token_reduction.tokens", r.tokens)?;
+                    positive("model.image.token_reduction.groups", r.groups)?;
+                    if self.token_dim() % r.groups != 0 {
+                        return Err(invalid(
+                            "model.image.token_reduction.groups",
+                            format!("the token width {} is not divisible by {} groups", self.token_dim(), r.groups),
+                        ));
+                    }
+                }
             }
             ImageTowerConfig::Resnet(r) => {
                 positive("model.image.image_size", r.image_size)?;

@@ -5,6 +5,7 @@ use crate::loss::{ClipLoss, LossOutput, TokenwiseLoss};
 use crate::momentum;
 use crate::resnet::ResNetTower;
 use crate::text::TextTransformer;
+use crate::token_reduction::TokenReduction;
 use crate::vit::VisionTransformer;
 use crate::INIT_LOGIT_SCALE;
 use burn::module::{Module, Param};
@@ -42,6 +43,10 @@ pub struct DualEncoder<B: Backend> {
     pub logit_scale: Param<Tensor<B, 1>>,
     /// `[1]`, log of the token-level loss's inverse temperature.
     pub token_logit_scale: Param<Tensor<B, 1>>,
+    /// Wukong's token reduction of the ViT's patch tokens (`model.image.token_reduction`). The
+    /// last field, so a checkpoint written before it existed is this record without it (see
+    /// `vlp_train::checkpoint::load_model`).
+    pub image_token_reduction: Option<TokenReduction<B>>,
 }
 
 impl ModelConfig {
@@ -51,8 +56,13 @@ impl ModelConfig {
             ImageTowerConfig::Vit(v) => ImageTower::Vit(v.init(e, t, device)),
             ImageTowerConfig::Resnet(r) => ImageTower::Resnet(r.init(e, t, device)),
         };
+        let image_token_reduction = match &self.image {
+            ImageTowerConfig::Vit(v) => v.token_reduction.as_ref().map(|r| r.init(t, device)),
+            ImageTowerConfig::Resnet(_) => None,
+        };
         DualEncoder {
             image,
+            image_token_reduction,
             text: self.text.init(e, t, device),
             logit_scale: Param::from_tensor(Tensor::from_floats([INIT_LOGIT_SCALE], device)),
             token_logit_scale: Param::from_tensor(Tensor::from_floats([INIT_LOGIT_SCALE], device)),
@@ -64,7 +74,7 @@ impl<B: Backend> DualEncoder<B> {
     /// `images`: `[batch, 3, size, size]`, normalised.
     pub fn encode_image(&self, images: Tensor<B, 4>) -> TowerOutput<B> {
         match &self.image {
-            ImageTower::Vit(v) => v.forward(images),
+            ImageTower::Vit(v) => v.forward(images, self.image_token_reduction.as_ref()),
             ImageTower::Resnet(r) => r.forward(images),
         }
     }

@@ -6,6 +6,7 @@
 //!   their activation and [`layer_norm`] their normalisation, each with a CPU kernel.
 //! - [`vit`], [`resnet`]: image towers; [`text`]: the text tower; [`init`]: how each of their
 //!   parameters is drawn, after OpenCLIP's and BERT's code.
+//! - [`token_reduction`]: Wukong's reduction of the image's patch tokens to a few learned ones.
 //! - [`dual`]: [`DualEncoder`], which returns global and per-token embeddings for both modalities.
 //! - [`loss`]: [`ClipLoss`] (global symmetric InfoNCE) and [`TokenwiseLoss`] (FILIP).
 //! - [`momentum`]: BriVL's momentum towers, key queues and the loss against them.
@@ -26,6 +27,7 @@ pub mod momentum;
 pub mod openclip;
 pub mod resnet;
 pub mod text;
+pub mod token_reduction;
 pub mod tokenwise_linear;
 pub mod transformer;
 pub mod vit;

@@ -194,6 +194,7 @@ pub fn model_config(json: &serde_json::Value) -> Result<ModelConfig, ImportError
             layers: v("layers", Some(12.0))?,
             heads: width / head_width.max(1),
             mlp_ratio: field(&vision, "vision_cfg", "mlp_ratio", Some(4.0))?,
+            token_reduction: None,
         }),
         text: TextTowerConfig {
             context_length: t("context_length", Some(77.0))? as usize,

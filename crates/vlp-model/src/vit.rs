@@ -3,6 +3,7 @@
 
 use crate::config::VitConfig;
 use crate::dual::{l2_normalize, TowerOutput};
+use crate::token_reduction::TokenReduction;
 use crate::tokenwise_linear::per_token;
 use crate::transformer::{Transformer, TransformerConfig};
 use burn::module::{Module, Param};
@@ -65,8 +66,9 @@ impl VitConfig {
 }
 
 impl<B: Backend> VisionTransformer<B> {
-    /// `images`: `[batch, 3, size, size]` → global `[batch, embed]`, tokens `[batch, patches, token_dim]`.
-    pub fn forward(&self, images: Tensor<B, 4>) -> TowerOutput<B> {
+    /// `images`: `[batch, 3, size, size]` → global `[batch, embed]`, tokens `[batch, patches,
+    /// token_dim]`, or `[batch, T, token_dim]` through Wukong's `reduction`.
+    pub fn forward(&self, images: Tensor<B, 4>, reduction: Option<&TokenReduction<B>>) -> TowerOutput<B> {
         let x = self.patch_embed.forward(images); // [b, width, g, g]
         let [b, w, gh, gw] = x.dims();
         let x = x.reshape([b, w, gh * gw]).swap_dims(1, 2); // [b, patches, width]
@@ -77,6 +79,11 @@ impl<B: Backend> VisionTransformer<B> {
         let n = x.dims()[1];
         let global = self.proj.forward(x.clone().slice([0..b, 0..1]).squeeze_dim::<2>(1));
         let tokens = per_token(&self.token_proj, x.slice([0..b, 1..n]));
+        // Wukong reduces the projected tokens, then normalises.
+        let tokens = match reduction {
+            Some(r) => r.forward(tokens),
+            None => tokens,
+        };
         TowerOutput { global: l2_normalize(global), tokens: l2_normalize(tokens), token_mask: None }
     }
 }

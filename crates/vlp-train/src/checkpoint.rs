@@ -129,9 +129,28 @@ pub fn read_meta(dir: &Path) -> Result<(RunConfig, TextTokenizer, TrainState)> {
 }
 
 /// Loads weights into a model built from the checkpoint's own config.
+///
+/// A checkpoint written before `DualEncoder::image_token_reduction` existed is the same record
+/// without its last field; burn's bincode record puts the model last, so those bytes followed by
+/// bincode's `None` (one 0 byte) are the record of a model without a reduction, and they load.
 pub fn load_model<B: Backend>(dir: &Path, cfg: &RunConfig, device: &B::Device) -> Result<DualEncoder<B>> {
-    let path = dir.join("model");
-    cfg.model.init::<B>(device).load_file(path.clone(), &recorder(), device).map_err(|e| ck_err(&dir.join("model.bin"), e))
+    let file = dir.join("model.bin");
+    let loaded = cfg.model.init::<B>(device).load_file(dir.join("model"), &recorder(), device);
+    let reduces = matches!(&cfg.model.image, vlp_model::ImageTowerConfig::Vit(v) if v.token_reduction.is_some());
+    match loaded {
+        Ok(model) => Ok(model),
+        Err(first) if !reduces => {
+            let mut bytes = std::fs::read(&file).map_err(|e| ck_err(&file, e))?;
+            bytes.push(0);
+            let tmp = tempfile::Builder::new().suffix(".bin").tempfile().map_err(|e| ck_err(&file, e))?;
+            std::fs::write(tmp.path(), &bytes).map_err(|e| ck_err(&file, e))?;
+            cfg.model
+                .init::<B>(device)
+                .load_file(tmp.path().with_extension(""), &recorder(), device)
+                .map_err(|_| ck_err(&file, first))
+        }
+        Err(e) => Err(ck_err(&file, e)),
+    }
 }
 
 /// An encoder ready for inference: the model, its config and its tokenizer.

@@ -2,6 +2,7 @@
 //! checkpoint. Tiny models on a tiny generated set, so this runs in seconds.
 
 use burn::backend::{Autodiff, Flex};
+use burn::tensor::Tensor;
 use std::path::Path;
 use vlp_data::synthetic::{build, SyntheticConfig};
 use vlp_train::checkpoint::{self, Encoder};
@@ -140,6 +141,38 @@ fn momentum_towers_and_queues_resume_exactly() {
     let log = std::fs::read_to_string(straight.join("train_log.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
     assert!(first["queue"].as_f64().is_some_and(|q| q > 0.0), "{first}");
+}
+
+/// A checkpoint written before the model record gained its last field (Wukong's optional token
+/// reduction) is that record without bincode's one-byte `None`: it still loads, to the same
+/// weights. A reducing model trains, checkpoints and loads back with `T` tokens per image.
+#[test]
+fn older_checkpoints_load_and_a_reducing_model_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(&tmp.path().join("data"));
+    let mut cfg = RunConfig::from_toml(CONFIG, "test").unwrap();
+    cfg.train.steps = 2;
+    let run = tmp.path().join("run");
+    train::<B>(&job(&cfg, &d, &run, false), &Default::default()).unwrap();
+    let before = text_embeddings(&run);
+    let model_bin = checkpoint::latest(&run).unwrap().join("model.bin");
+    let mut bytes = std::fs::read(&model_bin).unwrap();
+    assert_eq!(bytes.pop(), Some(0), "the record ends with the reduction's None");
+    std::fs::write(&model_bin, &bytes).unwrap();
+    assert_eq!(text_embeddings(&run), before);
+    // a cut deeper than that is still refused, by name
+    std::fs::write(&model_bin, &bytes[..bytes.len() - 9]).unwrap();
+    let err = Encoder::<Flex>::load(&run, &Default::default()).err().expect("refused").to_string();
+    assert!(err.contains("model.bin"), "{err}");
+
+    let reducing = CONFIG.replace("heads = 2\n[model.text]", "heads = 2\ntoken_reduction = { tokens = 2, groups = 2 }\n[model.text]");
+    let mut cfg = RunConfig::from_toml(&reducing, "test").unwrap();
+    cfg.train.steps = 2;
+    let run = tmp.path().join("reducing");
+    train::<B>(&job(&cfg, &d, &run, false), &Default::default()).unwrap();
+    let enc = Encoder::<Flex>::load(&run, &Default::default()).unwrap();
+    let images = Tensor::<Flex, 4>::zeros([1, 3, 16, 16], &Default::default());
+    assert_eq!(enc.model.encode_image(images).tokens.dims(), [1, 2, 16]);
 }
 
 #[test]
