@@ -280,13 +280,7 @@ fn template(bos: &str, bos_id: u32, eos: &str, eos_id: u32) -> Result<TemplatePr
         .map_err(tk_err)
 }
 
-/// True for CJK ideographs, kana, hangul and CJK/full-width punctuation: scripts written
-/// without spaces between words.
-pub fn is_cjk(c: char) -> bool {
-    matches!(c as u32,
-        0x3000..=0x303F | 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF
-        | 0xF900..=0xFAFF | 0xFF00..=0xFFEF | 0x20000..=0x2FA1F)
-}
+pub use vlp_cjk::is_cjk;
 
 /// Removes a space whose neighbours are both CJK, or CJK and punctuation.
 fn join_cjk(s: &str) -> String {

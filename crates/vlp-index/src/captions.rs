@@ -14,7 +14,7 @@ use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, STORED};
 use tantivy::tokenizer::{TextAnalyzer, WhitespaceTokenizer};
 use tantivy::{doc, Index, IndexReader, TantivyDocument, Term};
-use vlp_data::text::is_cjk;
+use vlp_cjk::is_cjk;
 
 const ANALYZER: &str = "vlp_words_and_cjk_bigrams";
 
