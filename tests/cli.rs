@@ -103,6 +103,12 @@ fn bad_arguments_give_clear_errors() {
     assert!(!ok && err.contains("unknown measure 'ndcg'"), "{err}");
     let (ok, _, err) = vlp(&["data", "validate", "/nonexistent/shards-{00..02}.tar"]);
     assert!(!ok && err.contains("/nonexistent/shards-00.tar"), "{err}");
+    // an input that yields no good sample is a failure, with the reason
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("pairs.jsonl");
+    std::fs::write(&manifest, "{\"image\": \"missing.png\", \"captions\": [\"a caption\"]}\n").unwrap();
+    let (ok, out, err) = vlp(&["data", "validate", manifest.to_str().unwrap()]);
+    assert!(!ok && out.contains("0 good sample(s)") && err.contains("no good sample (1 skipped)"), "{out}\n{err}");
 }
 
 /// Vectors made elsewhere: built into an index from .npy, searched by vector, benchmarked against

@@ -98,6 +98,10 @@ pub struct ValidateArgs {
     pub csv_img_key: String,
     #[arg(long, default_value = "title")]
     pub csv_caption_key: String,
+    /// CSV/TSV field separator (one character, or `tab`); by default tab for `.tsv`, and for a
+    /// `.csv` whose header holds the columns only when split at tabs (OpenCLIP's default), else comma.
+    #[arg(long, value_parser = crate::cmd::csv_separator)]
+    pub csv_separator: Option<u8>,
     #[arg(long)]
     pub json: bool,
 }
@@ -223,6 +227,7 @@ pub fn validate_input(a: &ValidateArgs) -> Result<loader::ScanReport> {
     let mut opts = ReadOptions::default();
     opts.csv.image = a.csv_img_key.clone();
     opts.csv.caption = a.csv_caption_key.clone();
+    opts.csv.separator = a.csv_separator;
     let stream = source::open(&a.input, a.split.as_deref(), &opts).with_context(|| format!("opening {}", a.input))?;
     // A small output size: the point is whether each image decodes, not its pixels.
     Ok(loader::scan(stream, &image_pipeline::ImageConfig { size: 32, ..Default::default() }))
@@ -236,6 +241,10 @@ fn validate(a: ValidateArgs) -> Result<()> {
     } else {
         println!("{}: {good} good sample(s)", a.input);
         print!("{}", log.summary());
+    }
+    // An input with nothing usable is a failure to whoever runs this in a pipeline.
+    if good == 0 {
+        bail!("{}: no good sample ({} skipped); nothing here can be trained on or indexed", a.input, log.total());
     }
     Ok(())
 }

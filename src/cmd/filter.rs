@@ -57,6 +57,10 @@ pub struct FilterArgs {
     csv_img_key: String,
     #[arg(long, default_value = "title")]
     csv_caption_key: String,
+    /// CSV/TSV field separator (one character, or `tab`); by default tab for `.tsv`, and for a
+    /// `.csv` whose header holds the columns only when split at tabs (OpenCLIP's default), else comma.
+    #[arg(long, value_parser = crate::cmd::csv_separator)]
+    csv_separator: Option<u8>,
 }
 
 pub fn run(a: FilterArgs) -> Result<()> {
@@ -75,6 +79,7 @@ pub fn run(a: FilterArgs) -> Result<()> {
     let mut read = ReadOptions::default();
     read.csv.image = a.csv_img_key.clone();
     read.csv.caption = a.csv_caption_key.clone();
+    read.csv.separator = a.csv_separator;
     let exec = Execution { batch: a.batch.max(1), read, resume: a.resume, ..Default::default() };
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {pos} pairs read  {per_sec}  {elapsed_precise}").expect("valid template"),

@@ -72,6 +72,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         progress: std::io::stderr().is_terminal(),
         stop_after: a.stop_after,
     };
+    if a.val.is_none() {
+        eprintln!("no --val given: validation is off (pass --val DATA for R@k during and after training)");
+    }
     let summary = match (a.device, a.precision) {
         (Device::Cpu, Precision::F32) => {
             train::<burn::backend::Autodiff<burn::backend::Flex>>(&job, &Default::default()).map_err(anyhow::Error::from)

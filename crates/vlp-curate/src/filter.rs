@@ -111,9 +111,7 @@ pub fn filter<B: Backend>(
     let format = match &kind {
         InputKind::WebDataset(_) => Format::WebDataset,
         InputKind::Jsonl(_) => Format::Jsonl,
-        InputKind::Csv(p) => Format::Csv {
-            separator: exec.read.csv.separator.unwrap_or(if has_ext(p, "tsv") { b'\t' } else { b',' }),
-        },
+        InputKind::Csv(p) => Format::Csv { separator: source::csv_separator(p, &exec.read.csv) },
     };
     refuse_overwriting_input(&kind, out)?;
     let state = out.join(STATE_DIR);
@@ -555,10 +553,6 @@ fn csv_columns(path: &Path, separator: u8) -> Result<Vec<String>> {
         .map_err(|e| CurateError::Invalid(format!("{}: {e}", path.display())))?;
     let headers = r.headers().map_err(|e| CurateError::Invalid(format!("{}: no header row: {e}", path.display())))?;
     Ok(headers.iter().map(str::to_string).collect())
-}
-
-fn has_ext(p: &Path, ext: &str) -> bool {
-    p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case(ext))
 }
 
 fn write_report(out: &Path, report: &FilterReport, total: &PartStats) -> Result<()> {

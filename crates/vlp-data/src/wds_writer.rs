@@ -71,8 +71,13 @@ impl WdsWriter {
 
     /// Adds one sample: `KEY.EXT` (the image), `KEY.txt` and, when `meta` is not empty, `KEY.json`.
     pub fn write(&mut self, key: &str, image: &[u8], ext: &str, caption: &str, meta: &Map<String, Value>) -> Result<()> {
-        if key.is_empty() || key.contains('.') {
-            return Err(DataError::input(key, "a WebDataset key must be non-empty and hold no '.'"));
+        // WebDataset's own rule: the key ends at the first dot of the member's file name, so a
+        // key may hold dots in its folders (`dot.dir/s6`) but not after its last '/'.
+        if key.is_empty() || key.ends_with('/') || crate::source::split_key(&format!("{key}.{ext}")).0 != key {
+            return Err(DataError::input(
+                key,
+                "a WebDataset key must be non-empty, end in a file name and hold no '.' after its last '/'",
+            ));
         }
         if self.open.is_none() {
             self.open_next()?;
@@ -102,6 +107,11 @@ impl WdsWriter {
 
     /// Closes the last shard and returns every shard written, in order.
     pub fn finish(mut self) -> Result<Vec<PathBuf>> {
+        // A shard of a fixed name is written even when no sample went into it (an empty tar, as
+        // img2dataset writes for a shard with no success): the next tool is given every name.
+        if matches!(self.naming, Naming::Fixed { .. }) && self.open.is_none() && self.finished.is_empty() {
+            self.open_next()?;
+        }
         self.close_current()?;
         Ok(std::mem::take(&mut self.finished))
     }

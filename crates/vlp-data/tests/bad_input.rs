@@ -179,6 +179,22 @@ fn manifest_and_csv_skip_bad_lines_and_missing_files() {
     samples.iter().filter_map(|s| s.as_ref().err()).for_each(|s| s.record_in(&mut log));
     // " img/b.jpg" (leading space) names a file that does not exist
     assert_counts(&log, &[(SkipReason::ImageFileMissing, 2), (SkipReason::CsvBadRow, 1)]);
+
+    // OpenCLIP's `train.csv` is tab-separated (its default `--csv-separator`): found from the header
+    let openclip = dir.path().join("train.csv");
+    std::fs::write(&openclip, "filepath\ttitle\nimg/a.png\ta cat, sitting\nimg/b.jpg\ta dog\n").unwrap();
+    let good: Vec<_> =
+        source::open(openclip.to_str().unwrap(), None, &ReadOptions::default()).unwrap().filter_map(Result::ok).collect();
+    assert_eq!(good.iter().map(|s| s.captions[0].text.as_str()).collect::<Vec<_>>(), ["a cat, sitting", "a dog"]);
+    // a comma-separated one stays comma-separated, and a separator given is used as it is
+    let commas = dir.path().join("commas.csv");
+    std::fs::write(&commas, "filepath,title\nimg/a.png,a cat\n").unwrap();
+    let good: Vec<_> =
+        source::open(commas.to_str().unwrap(), None, &ReadOptions::default()).unwrap().filter_map(Result::ok).collect();
+    assert_eq!((good.len(), good[0].captions[0].text.as_str()), (1, "a cat"));
+    let mut semicolons = ReadOptions::default();
+    semicolons.csv.separator = Some(b';');
+    assert_eq!(source::csv_separator(&openclip, &semicolons.csv), b';');
 }
 
 #[test]
@@ -199,6 +215,13 @@ fn writer_output_reads_back_and_leaves_no_temporary_files() {
         meta.insert("score".into(), serde_json::json!(i as f64 / 10.0));
         w.write(&format!("k{i}"), &png, "png", &format!("caption {i}"), &meta).unwrap();
     }
+    // a key with a dot in a folder name is WebDataset's (the key ends at the file name's first
+    // dot); one with a dot in its file name, or none, is refused by name
+    w.write("dot.dir/s6", &png, "png", "caption 6", &Map::new()).unwrap();
+    for bad in ["", "dir/", "a.b", "dot.dir/s.6"] {
+        let e = w.write(bad, &png, "png", "x", &Map::new()).unwrap_err().to_string();
+        assert!(e.contains("WebDataset key"), "{bad}: {e}");
+    }
     let shards = w.finish().unwrap();
     assert_eq!(shards.len(), 3);
     let names: Vec<String> =
@@ -208,9 +231,16 @@ fn writer_output_reads_back_and_leaves_no_temporary_files() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(back.len(), 5);
+    assert_eq!(back.len(), 6);
     assert_eq!(back[3].captions[0].text, "caption 3");
+    assert_eq!((back[5].key.as_str(), back[5].captions[0].text.as_str()), ("dot.dir/s6", "caption 6"));
     assert_eq!(back[3].meta["score"], 0.3);
+
+    // a shard of a fixed name with no sample is still written, as an empty tar that reads back
+    let empty = dir.path().join("empty").join("00003.tar");
+    assert_eq!(WdsWriter::single(&empty).unwrap().finish().unwrap(), vec![empty.clone()]);
+    let stream = source::open(&empty.display().to_string(), None, &ReadOptions::default()).unwrap();
+    assert_eq!(stream.count(), 0);
 
     // dropped mid-way: the unfinished shard is removed, the finished one stays
     let mut w = WdsWriter::new(&dir.path().join("partial"), "p", 2).unwrap();

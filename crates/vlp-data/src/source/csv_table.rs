@@ -23,10 +23,34 @@ impl Default for CsvColumns {
     }
 }
 
+/// The field separator of a table: the one configured, else tab for `.tsv`, else comma, unless
+/// the header row read with commas lacks the configured columns and holds a tab: OpenCLIP writes
+/// and reads `.csv` files tab-separated by default (`--csv-separator`), so such a header is one.
+pub fn separator(path: &Path, columns: &CsvColumns) -> u8 {
+    if let Some(s) = columns.separator {
+        return s;
+    }
+    if ext_of(&path.display().to_string()) == "tsv" {
+        return b'\t';
+    }
+    use std::io::BufRead;
+    let mut header = String::new();
+    let read = std::fs::File::open(path).map(std::io::BufReader::new).and_then(|mut r| r.read_line(&mut header));
+    let has = |sep: char| {
+        let fields: Vec<&str> = header.trim_end_matches(['\r', '\n']).split(sep).map(|f| f.trim_matches('"')).collect();
+        fields.contains(&columns.image.as_str()) && fields.contains(&columns.caption.as_str())
+    };
+    if read.is_ok() && !has(',') && has('\t') {
+        b'\t'
+    } else {
+        b','
+    }
+}
+
 pub(super) fn read(path: &Path, opts: &ReadOptions, emit: &mut dyn FnMut(SourceItem) -> bool) {
     let name = path.display().to_string();
     let base = path.parent().unwrap_or(Path::new("."));
-    let sep = opts.csv.separator.unwrap_or(if ext_of(&name) == "tsv" { b'\t' } else { b',' });
+    let sep = separator(path, &opts.csv);
     let mut reader = match csv::ReaderBuilder::new().delimiter(sep).flexible(true).from_path(path) {
         Ok(r) => r,
         Err(e) => {

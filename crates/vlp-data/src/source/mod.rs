@@ -8,13 +8,15 @@ mod csv_table;
 mod jsonl;
 mod webdataset;
 
+pub(crate) use webdataset::split_key;
+
 use crate::sample::{Caption, Sample};
 use crate::skip::{SkipLog, SkipReason};
 use crate::{DataError, Result};
 use image::ImageFormat;
 use std::path::{Path, PathBuf};
 
-pub use csv_table::CsvColumns;
+pub use csv_table::{separator as csv_separator, CsvColumns};
 
 /// A sample, or why one was left out.
 pub type SourceItem = std::result::Result<Sample, Skip>;

@@ -21,7 +21,7 @@ struct Pending {
 
 /// Splits a member path into the WebDataset key and extension: the key is everything before the
 /// first dot of the file name (directories included), as `webdataset` does.
-pub(crate) fn split_key(path: &str) -> (String, String) {
+pub fn split_key(path: &str) -> (String, String) {
     let name_start = path.rfind('/').map(|i| i + 1).unwrap_or(0);
     match path[name_start..].find('.') {
         Some(dot) => (path[..name_start + dot].to_string(), path[name_start + dot + 1..].to_ascii_lowercase()),
