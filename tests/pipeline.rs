@@ -42,6 +42,20 @@ fn data_train_plot_index_search_zeroshot() {
     let by_image = ok(&["search", "--index", s(&index), "--image", s(&image), "-k", "3", "--json"]);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&by_image).unwrap()["results"].as_array().unwrap().len(), 3);
 
+    // a checkpoint that is not the index's model (as one retrained in place would be) is refused
+    // when the index is opened, naming both models, not with every query
+    let other = tmp.path().join("other-ckpt");
+    let ckpt = std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().path()).find(|p| p.join("state.json").is_file()).unwrap();
+    std::fs::create_dir(&other).unwrap();
+    for f in std::fs::read_dir(&ckpt).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, other.join(f.file_name().unwrap())).unwrap();
+    }
+    let config = std::fs::read_to_string(other.join("config.toml")).unwrap();
+    std::fs::write(other.join("config.toml"), format!("{config}\n# retrained\n")).unwrap();
+    let (good, _, err) = vlp(&["search", "--index", s(&index), "--checkpoint", s(&other), "--text", "a red star"]);
+    assert!(!good && err.contains("was built with the model") && err.contains("is the model"), "{err}");
+
     let zs = ok(&["zeroshot", "--checkpoint", s(&run), "--data", s(&data), "--label-field", "main", "--out", s(&tmp.path().join("zs"))]);
     assert!(zs.contains("global, mean embedding") && zs.contains("token-level, mean similarity") && zs.contains("random"), "{zs}");
 

@@ -69,7 +69,8 @@ impl SearchError {
 impl From<IndexError> for SearchError {
     fn from(e: IndexError) -> Self {
         match e {
-            IndexError::ModelMismatch { .. } | IndexError::Invalid(_) => SearchError::bad("bad_request", e.to_string()),
+            // The query's model is the server's own, so a mismatch is the server's fault.
+            IndexError::Invalid(_) => SearchError::bad("bad_request", e.to_string()),
             e => SearchError::Internal(e.to_string()),
         }
     }
@@ -103,6 +104,18 @@ impl<B: Backend> Searcher<B> {
             Some(ck) => {
                 let enc = Encoder::<B>::load(ck, &device).map_err(|e| format!("loading the index's checkpoint {}: {e}", ck.display()))?;
                 let model = identity(&enc.dir).map_err(|e| format!("{}: {e}", enc.dir.display()))?;
+                // Queries embedded by another model than the index's would all be refused, so a
+                // checkpoint retrained in place (or a wrong --checkpoint) is refused here, at once.
+                if model != index.info.model {
+                    return Err(format!(
+                        "{} was built with the model {}, but the checkpoint {} is the model {}: rebuild the index \
+                         with this checkpoint, or give the checkpoint the index was built with",
+                        dir.display(),
+                        index.info.model,
+                        enc.dir.display(),
+                        model
+                    ));
+                }
                 (Some(enc), model)
             }
             None => (None, index.info.model.clone()),
