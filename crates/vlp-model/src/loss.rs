@@ -13,8 +13,9 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-/// Mean cross-entropy of each row of `logits` `[n, n]` against the diagonal.
-fn diagonal_cross_entropy<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 1> {
+/// Mean cross-entropy of each row of `logits` `[n, m]` (m ≥ n) against the diagonal: row `i`'s
+/// target is column `i`.
+pub(crate) fn diagonal_cross_entropy<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 1> {
     let [n, _] = logits.dims();
     let target = Tensor::<B, 1, Int>::arange(0..n as i64, &logits.device()).reshape([n, 1]);
     log_softmax(logits, 1).gather(1, target).mean().neg()

@@ -24,8 +24,8 @@
 //! them: a factor of 2, which Adam's update does not see).
 
 use crate::dual::DualEncoder;
+use crate::loss::diagonal_cross_entropy;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -191,14 +191,11 @@ pub fn queue_loss<B: Backend>(
     scale: Tensor<B, 1>,
 ) -> Tensor<B, 1> {
     let direction = |query: Tensor<B, 2>, positives: Tensor<B, 2>, queue: Option<Tensor<B, 2>>| {
-        let [n, _] = query.dims();
         let candidates = match queue {
             Some(q) => Tensor::cat(vec![positives, q], 0),
             None => positives,
         };
-        let logits = query.matmul(candidates.transpose()) * scale.clone().unsqueeze_dim(0);
-        let target = Tensor::<B, 1, Int>::arange(0..n as i64, &logits.device()).reshape([n, 1]);
-        log_softmax(logits, 1).gather(1, target).mean().neg()
+        diagonal_cross_entropy(query.matmul(candidates.transpose()) * scale.clone().unsqueeze_dim(0))
     };
     let i2t = direction(image, keys.text.clone(), text_queue);
     let t2i = direction(text, keys.image.clone(), image_queue);
