@@ -96,6 +96,25 @@ fn trec_eval_compare_reports_difference_and_p_value() {
 }
 
 #[test]
+fn trec_eval_pools_several_runs_per_side() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/vlp-eval/tests/trec_cases/random_0");
+    let (q, r) = (case.join("qrels.txt"), case.join("run.txt"));
+    let (q, r) = (q.to_str().unwrap(), r.to_str().unwrap());
+    let (ok, single, err) = vlp(&["trec-eval", q, r, "-m", "map"]);
+    assert!(ok, "{err}");
+    // the per-query mean of a run with itself is the run
+    let (ok, out, err) = vlp(&["trec-eval", q, r, r, "-m", "map"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("# per-query mean of 2 runs"), "{out}");
+    assert_eq!(out.lines().nth(1), single.lines().next());
+    let (ok, out, err) = vlp(&["trec-eval", q, r, r, "--compare", r, r, r, "-m", "map", "--permutations", "200"]);
+    assert!(ok, "{err}");
+    let row = out.lines().find(|l| l.starts_with("map")).unwrap();
+    let f: Vec<&str> = row.split('\t').map(str::trim).collect();
+    assert_eq!((f[3], f[4]), ("+0.0000", "1.0000"));
+}
+
+#[test]
 fn bad_arguments_give_clear_errors() {
     let (ok, _, err) = vlp(&["trec-eval", "/nonexistent/qrels", "/nonexistent/run"]);
     assert!(!ok && err.contains("/nonexistent/qrels"), "{err}");

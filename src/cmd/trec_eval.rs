@@ -1,16 +1,21 @@
-//! `vlp trec-eval QRELS RUN [-m MEASURE]... [-q] [-c] [--compare RUN_B]`: trec_eval's command
-//! line and output format, so scripts that call trec_eval can call vlp instead.
+//! `vlp trec-eval QRELS RUN... [-m MEASURE]... [-q] [-c] [--compare RUN_B...]`: trec_eval's
+//! command line and output format, so scripts that call trec_eval can call vlp instead. Several
+//! runs on one side (one recipe trained with several seeds) are scored as their per-query mean.
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
-use vlp_eval::compare::compare;
+use vlp_eval::compare::{compare, pooled};
+use vlp_eval::Evaluation;
 use vlp_eval::{evaluate, parse_measures, DuplicatePolicy, MissingQueries, Qrels, Run};
 
 #[derive(Args)]
 pub struct TrecEvalArgs {
     pub qrels: PathBuf,
-    pub run: PathBuf,
+    /// One run, or several runs of one system (seeds of a recipe): several are scored as the
+    /// per-query mean over the runs.
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<PathBuf>,
     /// Measures as trec_eval spells them: map, recip_rank, ndcg_cut.5,10,20, P.10, recall.10,
     /// success.1,5,10 (R@k). Repeatable. Default: map, recip_rank, ndcg_cut.5,10,20, P.5,10,
     /// recall.5,10, success.1,5,10.
@@ -26,8 +31,9 @@ pub struct TrecEvalArgs {
     #[arg(long, value_enum, default_value = "error")]
     pub duplicates: Duplicates,
     /// Compare RUN (A) with this run (B): means, difference and a paired randomization test.
-    #[arg(long)]
-    pub compare: Option<PathBuf>,
+    /// Several runs (B's seeds) are pooled per query, as several RUNs are for A.
+    #[arg(long, num_args = 1..)]
+    pub compare: Vec<PathBuf>,
     #[arg(long, default_value_t = 10_000)]
     pub permutations: usize,
     #[arg(long, default_value_t = 0)]
@@ -63,25 +69,43 @@ pub fn run(a: TrecEvalArgs) -> Result<()> {
     };
     let measures = parse_measures(&specs)?;
     let qrels = Qrels::read(&a.qrels).context("reading qrels")?;
-    let run_a = Run::read(&a.run, a.duplicates.into()).context("reading run")?;
     let policy = if a.complete { MissingQueries::Zero } else { MissingQueries::Skip };
-    let ev_a = evaluate(&qrels, &run_a, &measures, policy);
-    if !ev_a.missing.is_empty() {
-        eprintln!(
-            "note: {} of {} qrels queries are not in {} and are {} (-c counts them as 0)",
-            ev_a.missing.len(),
-            qrels.len(),
-            a.run.display(),
-            if a.complete { "counted as 0" } else { "left out of the means" }
-        );
-    }
-    let Some(path_b) = &a.compare else {
+    let score = |paths: &[PathBuf]| -> Result<Evaluation> {
+        let mut evals = Vec::with_capacity(paths.len());
+        for path in paths {
+            let run = Run::read(path, a.duplicates.into()).with_context(|| format!("reading run {}", path.display()))?;
+            let ev = evaluate(&qrels, &run, &measures, policy);
+            if !ev.missing.is_empty() {
+                eprintln!(
+                    "note: {} of {} qrels queries are not in {} and are {} (-c counts them as 0)",
+                    ev.missing.len(),
+                    qrels.len(),
+                    path.display(),
+                    if a.complete { "counted as 0" } else { "left out of the means" }
+                );
+            }
+            evals.push(ev);
+        }
+        Ok(if evals.len() == 1 { evals.pop().expect("one") } else { pooled(&evals) })
+    };
+    let ev_a = score(&a.runs)?;
+    let names = |paths: &[PathBuf]| {
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        if names.len() == 1 {
+            names[0].clone()
+        } else {
+            format!("per-query mean of {} runs: {}", names.len(), names.join(" "))
+        }
+    };
+    if a.compare.is_empty() {
+        if a.runs.len() > 1 {
+            println!("# {}", names(&a.runs));
+        }
         print!("{}", ev_a.to_trec_eval(a.per_query));
         return Ok(());
-    };
-    let run_b = Run::read(path_b, a.duplicates.into()).context("reading the run to compare")?;
-    let ev_b = evaluate(&qrels, &run_b, &measures, policy);
-    println!("# A = {}\n# B = {}\n# paired randomization test, {} permutations, seed {}", a.run.display(), path_b.display(), a.permutations, a.seed);
+    }
+    let ev_b = score(&a.compare)?;
+    println!("# A = {}\n# B = {}\n# paired randomization test, {} permutations, seed {}", names(&a.runs), names(&a.compare), a.permutations, a.seed);
     println!("{:<22}\t{:>8}\t{:>8}\t{:>9}\t{:>8}\t{:>7}", "measure", "A", "B", "B-A", "p", "queries");
     for c in compare(&ev_a, &ev_b, a.permutations, a.seed) {
         println!("{:<22}\t{:>8.4}\t{:>8.4}\t{:>+9.4}\t{:>8.4}\t{:>7}", c.measure, c.mean_a, c.mean_b, c.difference, c.p_value, c.queries);
