@@ -36,6 +36,8 @@ enum Command {
     Filter(cmd::filter::FilterArgs),
     /// Zero-shot classification by prompt templates: top-1/top-5 accuracy.
     Zeroshot(cmd::zeroshot::ZeroShotArgs),
+    /// Bring in a pretrained model (OpenCLIP) as a run directory.
+    Import(cmd::import::ImportArgs),
     /// Micro-benchmarks that are timed beside peers (see BENCHMARKS.md).
     Bench(cmd::bench::BenchArgs),
 }
@@ -57,6 +59,7 @@ fn main() {
         Command::TrecEval(a) => cmd::trec_eval::run(a),
         Command::Filter(a) => cmd::filter::run(a),
         Command::Zeroshot(a) => cmd::zeroshot::run(a),
+        Command::Import(a) => cmd::import::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod filter;
+pub mod import;
 pub mod index;
 pub mod load;
 pub mod plot;

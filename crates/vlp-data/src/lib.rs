@@ -16,6 +16,7 @@
 pub mod dataset;
 pub mod emoji;
 pub mod evalset;
+pub mod openclip_bpe;
 pub mod openclipart;
 pub mod image_pipeline;
 pub mod loader;

@@ -188,6 +188,13 @@ impl TextTokenizer {
         Self::from_tokenizer(tk, context)
     }
 
+    /// OpenCLIP's own tokenizer from its merges file (`bpe_simple_vocab_16e6.txt.gz`); see
+    /// [`crate::openclip_bpe`].
+    pub fn openclip_bpe(merges: &Path, context: usize) -> Result<Self> {
+        let text = crate::openclip_bpe::read_merges(merges)?;
+        Self::from_tokenizer(crate::openclip_bpe::tokenizer(&text, &merges.display().to_string())?, context)
+    }
+
     pub fn from_json(json: &str, context: usize) -> Result<Self> {
         let tk: Tokenizer = json.parse().map_err(tk_err)?;
         Self::from_tokenizer(tk, context)

@@ -27,6 +27,9 @@ pub struct ModelConfig {
     pub token_dim: Option<usize>,
     pub image: ImageTowerConfig,
     pub text: TextTowerConfig,
+    /// The nonlinearity of both towers' transformer MLPs (`quick_gelu` for OpenAI's weights).
+    #[serde(default, skip_serializing_if = "Activation::is_gelu")]
+    pub activation: Activation,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +52,24 @@ pub struct VitConfig {
     /// Wukong's token reduction of the patch tokens (token-level loss, re-ranking, the index).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_reduction: Option<TokenReductionConfig>,
+}
+
+/// The nonlinearity inside the transformer blocks' MLPs (the ResNet tower has none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// Exact GELU, `x · Φ(x)` (OpenCLIP's default, BERT's).
+    #[default]
+    Gelu,
+    /// OpenAI CLIP's `x · σ(1.702 x)`: the towers of OpenAI's released weights and OpenCLIP's
+    /// `*-quickgelu` models were trained with it, and give other embeddings under exact GELU.
+    QuickGelu,
+}
+
+impl Activation {
+    pub fn is_gelu(&self) -> bool {
+        *self == Activation::Gelu
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -32,7 +32,7 @@ pub mod tokenwise_linear;
 pub mod transformer;
 pub mod vit;
 
-pub use config::{ConfigError, ImageTowerConfig, LossConfig, ModelConfig, TextTowerConfig};
+pub use config::{Activation, ConfigError, ImageTowerConfig, LossConfig, ModelConfig, TextTowerConfig};
 pub use dual::{DualEncoder, QueueInputs, TowerOutput};
 pub use loss::{ClipLoss, LossOutput, TokenwiseLoss};
 pub use momentum::{MomentumConfig, MomentumState, QueueCursor};

@@ -11,7 +11,7 @@
 //! OpenCLIP has no counterpart for (vlp's per-token projections and the token-level temperature,
 //! used only by the FILIP loss) keep their initial values.
 
-use crate::config::{ImageTowerConfig, ModelConfig, TextPool, TextTowerConfig, VitConfig};
+use crate::config::{Activation, ImageTowerConfig, ModelConfig, TextPool, TextTowerConfig, VitConfig};
 use crate::dual::{DualEncoder, ImageTower};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
@@ -146,24 +146,36 @@ pub fn openclip_key(param: &str) -> Option<Source> {
 
 /// The vlp model config of an OpenCLIP model-config JSON (`embed_dim`, `vision_cfg`,
 /// `text_cfg`, as `open_clip/model_configs/*.json`), for the architectures vlp builds: a ViT image
-/// tower and a causal text tower pooled at the end token, with exact GELU. Any option vlp does
-/// not build (QuickGELU, timm or Hugging Face towers, other poolings, layer scale, ...) is refused
-/// by name rather than ignored.
+/// tower and a causal text tower pooled at the end token, with exact GELU or (`quick_gelu`)
+/// OpenAI's QuickGELU. Any option vlp does not build (timm or Hugging Face towers, other
+/// poolings, layer scale, ...) is refused by name rather than ignored; options that only change
+/// training (`patch_dropout`, `cast_dtype`, ...) are accepted.
 pub fn model_config(json: &serde_json::Value) -> Result<ModelConfig, ImportError> {
     let unsupported = |what: String| ImportError::Unsupported(format!("OpenCLIP config: {what}"));
     let obj = |v: &serde_json::Value, name: &str| -> Result<serde_json::Map<String, serde_json::Value>, ImportError> {
         v.get(name).and_then(|x| x.as_object()).cloned().ok_or_else(|| unsupported(format!("no `{name}` object")))
     };
     let top = json.as_object().ok_or_else(|| unsupported("not a JSON object".into()))?;
+    let mut activation = Activation::Gelu;
     for (k, v) in top {
-        let default = match k.as_str() {
-            "embed_dim" | "vision_cfg" | "text_cfg" => true,
-            "quick_gelu" | "cast_dtype" | "init_logit_bias" => v == &serde_json::Value::Bool(false) || v.is_null(),
+        let accepted = match k.as_str() {
+            "embed_dim" | "vision_cfg" | "text_cfg" | "cast_dtype" | "custom_text" => true,
+            "quick_gelu" => match v.as_bool() {
+                Some(q) => {
+                    activation = if q { Activation::QuickGelu } else { Activation::Gelu };
+                    true
+                }
+                None => false,
+            },
+            "init_logit_bias" => v.is_null(),
             _ => false,
         };
-        if !default {
+        if !accepted {
             return Err(unsupported(format!("`{k}` = {v} is not supported")));
         }
+    }
+    if top.get("custom_text").is_some_and(|v| v != &serde_json::Value::Bool(false)) {
+        return Err(unsupported("`custom_text` towers (Hugging Face text models) are not supported".into()));
     }
     let vision = obj(json, "vision_cfg")?;
     let text = obj(json, "text_cfg")?;
@@ -173,17 +185,45 @@ pub fn model_config(json: &serde_json::Value) -> Result<ModelConfig, ImportError
             None => default.ok_or_else(|| unsupported(format!("{section}.{name} is missing"))),
         }
     };
-    let known_vision = ["image_size", "layers", "width", "head_width", "patch_size", "mlp_ratio"];
-    let known_text = ["context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio"];
+    // Options whose value vlp builds as OpenCLIP does only at OpenCLIP's default; anything else
+    // would load without error and embed differently, so it is refused.
+    let at_default = |section: &str, m: &serde_json::Map<String, serde_json::Value>, name: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
+        match m.get(name) {
+            Some(v) if !ok(v) => Err(unsupported(format!("{section}.{name} = {v} is not supported"))),
+            _ => Ok(()),
+        }
+    };
+    let null_or = |want: &'static str| move |v: &serde_json::Value| v.is_null() || v.as_str() == Some(want);
+    let is_false = |v: &serde_json::Value| v == &serde_json::Value::Bool(false) || v.is_null();
+    let is_zero_or_null = |v: &serde_json::Value| v.is_null() || v.as_f64() == Some(0.0);
+    // `patch_dropout` and `output_tokens` change training or what else is returned, not the
+    // embeddings, and are accepted as they are.
+    let known_vision = ["image_size", "layers", "width", "head_width", "patch_size", "mlp_ratio", "ls_init_value", "attentional_pool", "no_ln_pre", "pool_type", "final_ln_after_pool", "output_tokens", "patch_dropout", "pos_embed_type"];
+    let known_text = ["context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "ls_init_value", "pool_type", "proj_bias", "no_causal_mask", "embed_cls", "pad_id", "output_tokens", "final_ln_after_pool"];
     for (section, m, known) in [("vision_cfg", &vision, &known_vision[..]), ("text_cfg", &text, &known_text[..])] {
         if let Some(k) = m.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(unsupported(format!("{section}.{k} = {} is not supported", m[k])));
         }
+        at_default(section, m, "ls_init_value", &is_zero_or_null)?;
+        at_default(section, m, "final_ln_after_pool", &is_false)?;
     }
+    at_default("vision_cfg", &vision, "attentional_pool", &is_false)?;
+    at_default("vision_cfg", &vision, "no_ln_pre", &is_false)?;
+    at_default("vision_cfg", &vision, "pool_type", &null_or("tok"))?;
+    at_default("vision_cfg", &vision, "pos_embed_type", &null_or("learnable"))?;
+    // vlp pools at the last real token: OpenCLIP's `argmax` (the end token has the largest id in
+    // its BPE vocabulary, and comes last) and `eos` pick the same one.
+    at_default("text_cfg", &text, "pool_type", &|v| null_or("argmax")(v) || v.as_str() == Some("eos"))?;
+    at_default("text_cfg", &text, "proj_bias", &is_false)?;
+    at_default("text_cfg", &text, "no_causal_mask", &is_false)?;
+    at_default("text_cfg", &text, "embed_cls", &is_false)?;
     let v = |name: &str, default: Option<f64>| field(&vision, "vision_cfg", name, default).map(|x| x as usize);
     let t = |name: &str, default: Option<f64>| field(&text, "text_cfg", name, default);
     let width = v("width", Some(768.0))?;
     let head_width = v("head_width", Some(64.0))?;
+    if head_width == 0 || width % head_width != 0 {
+        return Err(unsupported(format!("vision_cfg.head_width = {head_width} does not divide vision_cfg.width = {width}")));
+    }
     let cfg = ModelConfig {
         embed_dim: field(top, "", "embed_dim", None)? as usize,
         token_dim: None,
@@ -192,7 +232,7 @@ pub fn model_config(json: &serde_json::Value) -> Result<ModelConfig, ImportError
             patch_size: v("patch_size", Some(16.0))?,
             width,
             layers: v("layers", Some(12.0))?,
-            heads: width / head_width.max(1),
+            heads: width / head_width,
             mlp_ratio: field(&vision, "vision_cfg", "mlp_ratio", Some(4.0))?,
             token_reduction: None,
         }),
@@ -206,6 +246,7 @@ pub fn model_config(json: &serde_json::Value) -> Result<ModelConfig, ImportError
             causal: true,
             pool: TextPool::Eos,
         },
+        activation,
     };
     cfg.validate().map_err(|e| unsupported(e.to_string()))?;
     Ok(cfg)

@@ -1,7 +1,7 @@
 //! Text tower: a transformer over token ids, causal (CLIP) or bidirectional (BERT, as BriVL and
 //! Chinese-CLIP), pooled by EOS, CLS or masked mean.
 
-use crate::config::{TextPool, TextTowerConfig};
+use crate::config::{Activation, TextPool, TextTowerConfig};
 use crate::dual::{l2_normalize, TowerOutput};
 use crate::tokenwise_linear::per_token;
 use crate::transformer::{Transformer, TransformerConfig};
@@ -61,13 +61,13 @@ impl<B: Backend> TextTransformer<B> {
     /// `ids`, `mask`: `[batch, n]`, `n` ≤ the context length, padding at the end (mask 1 = real
     /// token, 0 = pad) → global `[batch, embed]`, tokens `[batch, n, token_dim]` with `token_mask`
     /// `[batch, n]`. Columns of padding past the longest text change no output but the width.
-    pub fn forward(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> TowerOutput<B> {
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>, activation: Activation) -> TowerOutput<B> {
         let [b, n] = ids.dims();
         let x = self.token_embedding.forward(ids) + self.positional_embedding.val().slice([0..n]).unsqueeze_dim(0);
         let pad = mask.clone().lower_elem(0.5);
         // A causal model never looks ahead, and padding sits at the end: no pad mask is needed,
         // and leaving it out keeps the fused causal path.
-        let x = self.transformer.forward(x, if self.causal { None } else { Some(pad) }, self.causal);
+        let x = self.transformer.forward(x, if self.causal { None } else { Some(pad) }, self.causal, activation);
         let x = self.ln_final.forward(x); // [b, n, width]
         let width = x.dims()[2];
         let pooled = match self.pool {
@@ -117,6 +117,7 @@ mod tests {
                 tower.forward(
                     Tensor::from_data(TensorData::new(ids, [b, w]), &device),
                     Tensor::from_data(TensorData::new(mask, [b, w]), &device),
+                    crate::config::Activation::Gelu,
                 )
             };
             let full = run(ids.clone(), mask.clone(), context);

@@ -2,6 +2,7 @@
 //! as CLIP's towers use them.
 
 use crate::attention::{SelfAttention, SelfAttentionConfig};
+use crate::config::Activation;
 use crate::gelu::gelu;
 use crate::init::BlockScheme;
 use crate::tokenwise_linear::per_token;
@@ -9,6 +10,7 @@ use burn::module::Module;
 use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{Bool, Tensor};
 
 #[derive(Debug, Clone)]
@@ -59,18 +61,25 @@ impl TransformerConfig {
 }
 
 impl<B: Backend> Block<B> {
-    pub fn forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool, activation: Activation) -> Tensor<B, 3> {
         let x = x.clone() + self.attn.forward(self.ln_1.forward(x), pad, causal);
-        x.clone() + per_token(&self.mlp_proj, gelu(per_token(&self.mlp_fc, self.ln_2.forward(x))))
+        let hidden = per_token(&self.mlp_fc, self.ln_2.forward(x.clone()));
+        let hidden = match activation {
+            Activation::Gelu => gelu(hidden),
+            Activation::QuickGelu => hidden.clone() * sigmoid(hidden * 1.702),
+        };
+        x + per_token(&self.mlp_proj, hidden)
     }
 }
 
 impl<B: Backend> Transformer<B> {
-    /// `x`: `[batch, tokens, width]`; `pad`: `[batch, tokens]`, true at padding.
-    pub fn forward(&self, mut x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool) -> Tensor<B, 3> {
+    /// `x`: `[batch, tokens, width]`; `pad`: `[batch, tokens]`, true at padding. The activation
+    /// is the model's ([`crate::DualEncoder`] holds it), not stored per block.
+    pub fn forward(&self, mut x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool, activation: Activation) -> Tensor<B, 3> {
         for block in &self.blocks {
-            x = block.forward(x, pad.clone(), causal);
+            x = block.forward(x, pad.clone(), causal, activation);
         }
         x
     }
 }
+

@@ -1,7 +1,7 @@
 //! Vision transformer tower: conv patch embedding, class token, learned positions, pre-norm
 //! blocks, final norm, projection.
 
-use crate::config::VitConfig;
+use crate::config::{Activation, VitConfig};
 use crate::dual::{l2_normalize, TowerOutput};
 use crate::token_reduction::TokenReduction;
 use crate::tokenwise_linear::per_token;
@@ -68,13 +68,13 @@ impl VitConfig {
 impl<B: Backend> VisionTransformer<B> {
     /// `images`: `[batch, 3, size, size]` → global `[batch, embed]`, tokens `[batch, patches,
     /// token_dim]`, or `[batch, T, token_dim]` through Wukong's `reduction`.
-    pub fn forward(&self, images: Tensor<B, 4>, reduction: Option<&TokenReduction<B>>) -> TowerOutput<B> {
+    pub fn forward(&self, images: Tensor<B, 4>, reduction: Option<&TokenReduction<B>>, activation: Activation) -> TowerOutput<B> {
         let x = self.patch_embed.forward(images); // [b, width, g, g]
         let [b, w, gh, gw] = x.dims();
         let x = x.reshape([b, w, gh * gw]).swap_dims(1, 2); // [b, patches, width]
         let cls = self.class_token.val().reshape([1, 1, w]).expand([b, 1, w]);
         let x = Tensor::cat(vec![cls, x], 1) + self.positional_embedding.val().unsqueeze_dim(0);
-        let x = self.transformer.forward(self.ln_pre.forward(x), None, false);
+        let x = self.transformer.forward(self.ln_pre.forward(x), None, false, activation);
         let x = self.ln_post.forward(x);
         let n = x.dims()[1];
         let global = self.proj.forward(x.clone().slice([0..b, 0..1]).squeeze_dim::<2>(1));

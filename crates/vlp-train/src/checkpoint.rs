@@ -69,6 +69,39 @@ pub fn save<B: AutodiffBackend>(
     cfg: &RunConfig,
     tokenizer: &TextTokenizer,
 ) -> Result<PathBuf> {
+    commit(run, model, state, cfg, tokenizer, |tmp| {
+        let (decayed, plain) = optim.to_records();
+        Recorder::<B>::record(&recorder(), decayed, tmp.join("optim-decay")).map_err(|e| ck_err(tmp, e))?;
+        Recorder::<B>::record(&recorder(), plain, tmp.join("optim-plain")).map_err(|e| ck_err(tmp, e))?;
+        if let Some(m) = momentum {
+            m.clone().save_file(tmp.join("momentum"), &recorder()).map_err(|e| ck_err(tmp, e))?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes a checkpoint that holds a model and no optimizer state (an imported model): every
+/// command that embeds loads it, and `vlp train --init` starts from it; it cannot be resumed.
+pub fn save_model<B: Backend>(
+    run: &Path,
+    model: &DualEncoder<B>,
+    state: &TrainState,
+    cfg: &RunConfig,
+    tokenizer: &TextTokenizer,
+) -> Result<PathBuf> {
+    commit(run, model, state, cfg, tokenizer, |_| Ok(()))
+}
+
+/// Writes `ckpt-STEP` under a temporary name (model, config, tokenizer, what `extra` adds, and
+/// state.json last), renames it into place, points `latest` at it and prunes older ones.
+fn commit<B: Backend>(
+    run: &Path,
+    model: &DualEncoder<B>,
+    state: &TrainState,
+    cfg: &RunConfig,
+    tokenizer: &TextTokenizer,
+    extra: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     let name = format!("ckpt-{:06}", state.step);
     let tmp = run.join(format!(".{name}.tmp"));
     let dest = run.join(&name);
@@ -77,12 +110,7 @@ pub fn save<B: AutodiffBackend>(
     }
     std::fs::create_dir_all(&tmp).map_err(|e| ck_err(&tmp, e))?;
     model.clone().save_file(tmp.join("model"), &recorder()).map_err(|e| ck_err(&tmp, e))?;
-    let (decayed, plain) = optim.to_records();
-    Recorder::<B>::record(&recorder(), decayed, tmp.join("optim-decay")).map_err(|e| ck_err(&tmp, e))?;
-    Recorder::<B>::record(&recorder(), plain, tmp.join("optim-plain")).map_err(|e| ck_err(&tmp, e))?;
-    if let Some(m) = momentum {
-        m.clone().save_file(tmp.join("momentum"), &recorder()).map_err(|e| ck_err(&tmp, e))?;
-    }
+    extra(&tmp)?;
     write(&tmp.join("config.toml"), cfg.to_toml().as_bytes())?;
     write(&tmp.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
     // state.json last: its presence marks a complete checkpoint
@@ -130,27 +158,31 @@ pub fn read_meta(dir: &Path) -> Result<(RunConfig, TextTokenizer, TrainState)> {
 
 /// Loads weights into a model built from the checkpoint's own config.
 ///
-/// A checkpoint written before `DualEncoder::image_token_reduction` existed is the same record
-/// without its last field; burn's bincode record puts the model last, so those bytes followed by
-/// bincode's `None` (one 0 byte) are the record of a model without a reduction, and they load.
+/// Older vlp wrote records without the fields added since, which are the last ones of
+/// [`DualEncoder`]: `image_token_reduction` (bincode's `None`, one 0 byte, for a model without a
+/// reduction) and `activation` (an empty record, also one 0 byte). burn's bincode record puts the
+/// model last, so an old file followed by those missing bytes is the record of the same model
+/// today, and it loads: one 0 byte for a checkpoint written between the two fields, two for one
+/// written before both.
 pub fn load_model<B: Backend>(dir: &Path, cfg: &RunConfig, device: &B::Device) -> Result<DualEncoder<B>> {
     let file = dir.join("model.bin");
-    let loaded = cfg.model.init::<B>(device).load_file(dir.join("model"), &recorder(), device);
+    let first = match cfg.model.init::<B>(device).load_file(dir.join("model"), &recorder(), device) {
+        Ok(model) => return Ok(model),
+        Err(e) => e,
+    };
     let reduces = matches!(&cfg.model.image, vlp_model::ImageTowerConfig::Vit(v) if v.token_reduction.is_some());
-    match loaded {
-        Ok(model) => Ok(model),
-        Err(first) if !reduces => {
-            let mut bytes = std::fs::read(&file).map_err(|e| ck_err(&file, e))?;
-            bytes.push(0);
-            let tmp = tempfile::Builder::new().suffix(".bin").tempfile().map_err(|e| ck_err(&file, e))?;
-            std::fs::write(tmp.path(), &bytes).map_err(|e| ck_err(&file, e))?;
-            cfg.model
-                .init::<B>(device)
-                .load_file(tmp.path().with_extension(""), &recorder(), device)
-                .map_err(|_| ck_err(&file, first))
+    let missing: &[usize] = if reduces { &[1] } else { &[1, 2] };
+    let bytes = std::fs::read(&file).map_err(|e| ck_err(&file, e))?;
+    for &n in missing {
+        let mut patched = bytes.clone();
+        patched.extend(std::iter::repeat_n(0u8, n));
+        let tmp = tempfile::Builder::new().suffix(".bin").tempfile().map_err(|e| ck_err(&file, e))?;
+        std::fs::write(tmp.path(), &patched).map_err(|e| ck_err(&file, e))?;
+        if let Ok(model) = cfg.model.init::<B>(device).load_file(tmp.path().with_extension(""), &recorder(), device) {
+            return Ok(model);
         }
-        Err(e) => Err(ck_err(&file, e)),
     }
+    Err(ck_err(&file, first))
 }
 
 /// An encoder ready for inference: the model, its config and its tokenizer.

@@ -1,0 +1,67 @@
+//! `vlp import openclip --config ViT-B-32.json --weights open_clip_model.safetensors
+//! --bpe bpe_simple_vocab_16e6.txt.gz --out runs/vit-b-32`: a published OpenCLIP model as a vlp
+//! run directory, which `eval`, `zeroshot`, `index build`, `search`, `serve` and `filter` accept.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::time::Instant;
+use vlp_train::import::{import_openclip, TokenizerSource};
+
+#[derive(Args)]
+pub struct ImportArgs {
+    #[command(subcommand)]
+    pub source: ImportSource,
+}
+
+#[derive(Subcommand)]
+pub enum ImportSource {
+    /// An OpenCLIP model: its model-config JSON (open_clip/model_configs/*.json) and weights.
+    Openclip(OpenClipArgs),
+}
+
+#[derive(Args)]
+pub struct OpenClipArgs {
+    /// OpenCLIP's model config (`embed_dim`, `vision_cfg`, `text_cfg`, `quick_gelu`).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The weights: a `.safetensors` state dict (`open_clip_model.safetensors` on the Hub).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// OpenCLIP's BPE merges, `bpe_simple_vocab_16e6.txt.gz` (in every open_clip install, beside
+    /// `tokenizer.py`).
+    #[arg(long, conflicts_with = "tokenizer", required_unless_present = "tokenizer")]
+    pub bpe: Option<PathBuf>,
+    /// A `tokenizer.json` instead (a Hugging Face CLIP tokenizer).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// The run directory to create.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(a: ImportArgs) -> Result<()> {
+    match a.source {
+        ImportSource::Openclip(a) => openclip(a),
+    }
+}
+
+fn openclip(a: OpenClipArgs) -> Result<()> {
+    let tokenizer = match (&a.bpe, &a.tokenizer) {
+        (Some(p), _) => TokenizerSource::OpenClipMerges(p.clone()),
+        (None, Some(p)) => TokenizerSource::TokenizerJson(p.clone()),
+        (None, None) => bail!("give the tokenizer: --bpe bpe_simple_vocab_16e6.txt.gz or --tokenizer tokenizer.json"),
+    };
+    let started = Instant::now();
+    let device = Default::default();
+    let done = import_openclip::<burn::backend::Flex>(&a.config, &a.weights, &tokenizer, &a.out, &device)
+        .with_context(|| format!("importing {} into {}", a.weights.display(), a.out.display()))?;
+    println!(
+        "imported {} tensors ({} parameters) in {:.1} s: {}",
+        done.tensors,
+        done.parameters,
+        started.elapsed().as_secs_f64(),
+        done.checkpoint.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! `vlp import openclip` against OpenCLIP itself: the committed fixture
+//! (`tests/fixtures/openclip-tiny`, written by `benches/openclip/import_fixture.py` with
+//! open_clip 3.3.0) holds a random-initialised QuickGELU ViT model in f16, four images at its
+//! input size, and the embeddings and token ids OpenCLIP gives. The imported run must give the
+//! same token ids exactly and the same embeddings within 1e-4 (f32 throughout; what differs is the
+//! order of float sums).
+
+mod common;
+
+use common::{ok, vlp};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use vlp_data::image_pipeline::{process_into, Augment};
+use vlp_train::checkpoint::Encoder;
+use vlp_train::embed::{rows, text_tensors};
+
+type B = burn::backend::Flex;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openclip-tiny")
+}
+
+fn bpe() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openclip-bpe/bpe_simple_vocab_16e6.txt.gz")
+}
+
+fn import(config: &Path, out: &Path) -> (bool, String, String) {
+    let f = fixture();
+    vlp(&[
+        "import", "openclip",
+        "--config", config.to_str().unwrap(),
+        "--weights", f.join("weights.safetensors").to_str().unwrap(),
+        "--bpe", bpe().to_str().unwrap(),
+        "--out", out.to_str().unwrap(),
+    ])
+}
+
+fn max_abs_gap(got: &[f32], want: &Value) -> f32 {
+    let want: Vec<f32> = want.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32)).collect();
+    assert_eq!(got.len(), want.len());
+    got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn an_imported_openclip_model_embeds_and_tokenizes_as_openclip_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let (ok_, out, err) = import(&fixture().join("config.json"), &run);
+    assert!(ok_, "{err}");
+    assert!(out.contains("imported"), "{out}");
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(fixture().join("expected.json")).unwrap()).unwrap();
+    let device = Default::default();
+    let enc = Encoder::<B>::load(&run, &device).unwrap();
+
+    // token ids, exactly, padded with 0 to the context as OpenCLIP pads them
+    let strings: Vec<&str> = expected["strings"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let batch = enc.tokenizer.encode_batch(&strings).unwrap();
+    assert_eq!(enc.tokenizer.pad_id(), 0);
+    for (i, want) in expected["token_ids"].as_array().unwrap().iter().enumerate() {
+        let want: Vec<u32> = want.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let got = &batch.ids[i * batch.context..(i + 1) * batch.context];
+        assert_eq!(got, &want[..batch.context], "token ids of {:?}", strings[i]);
+        assert!(want[batch.context..].iter().all(|&t| t == 0), "{:?} is longer than the batch", strings[i]);
+    }
+
+    // image embeddings: the images are at the model's size, so no resize filter is involved
+    let cfg = enc.config.image_config();
+    let px = (3 * cfg.size * cfg.size) as usize;
+    let names = expected["images"].as_array().unwrap();
+    let mut pixels = vec![0f32; names.len() * px];
+    for (i, name) in names.iter().enumerate() {
+        let bytes = std::fs::read(fixture().join(name.as_str().unwrap())).unwrap();
+        process_into(&bytes, &cfg, Augment::Eval, &mut pixels[i * px..(i + 1) * px]).unwrap();
+    }
+    let s = cfg.size as usize;
+    let images = burn::tensor::Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(pixels, [names.len(), 3, s, s]), &device);
+    let gap = max_abs_gap(&rows(enc.model.encode_image(images).global), &expected["image_embeddings"]);
+    eprintln!("image embeddings: max abs gap {gap:e}");
+    assert!(gap <= 1e-4, "image embeddings differ from OpenCLIP's by up to {gap}");
+
+    let captions: Vec<&str> = expected["captions"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let (ids, mask) = text_tensors::<B>(&enc.tokenizer, &captions, &device).unwrap();
+    let gap = max_abs_gap(&rows(enc.model.encode_text(ids, mask).global), &expected["text_embeddings"]);
+    eprintln!("text embeddings: max abs gap {gap:e}");
+    assert!(gap <= 1e-4, "text embeddings differ from OpenCLIP's by up to {gap}");
+
+    // the fixture tells the activations apart: read with exact GELU, the same weights embed
+    // differently by far more than the tolerance
+    let gelu = tmp.path().join("gelu.json");
+    let mut cfg_json: Value = serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap()).unwrap();
+    cfg_json["quick_gelu"] = false.into();
+    std::fs::write(&gelu, cfg_json.to_string()).unwrap();
+    let (ok_, _, err) = import(&gelu, &tmp.path().join("gelu"));
+    assert!(ok_, "{err}");
+    let other = Encoder::<B>::load(&tmp.path().join("gelu"), &device).unwrap();
+    let (ids, mask) = text_tensors::<B>(&other.tokenizer, &captions, &device).unwrap();
+    let gap = max_abs_gap(&rows(other.model.encode_text(ids, mask).global), &expected["text_embeddings"]);
+    assert!(gap > 1e-3, "exact GELU gives OpenCLIP's QuickGELU embeddings within {gap}: the fixture cannot tell them apart");
+
+    // the run is an ordinary one: it cannot be imported over
+    let (ok_, _, err) = import(&fixture().join("config.json"), &run);
+    assert!(!ok_ && err.contains("already holds a run"), "{err}");
+}
+
+#[test]
+fn a_checkpoint_for_another_architecture_is_refused_by_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Value = serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap()).unwrap();
+    let write = |name: &str, edit: &dyn Fn(&mut Value)| {
+        let mut v = base.clone();
+        edit(&mut v);
+        let p = tmp.path().join(name);
+        std::fs::write(&p, v.to_string()).unwrap();
+        p
+    };
+    // a wider image tower: the first tensor that differs is named, with both shapes
+    let wide = write("wide.json", &|v| v["vision_cfg"]["width"] = 128.into());
+    let (ok_, _, err) = import(&wide, &tmp.path().join("a"));
+    assert!(!ok_ && err.contains("visual.") && err.contains("expected shape"), "{err}");
+    // one text layer fewer: the checkpoint's second text block has no place
+    let shallow = write("shallow.json", &|v| v["text_cfg"]["layers"] = 1.into());
+    let (ok_, _, err) = import(&shallow, &tmp.path().join("b"));
+    assert!(!ok_ && err.contains("transformer.resblocks.1"), "{err}");
+    // an option vlp does not build is named, not ignored
+    let pooled = write("pooled.json", &|v| v["vision_cfg"]["attentional_pool"] = true.into());
+    let (ok_, _, err) = import(&pooled, &tmp.path().join("c"));
+    assert!(!ok_ && err.contains("attentional_pool"), "{err}");
+    for d in ["a", "b", "c"] {
+        assert!(!tmp.path().join(d).join("latest").exists(), "a refused import left a run in {d}");
+    }
+    let _ = ok;
+}
