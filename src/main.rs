@@ -38,6 +38,8 @@ enum Command {
     Zeroshot(cmd::zeroshot::ZeroShotArgs),
     /// Bring in a pretrained model (OpenCLIP) as a run directory.
     Import(cmd::import::ImportArgs),
+    /// Write a vlp model for another library (OpenCLIP).
+    Export(cmd::export::ExportArgs),
     /// Micro-benchmarks that are timed beside peers (see BENCHMARKS.md).
     Bench(cmd::bench::BenchArgs),
 }
@@ -60,6 +62,7 @@ fn main() {
         Command::Filter(a) => cmd::filter::run(a),
         Command::Zeroshot(a) => cmd::zeroshot::run(a),
         Command::Import(a) => cmd::import::run(a),
+        Command::Export(a) => cmd::export::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {

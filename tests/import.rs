@@ -130,3 +130,28 @@ fn a_checkpoint_for_another_architecture_is_refused_by_key() {
     }
     let _ = ok;
 }
+
+#[test]
+fn an_exported_model_is_the_openclip_checkpoint_it_came_from() {
+    use vlp_model::openclip::{model_config, StateDict};
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, out) = (tmp.path().join("run"), tmp.path().join("export"));
+    let (ok_, _, err) = import(&fixture().join("config.json"), &run);
+    assert!(ok_, "{err}");
+    let said = ok(&["export", "openclip", run.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(said.contains("wrote 62 tensors"), "{said}");
+    // every tensor comes back with the values it was imported with (f16 widened to f32 exactly)
+    let original = StateDict::read_safetensors(&fixture().join("weights.safetensors")).unwrap();
+    let exported = StateDict::read_safetensors(&out.join("open_clip_model.safetensors")).unwrap();
+    assert_eq!(original.keys().collect::<Vec<_>>(), exported.keys().collect::<Vec<_>>());
+    for key in original.keys() {
+        assert_eq!(original.get(key), exported.get(key), "{key}");
+    }
+    // the config is OpenCLIP's again, and describes the same model
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(out.join("open_clip_config.json")).unwrap()).unwrap();
+    let source: Value = serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap()).unwrap();
+    assert_eq!(model_config(&written["model_cfg"]).unwrap(), model_config(&source).unwrap());
+    assert_eq!(written["model_cfg"]["text_cfg"].get("eos_id"), None, "OpenCLIP's end token is its largest id: argmax pooling");
+    let (ok_, _, err) = vlp(&["export", "openclip", run.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(!ok_ && err.contains("already exists"), "{err}");
+}

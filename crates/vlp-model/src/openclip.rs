@@ -1,6 +1,8 @@
-//! OpenCLIP's state-dict names for vlp's parameters, and the loader that fills a vlp model from an
+//! OpenCLIP's state-dict names for vlp's parameters, the loader that fills a vlp model from an
 //! OpenCLIP checkpoint of the same architecture (OpenCLIP's own ViT image tower and causal text
-//! tower: `visual.*`, `transformer.*`, `token_embedding`, `text_projection`, `logit_scale`).
+//! tower: `visual.*`, `transformer.*`, `token_embedding`, `text_projection`, `logit_scale`), and
+//! its inverse, which writes a vlp model in OpenCLIP's names and layout ([`to_state_dict`],
+//! [`openclip_config`]).
 //!
 //! PyTorch's `nn.Linear` and `nn.MultiheadAttention` store weights `[out, in]`; burn's `Linear`
 //! stores `[in, out]`, so those are transposed. OpenCLIP's `visual.proj` and `text_projection`
@@ -72,6 +74,32 @@ impl StateDict {
             tensors.insert(name, (view.shape().to_vec(), values));
         }
         Ok(StateDict { tensors })
+    }
+
+    /// Writes the tensors as an f32 `.safetensors` file, under a temporary name renamed into
+    /// place, so a failed write never leaves a partial file where a good one was.
+    pub fn write_safetensors(&self, path: &Path) -> Result<(), ImportError> {
+        let err = |message: String| ImportError::Read { path: path.display().to_string(), message };
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(k, (shape, values))| (k.clone(), shape.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+            .collect();
+        let mut views = Vec::with_capacity(bytes.len());
+        for (k, shape, b) in &bytes {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b).map_err(|e| err(format!("{k}: {e}")))?;
+            views.push((k.as_str(), view));
+        }
+        let out = safetensors::serialize(views, None).map_err(|e| err(e.to_string()))?;
+        let tmp = path.with_extension("safetensors.tmp");
+        std::fs::write(&tmp, out).map_err(|e| err(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    }
+
+    /// Adds (or replaces) a tensor; `values` is row-major and must fill `shape`.
+    pub fn insert(&mut self, key: impl Into<String>, shape: Vec<usize>, values: Vec<f32>) {
+        assert_eq!(shape.iter().product::<usize>(), values.len(), "values must fill the shape");
+        self.tensors.insert(key.into(), (shape, values));
     }
 
     /// `(shape, values)` of a tensor.
@@ -199,7 +227,7 @@ pub fn model_config(json: &serde_json::Value) -> Result<ModelConfig, ImportError
     // `patch_dropout` and `output_tokens` change training or what else is returned, not the
     // embeddings, and are accepted as they are.
     let known_vision = ["image_size", "layers", "width", "head_width", "patch_size", "mlp_ratio", "ls_init_value", "attentional_pool", "no_ln_pre", "pool_type", "final_ln_after_pool", "output_tokens", "patch_dropout", "pos_embed_type"];
-    let known_text = ["context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "ls_init_value", "pool_type", "proj_bias", "no_causal_mask", "embed_cls", "pad_id", "output_tokens", "final_ln_after_pool"];
+    let known_text = ["context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "ls_init_value", "pool_type", "eos_id", "proj_bias", "no_causal_mask", "embed_cls", "pad_id", "output_tokens", "final_ln_after_pool"];
     for (section, m, known) in [("vision_cfg", &vision, &known_vision[..]), ("text_cfg", &text, &known_text[..])] {
         if let Some(k) = m.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(unsupported(format!("{section}.{k} = {} is not supported", m[k])));
@@ -317,4 +345,71 @@ pub fn load_openclip<B: Backend>(model: DualEncoder<B>, state: &StateDict) -> Re
         return Err(ImportError::Unused { keys: unused });
     }
     Ok(model)
+}
+
+/// The model's weights under OpenCLIP's names and in its layout: the inverse of
+/// [`load_openclip`]. Parameters OpenCLIP has no place for (the per-token projections and
+/// temperature of the FILIP loss, Wukong's token reduction) are left out: they do not enter the
+/// global embeddings OpenCLIP computes. Refuses the towers OpenCLIP's `CLIP` class cannot hold.
+pub fn to_state_dict<B: Backend>(model: &DualEncoder<B>) -> Result<StateDict, ImportError> {
+    if matches!(model.image, ImageTower::Resnet(_)) {
+        return Err(ImportError::Unsupported("a ResNet image tower cannot be written in OpenCLIP's layout yet".into()));
+    }
+    struct Writer {
+        path: Vec<String>,
+        out: StateDict,
+    }
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Writer {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let Some(source) = openclip_key(&self.path.join(".")) else { return };
+            let t = param.val();
+            let shape = t.dims().to_vec();
+            let values = t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 values");
+            let (shape, values) = match (source.key.as_str(), source.transpose, shape.as_slice()) {
+                // vlp's `[1]` temperature is OpenCLIP's 0-d scalar
+                ("logit_scale", _, _) => (vec![], values),
+                // burn's `[in, out]` back to PyTorch's `[out, in]`
+                (_, true, &[rows, cols]) => (vec![cols, rows], (0..rows * cols).map(|k| values[(k % rows) * cols + k / rows]).collect()),
+                _ => (shape, values),
+            };
+            self.out.insert(source.key, shape, values);
+        }
+    }
+    let mut w = Writer { path: Vec::new(), out: StateDict::default() };
+    model.visit(&mut w);
+    Ok(w.out)
+}
+
+/// OpenCLIP's model config for a vlp model config (the inverse of [`model_config`]). `eos_id`:
+/// the text tower's end token when it is not the tokenizer's largest id (a WordPiece `[SEP]`),
+/// so that OpenCLIP pools where vlp does; `None` keeps OpenCLIP's `argmax` pooling.
+pub fn openclip_config(cfg: &ModelConfig, eos_id: Option<u32>) -> Result<serde_json::Value, ImportError> {
+    let ImageTowerConfig::Vit(v) = &cfg.image else {
+        return Err(ImportError::Unsupported("a ResNet image tower cannot be written as an OpenCLIP config yet".into()));
+    };
+    let t = &cfg.text;
+    if !t.causal || t.pool != TextPool::Eos {
+        return Err(ImportError::Unsupported(
+            "OpenCLIP's text tower is causal and pooled at the end token; this model's is not (model.text.causal, model.text.pool)".into(),
+        ));
+    }
+    let mut text = serde_json::json!({"context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,
+        "heads": t.heads, "layers": t.layers, "mlp_ratio": t.mlp_ratio});
+    if let Some(id) = eos_id {
+        text["pool_type"] = "eos".into();
+        text["eos_id"] = id.into();
+    }
+    Ok(serde_json::json!({
+        "embed_dim": cfg.embed_dim,
+        "quick_gelu": cfg.activation == Activation::QuickGelu,
+        "vision_cfg": {"image_size": v.image_size, "layers": v.layers, "width": v.width, "head_width": v.width / v.heads,
+            "patch_size": v.patch_size, "mlp_ratio": v.mlp_ratio},
+        "text_cfg": text,
+    }))
 }

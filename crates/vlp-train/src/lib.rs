@@ -7,6 +7,7 @@
 //! - [`checkpoint`]: atomic checkpoints that resume a run exactly.
 //! - [`parity`]: vlp's steps beside OpenCLIP's, from OpenCLIP's initial weights and batches.
 //! - [`import`]: OpenCLIP models (config JSON, safetensors, tokenizer) into run directories.
+//! - [`export`]: vlp models out as OpenCLIP model directories.
 //! - [`embed`]: encoding images and texts in batches, for validation, evaluation and indexing.
 //! - [`retrieval`]: exact retrieval both ways and its R@k.
 //! - [`trainer`]: the loop, with progress, a JSONL log and validation.
@@ -16,6 +17,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod embed;
+pub mod export;
 pub mod import;
 pub mod optimizer;
 pub mod parity;

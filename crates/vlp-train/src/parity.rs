@@ -11,12 +11,12 @@ use crate::config::TrainConfig;
 use crate::optimizer::ClipOptimizer;
 use crate::schedule::lr_at;
 use crate::{Result, TrainError};
-use burn::module::{Module, ModuleVisitor, Param};
+
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use std::path::{Path, PathBuf};
 use vlp_model::openclip::{self, StateDict};
-use vlp_model::{LossConfig, ModelConfig};
+use vlp_model::{DualEncoder, LossConfig, ModelConfig};
 
 /// What `benches/openclip/parity.py` wrote.
 pub struct Fixture {
@@ -161,7 +161,7 @@ pub fn run<B: AutodiffBackend>(fixture: &Fixture, steps: Option<usize>, device: 
         });
     }
     let max = |f: &dyn Fn(&StepLosses) -> f64| out.iter().map(f).fold(0.0, f64::max);
-    let max_weight_gap = (steps == t.steps).then(|| weight_gap(&model, &fixture.last));
+    let max_weight_gap = if steps == t.steps { Some(weight_gap(&model, &fixture.last)?) } else { None };
     Ok(ParityReport {
         max_loss_gap: max(&|s| (s.vlp - s.openclip).abs()),
         noise_floor: max(&|s| (s.openclip - s.openclip_f64).abs()),
@@ -171,36 +171,17 @@ pub fn run<B: AutodiffBackend>(fixture: &Fixture, steps: Option<usize>, device: 
 }
 
 /// The largest |vlp − OpenCLIP| over the weights both have, and where.
-fn weight_gap<B: Backend, M: Module<B>>(model: &M, state: &StateDict) -> (f64, String) {
-    struct Gap<'a> {
-        state: &'a StateDict,
-        path: Vec<String>,
-        worst: (f64, String),
-    }
-    impl<B: Backend> ModuleVisitor<B> for Gap<'_> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let Some(source) = openclip::openclip_key(&self.path.join(".")) else { return };
-            let Some((shape, theirs)) = self.state.get(&source.key) else { return };
-            let ours = param.val().into_data().convert::<f32>().to_vec::<f32>().expect("f32 values");
-            let cols = shape.get(1).copied().unwrap_or(1);
-            let rows = shape.first().copied().unwrap_or(1);
-            for (k, &x) in ours.iter().enumerate() {
-                // ours is `[in, out]` where theirs is `[out, in]` when transposed
-                let y = if source.transpose { theirs[(k % rows) * cols + k / rows] } else { theirs[k] };
-                let gap = (x as f64 - y as f64).abs();
-                if gap > self.worst.0 {
-                    self.worst = (gap, source.key.clone());
-                }
+fn weight_gap<B: Backend>(model: &DualEncoder<B>, state: &StateDict) -> Result<(f64, String)> {
+    let ours = openclip::to_state_dict(model).map_err(|e| TrainError::Other(e.to_string()))?;
+    let mut worst = (0.0, String::new());
+    for key in ours.keys() {
+        let (Some((_, a)), Some((_, b))) = (ours.get(key), state.get(key)) else { continue };
+        for (x, y) in a.iter().zip(b) {
+            let gap = (*x as f64 - *y as f64).abs();
+            if gap > worst.0 {
+                worst = (gap, key.to_string());
             }
         }
     }
-    let mut v = Gap { state, path: Vec::new(), worst: (0.0, String::new()) };
-    model.visit(&mut v);
-    v.worst
+    Ok(worst)
 }

@@ -1,0 +1,66 @@
+//! vlp models out to OpenCLIP: a run's latest checkpoint written as a directory that
+//! `open_clip.create_model_and_transforms("local-dir:DIR")` loads, giving the embeddings vlp
+//! gives (checked by `benches/openclip/check_export.py`).
+//!
+//! ```text
+//! DIR/open_clip_config.json      {"model_cfg": OpenCLIP's model config, "preprocess_cfg": ...}
+//! DIR/open_clip_model.safetensors  the state dict, f32, OpenCLIP's names and layout
+//! DIR/tokenizer.json             the run's tokenizer (OpenCLIP's `local-dir:` loader does not
+//!                                read it: a model trained with vlp's own vocabulary needs its ids)
+//! ```
+//! The directory is written under a temporary name and renamed when complete.
+
+use crate::checkpoint::Encoder;
+use crate::{Result, TrainError};
+use std::path::{Path, PathBuf};
+use vlp_model::openclip::{openclip_config, to_state_dict};
+
+/// What an export wrote.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub dir: PathBuf,
+    pub tensors: usize,
+    /// Parameters left out because OpenCLIP has no place for them (FILIP's, Wukong's).
+    pub dropped: usize,
+}
+
+fn other(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Other(format!("{}: {e}", path.display()))
+}
+
+/// Writes `run`'s latest checkpoint (or the checkpoint `run` names) as an OpenCLIP model
+/// directory `out`, which must not exist yet.
+pub fn export_openclip(run: &Path, out: &Path) -> Result<Exported> {
+    if out.exists() {
+        return Err(other(out, "already exists; export into a new directory"));
+    }
+    let device = Default::default();
+    let enc = Encoder::<burn::backend::Flex>::load(run, &device)?;
+    // OpenCLIP pools at the largest token id unless told the end token's id.
+    let empty = enc.tokenizer.encode_batch(&[""])?;
+    let real = empty.mask.iter().filter(|&&m| m == 1).count();
+    let end = *empty.ids.get(real.wrapping_sub(1)).ok_or_else(|| other(run, "the tokenizer encodes the empty text as no tokens"))?;
+    let eos_id = (end as usize + 1 != enc.tokenizer.vocab_size()).then_some(end);
+    let model_cfg = openclip_config(&enc.config.model, eos_id).map_err(|e| other(&enc.dir, e))?;
+    let state = to_state_dict(&enc.model).map_err(|e| other(&enc.dir, e))?;
+    let data = &enc.config.data;
+    let config = serde_json::json!({
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {"mean": data.mean, "std": data.std, "interpolation": "bilinear", "resize_mode": "shortest"},
+        "vlp": {"checkpoint": enc.dir.display().to_string(), "step": enc.state.step},
+    });
+    let name = out.file_name().ok_or_else(|| other(out, "not a directory name"))?.to_string_lossy();
+    let tmp = out.with_file_name(format!(".{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| other(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| other(&tmp, e))?;
+    state.write_safetensors(&tmp.join("open_clip_model.safetensors")).map_err(|e| TrainError::Other(e.to_string()))?;
+    let json = serde_json::to_string_pretty(&config).expect("a config serialises");
+    std::fs::write(tmp.join("open_clip_config.json"), json).map_err(|e| other(&tmp, e))?;
+    enc.tokenizer.save(&tmp.join("tokenizer.json"))?;
+    std::fs::rename(&tmp, out).map_err(|e| other(out, e))?;
+    use burn::module::Module;
+    let exported: usize = state.keys().map(|k| state.get(k).map_or(0, |(_, v)| v.len())).sum();
+    Ok(Exported { dir: out.to_path_buf(), tensors: state.keys().count(), dropped: enc.model.num_params() - exported })
+}
