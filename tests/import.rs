@@ -25,7 +25,10 @@ fn bpe() -> PathBuf {
 }
 
 fn import(config: &Path, out: &Path) -> (bool, String, String) {
-    let f = fixture();
+    import_from(&fixture(), config, out)
+}
+
+fn import_from(f: &Path, config: &Path, out: &Path) -> (bool, String, String) {
     vlp(&[
         "import", "openclip",
         "--config", config.to_str().unwrap(),
@@ -41,16 +44,16 @@ fn max_abs_gap(got: &[f32], want: &Value) -> f32 {
     got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
 
-#[test]
-fn an_imported_openclip_model_embeds_and_tokenizes_as_openclip_does() {
-    let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
-    let (ok_, out, err) = import(&fixture().join("config.json"), &run);
+/// Imports the fixture in `dir` into `run`, checks token ids exactly and embeddings within
+/// `tol`, and returns the largest image and text embedding gaps.
+fn check_against_openclip(dir: &Path, run: &Path, tol: f32) -> (f32, f32) {
+    let (ok_, out, err) = import_from(dir, &dir.join("config.json"), run);
     assert!(ok_, "{err}");
     assert!(out.contains("imported"), "{out}");
-    let expected: Value = serde_json::from_str(&std::fs::read_to_string(fixture().join("expected.json")).unwrap()).unwrap();
+    eprintln!("{}", out.trim());
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let device = Default::default();
-    let enc = Encoder::<B>::load(&run, &device).unwrap();
+    let enc = Encoder::<B>::load(run, &device).unwrap();
 
     // token ids, exactly, padded with 0 to the context as OpenCLIP pads them
     let strings: Vec<&str> = expected["strings"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
@@ -69,20 +72,42 @@ fn an_imported_openclip_model_embeds_and_tokenizes_as_openclip_does() {
     let names = expected["images"].as_array().unwrap();
     let mut pixels = vec![0f32; names.len() * px];
     for (i, name) in names.iter().enumerate() {
-        let bytes = std::fs::read(fixture().join(name.as_str().unwrap())).unwrap();
+        let bytes = std::fs::read(dir.join(name.as_str().unwrap())).unwrap();
         process_into(&bytes, &cfg, Augment::Eval, &mut pixels[i * px..(i + 1) * px]).unwrap();
     }
     let s = cfg.size as usize;
     let images = burn::tensor::Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(pixels, [names.len(), 3, s, s]), &device);
-    let gap = max_abs_gap(&rows(enc.model.encode_image(images).global), &expected["image_embeddings"]);
-    eprintln!("image embeddings: max abs gap {gap:e}");
-    assert!(gap <= 1e-4, "image embeddings differ from OpenCLIP's by up to {gap}");
+    let image_gap = max_abs_gap(&rows(enc.model.encode_image(images).global), &expected["image_embeddings"]);
+    eprintln!("image embeddings: max abs gap {image_gap:e}");
+    assert!(image_gap <= tol, "image embeddings differ from OpenCLIP's by up to {image_gap}");
 
     let captions: Vec<&str> = expected["captions"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     let (ids, mask) = text_tensors::<B>(&enc.tokenizer, &captions, &device).unwrap();
-    let gap = max_abs_gap(&rows(enc.model.encode_text(ids, mask).global), &expected["text_embeddings"]);
-    eprintln!("text embeddings: max abs gap {gap:e}");
-    assert!(gap <= 1e-4, "text embeddings differ from OpenCLIP's by up to {gap}");
+    let text_gap = max_abs_gap(&rows(enc.model.encode_text(ids, mask).global), &expected["text_embeddings"]);
+    eprintln!("text embeddings: max abs gap {text_gap:e}");
+    assert!(text_gap <= tol, "text embeddings differ from OpenCLIP's by up to {text_gap}");
+    (image_gap, text_gap)
+}
+
+/// The same check at a real model's size, by hand (BENCHMARKS.md): write a fixture with
+/// `benches/openclip/import_fixture.py --config ViT-B-32 --dtype f32 --out DIR`, then
+/// `VLP_OPENCLIP_FIXTURE=DIR cargo test --release --test import -- --ignored`.
+#[test]
+#[ignore]
+fn a_real_size_openclip_model_embeds_as_openclip_does() {
+    let dir = PathBuf::from(std::env::var("VLP_OPENCLIP_FIXTURE").expect("VLP_OPENCLIP_FIXTURE=DIR written by import_fixture.py"));
+    let tmp = tempfile::tempdir().unwrap();
+    check_against_openclip(&dir, &tmp.path().join("run"), 1e-4);
+}
+
+#[test]
+fn an_imported_openclip_model_embeds_and_tokenizes_as_openclip_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    check_against_openclip(&fixture(), &run, 1e-4);
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(fixture().join("expected.json")).unwrap()).unwrap();
+    let captions: Vec<&str> = expected["captions"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let device = Default::default();
 
     // the fixture tells the activations apart: read with exact GELU, the same weights embed
     // differently by far more than the tolerance

@@ -1,4 +1,4 @@
-//! `vlp bench decode | train | serve`: the work that BENCHMARKS.md times beside its peers.
+//! `vlp bench decode | train | embed | parity | serve`: the work that BENCHMARKS.md times beside its peers.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -41,6 +41,19 @@ enum BenchCommand {
         #[arg(long, value_enum, default_value = "cpu")]
         device: super::train::Device,
     },
+    /// Embedding throughput of a run's model (an imported OpenCLIP model, say): images from
+    /// ready `[batch, 3, size, size]` tensors (decoding is `bench decode`), texts from strings
+    /// (tokenizing included). Prints images/s and texts/s; the peer is
+    /// `benches/openclip/embed_bench.py` on the same weights.
+    Embed {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Timed batches of each kind, after one untimed warm-up batch.
+        #[arg(long, default_value_t = 8)]
+        batches: usize,
+    },
     /// Step-by-step parity with OpenCLIP: start from the initial weights in a fixture written by
     /// `benches/openclip/parity.py`, train on its batches, and compare every step's loss and the
     /// final weights with OpenCLIP's. Prints a table and a RESULT line.
@@ -64,6 +77,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchCommand::Serve(a) => super::load::run(a),
         BenchCommand::Parity { fixture, steps, json } => parity(&fixture, steps, json.as_deref()),
         BenchCommand::Decode { dir, size, repeat, threads } => decode(&dir, size, repeat, threads),
+        BenchCommand::Embed { checkpoint, batch, batches } => embed(&checkpoint, batch, batches),
         BenchCommand::Train { config, batch, steps, device } => match device {
             super::train::Device::Cpu => train_steps::<burn::backend::Autodiff<burn::backend::Flex>>(&config, batch, steps, &Default::default()),
             #[cfg(feature = "cuda")]
@@ -74,6 +88,55 @@ pub fn run(a: BenchArgs) -> Result<()> {
             super::train::Device::Cuda => bail!("--device cuda: this vlp was built without the `cuda` feature"),
         },
     }
+}
+
+/// The captions `bench embed` encodes on both sides: CLIP prompt-like texts of 8–14 words.
+pub fn bench_captions(n: usize) -> Vec<String> {
+    const THINGS: [&str; 8] = ["dog", "red bicycle", "bowl of noodles", "mountain lake", "street market", "old clock", "paper lantern", "sailing boat"];
+    (0..n).map(|i| format!("a photo of a {} seen from the {} side, picture number {i}", THINGS[i % THINGS.len()], ["left", "right"][i % 2])).collect()
+}
+
+fn embed(checkpoint: &std::path::Path, batch: usize, batches: usize) -> Result<()> {
+    use vlp_train::checkpoint::Encoder;
+    use vlp_train::embed::text_tensors;
+    type B = burn::backend::Flex;
+    let device = Default::default();
+    let enc = Encoder::<B>::load(checkpoint, &device).with_context(|| format!("loading {}", checkpoint.display()))?;
+    let s = enc.config.model.image_size();
+    let images = burn::tensor::Tensor::<B, 4>::random([batch, 3, s, s], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let captions = bench_captions(batch * (batches + 1));
+    let time = |f: &mut dyn FnMut(usize)| {
+        f(0);
+        let started = Instant::now();
+        for i in 1..=batches {
+            f(i);
+        }
+        started.elapsed().as_secs_f64()
+    };
+    let image_secs = time(&mut |_| {
+        let _ = vlp_train::embed::rows(enc.model.encode_image(images.clone()).global);
+    });
+    let mut failed = None;
+    let text_secs = time(&mut |i| {
+        let refs: Vec<&str> = captions[i * batch..(i + 1) * batch].iter().map(String::as_str).collect();
+        match text_tensors::<B>(&enc.tokenizer, &refs, &device) {
+            Ok((ids, mask)) => {
+                let _ = vlp_train::embed::rows(enc.model.encode_text(ids, mask).global);
+            }
+            Err(e) => failed = Some(e),
+        }
+    });
+    if let Some(e) = failed {
+        bail!("tokenizing the benchmark captions: {e}");
+    }
+    let n = (batch * batches) as f64;
+    println!(
+        "RESULT images_per_s={:.1} texts_per_s={:.1} batch={batch} batches={batches} image_size={s} threads={}",
+        n / image_secs,
+        n / text_secs,
+        rayon::current_num_threads()
+    );
+    Ok(())
 }
 
 fn parity(dir: &std::path::Path, steps: Option<usize>, json: Option<&std::path::Path>) -> Result<()> {
