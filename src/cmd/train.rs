@@ -1,4 +1,5 @@
-//! `vlp train --config configs/X.toml --train DATA [--val DATA] --out runs/NAME`.
+//! `vlp train --config configs/X.toml --train DATA [--val DATA] --out runs/NAME`, or
+//! `vlp train --init runs/vit-b-32 [--lock image] --train DATA --out runs/NAME` to fine-tune.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -9,8 +10,16 @@ use vlp_train::RunConfig;
 
 #[derive(Args)]
 pub struct TrainArgs {
+    /// The run's config. With --init it may be left out: the init run's own config is used.
+    #[arg(long, required_unless_present = "init")]
+    pub config: Option<PathBuf>,
+    /// Fine-tune: start from this run's (or checkpoint's) weights and tokenizer, e.g. one made by
+    /// `vlp import openclip`.
     #[arg(long)]
-    pub config: PathBuf,
+    pub init: Option<PathBuf>,
+    /// Keep a tower as it is (LiT: `--lock image`); overrides train.lock.
+    #[arg(long, value_enum)]
+    pub lock: Option<LockArg>,
     /// Training data: shards, a manifest, a CSV/TSV table, or a built data set (its train split).
     #[arg(long)]
     pub train: String,
@@ -42,6 +51,12 @@ pub struct TrainArgs {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LockArg {
+    Image,
+    Text,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Device {
     Cpu,
     Cuda,
@@ -54,7 +69,18 @@ pub enum Precision {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    let mut config = RunConfig::load_with(&a.config, &a.set)?;
+    let config_path = match (&a.config, &a.init) {
+        (Some(c), _) => c.clone(),
+        (None, Some(init)) => vlp_train::checkpoint::resolve(init)?.join("config.toml"),
+        (None, None) => bail!("give --config (or --init RUN to fine-tune with that run's config)"),
+    };
+    let mut config = RunConfig::load_with(&config_path, &a.set)?;
+    if let Some(l) = a.lock {
+        config.train.lock = Some(match l {
+            LockArg::Image => vlp_train::config::Tower::Image,
+            LockArg::Text => vlp_train::config::Tower::Text,
+        });
+    }
     if let Some(s) = a.steps {
         config.train.steps = s;
     }
@@ -64,11 +90,12 @@ pub fn run(a: TrainArgs) -> Result<()> {
     config.validate()?;
     let job = TrainJob {
         config,
-        config_dir: a.config.parent().map(PathBuf::from).unwrap_or_default(),
+        config_dir: config_path.parent().map(PathBuf::from).unwrap_or_default(),
         train: a.train.clone(),
         val: a.val.clone(),
         out: a.out.clone(),
         resume: a.resume,
+        init: a.init.clone(),
         progress: std::io::stderr().is_terminal(),
         stop_after: a.stop_after,
     };

@@ -49,6 +49,28 @@ pub struct TrainConfig {
     /// Samples in the shuffle buffer.
     #[serde(default = "default_shuffle")]
     pub shuffle_buffer: usize,
+    /// A tower kept as it is (LiT, as Wukong and OpenCLIP's `--lock-image` do): no gradients,
+    /// no optimizer state, no weight decay; the other tower and the temperatures train.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<Tower>,
+}
+
+/// One of the two towers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tower {
+    Image,
+    Text,
+}
+
+impl Tower {
+    /// The tower's field in [`vlp_model::DualEncoder`] (the first part of its parameters' paths).
+    pub fn field(self) -> &'static str {
+        match self {
+            Tower::Image => "image",
+            Tower::Text => "text",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@
 //! embeddings too; with burn's N(0, 1) token embedding that left its rows at std ≈ 1 after
 //! training, where CLIP's start at 0.02 and are decayed.
 
-use crate::config::TrainConfig;
+use crate::config::{Tower, TrainConfig};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
@@ -30,6 +30,8 @@ pub struct DecaySplit {
 struct SplitVisitor {
     path: Vec<String>,
     split: DecaySplit,
+    /// The locked tower's field: its parameters are in neither list.
+    locked: Option<&'static str>,
 }
 
 impl<B: Backend> ModuleVisitor<B> for SplitVisitor {
@@ -40,6 +42,9 @@ impl<B: Backend> ModuleVisitor<B> for SplitVisitor {
         self.path.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.locked.is_some_and(|t| self.path.first().is_some_and(|p| p == t)) {
+            return;
+        }
         let path = self.path.join(".");
         if D < 2 {
             self.split.no_decay.push(param.id);
@@ -51,8 +56,10 @@ impl<B: Backend> ModuleVisitor<B> for SplitVisitor {
 }
 
 impl DecaySplit {
-    pub fn of<B: Backend, M: Module<B>>(module: &M) -> Self {
-        let mut v = SplitVisitor { path: Vec::new(), split: DecaySplit::default() };
+    /// The split of every parameter but those of the `locked` tower, which the optimizer never
+    /// sees.
+    pub fn of<B: Backend, M: Module<B>>(module: &M, locked: Option<Tower>) -> Self {
+        let mut v = SplitVisitor { path: Vec::new(), split: DecaySplit::default(), locked: locked.map(Tower::field) };
         module.visit(&mut v);
         v.split
     }
@@ -109,7 +116,7 @@ impl<B: AutodiffBackend> ClipOptimizer<B> {
         ClipOptimizer {
             decayed: base.clone().with_weight_decay(cfg.weight_decay).init(),
             plain: base.with_weight_decay(0.0).init(),
-            split: DecaySplit::of(model),
+            split: DecaySplit::of(model, cfg.lock),
             clip: cfg.grad_clip_norm,
         }
     }
@@ -156,6 +163,17 @@ impl<B: AutodiffBackend> ClipOptimizer<B> {
         self.plain = self.plain.load_record(plain);
         self
     }
+}
+
+/// The model with `tower` taking no gradients (LiT): backward does not reach into it, and
+/// [`ClipOptimizer`] leaves it out. Applied again after every load, as the flag is not saved.
+pub fn lock<B: AutodiffBackend>(mut model: DualEncoder<B>, tower: Option<Tower>) -> DualEncoder<B> {
+    match tower {
+        Some(Tower::Image) => model.image = model.image.no_grad(),
+        Some(Tower::Text) => model.text = model.text.no_grad(),
+        None => {}
+    }
+    model
 }
 
 /// Clamps both log temperatures to [0, ln 100], keeping their parameter ids.

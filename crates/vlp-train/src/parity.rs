@@ -65,6 +65,7 @@ impl Fixture {
             val_every: 0,
             seed: num("seed")? as u64,
             shuffle_buffer: 0,
+            lock: None,
         };
         let series = |k: &str| -> Result<Vec<f64>> {
             losses[k]

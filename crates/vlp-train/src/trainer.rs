@@ -34,6 +34,9 @@ pub struct TrainJob {
     pub val: Option<String>,
     pub out: PathBuf,
     pub resume: bool,
+    /// Start a new run from this checkpoint's weights and tokenizer (an imported model, or
+    /// another run) instead of a fresh initialisation; its model config must be the job's.
+    pub init: Option<PathBuf>,
     /// Show a progress bar (off in tests and when stderr is not a terminal).
     pub progress: bool,
     /// Stop (with a checkpoint) after this many steps of the configured schedule, as an
@@ -162,14 +165,29 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
             )));
         }
         let cfg = job.config.clone();
-        let tokenizer = tokenizer_for(job)?;
-        let model = seeded_init::<B>(&cfg, device);
+        let (model, tokenizer) = match &job.init {
+            Some(from) => {
+                let dir = checkpoint::resolve(from)?;
+                let (init_cfg, tokenizer, _) = checkpoint::read_meta(&dir)?;
+                if init_cfg.model != cfg.model {
+                    return Err(TrainError::Other(format!(
+                        "--init {}: its model differs from the config's [model]; fine-tuning keeps the architecture (leave out --config to train with the init run's own)",
+                        dir.display()
+                    )));
+                }
+                eprintln!("starting from {} (step {})", dir.display(), checkpoint::read_meta(&dir)?.2.step);
+                (checkpoint::load_model::<B>(&dir, &cfg, device)?, tokenizer)
+            }
+            None => (seeded_init::<B>(&cfg, device), tokenizer_for(job)?),
+        };
         let optim = ClipOptimizer::new(&model, &cfg.train);
         // BriVL's momentum towers start as copies of the online ones, with empty queues.
         let momentum = (cfg.loss.queue_weight > 0.0)
             .then(|| MomentumState::new(model.valid(), &cfg.loss.momentum, cfg.model.embed_dim, device));
         (model, optim, momentum, TrainState::default(), tokenizer, cfg)
     };
+    // A locked tower takes no gradients; the flag is not saved, so it is set again on resume.
+    model = crate::optimizer::lock(model, cfg.train.lock);
     let t = &cfg.train;
     let val_set = match &job.val {
         Some(v) => Some(EvalSet::load(v, "val", &ReadOptions::default())?),

@@ -59,6 +59,7 @@ fn job(cfg: &RunConfig, train_data: &str, out: &Path, resume: bool) -> TrainJob 
         val: Some(train_data.to_string()),
         out: out.to_path_buf(),
         resume,
+        init: None,
         progress: false,
         stop_after: None,
     }
@@ -224,4 +225,73 @@ fn config_errors_name_the_field() {
         }
     }
     assert!(loaded >= 8, "only {loaded} configs found in {}", configs.display());
+}
+
+/// Every parameter of a run's latest checkpoint by path.
+fn parameters(run: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    struct Collect {
+        path: Vec<String>,
+        out: std::collections::BTreeMap<String, Vec<f32>>,
+    }
+    impl ModuleVisitor<Flex> for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<Flex, D>>) {
+            self.out.insert(self.path.join("."), p.val().into_data().to_vec::<f32>().unwrap());
+        }
+    }
+    let enc = Encoder::<Flex>::load(run, &Default::default()).unwrap();
+    let mut c = Collect { path: Vec::new(), out: Default::default() };
+    enc.model.visit(&mut c);
+    c.out
+}
+
+/// `--init` starts from another run's weights and tokenizer; `--lock` (LiT) keeps one tower bit
+/// for bit while the other and the temperatures train, and survives a resume.
+#[test]
+fn fine_tuning_from_a_run_keeps_a_locked_tower_as_it_was() {
+    use vlp_train::config::Tower;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(&tmp.path().join("data"));
+    let cfg = RunConfig::from_toml(CONFIG, "test").unwrap();
+    let device = Default::default();
+    let base = tmp.path().join("base");
+    train::<B>(&job(&cfg, &d, &base, false), &device).unwrap();
+    let before = parameters(&base);
+    for tower in [Tower::Image, Tower::Text] {
+        let mut ft_cfg = cfg.clone();
+        ft_cfg.train.lock = Some(tower);
+        ft_cfg.train.seed = 11;
+        let out = tmp.path().join(format!("ft-{}", tower.field()));
+        // interrupted after 2 of its 6 steps and resumed: the lock is set again on resume
+        let ft = TrainJob { init: Some(base.clone()), stop_after: Some(2), ..job(&ft_cfg, &d, &out, false) };
+        train::<B>(&ft, &device).unwrap();
+        let s = train::<B>(&TrainJob { init: Some(base.clone()), ..job(&ft_cfg, &d, &out, true) }, &device).unwrap();
+        assert_eq!(s.state.step, 6);
+        let after = parameters(&out);
+        let mut changed = 0;
+        for (path, values) in &before {
+            if path.split('.').next() == Some(tower.field()) {
+                assert_eq!(values, &after[path], "{path} moved although the {} tower is locked", tower.field());
+            } else if values != &after[path] {
+                changed += 1;
+            }
+        }
+        assert!(changed > 5, "only {changed} unlocked parameters trained");
+        // the init run's tokenizer came along
+        let read = |run: &Path| std::fs::read_to_string(checkpoint::latest(run).unwrap().join("tokenizer.json")).unwrap();
+        assert_eq!(read(&base), read(&out));
+    }
+    // another architecture is refused by name
+    let mut wider = cfg.clone();
+    wider.model.embed_dim = 32;
+    let err = train::<B>(&TrainJob { init: Some(base.clone()), ..job(&wider, &d, &tmp.path().join("x"), false) }, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--init") && err.contains("differs"), "{err}");
 }
