@@ -11,8 +11,8 @@ use common::{ok, vlp};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use vlp_data::image_pipeline::{process_into, Augment};
-use vlp_train::checkpoint::Encoder;
-use vlp_train::embed::{rows, text_tensors};
+use vlp_embed::checkpoint::Encoder;
+use vlp_embed::embed::{rows, text_tensors};
 
 type B = burn::backend::Flex;
 

@@ -97,8 +97,8 @@ pub fn bench_captions(n: usize) -> Vec<String> {
 }
 
 fn embed(checkpoint: &std::path::Path, batch: usize, batches: usize) -> Result<()> {
-    use vlp_train::checkpoint::Encoder;
-    use vlp_train::embed::text_tensors;
+    use vlp_embed::checkpoint::Encoder;
+    use vlp_embed::embed::text_tensors;
     type B = burn::backend::Flex;
     let device = Default::default();
     let enc = Encoder::<B>::load(checkpoint, &device).with_context(|| format!("loading {}", checkpoint.display()))?;
@@ -114,14 +114,14 @@ fn embed(checkpoint: &std::path::Path, batch: usize, batches: usize) -> Result<(
         started.elapsed().as_secs_f64()
     };
     let image_secs = time(&mut |_| {
-        let _ = vlp_train::embed::rows(enc.model.encode_image(images.clone()).global);
+        let _ = vlp_embed::embed::rows(enc.model.encode_image(images.clone()).global);
     });
     let mut failed = None;
     let text_secs = time(&mut |i| {
         let refs: Vec<&str> = captions[i * batch..(i + 1) * batch].iter().map(String::as_str).collect();
         match text_tensors::<B>(&enc.tokenizer, &refs, &device) {
             Ok((ids, mask)) => {
-                let _ = vlp_train::embed::rows(enc.model.encode_text(ids, mask).global);
+                let _ = vlp_embed::embed::rows(enc.model.encode_text(ids, mask).global);
             }
             Err(e) => failed = Some(e),
         }

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
-use vlp_train::export::export_openclip;
+use vlp_embed::export::export_openclip;
 
 #[derive(Args)]
 pub struct ExportArgs {

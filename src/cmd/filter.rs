@@ -1,6 +1,6 @@
 //! `vlp filter`: score, filter and de-duplicate image-text pairs with a trained dual encoder.
 
-use super::index::model_identity;
+use vlp_embed::checkpoint::model_identity;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use vlp_curate::filter::{Execution, FilterOptions};
 use vlp_curate::FilterReport;
 use vlp_data::source::ReadOptions;
-use vlp_train::checkpoint::Encoder;
+use vlp_embed::checkpoint::Encoder;
 
 type Cpu = burn::backend::Flex;
 

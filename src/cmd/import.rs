@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::time::Instant;
-use vlp_train::import::{import_openclip, TokenizerSource};
+use vlp_embed::import::{import_openclip, TokenizerSource};
 
 #[derive(Args)]
 pub struct ImportArgs {

@@ -5,16 +5,14 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use vlp_data::evalset::EvalSet;
-use vlp_data::source::ReadOptions;
 use vlp_index::ann::{HnswConfig, HnswGraph};
-use vlp_index::catalog::{self, BuildInput, Filter, Item, ItemText, Mode, RetrievalIndex, TextEntry};
+use vlp_index::catalog::{self, BuildInput, Filter, Item, Mode, RetrievalIndex};
 use vlp_index::exact::top_k;
 use vlp_index::npy;
 use vlp_index::store::{fnv64, Precision};
 use vlp_serve::{Query, SearchRequest, Searcher, Side};
-use vlp_train::checkpoint::Encoder;
-use vlp_train::embed::{embed_texts, for_each_image_batch, Embeddings};
+use vlp_embed::checkpoint::{model_identity, Encoder};
+use vlp_embed::corpus::embed_corpus;
 
 type Cpu = burn::backend::Flex;
 
@@ -133,13 +131,6 @@ enum IndexCommand {
     },
 }
 
-/// What identifies a checkpoint's model: its weights and config, hashed.
-pub fn model_identity(dir: &Path) -> Result<String> {
-    let weights = std::fs::read(dir.join("model.bin")).with_context(|| format!("reading {}/model.bin", dir.display()))?;
-    let config = std::fs::read(dir.join("config.toml")).with_context(|| format!("reading {}/config.toml", dir.display()))?;
-    Ok(format!("{:016x}", fnv64(&[&weights, &config])))
-}
-
 pub fn run(a: IndexArgs) -> Result<()> {
     match a.command {
         IndexCommand::Build { checkpoint, data, vectors, ids, model, split, out, hnsw, precision } => match (checkpoint, data, vectors) {
@@ -160,68 +151,6 @@ pub fn run(a: IndexArgs) -> Result<()> {
         }
         IndexCommand::Export { index, out } => export(&index, &out),
     }
-}
-
-fn image_path(data: &str, meta: &Map<String, Value>, location: &str) -> String {
-    let Some(rel) = meta.get("image").and_then(Value::as_str) else { return location.to_string() };
-    let root = Path::new(data);
-    let base = if root.is_dir() { root } else { root.parent().unwrap_or(Path::new(".")) };
-    let p = base.join(rel);
-    std::fs::canonicalize(&p).unwrap_or(p).display().to_string()
-}
-
-/// Embeds a data split with a checkpoint: everything an index needs, and what was skipped.
-fn embed_corpus(enc: &Encoder<Cpu>, data: &str, split: &str, hnsw: HnswConfig) -> Result<(BuildInput, vlp_data::SkipLog)> {
-    let model = model_identity(&enc.dir)?;
-    let set = EvalSet::load(data, split, &ReadOptions::default()).with_context(|| format!("reading {data} ({split})"))?;
-    eprintln!("embedding {} images and {} texts of {data} ({split}) with {}", set.images.len(), set.texts.len(), enc.dir.display());
-    let device = Default::default();
-    // global and token embeddings in one pass over the images
-    let mut images = Embeddings::default();
-    let mut tokens: Vec<f32> = Vec::new();
-    let mut token_shape = [0usize; 2];
-    let skipped = for_each_image_batch::<Cpu>(&set.images, &enc.config.image_config(), 128, &device, |ids, x| {
-        let out = enc.model.encode_image(x);
-        let [_, n, d] = out.tokens.dims();
-        token_shape = [n, d];
-        tokens.extend(out.tokens.into_data().convert::<f32>().to_vec::<f32>().expect("f32"));
-        images.push_rows(ids, out.global);
-    });
-    let ids: Vec<String> = set.texts.iter().map(|t| t.id.clone()).collect();
-    let strings: Vec<String> = set.texts.iter().map(|t| t.text.clone()).collect();
-    let texts = embed_texts(&enc.model, &enc.tokenizer, &ids, &strings, 256, &device)?;
-    let kept: std::collections::HashSet<&str> = images.ids.iter().map(String::as_str).collect();
-    let items: Vec<Item> = set
-        .images
-        .iter()
-        .filter(|s| kept.contains(s.key.as_str()))
-        .map(|s| Item {
-            id: s.key.clone(),
-            image: image_path(data, &s.meta, &s.location),
-            captions: s.captions.iter().map(|c| ItemText { text: c.text.clone(), lang: c.lang.clone(), field: c.field.clone() }).collect(),
-            meta: s.meta.clone(),
-        })
-        .collect();
-    let text_entries: Vec<TextEntry> =
-        set.texts.iter().map(|t| TextEntry { id: t.id.clone(), body: ItemText { text: t.text.clone(), lang: t.lang.clone(), field: t.field.clone() } }).collect();
-    let mut source = Map::new();
-    source.insert("checkpoint".into(), json!(enc.dir.display().to_string()));
-    source.insert("data".into(), json!(data));
-    source.insert("split".into(), json!(split));
-    let dim = if images.is_empty() { texts.dim } else { images.dim };
-    let input = BuildInput {
-        model,
-        dim,
-        hnsw,
-        items,
-        image_vectors: images.vectors,
-        texts: text_entries,
-        text_vectors: texts.vectors,
-        source,
-        image_tokens: Some((token_shape, tokens)),
-        precision: Precision::F32,
-    };
-    Ok((input, skipped))
 }
 
 fn build(checkpoint: &Path, data: &str, split: &str, out: &Path, hnsw: HnswConfig, precision: Precision) -> Result<()> {

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use vlp_data::evalset::EvalSet;
 use vlp_data::source::ReadOptions;
-use vlp_train::checkpoint::Encoder;
-use vlp_train::zeroshot::{classify, random_baseline, templates, LabelledImages, ZeroShotScore};
+use vlp_embed::checkpoint::Encoder;
+use vlp_embed::zeroshot::{classify, random_baseline, templates, LabelledImages, ZeroShotScore};
 
 #[derive(Args)]
 pub struct ZeroShotArgs {
@@ -89,7 +89,7 @@ pub fn run(a: ZeroShotArgs) -> Result<()> {
         if rows.is_empty() {
             skipped.merge(bad);
         }
-        let name = super::eval::model_name(ck);
+        let name = vlp_embed::table::model_name(ck);
         rows.extend(scores.into_iter().map(|s| (name.clone(), s)));
     }
     rows.push(("random".into(), random_baseline(&labelled, dim)));

@@ -22,8 +22,8 @@ use vlp_data::image_pipeline::{crop_resize, decode, normalize_into, to_rgb_on_wh
 use vlp_data::source::{self, InputKind, ReadOptions, SourceItem};
 use vlp_data::{Caption, Sample};
 use vlp_index::ann::{HnswConfig, HnswGraph};
-use vlp_train::checkpoint::Encoder;
-use vlp_train::embed::{rows, text_tensors};
+use vlp_embed::checkpoint::Encoder;
+use vlp_embed::embed::{rows, text_tensors};
 
 /// What to keep. The defaults keep every readable pair.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

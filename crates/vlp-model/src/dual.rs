@@ -45,7 +45,7 @@ pub struct DualEncoder<B: Backend> {
     pub token_logit_scale: Param<Tensor<B, 1>>,
     /// Wukong's token reduction of the ViT's patch tokens (`model.image.token_reduction`). The
     /// last field, so a checkpoint written before it existed is this record without it (see
-    /// `vlp_train::checkpoint::load_model`).
+    /// `vlp_embed::checkpoint::load_model`).
     pub image_token_reduction: Option<TokenReduction<B>>,
     /// Both towers' MLP nonlinearity (`model.activation`): architecture, not weights, so not
     /// persisted; last for the same reason as the reduction (burn still writes one `None` byte

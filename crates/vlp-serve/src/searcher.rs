@@ -8,8 +8,8 @@ use std::path::Path;
 use vlp_data::image_pipeline::{process_into, Augment};
 use vlp_index::catalog::{Filter, Mode, RetrievalIndex};
 use vlp_index::IndexError;
-use vlp_train::checkpoint::Encoder;
-use vlp_train::embed::{rows, text_tensors};
+use vlp_embed::checkpoint::Encoder;
+use vlp_embed::embed::{rows, text_tensors};
 
 /// What is searched for.
 #[derive(Debug, Clone)]

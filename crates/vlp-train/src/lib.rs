@@ -1,33 +1,23 @@
-//! Training for vlp's dual encoders.
+//! Training for vlp's dual encoders. Inference (loading, embedding, retrieval, zero-shot,
+//! import and export) is `vlp-embed`'s; this crate adds the loop and what only it needs.
 //!
-//! - [`config`]: a whole `configs/*.toml` (model, loss, training, tokenizer, image pipeline).
 //! - [`schedule`]: linear warmup, then cosine decay.
-//! - [`optimizer`]: AdamW with OpenCLIP's weight-decay exclusions, global-norm gradient clipping
-//!   and the temperature clamp.
-//! - [`checkpoint`]: atomic checkpoints that resume a run exactly.
+//! - [`optimizer`]: AdamW with OpenCLIP's weight-decay exclusions, global-norm gradient clipping,
+//!   the temperature clamp and locked towers.
+//! - [`checkpoint`]: the optimizer and momentum state beside the model, to resume exactly.
 //! - [`parity`]: vlp's steps beside OpenCLIP's, from OpenCLIP's initial weights and batches.
-//! - [`import`]: OpenCLIP models (config JSON, safetensors, tokenizer) into run directories.
-//! - [`export`]: vlp models out as OpenCLIP model directories.
-//! - [`embed`]: encoding images and texts in batches, for validation, evaluation and indexing.
-//! - [`retrieval`]: exact retrieval both ways and its R@k.
 //! - [`trainer`]: the loop, with progress, a JSONL log and validation.
-//! - [`zeroshot`]: zero-shot classification with prompt ensembles, CLIP's and FILIP's way.
 //! - [`plots`]: `curves.png` of a run, redrawn from its logs.
 
 pub mod checkpoint;
-pub mod config;
-pub mod embed;
-pub mod export;
-pub mod import;
 pub mod optimizer;
 pub mod parity;
 pub mod plots;
-pub mod retrieval;
 pub mod schedule;
 pub mod trainer;
-pub mod zeroshot;
 
-pub use config::RunConfig;
+pub use vlp_embed::config;
+pub use vlp_embed::config::RunConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -35,6 +25,8 @@ pub enum TrainError {
     Config(#[from] vlp_model::ConfigError),
     #[error(transparent)]
     Data(#[from] vlp_data::DataError),
+    #[error(transparent)]
+    Embed(#[from] vlp_embed::EmbedError),
     #[error("{path}: {message}")]
     Checkpoint { path: String, message: String },
     #[error("{0}")]

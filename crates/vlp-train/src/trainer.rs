@@ -3,9 +3,9 @@
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::RunConfig;
-use crate::embed::{embed_images, embed_texts, random_embeddings};
+use vlp_embed::embed::{embed_images, embed_texts, random_embeddings};
 use crate::optimizer::ClipOptimizer;
-use crate::retrieval::{recall, Recall};
+use vlp_embed::retrieval::{recall, Recall};
 use crate::schedule::lr_at;
 use crate::{Result, TrainError};
 use burn::tensor::backend::AutodiffBackend;

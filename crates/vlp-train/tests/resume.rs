@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 use std::path::Path;
 use vlp_data::synthetic::{build, SyntheticConfig};
 use vlp_train::checkpoint::{self, Encoder};
-use vlp_train::embed::embed_texts;
+use vlp_embed::embed::embed_texts;
 use vlp_train::trainer::{train, TrainJob};
 use vlp_train::{RunConfig, TrainError};
 

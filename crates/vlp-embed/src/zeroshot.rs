@@ -9,7 +9,7 @@
 //!   embedding means nothing token by token, so a token-level model ensembles similarities.
 
 use crate::embed::{for_each_image_batch, random_embeddings, text_tensors, Embeddings};
-use crate::{Result, TrainError};
+use crate::{Result, EmbedError};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::Serialize;
@@ -41,7 +41,7 @@ pub fn templates(spec: &str) -> Result<Vec<String>> {
         "en" => TEMPLATES_EN.iter().map(|s| s.to_string()).collect(),
         "zh" => TEMPLATES_ZH.iter().map(|s| s.to_string()).collect(),
         path => std::fs::read_to_string(path)
-            .map_err(|e| TrainError::Other(format!("--templates {path}: {e} (give en, zh or a file)")))?
+            .map_err(|e| EmbedError::Other(format!("--templates {path}: {e} (give en, zh or a file)")))?
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -49,10 +49,10 @@ pub fn templates(spec: &str) -> Result<Vec<String>> {
             .collect(),
     };
     if list.is_empty() {
-        return Err(TrainError::Other(format!("--templates {spec}: no templates")));
+        return Err(EmbedError::Other(format!("--templates {spec}: no templates")));
     }
     if let Some(bad) = list.iter().find(|t| t.matches("{}").count() != 1) {
-        return Err(TrainError::Other(format!("--templates {spec}: {bad:?} must hold exactly one {{}}")));
+        return Err(EmbedError::Other(format!("--templates {spec}: {bad:?} must hold exactly one {{}}")));
     }
     Ok(list)
 }
@@ -79,7 +79,7 @@ impl LabelledImages {
                 Some(serde_json::Value::String(v)) if !v.trim().is_empty() => Some(v.trim().to_string()),
                 Some(serde_json::Value::Number(n)) => Some(n.to_string()),
                 Some(v @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) => {
-                    return Err(TrainError::Other(format!(
+                    return Err(EmbedError::Other(format!(
                         "--label-field {field}: {} holds {v}, not one label; zero-shot needs one class per image",
                         s.location
                     )))
@@ -100,7 +100,7 @@ impl LabelledImages {
         out.classes.sort();
         out.classes.dedup();
         if out.classes.len() < 2 {
-            return Err(TrainError::Other(format!(
+            return Err(EmbedError::Other(format!(
                 "--label-field {field}: {} distinct value(s) among {} images; zero-shot needs at least two classes",
                 out.classes.len(),
                 named.len()

@@ -9,7 +9,7 @@
 
 use crate::checkpoint::{save_model, TrainState};
 use crate::config::RunConfig;
-use crate::{Result, TrainError};
+use crate::{Result, EmbedError};
 use burn::tensor::backend::Backend;
 use std::path::{Path, PathBuf};
 use vlp_data::text::TextTokenizer;
@@ -34,8 +34,8 @@ pub struct Imported {
     pub tensors: usize,
 }
 
-fn other(path: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Other(format!("{}: {e}", path.display()))
+fn other(path: &Path, e: impl std::fmt::Display) -> EmbedError {
+    EmbedError::Other(format!("{}: {e}", path.display()))
 }
 
 /// The run config of an imported model: its architecture, and a `[train]` table that is a
@@ -83,7 +83,7 @@ pub fn import_openclip<B: Backend>(
         return Err(other(p, format!("{} tokens, more than the model's text_cfg.vocab_size {}", tk.vocab_size(), model_cfg.text.vocab_size)));
     }
     let cfg = run_config(&model_cfg, tk.vocab_size(), config)?;
-    let state = StateDict::read_safetensors(weights).map_err(|e| TrainError::Other(e.to_string()))?;
+    let state = StateDict::read_safetensors(weights).map_err(|e| EmbedError::Other(e.to_string()))?;
     let model = load_openclip(cfg.model.init::<B>(device), &state).map_err(|e| other(weights, e))?;
     std::fs::create_dir_all(out).map_err(|e| other(out, e))?;
     let checkpoint = save_model(out, &model, &TrainState::default(), &cfg, &tk)?;

@@ -11,7 +11,7 @@
 //! The directory is written under a temporary name and renamed when complete.
 
 use crate::checkpoint::Encoder;
-use crate::{Result, TrainError};
+use crate::{Result, EmbedError};
 use std::path::{Path, PathBuf};
 use vlp_model::openclip::{openclip_config, to_state_dict};
 
@@ -24,8 +24,8 @@ pub struct Exported {
     pub dropped: usize,
 }
 
-fn other(path: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Other(format!("{}: {e}", path.display()))
+fn other(path: &Path, e: impl std::fmt::Display) -> EmbedError {
+    EmbedError::Other(format!("{}: {e}", path.display()))
 }
 
 /// Writes `run`'s latest checkpoint (or the checkpoint `run` names) as an OpenCLIP model
@@ -55,7 +55,7 @@ pub fn export_openclip(run: &Path, out: &Path) -> Result<Exported> {
         std::fs::remove_dir_all(&tmp).map_err(|e| other(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| other(&tmp, e))?;
-    state.write_safetensors(&tmp.join("open_clip_model.safetensors")).map_err(|e| TrainError::Other(e.to_string()))?;
+    state.write_safetensors(&tmp.join("open_clip_model.safetensors")).map_err(|e| EmbedError::Other(e.to_string()))?;
     let json = serde_json::to_string_pretty(&config).expect("a config serialises");
     std::fs::write(tmp.join("open_clip_config.json"), json).map_err(|e| other(&tmp, e))?;
     enc.tokenizer.save(&tmp.join("tokenizer.json"))?;
