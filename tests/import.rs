@@ -54,6 +54,7 @@ fn check_against_openclip(dir: &Path, run: &Path, tol: f32) -> (f32, f32) {
     let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let device = Default::default();
     let enc = Encoder::<B>::load(run, &device).unwrap();
+    assert_eq!(enc.config.data.resize, vlp_data::image_pipeline::ResizeFilter::Bicubic, "OpenCLIP resizes bicubically");
 
     // token ids, exactly, padded with 0 to the context as OpenCLIP pads them
     let strings: Vec<&str> = expected["strings"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();

@@ -8,8 +8,9 @@ Two checks:
   --data data/emoji --run eval/emoji-s0/emoji-s0.test.t2i.run
                                            a model vlp trained: OpenCLIP's text→image scores for the
                                            (query, image) pairs of vlp's own TREC run, with the
-                                           exported tokenizer.json's ids and vlp's resize (bilinear
-                                           with antialias, PIL's), against the scores vlp wrote
+                                           exported tokenizer.json's ids and the export's resize
+                                           (PIL's bilinear or bicubic, antialiased), against the
+                                           scores vlp wrote
 Usage: python3 benches/openclip/check_export.py DIR (--fixture F | --data D --run R)
 Needs: torch, open_clip_torch==3.3.0, tokenizers, pillow, numpy.
 """
@@ -41,7 +42,7 @@ def pixels(im):
     side = min(w, h)
     im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
     if side != size:
-        im = im.resize((size, size), Image.BILINEAR)
+        im = im.resize((size, size), Image.BICUBIC if pre["interpolation"] == "bicubic" else Image.BILINEAR)
     x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
     return (x - mean) / std
 

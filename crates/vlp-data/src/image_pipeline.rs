@@ -29,6 +29,30 @@ pub struct ImageConfig {
     pub crop_ratio: (f32, f32),
     /// Flip horizontally at random in training. Off by default: captions say left and right.
     pub hflip: bool,
+    /// The filter that resizes the crop to `size`.
+    pub resize: ResizeFilter,
+}
+
+/// How a crop is resized. Both filters widen with the scale factor when shrinking (antialiased),
+/// as PIL's do, so they match what torchvision computes on PIL images up to 8-bit rounding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeFilter {
+    /// The triangle filter (PIL's and torchvision's `BILINEAR`); vlp's default.
+    #[default]
+    Bilinear,
+    /// Catmull-Rom, the cubic of PIL's `BICUBIC` (a = -0.5): OpenCLIP's evaluation transform,
+    /// and so what a model imported from OpenCLIP saw.
+    Bicubic,
+}
+
+impl ResizeFilter {
+    fn filter(self) -> FilterType {
+        match self {
+            ResizeFilter::Bilinear => FilterType::Triangle,
+            ResizeFilter::Bicubic => FilterType::CatmullRom,
+        }
+    }
 }
 
 impl Default for ImageConfig {
@@ -41,6 +65,7 @@ impl Default for ImageConfig {
             crop_scale: (0.9, 1.0),
             crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
             hflip: false,
+            resize: ResizeFilter::Bilinear,
         }
     }
 }
@@ -155,7 +180,7 @@ pub fn crop_resize(img: &RgbImage, cfg: &ImageConfig, aug: Augment) -> RgbImage 
     let mut out = if cw == cfg.size && ch == cfg.size {
         view.to_image()
     } else {
-        image::imageops::resize(&*view, cfg.size, cfg.size, FilterType::Triangle)
+        image::imageops::resize(&*view, cfg.size, cfg.size, cfg.resize.filter())
     };
     if cfg.hflip {
         if let Augment::Train { seed } = aug {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use vlp_data::image_pipeline::{ImageConfig, CLIP_MEAN, CLIP_STD};
+use vlp_data::image_pipeline::{ImageConfig, ResizeFilter, CLIP_MEAN, CLIP_STD};
 use vlp_data::text::VocabKind;
 use vlp_model::{ConfigError, LossConfig, ModelConfig};
 
@@ -91,11 +91,18 @@ pub struct DataConfig {
     pub std: [f32; 3],
     pub crop_scale: (f32, f32),
     pub hflip: bool,
+    /// `bilinear` (default) or `bicubic` (OpenCLIP's evaluation resize; set by `vlp import`).
+    #[serde(skip_serializing_if = "is_bilinear")]
+    pub resize: ResizeFilter,
+}
+
+fn is_bilinear(r: &ResizeFilter) -> bool {
+    *r == ResizeFilter::Bilinear
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { mean: CLIP_MEAN, std: CLIP_STD, crop_scale: (0.9, 1.0), hflip: false }
+        DataConfig { mean: CLIP_MEAN, std: CLIP_STD, crop_scale: (0.9, 1.0), hflip: false, resize: ResizeFilter::Bilinear }
     }
 }
 
@@ -212,6 +219,7 @@ impl RunConfig {
             std: self.data.std,
             crop_scale: self.data.crop_scale,
             hflip: self.data.hflip,
+            resize: self.data.resize,
             ..Default::default()
         }
     }

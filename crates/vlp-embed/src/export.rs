@@ -46,7 +46,7 @@ pub fn export_openclip(run: &Path, out: &Path) -> Result<Exported> {
     let data = &enc.config.data;
     let config = serde_json::json!({
         "model_cfg": model_cfg,
-        "preprocess_cfg": {"mean": data.mean, "std": data.std, "interpolation": "bilinear", "resize_mode": "shortest"},
+        "preprocess_cfg": {"mean": data.mean, "std": data.std, "interpolation": data.resize, "resize_mode": "shortest"},
         "vlp": {"checkpoint": enc.dir.display().to_string(), "step": enc.state.step},
     });
     let name = out.file_name().ok_or_else(|| other(out, "not a directory name"))?.to_string_lossy();

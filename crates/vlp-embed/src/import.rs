@@ -53,6 +53,10 @@ fn run_config(model: &vlp_model::ModelConfig, tokenizer_vocab: usize, source: &P
     tok.insert("kind".into(), "bpe".into());
     tok.insert("vocab_size".into(), (tokenizer_vocab as i64).into());
     table.insert("tokenizer".into(), toml::Value::Table(tok));
+    // OpenCLIP evaluates with a bicubic resize of the shorter side, then a center crop
+    let mut data = toml::Table::new();
+    data.insert("resize".into(), "bicubic".into());
+    table.insert("data".into(), toml::Value::Table(data));
     Ok(RunConfig::from_toml(&toml::to_string(&table).expect("a table serialises"), &source.display().to_string())?)
 }
 
