@@ -29,10 +29,12 @@ fn import(config: &Path, out: &Path) -> (bool, String, String) {
 }
 
 fn import_from(f: &Path, config: &Path, out: &Path) -> (bool, String, String) {
+    // the by-hand check may read the torch.save copy instead (VLP_OPENCLIP_WEIGHTS=weights.bin)
+    let weights = std::env::var("VLP_OPENCLIP_WEIGHTS").unwrap_or_else(|_| "weights.safetensors".into());
     vlp(&[
         "import", "openclip",
         "--config", config.to_str().unwrap(),
-        "--weights", f.join("weights.safetensors").to_str().unwrap(),
+        "--weights", f.join(weights).to_str().unwrap(),
         "--bpe", bpe().to_str().unwrap(),
         "--out", out.to_str().unwrap(),
     ])
@@ -92,7 +94,8 @@ fn check_against_openclip(dir: &Path, run: &Path, tol: f32) -> (f32, f32) {
 
 /// The same check at a real model's size, by hand (BENCHMARKS.md): write a fixture with
 /// `benches/openclip/import_fixture.py --config ViT-B-32 --dtype f32 --out DIR`, then
-/// `VLP_OPENCLIP_FIXTURE=DIR cargo test --release --test import -- --ignored`.
+/// `VLP_OPENCLIP_FIXTURE=DIR cargo test --release --test import -- --ignored` (add
+/// `VLP_OPENCLIP_WEIGHTS=weights.bin` to import the fixture's `torch.save` copy).
 #[test]
 #[ignore]
 fn a_real_size_openclip_model_embeds_as_openclip_does() {

@@ -7,6 +7,7 @@ for a fixed list of strings (English, Chinese, emoji, punctuation, accents, over
 
   DIR/config.json         the model config (OpenCLIP's format)
   DIR/weights.safetensors the state dict (f16 by default, to keep the committed fixture small)
+  DIR/weights.bin         the same as torch.save writes it (with --config only: not committed)
   DIR/images/*.png        the images, at the model's input size (no resize on either side)
   DIR/expected.json       image and text embeddings (L2-normalised, f32), token ids
 
@@ -86,6 +87,8 @@ with torch.no_grad():
 os.makedirs(os.path.join(a.out, "images"), exist_ok=True)
 json.dump(cfg, open(os.path.join(a.out, "config.json"), "w"), indent=1)
 save_file({k: v.to(dtype).contiguous() for k, v in model.state_dict().items()}, os.path.join(a.out, "weights.safetensors"))
+if a.config is not None:  # the by-hand fixtures also get a torch.save copy (`open_clip_pytorch_model.bin`'s format)
+    torch.save({k: v.to(dtype) for k, v in model.state_dict().items()}, os.path.join(a.out, "weights.bin"))
 
 size = cfg["vision_cfg"]["image_size"]
 names, pixels = [], []

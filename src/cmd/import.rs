@@ -25,7 +25,8 @@ pub struct OpenClipArgs {
     /// OpenCLIP's model config (`embed_dim`, `vision_cfg`, `text_cfg`, `quick_gelu`).
     #[arg(long)]
     pub config: PathBuf,
-    /// The weights: a `.safetensors` state dict (`open_clip_model.safetensors` on the Hub).
+    /// The weights: a `.safetensors` state dict (`open_clip_model.safetensors` on the Hub) or a
+    /// `torch.save` one (`open_clip_pytorch_model.bin`, `.pt`), read without Python.
     #[arg(long)]
     pub weights: PathBuf,
     /// OpenCLIP's BPE merges, `bpe_simple_vocab_16e6.txt.gz` (in every open_clip install, beside

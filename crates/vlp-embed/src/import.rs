@@ -60,8 +60,8 @@ fn run_config(model: &vlp_model::ModelConfig, tokenizer_vocab: usize, source: &P
     Ok(RunConfig::from_toml(&toml::to_string(&table).expect("a table serialises"), &source.display().to_string())?)
 }
 
-/// Imports an OpenCLIP model (`config`: its model-config JSON; `weights`: a `.safetensors`
-/// state dict) into a new run directory `out`. Refuses an `out` that already holds a run.
+/// Imports an OpenCLIP model (`config`: its model-config JSON; `weights`: a `.safetensors` or
+/// `torch.save` (`.bin`, `.pt`) state dict) into a new run directory `out`. Refuses an `out` that already holds a run.
 pub fn import_openclip<B: Backend>(
     config: &Path,
     weights: &Path,
@@ -87,7 +87,7 @@ pub fn import_openclip<B: Backend>(
         return Err(other(p, format!("{} tokens, more than the model's text_cfg.vocab_size {}", tk.vocab_size(), model_cfg.text.vocab_size)));
     }
     let cfg = run_config(&model_cfg, tk.vocab_size(), config)?;
-    let state = StateDict::read_safetensors(weights).map_err(|e| EmbedError::Other(e.to_string()))?;
+    let state = StateDict::read(weights).map_err(|e| EmbedError::Other(e.to_string()))?;
     let model = load_openclip(cfg.model.init::<B>(device), &state).map_err(|e| other(weights, e))?;
     std::fs::create_dir_all(out).map_err(|e| other(out, e))?;
     let checkpoint = save_model(out, &model, &TrainState::default(), &cfg, &tk)?;

@@ -10,7 +10,8 @@
 //! - [`dual`]: [`DualEncoder`], which returns global and per-token embeddings for both modalities.
 //! - [`loss`]: [`ClipLoss`] (global symmetric InfoNCE) and [`TokenwiseLoss`] (FILIP).
 //! - [`momentum`]: BriVL's momentum towers, key queues and the loss against them.
-//! - [`openclip`]: OpenCLIP's state-dict names for vlp's parameters, and loading its checkpoints.
+//! - [`openclip`]: OpenCLIP's state-dict names for vlp's parameters, loading its checkpoints and
+//!   writing vlp models in its layout; [`pytorch`]: `torch.save` files read without Python.
 //!
 //! Everything is generic over burn's `Backend`; only the binary picks Flex (CPU) or CUDA.
 
@@ -25,6 +26,7 @@ pub mod layer_norm;
 pub mod loss;
 pub mod momentum;
 pub mod openclip;
+pub mod pytorch;
 pub mod resnet;
 pub mod text;
 pub mod token_reduction;

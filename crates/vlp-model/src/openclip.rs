@@ -42,6 +42,20 @@ pub struct StateDict {
 }
 
 impl StateDict {
+    /// Reads a state dict in either format: a `torch.save` ZIP archive (`.bin`, `.pt`, `.pth`;
+    /// [`crate::pytorch`]) or `.safetensors`, told apart by their first bytes.
+    pub fn read(path: &Path) -> Result<Self, ImportError> {
+        let mut head = [0u8; 4];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .map_err(|e| ImportError::Read { path: path.display().to_string(), message: e.to_string() })?;
+        if n == 4 && head == [0x50, 0x4b, 0x03, 0x04] {
+            crate::pytorch::read_pytorch(path)
+        } else {
+            Self::read_safetensors(path)
+        }
+    }
+
     /// Reads a `.safetensors` file: f32, f16, bf16 and f64 tensors, and integer tensors whose
     /// values f32 holds exactly (token ids, BatchNorm's step counts).
     pub fn read_safetensors(path: &Path) -> Result<Self, ImportError> {
