@@ -163,4 +163,11 @@ fn manifests_and_tables_come_back_in_their_own_format() {
     let small = tmp.path().join("small");
     ok(&["filter", "--checkpoint", s(&run), "--input", s(&table), "--out", s(&small), "--min-side", "17", "--dry-run"]);
     assert_eq!(report(&small)["dropped"]["too_small"], 12);
+    // nothing readable is a failure, with the reason, and the report still written
+    let lost = tmp.path().join("lost.csv");
+    std::fs::write(&lost, "filepath,title\nnowhere-1.png,a lost image\nnowhere-2.png,another\n").unwrap();
+    let none = tmp.path().join("none");
+    let (ok_, _, err) = vlp(&["filter", "--checkpoint", s(&run), "--input", s(&lost), "--out", s(&none)]);
+    assert!(!ok_ && err.contains("no pair could be read") && err.contains("lost.csv"), "{err}");
+    assert_eq!(report(&none)["dropped"]["image_file_missing"], 2);
 }

@@ -1,7 +1,7 @@
 //! `vlp filter`: score, filter and de-duplicate image-text pairs with a trained dual encoder.
 
 use vlp_embed::checkpoint::model_identity;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -90,6 +90,14 @@ pub fn run(a: FilterArgs) -> Result<()> {
     bar.finish_and_clear();
     print_summary(&report);
     eprintln!("report: {}  histogram: {}", a.out.join("report.json").display(), a.out.join("scores.png").display());
+    if report.readable() == 0 {
+        bail!(
+            "{}: no pair could be read ({} seen, every one refused by the reader; the reasons are in {})",
+            a.input,
+            report.seen,
+            a.out.join("report.json").display()
+        );
+    }
     Ok(())
 }
 

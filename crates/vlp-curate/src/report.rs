@@ -306,6 +306,16 @@ pub struct FilterReport {
     pub outputs: Vec<String>,
 }
 
+impl FilterReport {
+    /// Pairs the reader could read, whatever the filter then decided about them. A run where
+    /// this is 0 found nothing to judge: `vlp filter` then fails, with the report written.
+    pub fn readable(&self) -> u64 {
+        let judged = [DropReason::TooSmall, DropReason::Language, DropReason::LowScore, DropReason::Duplicate].map(DropReason::name);
+        let unreadable: u64 = self.dropped.iter().filter(|(k, _)| !judged.contains(k)).map(|(_, n)| n).sum();
+        self.seen.saturating_sub(unreadable)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ScoreSummary {
     pub scored: u64,

@@ -6,7 +6,7 @@ pub use vlp_embed::checkpoint::*;
 
 use crate::config::RunConfig;
 use crate::optimizer::ClipOptimizer;
-use crate::Result;
+use crate::{Result, TrainError};
 use burn::module::Module;
 use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
@@ -44,6 +44,12 @@ pub fn load_for_resume<B: AutodiffBackend>(
     train: &crate::config::TrainConfig,
 ) -> Result<Resumed<B>> {
     let (cfg, _, state) = read_meta(dir)?;
+    if !dir.join("optim-decay.bin").is_file() {
+        return Err(TrainError::Other(format!(
+            "{}: a model without optimizer state (written by `vlp import`) cannot be resumed; start a run from it with --init",
+            dir.display()
+        )));
+    }
     let model = load_model::<B>(dir, &cfg, device)?;
     let optim = ClipOptimizer::new(&model, train);
     let decayed = Recorder::<B>::load(&recorder(), dir.join("optim-decay"), device).map_err(|e| ck_err(&dir.join("optim-decay.bin"), e))?;
