@@ -184,3 +184,55 @@ fn an_exported_model_is_the_openclip_checkpoint_it_came_from() {
     let (ok_, _, err) = vlp(&["export", "openclip", run.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(!ok_ && err.contains("already exists"), "{err}");
 }
+
+/// `vlp import chinese-clip` against Chinese-CLIP itself: `tests/fixtures/chinese-clip-tiny`,
+/// written by `benches/openclip/chinese_clip_fixture.py` with cn_clip 1.6 (a random tiny ViT +
+/// BERT model saved as Chinese-CLIP saves training checkpoints, f16), gives the same token ids
+/// and embeddings within 1e-4.
+#[test]
+fn an_imported_chinese_clip_model_embeds_and_tokenizes_as_cn_clip_does() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chinese-clip-tiny");
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let arg = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let said = ok(&[
+        "import", "chinese-clip",
+        "--vision-config", &arg("vision.json"),
+        "--text-config", &arg("text.json"),
+        "--weights", &arg("checkpoint.pt"),
+        "--vocab", &arg("vocab.txt"),
+        "--out", run.to_str().unwrap(),
+    ]);
+    assert!(said.contains("imported"), "{said}");
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let device = Default::default();
+    let enc = Encoder::<B>::load(&run, &device).unwrap();
+
+    let strings: Vec<&str> = expected["strings"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let batch = enc.tokenizer.encode_batch(&strings).unwrap();
+    assert_eq!(enc.tokenizer.pad_id(), 0);
+    for (i, want) in expected["token_ids"].as_array().unwrap().iter().enumerate() {
+        let want: Vec<u32> = want.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        assert_eq!(&batch.ids[i * batch.context..(i + 1) * batch.context], &want[..batch.context], "token ids of {:?}", strings[i]);
+        assert!(want[batch.context..].iter().all(|&t| t == 0));
+    }
+
+    let cfg = enc.config.image_config();
+    let px = (3 * cfg.size * cfg.size) as usize;
+    let names = expected["images"].as_array().unwrap();
+    let mut pixels = vec![0f32; names.len() * px];
+    for (i, name) in names.iter().enumerate() {
+        let bytes = std::fs::read(dir.join(name.as_str().unwrap())).unwrap();
+        process_into(&bytes, &cfg, Augment::Eval, &mut pixels[i * px..(i + 1) * px]).unwrap();
+    }
+    let s = cfg.size as usize;
+    let images = burn::tensor::Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(pixels, [names.len(), 3, s, s]), &device);
+    let gap = max_abs_gap(&rows(enc.model.encode_image(images).global), &expected["image_embeddings"]);
+    eprintln!("Chinese-CLIP image embeddings: max abs gap {gap:e}");
+    assert!(gap <= 1e-4, "image embeddings differ from cn_clip's by up to {gap}");
+    let captions: Vec<&str> = expected["captions"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let (ids, mask) = text_tensors::<B>(&enc.tokenizer, &captions, &device).unwrap();
+    let gap = max_abs_gap(&rows(enc.model.encode_text(ids, mask).global), &expected["text_embeddings"]);
+    eprintln!("Chinese-CLIP text embeddings: max abs gap {gap:e}");
+    assert!(gap <= 1e-4, "text embeddings differ from cn_clip's by up to {gap}");
+}

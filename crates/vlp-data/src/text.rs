@@ -9,6 +9,7 @@ use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
+use tokenizers::Model;
 use tokenizers::models::TrainerWrapper;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Sequence, NFC};
@@ -78,9 +79,9 @@ fn tk_err(e: impl std::fmt::Display) -> DataError {
 
 /// BERT-Chinese's pipeline around a WordPiece model: clean text, a space around every CJK
 /// character, no accent stripping (it would damage other scripts), lower case; `[CLS] $A [SEP]`.
-fn bert_tokenizer(model: WordPiece) -> Result<Tokenizer> {
+fn bert_tokenizer(model: WordPiece, normalizer: BertNormalizer) -> Result<Tokenizer> {
     let mut tk = Tokenizer::new(model);
-    tk.with_normalizer(Some(bert_normalizer()));
+    tk.with_normalizer(Some(normalizer));
     tk.with_pre_tokenizer(Some(BertPreTokenizer));
     tk.with_decoder(Some(WordPieceDecoder::default()));
     let specials: Vec<AddedToken> = WORDPIECE_SPECIALS.iter().map(|s| AddedToken::from(*s, true)).collect();
@@ -150,9 +151,9 @@ impl TextTokenizer {
                     .show_progress(false)
                     .build();
                 let mut trainer: TrainerWrapper = trainer.into();
-                let mut tk = bert_tokenizer(WordPiece::builder().unk_token("[UNK]".into()).build().map_err(tk_err)?)?;
+                let mut tk = bert_tokenizer(WordPiece::builder().unk_token("[UNK]".into()).build().map_err(tk_err)?, bert_normalizer())?;
                 tk.train(&mut trainer, texts.into_iter()).map_err(tk_err)?;
-                bert_tokenizer(canonical_wordpiece(&tk)?)?
+                bert_tokenizer(canonical_wordpiece(&tk)?, bert_normalizer())?
             }
             VocabKind::Bpe => {
                 let mut tk = Tokenizer::new(BPE::default());
@@ -193,6 +194,29 @@ impl TextTokenizer {
     pub fn openclip_bpe(merges: &Path, context: usize) -> Result<Self> {
         let text = crate::openclip_bpe::read_merges(merges)?;
         Self::from_tokenizer(crate::openclip_bpe::tokenizer(&text, &merges.display().to_string())?, context)
+    }
+
+    /// A published BERT vocabulary (`vocab.txt`, one token per line: Chinese-CLIP's
+    /// RoBERTa-wwm-ext, BERT-Chinese) with Google BERT's uncased tokenizer around it, as
+    /// Chinese-CLIP's `FullTokenizer(do_lower_case=True)` runs it: control characters dropped,
+    /// a space around every CJK character, lower case with accents stripped, punctuation split,
+    /// WordPiece with words of up to 200 characters; `[CLS] … [SEP]`, padded with `[PAD]`.
+    pub fn bert_vocab(vocab: &Path, context: usize) -> Result<Self> {
+        let path = vocab.display().to_string();
+        let model = WordPiece::from_file(&path)
+            .unk_token("[UNK]".into())
+            .max_input_chars_per_word(200)
+            .build()
+            .map_err(|e| DataError::input(&path, format!("not a WordPiece vocabulary (one token per line): {e}")))?;
+        for t in WORDPIECE_SPECIALS {
+            if model.get_vocab().get(t).is_none() && t != "[MASK]" {
+                return Err(DataError::input(&path, format!("has no {t} token: not a BERT vocabulary")));
+            }
+        }
+        let mut tk = bert_tokenizer(model, BertNormalizer::new(true, true, None, true))?;
+        let pad = tk.token_to_id("[PAD]").expect("checked above");
+        tk.with_padding(Some(PaddingParams { pad_id: pad, pad_token: "[PAD]".into(), ..Default::default() }));
+        Self::from_tokenizer(tk, context)
     }
 
     pub fn from_json(json: &str, context: usize) -> Result<Self> {

@@ -27,9 +27,6 @@ pub struct ModelConfig {
     pub token_dim: Option<usize>,
     pub image: ImageTowerConfig,
     pub text: TextTowerConfig,
-    /// The nonlinearity of both towers' transformer MLPs (`quick_gelu` for OpenAI's weights).
-    #[serde(default, skip_serializing_if = "Activation::is_gelu")]
-    pub activation: Activation,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +49,9 @@ pub struct VitConfig {
     /// Wukong's token reduction of the patch tokens (token-level loss, re-ranking, the index).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_reduction: Option<TokenReductionConfig>,
+    /// The MLP's nonlinearity (`quick_gelu` for OpenAI's and Chinese-CLIP's ViTs).
+    #[serde(default, skip_serializing_if = "Activation::is_gelu")]
+    pub activation: Activation,
 }
 
 /// The nonlinearity inside the transformer blocks' MLPs (the ResNet tower has none).
@@ -108,6 +108,40 @@ pub struct TextTowerConfig {
     pub causal: bool,
     /// How the global embedding is read from the tokens.
     pub pool: TextPool,
+    /// The MLP's nonlinearity.
+    #[serde(default, skip_serializing_if = "Activation::is_gelu")]
+    pub activation: Activation,
+    /// Where the blocks normalise: `pre` (CLIP: LayerNorm → sublayer → residual, a final
+    /// LayerNorm) or `post` (BERT, Chinese-CLIP's RoBERTa: sublayer → residual → LayerNorm, the
+    /// embeddings normalised first).
+    #[serde(default, skip_serializing_if = "BlockNorm::is_pre")]
+    pub norm: BlockNorm,
+    /// LayerNorm's ε (CLIP 1e-5, BERT 1e-12).
+    #[serde(default = "default_ln_eps", skip_serializing_if = "is_default_ln_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_ln_eps() -> f64 {
+    1e-5
+}
+
+fn is_default_ln_eps(e: &f64) -> bool {
+    *e == default_ln_eps()
+}
+
+/// Where a transformer block normalises.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockNorm {
+    #[default]
+    Pre,
+    Post,
+}
+
+impl BlockNorm {
+    pub fn is_pre(&self) -> bool {
+        *self == BlockNorm::Pre
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

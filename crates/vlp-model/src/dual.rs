@@ -1,6 +1,6 @@
 //! The dual encoder: both towers, their temperatures, and the loss that joins them.
 
-use crate::config::{Activation, ImageTowerConfig, LossConfig, ModelConfig};
+use crate::config::{Activation, BlockNorm, ImageTowerConfig, LossConfig, ModelConfig};
 use crate::loss::{ClipLoss, LossOutput, TokenwiseLoss};
 use crate::momentum;
 use crate::resnet::ResNetTower;
@@ -47,11 +47,19 @@ pub struct DualEncoder<B: Backend> {
     /// last field, so a checkpoint written before it existed is this record without it (see
     /// `vlp_embed::checkpoint::load_model`).
     pub image_token_reduction: Option<TokenReduction<B>>,
-    /// Both towers' MLP nonlinearity (`model.activation`): architecture, not weights, so not
-    /// persisted; last for the same reason as the reduction (burn still writes one `None` byte
-    /// for a skipped field).
+    /// How the towers compute, beyond their weights (activations, where the text blocks
+    /// normalise): from the config, not persisted; last for the same reason as the reduction
+    /// (burn still writes one `None` byte for a skipped field).
     #[module(skip)]
-    pub activation: Activation,
+    pub arch: Architecture,
+}
+
+/// The parts of a model's computation that are not weights.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Architecture {
+    pub image_activation: Activation,
+    pub text_activation: Activation,
+    pub text_norm: BlockNorm,
 }
 
 impl ModelConfig {
@@ -71,7 +79,14 @@ impl ModelConfig {
             text: self.text.init(e, t, device),
             logit_scale: Param::from_tensor(Tensor::from_floats([INIT_LOGIT_SCALE], device)),
             token_logit_scale: Param::from_tensor(Tensor::from_floats([INIT_LOGIT_SCALE], device)),
-            activation: self.activation,
+            arch: Architecture {
+                image_activation: match &self.image {
+                    ImageTowerConfig::Vit(v) => v.activation,
+                    ImageTowerConfig::Resnet(_) => Activation::Gelu,
+                },
+                text_activation: self.text.activation,
+                text_norm: self.text.norm,
+            },
         }
     }
 }
@@ -80,14 +95,14 @@ impl<B: Backend> DualEncoder<B> {
     /// `images`: `[batch, 3, size, size]`, normalised.
     pub fn encode_image(&self, images: Tensor<B, 4>) -> TowerOutput<B> {
         match &self.image {
-            ImageTower::Vit(v) => v.forward(images, self.image_token_reduction.as_ref(), self.activation),
+            ImageTower::Vit(v) => v.forward(images, self.image_token_reduction.as_ref(), self.arch.image_activation),
             ImageTower::Resnet(r) => r.forward(images),
         }
     }
 
     /// `ids`: `[batch, context]`; `mask`: `[batch, context]`, 1 for a real token.
     pub fn encode_text(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> TowerOutput<B> {
-        self.text.forward(ids, mask, self.activation)
+        self.text.forward(ids, mask, self.arch.text_activation, self.arch.text_norm)
     }
 
     /// The weighted training loss of a batch of matching pairs (pair i = image i, text i),

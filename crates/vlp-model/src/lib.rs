@@ -11,11 +11,13 @@
 //! - [`loss`]: [`ClipLoss`] (global symmetric InfoNCE) and [`TokenwiseLoss`] (FILIP).
 //! - [`momentum`]: BriVL's momentum towers, key queues and the loss against them.
 //! - [`openclip`]: OpenCLIP's state-dict names for vlp's parameters, loading its checkpoints and
-//!   writing vlp models in its layout; [`pytorch`]: `torch.save` files read without Python.
+//!   writing vlp models in its layout; [`chinese_clip`]: Chinese-CLIP's checkpoints in that
+//!   layout; [`pytorch`]: `torch.save` files read without Python.
 //!
 //! Everything is generic over burn's `Backend`; only the binary picks Flex (CPU) or CUDA.
 
 pub mod attention;
+pub mod chinese_clip;
 pub mod config;
 pub mod dual;
 mod flex;
@@ -34,8 +36,8 @@ pub mod tokenwise_linear;
 pub mod transformer;
 pub mod vit;
 
-pub use config::{Activation, ConfigError, ImageTowerConfig, LossConfig, ModelConfig, TextTowerConfig};
-pub use dual::{DualEncoder, QueueInputs, TowerOutput};
+pub use config::{Activation, BlockNorm, ConfigError, ImageTowerConfig, LossConfig, ModelConfig, TextTowerConfig};
+pub use dual::{Architecture, DualEncoder, QueueInputs, TowerOutput};
 pub use loss::{ClipLoss, LossOutput, TokenwiseLoss};
 pub use momentum::{MomentumConfig, MomentumState, QueueCursor};
 

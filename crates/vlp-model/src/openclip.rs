@@ -13,7 +13,7 @@
 //! OpenCLIP has no counterpart for (vlp's per-token projections and the token-level temperature,
 //! used only by the FILIP loss) keep their initial values.
 
-use crate::config::{Activation, ImageTowerConfig, ModelConfig, TextPool, TextTowerConfig, VitConfig};
+use crate::config::{Activation, BlockNorm, ImageTowerConfig, ModelConfig, TextPool, TextTowerConfig, VitConfig};
 use crate::dual::{DualEncoder, ImageTower};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
@@ -277,6 +277,7 @@ pub fn model_config(json: &serde_json::Value) -> Result<ModelConfig, ImportError
             heads: width / head_width,
             mlp_ratio: field(&vision, "vision_cfg", "mlp_ratio", Some(4.0))?,
             token_reduction: None,
+            activation,
         }),
         text: TextTowerConfig {
             context_length: t("context_length", Some(77.0))? as usize,
@@ -287,8 +288,10 @@ pub fn model_config(json: &serde_json::Value) -> Result<ModelConfig, ImportError
             mlp_ratio: t("mlp_ratio", Some(4.0))?,
             causal: true,
             pool: TextPool::Eos,
+            activation,
+            norm: BlockNorm::Pre,
+            layer_norm_eps: 1e-5,
         },
-        activation,
     };
     cfg.validate().map_err(|e| unsupported(e.to_string()))?;
     Ok(cfg)
@@ -408,10 +411,13 @@ pub fn openclip_config(cfg: &ModelConfig, eos_id: Option<u32>) -> Result<serde_j
         return Err(ImportError::Unsupported("a ResNet image tower cannot be written as an OpenCLIP config yet".into()));
     };
     let t = &cfg.text;
-    if !t.causal || t.pool != TextPool::Eos {
+    if !t.causal || t.pool != TextPool::Eos || t.norm != BlockNorm::Pre {
         return Err(ImportError::Unsupported(
             "OpenCLIP's text tower is causal and pooled at the end token; this model's is not (model.text.causal, model.text.pool)".into(),
         ));
+    }
+    if v.activation != t.activation {
+        return Err(ImportError::Unsupported("OpenCLIP's `quick_gelu` is one switch for both towers; this model's towers differ (model.image.activation, model.text.activation)".into()));
     }
     let mut text = serde_json::json!({"context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,
         "heads": t.heads, "layers": t.layers, "mlp_ratio": t.mlp_ratio});
@@ -421,7 +427,7 @@ pub fn openclip_config(cfg: &ModelConfig, eos_id: Option<u32>) -> Result<serde_j
     }
     Ok(serde_json::json!({
         "embed_dim": cfg.embed_dim,
-        "quick_gelu": cfg.activation == Activation::QuickGelu,
+        "quick_gelu": v.activation == Activation::QuickGelu,
         "vision_cfg": {"image_size": v.image_size, "layers": v.layers, "width": v.width, "head_width": v.width / v.heads,
             "patch_size": v.patch_size, "mlp_ratio": v.mlp_ratio},
         "text_cfg": text,

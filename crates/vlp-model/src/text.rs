@@ -1,7 +1,7 @@
 //! Text tower: a transformer over token ids, causal (CLIP) or bidirectional (BERT, as BriVL and
 //! Chinese-CLIP), pooled by EOS, CLS or masked mean.
 
-use crate::config::{Activation, TextPool, TextTowerConfig};
+use crate::config::{Activation, BlockNorm, TextPool, TextTowerConfig};
 use crate::dual::{l2_normalize, TowerOutput};
 use crate::tokenwise_linear::per_token;
 use crate::transformer::{Transformer, TransformerConfig};
@@ -46,9 +46,10 @@ impl TextTowerConfig {
                 heads: self.heads,
                 mlp_ratio: self.mlp_ratio,
                 init: scheme,
+                layer_norm_eps: self.layer_norm_eps,
             }
             .init(device),
-            ln_final: LayerNormConfig::new(self.width).init(device),
+            ln_final: LayerNormConfig { width: self.width, epsilon: self.layer_norm_eps }.init(device),
             proj: proj.init(self.width, embed_dim, device),
             token_proj: proj.init(self.width, token_dim, device),
             causal: self.causal,
@@ -61,14 +62,23 @@ impl<B: Backend> TextTransformer<B> {
     /// `ids`, `mask`: `[batch, n]`, `n` ≤ the context length, padding at the end (mask 1 = real
     /// token, 0 = pad) → global `[batch, embed]`, tokens `[batch, n, token_dim]` with `token_mask`
     /// `[batch, n]`. Columns of padding past the longest text change no output but the width.
-    pub fn forward(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>, activation: Activation) -> TowerOutput<B> {
+    /// Post-norm towers (BERT) normalise the embeddings with `ln_final` before the blocks, and
+    /// nothing after them.
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>, activation: Activation, norm: BlockNorm) -> TowerOutput<B> {
         let [b, n] = ids.dims();
         let x = self.token_embedding.forward(ids) + self.positional_embedding.val().slice([0..n]).unsqueeze_dim(0);
         let pad = mask.clone().lower_elem(0.5);
         // A causal model never looks ahead, and padding sits at the end: no pad mask is needed,
         // and leaving it out keeps the fused causal path.
-        let x = self.transformer.forward(x, if self.causal { None } else { Some(pad) }, self.causal, activation);
-        let x = self.ln_final.forward(x); // [b, n, width]
+        let x = match norm {
+            BlockNorm::Pre => x,
+            BlockNorm::Post => self.ln_final.forward(x),
+        };
+        let x = self.transformer.forward(x, if self.causal { None } else { Some(pad) }, self.causal, activation, norm);
+        let x = match norm {
+            BlockNorm::Pre => self.ln_final.forward(x), // [b, n, width]
+            BlockNorm::Post => x,
+        };
         let width = x.dims()[2];
         let pooled = match self.pool {
             TextPool::Cls => x.clone().slice([0..b, 0..1]).squeeze_dim::<2>(1),
@@ -111,13 +121,14 @@ mod tests {
         let cut = |v: &[f32]| (0..b).flat_map(|r| v[r * context..r * context + n].to_vec()).collect::<Vec<_>>();
         let ids_cut: Vec<i64> = (0..b).flat_map(|r| ids[r * context..r * context + n].to_vec()).collect();
         for (causal, pool) in [(true, TextPool::Eos), (false, TextPool::Cls), (false, TextPool::Mean)] {
-            let cfg = TextTowerConfig { context_length: context, vocab_size: 64, width: 32, layers: 2, heads: 4, mlp_ratio: 4.0, causal, pool };
+            let cfg = TextTowerConfig { context_length: context, vocab_size: 64, width: 32, layers: 2, heads: 4, mlp_ratio: 4.0, causal, pool, activation: Activation::Gelu, norm: BlockNorm::Pre, layer_norm_eps: 1e-5 };
             let tower = cfg.init::<Flex>(16, 8, &device);
             let run = |ids: Vec<i64>, mask: Vec<f32>, w: usize| {
                 tower.forward(
                     Tensor::from_data(TensorData::new(ids, [b, w]), &device),
                     Tensor::from_data(TensorData::new(mask, [b, w]), &device),
-                    crate::config::Activation::Gelu,
+                    Activation::Gelu,
+                    BlockNorm::Pre,
                 )
             };
             let full = run(ids.clone(), mask.clone(), context);

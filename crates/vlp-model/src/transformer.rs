@@ -2,7 +2,7 @@
 //! as CLIP's towers use them.
 
 use crate::attention::{SelfAttention, SelfAttentionConfig};
-use crate::config::Activation;
+use crate::config::{Activation, BlockNorm};
 use crate::gelu::gelu;
 use crate::init::BlockScheme;
 use crate::tokenwise_linear::per_token;
@@ -21,6 +21,8 @@ pub struct TransformerConfig {
     pub mlp_ratio: f64,
     /// Which reference the blocks' linear layers are drawn after.
     pub init: BlockScheme,
+    /// LayerNorm's ε.
+    pub layer_norm_eps: f64,
 }
 
 #[derive(Module, Debug)]
@@ -48,10 +50,10 @@ impl TransformerConfig {
         let draws = self.init.draws(self.width, hidden, self.layers);
         let blocks = (0..self.layers)
             .map(|_| Block {
-                ln_1: LayerNormConfig::new(self.width).init(device),
+                ln_1: LayerNormConfig { width: self.width, epsilon: self.layer_norm_eps }.init(device),
                 attn: SelfAttentionConfig { width: self.width, heads: self.heads, qkv: draws.qkv, out: draws.out }
                     .init(device),
-                ln_2: LayerNormConfig::new(self.width).init(device),
+                ln_2: LayerNormConfig { width: self.width, epsilon: self.layer_norm_eps }.init(device),
                 mlp_fc: draws.fc.init(self.width, hidden, device),
                 mlp_proj: draws.proj.init(hidden, self.width, device),
             })
@@ -61,23 +63,37 @@ impl TransformerConfig {
 }
 
 impl<B: Backend> Block<B> {
-    pub fn forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool, activation: Activation) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), pad, causal);
-        let hidden = per_token(&self.mlp_fc, self.ln_2.forward(x.clone()));
+    /// Pre-norm (CLIP): `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`. Post-norm (BERT):
+    /// `ln_1(x + attn(x))`, then `ln_2(x + mlp(x))`; the same parameters, in another order.
+    pub fn forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool, activation: Activation, norm: BlockNorm) -> Tensor<B, 3> {
+        match norm {
+            BlockNorm::Pre => {
+                let x = x.clone() + self.attn.forward(self.ln_1.forward(x), pad, causal);
+                x.clone() + self.mlp(self.ln_2.forward(x), activation)
+            }
+            BlockNorm::Post => {
+                let x = self.ln_1.forward(x.clone() + self.attn.forward(x, pad, causal));
+                self.ln_2.forward(x.clone() + self.mlp(x, activation))
+            }
+        }
+    }
+
+    fn mlp(&self, x: Tensor<B, 3>, activation: Activation) -> Tensor<B, 3> {
+        let hidden = per_token(&self.mlp_fc, x);
         let hidden = match activation {
             Activation::Gelu => gelu(hidden),
             Activation::QuickGelu => hidden.clone() * sigmoid(hidden * 1.702),
         };
-        x + per_token(&self.mlp_proj, hidden)
+        per_token(&self.mlp_proj, hidden)
     }
 }
 
 impl<B: Backend> Transformer<B> {
     /// `x`: `[batch, tokens, width]`; `pad`: `[batch, tokens]`, true at padding. The activation
     /// is the model's ([`crate::DualEncoder`] holds it), not stored per block.
-    pub fn forward(&self, mut x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool, activation: Activation) -> Tensor<B, 3> {
+    pub fn forward(&self, mut x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool, activation: Activation, norm: BlockNorm) -> Tensor<B, 3> {
         for block in &self.blocks {
-            x = block.forward(x, pad.clone(), causal, activation);
+            x = block.forward(x, pad.clone(), causal, activation, norm);
         }
         x
     }

@@ -1,7 +1,7 @@
 //! Vision transformer tower: conv patch embedding, class token, learned positions, pre-norm
 //! blocks, final norm, projection.
 
-use crate::config::{Activation, VitConfig};
+use crate::config::{Activation, BlockNorm, VitConfig};
 use crate::dual::{l2_normalize, TowerOutput};
 use crate::token_reduction::TokenReduction;
 use crate::tokenwise_linear::per_token;
@@ -56,6 +56,7 @@ impl VitConfig {
                 heads: self.heads,
                 mlp_ratio: self.mlp_ratio,
                 init: BlockScheme::PyTorchDefault,
+                layer_norm_eps: 1e-5,
             }
             .init(device),
             ln_post: LayerNormConfig::new(self.width).init(device),
@@ -74,7 +75,7 @@ impl<B: Backend> VisionTransformer<B> {
         let x = x.reshape([b, w, gh * gw]).swap_dims(1, 2); // [b, patches, width]
         let cls = self.class_token.val().reshape([1, 1, w]).expand([b, 1, w]);
         let x = Tensor::cat(vec![cls, x], 1) + self.positional_embedding.val().unsqueeze_dim(0);
-        let x = self.transformer.forward(self.ln_pre.forward(x), None, false, activation);
+        let x = self.transformer.forward(self.ln_pre.forward(x), None, false, activation, BlockNorm::Pre);
         let x = self.ln_post.forward(x);
         let n = x.dims()[1];
         let global = self.proj.forward(x.clone().slice([0..b, 0..1]).squeeze_dim::<2>(1));

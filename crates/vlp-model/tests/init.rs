@@ -84,11 +84,14 @@ fn text(causal: bool, width: usize, layers: usize) -> TextTowerConfig {
         mlp_ratio: 4.0,
         causal,
         pool: if causal { TextPool::Eos } else { TextPool::Cls },
+        activation: Default::default(),
+        norm: Default::default(),
+        layer_norm_eps: 1e-5,
     }
 }
 
 fn vit(width: usize) -> ImageTowerConfig {
-    ImageTowerConfig::Vit(VitConfig { image_size: 64, patch_size: 8, width, layers: 2, heads: 4, mlp_ratio: 4.0, token_reduction: None })
+    ImageTowerConfig::Vit(VitConfig { image_size: 64, patch_size: 8, width, layers: 2, heads: 4, mlp_ratio: 4.0, token_reduction: None, activation: Default::default() })
 }
 
 /// The rules shared by the text towers' blocks, by the layer's last two path segments.
@@ -120,7 +123,7 @@ fn block(name: &str, w: f64, layers: f64, bert: bool) -> Option<Want> {
 #[test]
 fn vit_and_causal_text_start_as_openclip() {
     let (w, tw, layers) = (256usize, 192usize, 3usize);
-    let cfg = ModelConfig { embed_dim: 128, token_dim: Some(96), image: vit(w), text: text(true, tw, layers), activation: Default::default() };
+    let cfg = ModelConfig { embed_dim: 128, token_dim: Some(96), image: vit(w), text: text(true, tw, layers) };
     let (wf, twf) = (w as f64, tw as f64);
     check_all(
         &cfg,
@@ -162,7 +165,7 @@ fn vit_and_causal_text_start_as_openclip() {
 #[test]
 fn bidirectional_text_starts_as_bert() {
     let tw = 192usize;
-    let cfg = ModelConfig { embed_dim: 128, token_dim: None, image: vit(64), text: text(false, tw, 2), activation: Default::default() };
+    let cfg = ModelConfig { embed_dim: 128, token_dim: None, image: vit(64), text: text(false, tw, 2) };
     let all = params(&cfg);
     let mut seen = 0;
     for (name, v) in all.iter().filter(|(k, _)| k.starts_with("text.")) {
@@ -184,7 +187,7 @@ fn bidirectional_text_starts_as_bert() {
 fn resnet_starts_as_openclip_modified_resnet() {
     let r = ResnetConfig { image_size: 64, layers: vec![1, 1], width: 64, pool: ResnetPool::Attention, heads: 4 };
     let c = r.out_channels() as f64; // 512
-    let cfg = ModelConfig { embed_dim: 128, token_dim: None, image: ImageTowerConfig::Resnet(r), text: text(true, 64, 1), activation: Default::default() };
+    let cfg = ModelConfig { embed_dim: 128, token_dim: None, image: ImageTowerConfig::Resnet(r), text: text(true, 64, 1) };
     let all = params(&cfg);
     let mut seen = 0;
     for (name, v) in all.iter().filter(|(k, _)| k.starts_with("image.")) {
