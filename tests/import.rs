@@ -191,9 +191,22 @@ fn an_exported_model_is_the_openclip_checkpoint_it_came_from() {
 /// and embeddings within 1e-4.
 #[test]
 fn an_imported_chinese_clip_model_embeds_and_tokenizes_as_cn_clip_does() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chinese-clip-tiny");
     let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
+    check_against_cn_clip(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chinese-clip-tiny"), &tmp.path().join("run"));
+}
+
+/// The same at Chinese-CLIP's ViT-B-16 + RoBERTa-wwm-ext-base size, by hand (BENCHMARKS.md):
+/// `benches/openclip/chinese_clip_fixture.py --real --out DIR`, then
+/// `VLP_CHINESE_CLIP_FIXTURE=DIR cargo test --release --test import -- --ignored`.
+#[test]
+#[ignore]
+fn a_real_size_chinese_clip_model_embeds_as_cn_clip_does() {
+    let dir = PathBuf::from(std::env::var("VLP_CHINESE_CLIP_FIXTURE").expect("VLP_CHINESE_CLIP_FIXTURE=DIR written by chinese_clip_fixture.py"));
+    let tmp = tempfile::tempdir().unwrap();
+    check_against_cn_clip(&dir, &tmp.path().join("run"));
+}
+
+fn check_against_cn_clip(dir: &Path, run: &Path) {
     let arg = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let said = ok(&[
         "import", "chinese-clip",
@@ -204,9 +217,10 @@ fn an_imported_chinese_clip_model_embeds_and_tokenizes_as_cn_clip_does() {
         "--out", run.to_str().unwrap(),
     ]);
     assert!(said.contains("imported"), "{said}");
+    eprintln!("{}", said.trim());
     let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let device = Default::default();
-    let enc = Encoder::<B>::load(&run, &device).unwrap();
+    let enc = Encoder::<B>::load(run, &device).unwrap();
 
     let strings: Vec<&str> = expected["strings"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     let batch = enc.tokenizer.encode_batch(&strings).unwrap();

@@ -10,6 +10,7 @@ ids for a fixed list of strings.
   DIR/images/*.png, DIR/expected.json
 
 Usage: python3 benches/openclip/chinese_clip_fixture.py [--out tests/fixtures/chinese-clip-tiny]
+       python3 benches/openclip/chinese_clip_fixture.py --real --out /tmp/cn-vit-b-16   (ViT-B-16 + RoBERTa-wwm-ext-base, f32, by hand)
 Needs: torch, cn_clip==1.6.0, pillow, numpy.
 """
 import argparse, json, os, shutil
@@ -22,21 +23,27 @@ from PIL import Image, ImageDraw
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", default="tests/fixtures/chinese-clip-tiny")
+ap.add_argument("--real", action="store_true", help="Chinese-CLIP's ViT-B-16 and RoBERTa-wwm-ext-base configs, f32")
 a = ap.parse_args()
 torch.manual_seed(0)
 vision = {"embed_dim": 32, "image_resolution": 32, "vision_layers": 2, "vision_width": 64, "vision_patch_size": 8, "vision_head_width": 32}
 text = {"vocab_size": 21128, "text_attention_probs_dropout_prob": 0.1, "text_hidden_act": "gelu", "text_hidden_dropout_prob": 0.1,
         "text_hidden_size": 32, "text_initializer_range": 0.02, "text_intermediate_size": 128, "text_max_position_embeddings": 64,
         "text_num_attention_heads": 2, "text_num_hidden_layers": 2, "text_type_vocab_size": 2}
+if a.real:
+    configs = os.path.join(os.path.dirname(cn_clip.__file__), "clip", "model_configs")
+    vision = json.load(open(os.path.join(configs, "ViT-B-16.json")))
+    text = json.load(open(os.path.join(configs, "RoBERTa-wwm-ext-base-chinese.json")))
 model = CLIP(**vision, **text).eval()
+dtype = torch.float32 if a.real else torch.float16
 with torch.no_grad():
     for p in model.parameters():
         p.normal_(0, 0.2) if p.dim() < 2 else None  # LayerNorm gains and biases away from 1 and 0
-        p.copy_(p.half().float())
+        p.copy_(p.to(dtype).float())
 os.makedirs(os.path.join(a.out, "images"), exist_ok=True)
 json.dump(vision, open(os.path.join(a.out, "vision.json"), "w"), indent=1)
 json.dump(text, open(os.path.join(a.out, "text.json"), "w"), indent=1)
-state = {f"module.{k}": v.half() for k, v in model.state_dict().items()}
+state = {f"module.{k}": v.to(dtype) for k, v in model.state_dict().items()}
 torch.save({"epoch": 1, "step": 10, "name": "tiny", "state_dict": state}, os.path.join(a.out, "checkpoint.pt"))
 shutil.copy(os.path.join(os.path.dirname(cn_clip.__file__), "clip", "vocab.txt"), os.path.join(a.out, "vocab.txt"))
 
