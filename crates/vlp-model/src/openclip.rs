@@ -221,6 +221,9 @@ pub fn model_config(json: &serde_json::Value) -> Result<ModelConfig, ImportError
     }
     let vision = obj(json, "vision_cfg")?;
     let text = obj(json, "text_cfg")?;
+    if vision.get("layers").is_some_and(|l| l.is_array()) {
+        return Err(unsupported("vision_cfg.layers is a list: a ModifiedResNet (RN50, ...) image tower, which cannot be imported yet".into()));
+    }
     let field = |m: &serde_json::Map<String, serde_json::Value>, section: &str, name: &str, default: Option<f64>| {
         match m.get(name) {
             Some(v) => v.as_f64().ok_or_else(|| unsupported(format!("{section}.{name} = {v} is not a number"))),
@@ -432,4 +435,30 @@ pub fn openclip_config(cfg: &ModelConfig, eos_id: Option<u32>) -> Result<serde_j
             "patch_size": v.patch_size, "mlp_ratio": v.mlp_ratio},
         "text_cfg": text,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// open_clip 3.3's own `model_configs/*.json` for the families the import supports.
+    #[test]
+    fn openclip_model_configs_of_the_supported_families_parse() {
+        let text = r#""text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}"#;
+        let cases = [
+            (format!(r#"{{"embed_dim": 512, "vision_cfg": {{"image_size": 224, "layers": 12, "width": 768, "patch_size": 32}}, {text}}}"#), 12, Activation::Gelu),
+            (format!(r#"{{"embed_dim": 512, "vision_cfg": {{"image_size": 224, "layers": 12, "width": 768, "patch_size": 16}}, {text}}}"#), 12, Activation::Gelu),
+            (format!(r#"{{"embed_dim": 512, "quick_gelu": true, "vision_cfg": {{"image_size": 224, "layers": 12, "width": 768, "patch_size": 32}}, {text}}}"#), 12, Activation::QuickGelu),
+            (r#"{"embed_dim": 768, "vision_cfg": {"image_size": 224, "layers": 24, "width": 1024, "patch_size": 14}, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 768, "heads": 12, "layers": 12}}"#.to_string(), 16, Activation::Gelu),
+            (r#"{"embed_dim": 1024, "vision_cfg": {"image_size": 224, "layers": 32, "width": 1280, "head_width": 80, "patch_size": 14}, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 1024, "heads": 16, "layers": 24}}"#.to_string(), 16, Activation::Gelu),
+        ];
+        for (json, heads, activation) in cases {
+            let cfg = model_config(&serde_json::from_str(&json).unwrap()).unwrap();
+            let ImageTowerConfig::Vit(v) = &cfg.image else { panic!("a ViT") };
+            assert_eq!((v.heads, v.activation, cfg.text.activation), (heads, activation, activation), "{json}");
+        }
+        let rn50 = r#"{"embed_dim": 1024, "vision_cfg": {"image_size": 224, "layers": [3, 4, 6, 3], "width": 64, "patch_size": null}, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}}"#;
+        let err = model_config(&serde_json::from_str(rn50).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("ModifiedResNet"), "{err}");
+    }
 }
