@@ -143,7 +143,7 @@ pub fn read_meta(dir: &Path) -> Result<(RunConfig, TextTokenizer, TrainState)> {
 ///
 /// Older vlp wrote records without the fields added since, which are the last ones of
 /// [`DualEncoder`]: `image_token_reduction` (bincode's `None`, one 0 byte, for a model without a
-/// reduction) and `activation` (an empty record, also one 0 byte). burn's bincode record puts the
+/// reduction) and `arch` (a skipped field, also one 0 byte). burn's bincode record puts the
 /// model last, so an old file followed by those missing bytes is the record of the same model
 /// today, and it loads: one 0 byte for a checkpoint written between the two fields, two for one
 /// written before both.
