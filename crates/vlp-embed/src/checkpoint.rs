@@ -148,6 +148,7 @@ pub fn read_meta(dir: &Path) -> Result<(RunConfig, TextTokenizer, TrainState)> {
 /// today, and it loads: one 0 byte for a checkpoint written between the two fields, two for one
 /// written before both.
 pub fn load_model<B: Backend>(dir: &Path, cfg: &RunConfig, device: &B::Device) -> Result<DualEncoder<B>> {
+    let _guard = vlp_model::init::rng_guard();
     let file = dir.join("model.bin");
     let first = match cfg.model.init::<B>(device).load_file(dir.join("model"), &recorder(), device) {
         Ok(model) => return Ok(model),

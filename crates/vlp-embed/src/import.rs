@@ -138,7 +138,10 @@ fn write_run<B: Backend>(
         ));
     }
     let cfg = run_config(&model_cfg, tokenizer_kind, tk.vocab_size(), config)?;
-    let model = load_openclip(cfg.model.init::<B>(device), state).map_err(|e| other(weights, e))?;
+    let model = {
+        let _guard = vlp_model::init::rng_guard();
+        load_openclip(cfg.model.init::<B>(device), state).map_err(|e| other(weights, e))?
+    };
     std::fs::create_dir_all(out).map_err(|e| other(out, e))?;
     let checkpoint = save_model(out, &model, &TrainState::default(), &cfg, &tk)?;
     use burn::module::Module;

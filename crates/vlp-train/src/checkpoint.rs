@@ -56,6 +56,7 @@ pub fn load_for_resume<B: AutodiffBackend>(
     let plain = Recorder::<B>::load(&recorder(), dir.join("optim-plain"), device).map_err(|e| ck_err(&dir.join("optim-plain.bin"), e))?;
     let momentum = if cfg.loss.queue_weight > 0.0 {
         let path = dir.join("momentum");
+        let _guard = vlp_model::init::rng_guard();
         let template = MomentumState::new(cfg.model.init(device), &cfg.loss.momentum, cfg.model.embed_dim, device);
         Some(template.load_file(path, &recorder(), device).map_err(|e| ck_err(&dir.join("momentum.bin"), e))?)
     } else {

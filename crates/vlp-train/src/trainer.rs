@@ -128,8 +128,7 @@ fn redraw_curves(run: &Path, bar: &ProgressBar) {
 /// would interleave their draws, so seeding and drawing happen under one lock. burn initialises
 /// parameters lazily, on first use, so every one is touched here, in a fixed order.
 fn seeded_init<B: AutodiffBackend>(cfg: &RunConfig, device: &B::Device) -> vlp_model::DualEncoder<B> {
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = vlp_model::init::rng_guard();
     B::seed(device, cfg.train.seed);
     let model = cfg.model.init::<B>(device);
     crate::optimizer::all_finite(&model); // reads, and so initialises, every parameter
