@@ -54,11 +54,17 @@ fn check_against_openclip(dir: &Path, run: &Path, tol: f32) -> (f32, f32) {
     assert!(out.contains("imported"), "{out}");
     eprintln!("{}", out.trim());
     let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let device = Default::default();
-    let enc = Encoder::<B>::load(run, &device).unwrap();
+    let enc = Encoder::<B>::load(run, &Default::default()).unwrap();
     assert_eq!(enc.config.data.resize, vlp_data::image_pipeline::ResizeFilter::Bicubic, "OpenCLIP resizes bicubically");
+    check_encoder(&enc, dir, &expected, tol, "OpenCLIP")
+}
 
-    // token ids, exactly, padded with 0 to the context as OpenCLIP pads them
+/// Compares an imported model with the reference library's outputs in a fixture's
+/// `expected.json`: every string's token ids exactly (padded with 0 to the context, as both
+/// references pad), and the image and caption embeddings within `tol`. The images are at the
+/// model's size, so no resize filter is involved. Returns the largest image and text gaps.
+fn check_encoder(enc: &Encoder<B>, dir: &Path, expected: &Value, tol: f32, reference: &str) -> (f32, f32) {
+    let device = Default::default();
     let strings: Vec<&str> = expected["strings"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     let batch = enc.tokenizer.encode_batch(&strings).unwrap();
     assert_eq!(enc.tokenizer.pad_id(), 0);
@@ -69,7 +75,6 @@ fn check_against_openclip(dir: &Path, run: &Path, tol: f32) -> (f32, f32) {
         assert!(want[batch.context..].iter().all(|&t| t == 0), "{:?} is longer than the batch", strings[i]);
     }
 
-    // image embeddings: the images are at the model's size, so no resize filter is involved
     let cfg = enc.config.image_config();
     let px = (3 * cfg.size * cfg.size) as usize;
     let names = expected["images"].as_array().unwrap();
@@ -81,14 +86,14 @@ fn check_against_openclip(dir: &Path, run: &Path, tol: f32) -> (f32, f32) {
     let s = cfg.size as usize;
     let images = burn::tensor::Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(pixels, [names.len(), 3, s, s]), &device);
     let image_gap = max_abs_gap(&rows(enc.model.encode_image(images).global), &expected["image_embeddings"]);
-    eprintln!("image embeddings: max abs gap {image_gap:e}");
-    assert!(image_gap <= tol, "image embeddings differ from OpenCLIP's by up to {image_gap}");
+    eprintln!("{reference} image embeddings: max abs gap {image_gap:e}");
+    assert!(image_gap <= tol, "image embeddings differ from {reference}'s by up to {image_gap}");
 
     let captions: Vec<&str> = expected["captions"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     let (ids, mask) = text_tensors::<B>(&enc.tokenizer, &captions, &device).unwrap();
     let text_gap = max_abs_gap(&rows(enc.model.encode_text(ids, mask).global), &expected["text_embeddings"]);
-    eprintln!("text embeddings: max abs gap {text_gap:e}");
-    assert!(text_gap <= tol, "text embeddings differ from OpenCLIP's by up to {text_gap}");
+    eprintln!("{reference} text embeddings: max abs gap {text_gap:e}");
+    assert!(text_gap <= tol, "text embeddings differ from {reference}'s by up to {text_gap}");
     (image_gap, text_gap)
 }
 
@@ -219,34 +224,6 @@ fn check_against_cn_clip(dir: &Path, run: &Path) {
     assert!(said.contains("imported"), "{said}");
     eprintln!("{}", said.trim());
     let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let device = Default::default();
-    let enc = Encoder::<B>::load(run, &device).unwrap();
-
-    let strings: Vec<&str> = expected["strings"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
-    let batch = enc.tokenizer.encode_batch(&strings).unwrap();
-    assert_eq!(enc.tokenizer.pad_id(), 0);
-    for (i, want) in expected["token_ids"].as_array().unwrap().iter().enumerate() {
-        let want: Vec<u32> = want.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-        assert_eq!(&batch.ids[i * batch.context..(i + 1) * batch.context], &want[..batch.context], "token ids of {:?}", strings[i]);
-        assert!(want[batch.context..].iter().all(|&t| t == 0));
-    }
-
-    let cfg = enc.config.image_config();
-    let px = (3 * cfg.size * cfg.size) as usize;
-    let names = expected["images"].as_array().unwrap();
-    let mut pixels = vec![0f32; names.len() * px];
-    for (i, name) in names.iter().enumerate() {
-        let bytes = std::fs::read(dir.join(name.as_str().unwrap())).unwrap();
-        process_into(&bytes, &cfg, Augment::Eval, &mut pixels[i * px..(i + 1) * px]).unwrap();
-    }
-    let s = cfg.size as usize;
-    let images = burn::tensor::Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(pixels, [names.len(), 3, s, s]), &device);
-    let gap = max_abs_gap(&rows(enc.model.encode_image(images).global), &expected["image_embeddings"]);
-    eprintln!("Chinese-CLIP image embeddings: max abs gap {gap:e}");
-    assert!(gap <= 1e-4, "image embeddings differ from cn_clip's by up to {gap}");
-    let captions: Vec<&str> = expected["captions"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
-    let (ids, mask) = text_tensors::<B>(&enc.tokenizer, &captions, &device).unwrap();
-    let gap = max_abs_gap(&rows(enc.model.encode_text(ids, mask).global), &expected["text_embeddings"]);
-    eprintln!("Chinese-CLIP text embeddings: max abs gap {gap:e}");
-    assert!(gap <= 1e-4, "text embeddings differ from cn_clip's by up to {gap}");
+    let enc = Encoder::<B>::load(run, &Default::default()).unwrap();
+    check_encoder(&enc, dir, &expected, 1e-4, "cn_clip");
 }

@@ -337,8 +337,7 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_> {
             return Param::from_mapped_value(id, tensor, mapper);
         }
         let values = if source.transpose {
-            let (rows, cols) = (shape[0], shape[1]);
-            (0..rows * cols).map(|k| values[(k % rows) * cols + k / rows]).collect()
+            transposed(values, shape[0], shape[1])
         } else {
             values.to_vec()
         };
@@ -346,6 +345,12 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_> {
         let loaded = if tensor.is_require_grad() { loaded.require_grad() } else { loaded };
         Param::from_mapped_value(id, loaded, mapper)
     }
+}
+
+/// A row-major `[rows, cols]` matrix as row-major `[cols, rows]` (PyTorch's `[out, in]` and
+/// burn's `[in, out]`, either way).
+fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..rows * cols).map(|k| values[(k % rows) * cols + k / rows]).collect()
 }
 
 /// Fills `model` from an OpenCLIP state dict of the same architecture; see the module docs.
@@ -395,7 +400,7 @@ pub fn to_state_dict<B: Backend>(model: &DualEncoder<B>) -> Result<StateDict, Im
                 // vlp's `[1]` temperature is OpenCLIP's 0-d scalar
                 ("logit_scale", _, _) => (vec![], values),
                 // burn's `[in, out]` back to PyTorch's `[out, in]`
-                (_, true, &[rows, cols]) => (vec![cols, rows], (0..rows * cols).map(|k| values[(k % rows) * cols + k / rows]).collect()),
+                (_, true, &[rows, cols]) => (vec![cols, rows], transposed(&values, rows, cols)),
                 _ => (shape, values),
             };
             self.out.insert(source.key, shape, values);

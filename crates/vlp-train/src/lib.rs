@@ -27,8 +27,6 @@ pub enum TrainError {
     Data(#[from] vlp_data::DataError),
     #[error(transparent)]
     Embed(#[from] vlp_embed::EmbedError),
-    #[error("{path}: {message}")]
-    Checkpoint { path: String, message: String },
     #[error("{0}")]
     Diverged(String),
     #[error("{0}")]
