@@ -167,14 +167,14 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
         let (model, tokenizer) = match &job.init {
             Some(from) => {
                 let dir = checkpoint::resolve(from)?;
-                let (init_cfg, tokenizer, _) = checkpoint::read_meta(&dir)?;
+                let (init_cfg, tokenizer, init_state) = checkpoint::read_meta(&dir)?;
                 if init_cfg.model != cfg.model {
                     return Err(TrainError::Other(format!(
                         "--init {}: its model differs from the config's [model]; fine-tuning keeps the architecture (leave out --config to train with the init run's own)",
                         dir.display()
                     )));
                 }
-                eprintln!("starting from {} (step {})", dir.display(), checkpoint::read_meta(&dir)?.2.step);
+                eprintln!("starting from {} (step {})", dir.display(), init_state.step);
                 (checkpoint::load_model::<B>(&dir, &cfg, device)?, tokenizer)
             }
             None => (seeded_init::<B>(&cfg, device), tokenizer_for(job)?),
