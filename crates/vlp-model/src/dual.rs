@@ -133,22 +133,61 @@ impl<B: Backend> DualEncoder<B> {
         cfg: &LossConfig,
         queue: Option<QueueInputs<B>>,
     ) -> LossOutput<B> {
+        let batch = self.encode_batch(images, ids, mask, cfg);
+        self.loss_of(batch, cfg, queue)
+    }
+
+    /// Both towers' outputs for a batch of pairs, with the token outputs only where the loss
+    /// uses them (`loss.token_weight > 0`): what a data-parallel step gathers across devices.
+    pub fn encode_batch(&self, images: Tensor<B, 4>, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>, cfg: &LossConfig) -> BatchFeatures<B> {
         let img = self.encode_image(images);
         let txt = self.encode_text(ids, mask);
+        let tokens = (cfg.token_weight > 0.0).then(|| TokenFeatures {
+            image: img.tokens,
+            text: txt.tokens,
+            text_mask: txt.token_mask.expect("the text tower always returns its mask"),
+        });
+        BatchFeatures { image: img.global, text: txt.global, tokens }
+    }
+
+    /// The weighted loss of encoded pairs (pair i = image i, text i): global, token-level, and
+    /// BriVL's against `queue` when `loss.queue_weight > 0`.
+    pub fn loss_of(&self, batch: BatchFeatures<B>, cfg: &LossConfig, queue: Option<QueueInputs<B>>) -> LossOutput<B> {
         let queued = queue.filter(|_| cfg.queue_weight > 0.0).map(|q| {
             let scale = match cfg.momentum.temperature {
-                Some(t) => Tensor::from_floats([1.0 / t], &img.global.device()),
+                Some(t) => Tensor::from_floats([1.0 / t], &batch.image.device()),
                 None => self.logit_scale.val().exp(),
             };
-            momentum::queue_loss(img.global.clone(), txt.global.clone(), &q.keys, q.image_queue, q.text_queue, scale)
+            momentum::queue_loss(batch.image.clone(), batch.text.clone(), &q.keys, q.image_queue, q.text_queue, scale)
         });
-        let global = (cfg.global_weight > 0.0).then(|| ClipLoss::forward(img.global, txt.global, self.logit_scale.val()));
-        let token = (cfg.token_weight > 0.0).then(|| {
-            let mask = txt.token_mask.expect("the text tower always returns its mask");
-            TokenwiseLoss::forward(img.tokens, txt.tokens, mask, self.token_logit_scale.val())
-        });
+        let global = (cfg.global_weight > 0.0).then(|| ClipLoss::forward(batch.image, batch.text, self.logit_scale.val()));
+        let token = batch
+            .tokens
+            .map(|t| TokenwiseLoss::forward(t.image, t.text, t.text_mask, self.token_logit_scale.val()));
         LossOutput::weighted(global, token, queued, cfg)
     }
+}
+
+/// A batch's embeddings as the losses take them.
+#[derive(Debug, Clone)]
+pub struct BatchFeatures<B: Backend> {
+    /// `[batch, embed_dim]`, L2-normalised.
+    pub image: Tensor<B, 2>,
+    /// `[batch, embed_dim]`, L2-normalised.
+    pub text: Tensor<B, 2>,
+    /// The token-level loss's inputs; `None` when it is off.
+    pub tokens: Option<TokenFeatures<B>>,
+}
+
+/// FILIP's inputs: both towers' token embeddings and the text padding.
+#[derive(Debug, Clone)]
+pub struct TokenFeatures<B: Backend> {
+    /// `[batch, image_tokens, token_dim]`, L2-normalised (reduced tokens where the model has them).
+    pub image: Tensor<B, 3>,
+    /// `[batch, context, token_dim]`, L2-normalised.
+    pub text: Tensor<B, 3>,
+    /// `[batch, context]`, 1 for a real token.
+    pub text_mask: Tensor<B, 2>,
 }
 
 /// What BriVL's loss needs beside the batch: the momentum towers' keys for it and the queues'

@@ -37,7 +37,7 @@ pub mod transformer;
 pub mod vit;
 
 pub use config::{Activation, BlockNorm, ConfigError, ImageTowerConfig, LossConfig, ModelConfig, TextTowerConfig};
-pub use dual::{Architecture, DualEncoder, QueueInputs, TowerOutput};
+pub use dual::{Architecture, BatchFeatures, DualEncoder, QueueInputs, TokenFeatures, TowerOutput};
 pub use loss::{ClipLoss, LossOutput, TokenwiseLoss};
 pub use momentum::{MomentumConfig, MomentumState, QueueCursor};
 

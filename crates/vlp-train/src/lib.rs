@@ -6,14 +6,18 @@
 //!   the temperature clamp and locked towers.
 //! - [`checkpoint`]: the optimizer and momentum state beside the model, to resume exactly.
 //! - [`parity`]: vlp's steps beside OpenCLIP's, from OpenCLIP's initial weights and batches.
-//! - [`trainer`]: the loop, with progress, a JSONL log and validation.
+//! - [`step`]: one replica's training step: encode, gather, loss, backward, summed gradients.
+//! - [`parallel`]: data-parallel groups on burn-collective: gathers, gradient sums, a watchdog.
+//! - [`trainer`]: the loop, with progress, a JSONL log and validation, on one device or several.
 //! - [`plots`]: `curves.png` of a run, redrawn from its logs.
 
 pub mod checkpoint;
 pub mod optimizer;
+pub mod parallel;
 pub mod parity;
 pub mod plots;
 pub mod schedule;
+pub mod step;
 pub mod trainer;
 
 pub use vlp_embed::config;

@@ -9,6 +9,7 @@
 //! training, where CLIP's start at 0.02 and are decayed.
 
 use crate::config::{Tower, TrainConfig};
+use crate::parallel::Rank;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
@@ -96,6 +97,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GlobalNorm<'_, B> {
 }
 
 /// The optimizer of a run: two AdamW states (with and without weight decay).
+#[derive(Clone)]
 pub struct ClipOptimizer<B: AutodiffBackend> {
     decayed: Adam<B>,
     plain: Adam<B>,
@@ -131,15 +133,30 @@ impl<B: AutodiffBackend> ClipOptimizer<B> {
         &mut self,
         lr: f64,
         model: DualEncoder<B>,
-        mut grads: B::Gradients,
+        grads: B::Gradients,
     ) -> Result<(DualEncoder<B>, StepReport), (DualEncoder<B>, f32)> {
+        self.step_in_group(lr, model, grads, &Rank::single()).expect("a group of one makes no collective calls")
+    }
+
+    /// [`Self::step`] for one replica of a data-parallel group: the replicas' gradients are
+    /// summed (`Rank::sum_gradients`) before the norm is taken. The outer `Err` is a failed
+    /// collective call.
+    #[allow(clippy::type_complexity)]
+    pub fn step_in_group(
+        &mut self,
+        lr: f64,
+        model: DualEncoder<B>,
+        mut grads: B::Gradients,
+        rank: &Rank,
+    ) -> crate::Result<Result<(DualEncoder<B>, StepReport), (DualEncoder<B>, f32)>> {
         let mut g_decay = GradientsParams::from_params(&mut grads, &model, &self.split.decay);
         let mut g_plain = GradientsParams::from_params(&mut grads, &model, &self.split.no_decay);
+        rank.sum_gradients(&model, [&mut g_decay, &mut g_plain])?;
         let mut norm = GlobalNorm::<B> { grads: [&mut g_decay, &mut g_plain], sum_sq: None, scale: None };
         model.visit(&mut norm);
         let grad_norm = norm.sum_sq.take().map(|s| s.sqrt().into_scalar().elem::<f32>()).unwrap_or(0.0f32);
         if !grad_norm.is_finite() {
-            return Err((model, grad_norm));
+            return Ok(Err((model, grad_norm)));
         }
         if self.clip > 0.0 && grad_norm > self.clip {
             norm.scale = Some(self.clip / (grad_norm + 1e-6));
@@ -147,7 +164,7 @@ impl<B: AutodiffBackend> ClipOptimizer<B> {
         }
         let model = self.decayed.step(lr, model, g_decay);
         let model = self.plain.step(lr, model, g_plain);
-        Ok((clamp_temperatures(model), StepReport { grad_norm }))
+        Ok(Ok((clamp_temperatures(model), StepReport { grad_norm })))
     }
 
     pub fn to_records(&self) -> (<Adam<B> as Optimizer<DualEncoder<B>, B>>::Record, <Adam<B> as Optimizer<DualEncoder<B>, B>>::Record) {

@@ -1,5 +1,6 @@
 //! The training loop: batches from any vlp-data input, the weighted loss, AdamW steps on the
-//! schedule, progress, a JSONL log of every step, validation R@k, and checkpoints.
+//! schedule, progress, a JSONL log of every step, validation R@k, and checkpoints; on one
+//! device or data-parallel on several (`train_on`, `crate::parallel`).
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::RunConfig;
@@ -8,15 +9,17 @@ use crate::optimizer::ClipOptimizer;
 use vlp_embed::retrieval::{recall, Recall};
 use crate::schedule::lr_at;
 use crate::{Result, TrainError};
+use crate::parallel::{self, Rank};
+use crate::step::{self, Replica, Updated, Work};
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use burn::module::AutodiffModule;
-use vlp_model::momentum::Keys;
-use vlp_model::{MomentumState, QueueInputs};
+use burn::tensor::ElementConversion;
+use vlp_model::MomentumState;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 use vlp_data::evalset::EvalSet;
 use vlp_data::loader::{BatchLoader, LoaderConfig};
@@ -136,6 +139,34 @@ fn seeded_init<B: AutodiffBackend>(cfg: &RunConfig, device: &B::Device) -> vlp_m
 }
 
 pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<TrainSummary> {
+    train_on::<B>(job, std::slice::from_ref(device), &ParallelOptions::default())
+}
+
+/// How a job on several devices of this process runs.
+#[derive(Debug, Clone)]
+pub struct ParallelOptions {
+    /// CPU threads for each device's replica (`None`: the process's shared pool). On CPU
+    /// devices, replicas × threads should be the cores.
+    pub threads_per_device: Option<usize>,
+    /// How long a collective call may wait for the other replicas before the job is stopped.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for ParallelOptions {
+    fn default() -> Self {
+        ParallelOptions { threads_per_device: None, timeout: parallel::DEFAULT_TIMEOUT }
+    }
+}
+
+/// Where a run starts: its replica, progress, tokenizer and config.
+struct Start<B: AutodiffBackend> {
+    replica: Replica<B>,
+    state: TrainState,
+    tokenizer: TextTokenizer,
+    cfg: RunConfig,
+}
+
+fn start<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<Start<B>> {
     std::fs::create_dir_all(&job.out).map_err(|e| TrainError::Other(format!("{}: {e}", job.out.display())))?;
     // `--resume` on a run that has no checkpoint yet starts it, so one command line can be
     // re-run after an interruption or after it finished (it then has nothing left to do).
@@ -143,7 +174,7 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
     if job.resume && resume_from.is_none() {
         eprintln!("--resume: {} holds no checkpoint yet; starting a new run", job.out.display());
     }
-    let (mut model, mut optim, mut momentum, mut state, tokenizer, cfg) = if let Some(dir) = resume_from {
+    let (model, optim, momentum, state, tokenizer, cfg) = if let Some(dir) = resume_from {
         let (mut cfg, tokenizer, _) = checkpoint::read_meta(&dir)?;
         if cfg.model != job.config.model || cfg.loss != job.config.loss {
             return Err(TrainError::Other(format!(
@@ -186,7 +217,112 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
         (model, optim, momentum, TrainState::default(), tokenizer, cfg)
     };
     // A locked tower takes no gradients; the flag is not saved, so it is set again on resume.
-    model = crate::optimizer::lock(model, cfg.train.lock);
+    let model = crate::optimizer::lock(model, cfg.train.lock);
+    Ok(Start { replica: Replica { model, optim, momentum }, state, tokenizer, cfg })
+}
+
+/// Trains on `devices` of this process, one replica each, data-parallel (`crate::parallel`):
+/// `train.batch_size` is the global batch, split among the devices, so the same config trains
+/// the same model on one device or several. The first device's replica reads the data, logs,
+/// validates and writes the checkpoints; the run resumes on any number of devices.
+pub fn train_on<B: AutodiffBackend>(job: &TrainJob, devices: &[B::Device], opts: &ParallelOptions) -> Result<TrainSummary> {
+    let world = devices.len();
+    if world == 0 {
+        return Err(TrainError::Other("no device to train on".into()));
+    }
+    if job.config.train.batch_size < 2 * world {
+        return Err(TrainError::Other(format!(
+            "train.batch_size {} is too small for {world} devices: each needs at least 2 pairs of the global batch",
+            job.config.train.batch_size
+        )));
+    }
+    let begin = start::<B>(job, &devices[0])?;
+    if world == 1 {
+        return lead(job, begin, &Rank::single(), &devices[0], Vec::new());
+    }
+    let _one_group = parallel::group_lock();
+    let pools = match opts.threads_per_device {
+        Some(t) => (0..world)
+            .map(|r| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .thread_name(move |i| format!("vlp-rank{r}-{i}"))
+                    .build()
+                    .map(Some)
+                    .map_err(|e| TrainError::Other(format!("a thread pool for rank {r}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => (0..world).map(|_| None).collect(),
+    };
+    let mut ranks = parallel::ranks(world, opts.timeout);
+    let followers = ranks.split_off(1);
+    let rank0 = ranks.pop().expect("rank 0");
+    std::thread::scope(|scope| {
+        let mut work = Vec::new();
+        let mut handles = Vec::new();
+        for (rank, (device, pool)) in followers.into_iter().zip(devices[1..].iter().zip(&pools[1..])) {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            work.push(tx);
+            let replica = Replica {
+                model: begin.replica.model.clone().fork(device),
+                optim: begin.replica.optim.clone(),
+                momentum: begin.replica.momentum.clone().map(|m| m.fork(device)),
+            };
+            let cfg = begin.cfg.clone();
+            handles.push(scope.spawn(move || {
+                in_pool(pool.as_ref(), move || {
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step::follow(replica, &cfg, &rank, device, rx)))
+                        .unwrap_or_else(|p| Err(TrainError::Other(format!("rank {} panicked: {}", rank.index, panic_text(p.as_ref())))));
+                    if let Err(e) = &out {
+                        rank.fail(&e.to_string());
+                    }
+                    out
+                })
+            }));
+        }
+        let led = in_pool(pools[0].as_ref(), move || {
+            let out = lead(job, begin, &rank0, &devices[0], work);
+            if let Err(e) = &out {
+                rank0.fail(&e.to_string());
+            }
+            out
+        });
+        for (r, h) in handles.into_iter().enumerate() {
+            match h.join() {
+                Ok(Err(e)) if led.is_ok() => return Err(e),
+                Ok(_) => {}
+                Err(_) => return Err(TrainError::Other(format!("rank {} stopped unexpectedly", r + 1))),
+            }
+        }
+        led
+    })
+    .inspect_err(|_| parallel::reset::<B::InnerBackend>())
+}
+
+/// Runs `f` on `pool`'s threads, or on the caller's with the process's shared pool.
+fn in_pool<R: Send>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
+    match pool {
+        Some(p) => p.install(f),
+        None => f(),
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "no message".into())
+}
+
+/// The first replica's loop: reads the data, hands each global batch to the other replicas
+/// (`work`), trains its own slice, and does everything that happens once per job: logs,
+/// progress, validation, checkpoints.
+fn lead<B: AutodiffBackend>(
+    job: &TrainJob,
+    begin: Start<B>,
+    rank: &Rank,
+    device: &B::Device,
+    work: Vec<std::sync::mpsc::SyncSender<Work>>,
+) -> Result<TrainSummary> {
+    let Start { mut replica, mut state, tokenizer, cfg } = begin;
+    rank.register::<B::InnerBackend>(device)?;
     let t = &cfg.train;
     let val_set = match &job.val {
         Some(v) => Some(EvalSet::load(v, "val", &ReadOptions::default())?),
@@ -253,50 +389,35 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
                 continue; // already trained on before the resume
             }
             let n = batch.len();
-            let s = batch.image_size as usize;
-            let images = Tensor::<B, 4>::from_data(TensorData::new(batch.images, [n, 3, s, s]), device);
-            let ids: Vec<i32> = batch.ids.iter().map(|&x| x as i32).collect();
-            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, batch.context]), device);
-            let mask: Vec<f32> = batch.mask.iter().map(|&x| x as f32).collect();
-            let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [n, batch.context]), device);
-            let (out, keys) = match &momentum {
-                None => (model.loss(images, ids, mask, &cfg.loss), None),
-                Some(m) => {
-                    let keys = m.keys(images.clone().inner(), ids.clone().inner(), mask.clone().inner());
-                    let queue = QueueInputs {
-                        keys: Keys { image: Tensor::from_inner(keys.image.clone()), text: Tensor::from_inner(keys.text.clone()) },
-                        image_queue: m.image_queue.filled(state.queue).map(Tensor::from_inner),
-                        text_queue: m.text_queue.filled(state.queue).map(Tensor::from_inner),
-                    };
-                    (model.loss_with_queue(images, ids, mask, &cfg.loss, queue), Some(keys))
-                }
-            };
-            let loss: f32 = out.total.clone().into_scalar().elem();
+            let lr = lr_at(state.step, t.lr, t.warmup_steps, total);
+            let batch = Arc::new(batch);
+            for (r, w) in work.iter().enumerate() {
+                w.send(Work::Step { batch: Arc::clone(&batch), lr, queue: state.queue })
+                    .map_err(|_| TrainError::Other(format!("rank {} has stopped", r + 1)))?;
+            }
+            let fwd = replica.forward(&batch, &cfg, state.queue, rank, device)?;
+            let loss = fwd.loss;
             if !loss.is_finite() {
                 return Err(diverged(format!("the loss became {loss}"), &state, &bar));
             }
             // A checkpoint is written only once its weights have given a finite loss on the
             // next batch: weights can be finite and still overflow in the forward pass.
             if let Some(at) = pending.take() {
-                last_checkpoint = checkpoint::save(&job.out, &model, &optim, momentum.as_ref(), &at, &cfg, &tokenizer)?;
+                last_checkpoint = save(&job.out, &replica, &at, &cfg, &tokenizer)?;
                 redraw_curves(&job.out, &bar);
             }
-            let lr = lr_at(state.step, t.lr, t.warmup_steps, total);
-            let grads = out.total.backward();
-            let report = match optim.step(lr, model, grads) {
-                Ok((m, report)) => {
-                    model = m;
+            let parts = [fwd.out.global.clone(), fwd.out.token.clone(), fwd.out.queue.clone()]
+                .map(|p| p.map(|g| g.into_scalar().elem::<f32>()));
+            let report = match replica.update(fwd, lr, &cfg, state.queue, rank)? {
+                Updated::Stepped { replica: r, report, queue } => {
+                    replica = r;
+                    state.queue = queue;
                     report
                 }
-                Err((_, norm)) => return Err(diverged(format!("the gradient norm became {norm}"), &state, &bar)),
+                Updated::NonFinite { grad_norm } => {
+                    return Err(diverged(format!("the gradient norm became {grad_norm}"), &state, &bar))
+                }
             };
-            // BriVL's momentum update, then this batch's keys into the queues.
-            if let Some(keys) = keys {
-                let m = momentum.take().expect("keys come from the momentum towers");
-                let (m, cursor) = m.update(&model.valid(), cfg.loss.momentum.momentum, keys, state.queue);
-                momentum = Some(m);
-                state.queue = cursor;
-            }
             state.step += 1;
             state.batch_in_epoch = i + 1;
             state.samples_seen += n as u64;
@@ -308,27 +429,30 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
                 samples_since = 0;
                 window = Instant::now();
             }
-            let scale: f32 = model.logit_scale.val().into_scalar().elem();
-            steps_log.write(json!({
+            let scale: f32 = replica.model.logit_scale.val().into_scalar().elem();
+            let mut line = json!({
                 "step": state.step, "epoch": state.epoch, "loss": loss,
-                "global": out.global.map(|g| g.into_scalar().elem::<f32>()),
-                "token": out.token.map(|g| g.into_scalar().elem::<f32>()),
-                "queue": out.queue.map(|g| g.into_scalar().elem::<f32>()),
+                "global": parts[0], "token": parts[1], "queue": parts[2],
                 "lr": lr, "logit_scale": scale.exp(), "grad_norm": report.grad_norm,
                 "samples_per_s": samples_per_s, "elapsed_s": state.elapsed_secs,
-            }));
+            });
+            if rank.world > 1 {
+                line["devices"] = json!(rank.world);
+                line["collective_s"] = json!(rank.take_collective_secs());
+            }
+            steps_log.write(line);
             bar.set_position(state.step as u64);
             bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {samples_per_s:.0} samples/s"));
             let at_end = state.step == stop_at;
             if t.val_every > 0 && state.step % t.val_every == 0 && !at_end {
-                last_val = run_val(&model, state.step, &mut val_log, &bar)?;
+                last_val = run_val(&replica.model, state.step, &mut val_log, &bar)?;
             }
             if at_end {
-                if !crate::optimizer::all_finite(&model) {
+                if !crate::optimizer::all_finite(&replica.model) {
                     state.step -= 1;
                     return Err(diverged("the weights became non-finite".into(), &state, &bar));
                 }
-                last_checkpoint = checkpoint::save(&job.out, &model, &optim, momentum.as_ref(), &state, &cfg, &tokenizer)?;
+                last_checkpoint = save(&job.out, &replica, &state, &cfg, &tokenizer)?;
             } else if state.step % t.checkpoint_every == 0 {
                 pending = Some(state);
             }
@@ -351,8 +475,10 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
         state.batch_in_epoch = 0;
     }
     bar.finish_and_clear();
-    let final_val = run_val(&model, state.step, &mut val_log, &bar)?.or(last_val);
+    drop(work); // the other replicas leave the group
+    let final_val = run_val(&replica.model, state.step, &mut val_log, &bar)?.or(last_val);
     redraw_curves(&job.out, &bar);
+    rank.finish::<B::InnerBackend>()?;
     Ok(TrainSummary {
         state,
         final_loss: last_loss,
@@ -361,4 +487,8 @@ pub fn train<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<T
         skipped,
         checkpoint: last_checkpoint,
     })
+}
+
+fn save<B: AutodiffBackend>(run: &Path, r: &Replica<B>, state: &TrainState, cfg: &RunConfig, tokenizer: &TextTokenizer) -> Result<PathBuf> {
+    checkpoint::save(run, &r.model, &r.optim, r.momentum.as_ref(), state, cfg, tokenizer)
 }

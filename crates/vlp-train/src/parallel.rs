@@ -1,0 +1,301 @@
+//! Data-parallel training on burn-collective: one replica of the model per device, each
+//! encoding its slice of the global batch, the embeddings gathered so that every replica
+//! computes the loss over the whole global batch, and the gradients summed across replicas.
+//!
+//! The gather is OpenCLIP's default (`gather_with_grad=False`, `local_loss=False`): each replica
+//! receives every replica's embeddings as constants, puts its own slice back with its gradient,
+//! and computes the full `[global, global]` loss. Its backward then gives the exact gradient of
+//! the global loss with respect to its own slice's embeddings, so the sum of the replicas'
+//! encoder gradients is the gradient of one device training the whole batch, with no gradient
+//! sent through the gather (burn-collective's all-reduce has no backward pass). The parameters
+//! that enter the loss directly (the two temperatures) get the full gradient on every replica,
+//! the same on each, so after the sum they are divided by the number of replicas. OpenCLIP
+//! averages instead, which scales the encoders' gradients by 1/world; summing keeps a run on N
+//! devices equal, step for step, to one device with N times the batch (`tests/parallel.rs`).
+//!
+//! burn-collective 0.21 has all-reduce, reduce and broadcast but no all-gather, and across
+//! machines only all-reduce. A gather is therefore an all-reduce (sum) of a zero tensor of the
+//! global batch's shape into which each replica has written its own rows: adding zeros is exact.
+//! Its calls block until every replica has made them and have no timeout, so each one runs under
+//! a watchdog that stops the process, naming the rank, when a call waits longer than the job's
+//! timeout or when another replica has failed.
+
+use crate::{Result, TrainError};
+use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorPrimitive};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use vlp_model::{BatchFeatures, DualEncoder, TokenFeatures};
+
+/// How long a collective call may wait for the other replicas by default: long enough for
+/// rank 0 to validate and write a checkpoint while the others wait at the next step.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// burn-collective keeps one group per backend type in a process (tracel-ai/burn#3449), so two
+/// data-parallel jobs in one process (tests) take turns.
+static ONE_GROUP: Mutex<()> = Mutex::new(());
+
+/// Holds the process's one collective group for a job.
+pub fn group_lock() -> MutexGuard<'static, ()> {
+    ONE_GROUP.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Forgets a group whose job failed, so that the next job in this process can form its own.
+pub fn reset<B: Backend>() {
+    collective::reset_collective::<B>();
+}
+
+/// Rows `[start, end)` of a global batch of `n` pairs that replica `rank` of `world` encodes:
+/// contiguous, in rank order, sizes differing by at most one (a batch that lost a sample to a
+/// bad image is still split).
+pub fn slice_of(n: usize, rank: usize, world: usize) -> Range<usize> {
+    (rank * n / world)..((rank + 1) * n / world)
+}
+
+/// Watches the replicas of this process: which collective call each is in and since when, and
+/// whether one has failed.
+struct Watchdog {
+    waiting: Mutex<Vec<Option<(Instant, &'static str)>>>,
+    failed: Mutex<Option<(usize, String)>>,
+    timeout: Duration,
+}
+
+impl Watchdog {
+    fn start(world: usize, timeout: Duration) -> Arc<Self> {
+        let dog = Arc::new(Watchdog { waiting: Mutex::new(vec![None; world]), failed: Mutex::new(None), timeout });
+        let weak = Arc::downgrade(&dog);
+        std::thread::Builder::new()
+            .name("vlp-collective-watchdog".into())
+            .spawn(move || {
+                while let Some(dog) = weak.upgrade() {
+                    dog.check();
+                    drop(dog);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+            .expect("spawn the watchdog thread");
+        dog
+    }
+
+    /// Stops the process when a replica is stuck in a call that can no longer complete.
+    fn check(&self) {
+        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (rank, w) in waiting.iter().enumerate() {
+            let Some((since, what)) = w else { continue };
+            let cause = match &failed {
+                Some((bad, why)) => format!("rank {bad} failed ({why}), so rank {rank}'s {what} cannot complete"),
+                None if since.elapsed() > self.timeout => format!(
+                    "rank {rank}: {what} waited more than {} s for the other ranks (one has stopped or stalled)",
+                    self.timeout.as_secs()
+                ),
+                None => continue,
+            };
+            eprintln!("error: data-parallel training stopped: {cause}");
+            std::process::exit(3);
+        }
+    }
+}
+
+/// One replica's place in the data-parallel group: its rank, the group's size, and the
+/// collective calls it makes. A group of one makes no calls at all.
+pub struct Rank {
+    pub index: usize,
+    pub world: usize,
+    watchdog: Option<Arc<Watchdog>>,
+    /// Seconds spent in collective calls since the last [`Rank::take_collective_secs`].
+    collective_secs: std::cell::Cell<f64>,
+}
+
+/// The ranks of one process, made together: give one to each replica's thread.
+pub fn ranks(world: usize, timeout: Duration) -> Vec<Rank> {
+    let watchdog = (world > 1).then(|| Watchdog::start(world, timeout));
+    (0..world)
+        .map(|index| Rank { index, world, watchdog: watchdog.clone(), collective_secs: Default::default() })
+        .collect()
+}
+
+impl Rank {
+    /// The only replica of a job on one device.
+    pub fn single() -> Self {
+        ranks(1, DEFAULT_TIMEOUT).pop().expect("one rank")
+    }
+
+    fn peer(&self) -> PeerId {
+        PeerId::from(self.index)
+    }
+
+    /// Joins the group (blocks until every replica has): the first collective call of a replica.
+    pub fn register<B: Backend>(&self, device: &B::Device) -> Result<()> {
+        if self.world == 1 {
+            return Ok(());
+        }
+        let config = CollectiveConfig::default().with_num_devices(self.world);
+        self.watched("registration", || collective::register::<B>(self.peer(), device.clone(), config))
+    }
+
+    /// Leaves the group.
+    pub fn finish<B: Backend>(&self) -> Result<()> {
+        if self.world == 1 {
+            return Ok(());
+        }
+        self.watched("leaving the group", || collective::finish_collective::<B>(self.peer()))
+    }
+
+    /// Records that this replica failed, so that the others, blocked in a call it will never
+    /// make, stop with its cause instead of waiting out the timeout.
+    pub fn fail(&self, why: &str) {
+        if let Some(dog) = &self.watchdog {
+            dog.failed.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert((self.index, why.to_string()));
+        }
+    }
+
+    /// Time spent in collective calls since the last call of this method.
+    pub fn take_collective_secs(&self) -> f64 {
+        self.collective_secs.replace(0.0)
+    }
+
+    fn watched<T>(&self, what: &'static str, call: impl FnOnce() -> std::result::Result<T, collective::CollectiveError>) -> Result<T> {
+        let dog = self.watchdog.as_ref().expect("a group of one makes no collective calls");
+        dog.waiting.lock().unwrap_or_else(|e| e.into_inner())[self.index] = Some((Instant::now(), what));
+        let started = Instant::now();
+        let out = call();
+        self.collective_secs.set(self.collective_secs.get() + started.elapsed().as_secs_f64());
+        dog.waiting.lock().unwrap_or_else(|e| e.into_inner())[self.index] = None;
+        out.map_err(|e| TrainError::Other(format!("rank {}: {what} failed: {e:?}", self.index)))
+    }
+
+    /// Sums a tensor over the replicas (every replica gets the sum).
+    pub fn sum<B: Backend, const D: usize>(&self, what: &'static str, t: Tensor<B, D>) -> Result<Tensor<B, D>> {
+        if self.world == 1 {
+            return Ok(t);
+        }
+        let reduced = self.watched(what, || collective::all_reduce::<B>(self.peer(), t.into_primitive().tensor(), ReduceOperation::Sum))?;
+        Ok(Tensor::from_primitive(TensorPrimitive::Float(reduced)))
+    }
+
+    /// Every replica's rows of a global batch of `n`, in rank order, as constants (`local` is
+    /// this replica's rows, [`slice_of`]).
+    pub fn gather<B: Backend, const D: usize>(&self, what: &'static str, local: Tensor<B, D>, n: usize) -> Result<Tensor<B, D>> {
+        if self.world == 1 {
+            return Ok(local);
+        }
+        let rows = slice_of(n, self.index, self.world);
+        let mut dims = local.dims();
+        assert_eq!(dims[0], rows.len(), "a replica gathers its own slice of the batch");
+        dims[0] = n;
+        let mut ranges: [Range<usize>; D] = std::array::from_fn(|d| 0..dims[d]);
+        ranges[0] = rows;
+        let padded = Tensor::<B, D>::zeros(dims, &local.device()).slice_assign(ranges, local);
+        self.sum(what, padded)
+    }
+
+    /// [`Self::gather`] of a tensor that carries gradients: the other replicas' rows come as
+    /// constants and this replica's own rows keep their gradient.
+    pub fn gather_with_local_grad<B: AutodiffBackend, const D: usize>(
+        &self,
+        what: &'static str,
+        local: Tensor<B, D>,
+        n: usize,
+    ) -> Result<Tensor<B, D>> {
+        if self.world == 1 {
+            return Ok(local);
+        }
+        let rows = slice_of(n, self.index, self.world);
+        let all = self.gather(what, local.clone().inner(), n)?;
+        let mut parts = Vec::with_capacity(3);
+        if rows.start > 0 {
+            parts.push(Tensor::from_inner(all.clone().narrow(0, 0, rows.start)));
+        }
+        parts.push(local);
+        if rows.end < n {
+            parts.push(Tensor::from_inner(all.narrow(0, rows.end, n - rows.end)));
+        }
+        Ok(Tensor::cat(parts, 0))
+    }
+
+    /// A replica's encoded slice → the whole global batch, its own rows keeping their gradient.
+    pub fn gather_features<B: AutodiffBackend>(&self, local: BatchFeatures<B>, n: usize) -> Result<BatchFeatures<B>> {
+        if self.world == 1 {
+            return Ok(local);
+        }
+        let tokens = match local.tokens {
+            None => None,
+            Some(t) => Some(TokenFeatures {
+                image: self.gather_with_local_grad("gathering image tokens", t.image, n)?,
+                text: self.gather_with_local_grad("gathering text tokens", t.text, n)?,
+                text_mask: Tensor::from_inner(self.gather("gathering text masks", t.text_mask.inner(), n)?),
+            }),
+        };
+        Ok(BatchFeatures {
+            image: self.gather_with_local_grad("gathering image embeddings", local.image, n)?,
+            text: self.gather_with_local_grad("gathering text embeddings", local.text, n)?,
+            tokens,
+        })
+    }
+
+    /// Sums the replicas' gradients, every parameter's in one all-reduce, in the module's own
+    /// order (the same on every replica); the temperatures' are divided by the group's size
+    /// (see the module's header). `grads` are the optimizer's parameter groups.
+    pub fn sum_gradients<B: AutodiffBackend>(&self, model: &DualEncoder<B>, grads: [&mut GradientsParams; 2]) -> Result<()> {
+        if self.world == 1 {
+            return Ok(());
+        }
+        let mut flat = Flatten::<B> { grads, parts: Vec::new(), taken: Vec::new() };
+        model.visit(&mut flat);
+        let Flatten { grads, parts, taken } = flat;
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let summed = self.sum("summing gradients", Tensor::cat(parts, 0))?;
+        let per_replica = [model.logit_scale.id, model.token_logit_scale.id];
+        let mut at = 0;
+        for (id, group, shape) in taken {
+            let n: usize = shape.iter().product();
+            let mut g = summed.clone().narrow(0, at, n);
+            at += n;
+            if per_replica.contains(&id) {
+                g = g.div_scalar(self.world as f32);
+            }
+            register(grads[group], id, g, &shape);
+        }
+        Ok(())
+    }
+}
+
+/// Takes every gradient out of the optimizer's groups, flattened, in visit order.
+struct Flatten<'a, B: AutodiffBackend> {
+    grads: [&'a mut GradientsParams; 2],
+    parts: Vec<Tensor<B::InnerBackend, 1>>,
+    /// (parameter, group, shape) of each part.
+    taken: Vec<(ParamId, usize, Vec<usize>)>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        for (group, g) in self.grads.iter_mut().enumerate() {
+            if let Some(t) = g.remove::<B::InnerBackend, D>(param.id) {
+                let shape = t.dims().to_vec();
+                self.parts.push(t.reshape([shape.iter().product::<usize>()]));
+                self.taken.push((param.id, group, shape));
+            }
+        }
+    }
+}
+
+/// Puts a flattened gradient back with its parameter's rank.
+fn register<B: Backend>(grads: &mut GradientsParams, id: ParamId, g: Tensor<B, 1>, shape: &[usize]) {
+    macro_rules! back {
+        ($($d:literal),*) => {
+            match shape.len() {
+                $($d => grads.register(id, g.reshape::<$d, _>(<[usize; $d]>::try_from(shape).expect("rank matches"))),)*
+                r => panic!("a parameter of rank {r}"),
+            }
+        };
+    }
+    back!(1, 2, 3, 4, 5);
+}

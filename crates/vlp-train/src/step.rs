@@ -1,0 +1,138 @@
+//! One training step of one replica: its slice of the global batch encoded, the embeddings
+//! gathered over the data-parallel group (nothing to gather on one device), the weighted loss
+//! over the whole batch, backward, the gradients summed over the group, the AdamW step, and
+//! BriVL's momentum update with the whole batch's keys. Every replica of a group runs the same
+//! steps on the same global batches, so all hold the same weights after each.
+
+use crate::config::RunConfig;
+use crate::optimizer::{ClipOptimizer, StepReport};
+use crate::parallel::{slice_of, Rank};
+use crate::Result;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use std::sync::Arc;
+use vlp_data::loader::Batch;
+use vlp_model::momentum::Keys;
+use vlp_model::{DualEncoder, LossOutput, MomentumState, QueueCursor, QueueInputs};
+
+/// What one replica trains: the model, its optimizer, and BriVL's momentum towers and queues
+/// when the loss uses them.
+#[derive(Clone)]
+pub struct Replica<B: AutodiffBackend> {
+    pub model: DualEncoder<B>,
+    pub optim: ClipOptimizer<B>,
+    pub momentum: Option<MomentumState<B::InnerBackend>>,
+}
+
+/// A step's forward pass, before backward.
+pub struct Forward<B: AutodiffBackend> {
+    /// The loss over the whole global batch, the same on every replica.
+    pub out: LossOutput<B>,
+    /// The loss's value.
+    pub loss: f32,
+    /// The whole batch's momentum keys, to enqueue after the step.
+    keys: Option<Keys<B::InnerBackend>>,
+}
+
+/// How a step's update ended.
+pub enum Updated<B: AutodiffBackend> {
+    Stepped { replica: Replica<B>, report: StepReport, queue: QueueCursor },
+    /// The gradient norm was not finite; nothing was changed.
+    NonFinite { grad_norm: f32 },
+}
+
+/// This replica's rows of a global batch as tensors on `device`:
+/// images `[rows, 3, s, s]`, token ids and mask `[rows, context]`.
+fn slice_tensors<B: AutodiffBackend>(batch: &Batch, rank: &Rank, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 2, Int>, Tensor<B, 2>) {
+    let rows = slice_of(batch.len(), rank.index, rank.world);
+    let (m, s, ctx) = (rows.len(), batch.image_size as usize, batch.context);
+    let px = 3 * s * s;
+    let images = batch.images[rows.start * px..rows.end * px].to_vec();
+    let images = Tensor::<B, 4>::from_data(TensorData::new(images, [m, 3, s, s]), device);
+    let ids: Vec<i32> = batch.ids[rows.start * ctx..rows.end * ctx].iter().map(|&x| x as i32).collect();
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [m, ctx]), device);
+    let mask: Vec<f32> = batch.mask[rows.start * ctx..rows.end * ctx].iter().map(|&x| x as f32).collect();
+    let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [m, ctx]), device);
+    (images, ids, mask)
+}
+
+impl<B: AutodiffBackend> Replica<B> {
+    /// Encodes this replica's slice of `batch`, gathers the group's, and computes the loss over
+    /// the whole batch against the queues as they stand at `queue`.
+    pub fn forward(&self, batch: &Batch, cfg: &RunConfig, queue: QueueCursor, rank: &Rank, device: &B::Device) -> Result<Forward<B>> {
+        let n = batch.len();
+        let (images, ids, mask) = slice_tensors::<B>(batch, rank, device);
+        let keys = match &self.momentum {
+            None => None,
+            Some(m) => {
+                let local = m.keys(images.clone().inner(), ids.clone().inner(), mask.clone().inner());
+                Some(Keys {
+                    image: rank.gather("gathering image keys", local.image, n)?,
+                    text: rank.gather("gathering text keys", local.text, n)?,
+                })
+            }
+        };
+        let local = self.model.encode_batch(images, ids, mask, &cfg.loss);
+        let features = rank.gather_features(local, n)?;
+        let queued = match (&self.momentum, &keys) {
+            (Some(m), Some(k)) => Some(QueueInputs {
+                keys: Keys { image: Tensor::from_inner(k.image.clone()), text: Tensor::from_inner(k.text.clone()) },
+                image_queue: m.image_queue.filled(queue).map(Tensor::from_inner),
+                text_queue: m.text_queue.filled(queue).map(Tensor::from_inner),
+            }),
+            _ => None,
+        };
+        let out = self.model.loss_of(features, &cfg.loss, queued);
+        let loss = out.total.clone().into_scalar().elem();
+        Ok(Forward { out, loss, keys })
+    }
+
+    /// Backward, the group's gradients summed, one optimizer step at `lr`, then BriVL's momentum
+    /// update and the batch's keys into the queues.
+    pub fn update(self, fwd: Forward<B>, lr: f64, cfg: &RunConfig, queue: QueueCursor, rank: &Rank) -> Result<Updated<B>> {
+        let Replica { model, mut optim, momentum } = self;
+        let grads = fwd.out.total.backward();
+        let (model, report) = match optim.step_in_group(lr, model, grads, rank)? {
+            Ok(stepped) => stepped,
+            Err((_, grad_norm)) => return Ok(Updated::NonFinite { grad_norm }),
+        };
+        let (momentum, queue) = match (momentum, fwd.keys) {
+            (Some(m), Some(keys)) => {
+                let (m, cursor) = m.update(&model.valid(), cfg.loss.momentum.momentum, keys, queue);
+                (Some(m), cursor)
+            }
+            (m, _) => (m, queue),
+        };
+        Ok(Updated::Stepped { replica: Replica { model, optim, momentum }, report, queue })
+    }
+}
+
+/// Work the first replica hands the others.
+pub enum Work {
+    Step { batch: Arc<Batch>, lr: f64, queue: QueueCursor },
+}
+
+/// The loop of a replica other than the first: the same steps on the batches it is handed,
+/// until the first replica hangs up. A step the first replica will refuse (a loss or gradient
+/// that is not finite, the same on every replica) ends it quietly: the first reports it.
+pub fn follow<B: AutodiffBackend>(
+    mut replica: Replica<B>,
+    cfg: &RunConfig,
+    rank: &Rank,
+    device: &B::Device,
+    work: std::sync::mpsc::Receiver<Work>,
+) -> Result<()> {
+    rank.register::<B::InnerBackend>(device)?;
+    while let Ok(Work::Step { batch, lr, queue }) = work.recv() {
+        let fwd = replica.forward(&batch, cfg, queue, rank, device)?;
+        if !fwd.loss.is_finite() {
+            break;
+        }
+        replica = match replica.update(fwd, lr, cfg, queue, rank)? {
+            Updated::Stepped { replica, .. } => replica,
+            Updated::NonFinite { .. } => break,
+        };
+    }
+    rank.finish::<B::InnerBackend>()
+}

@@ -1,0 +1,151 @@
+//! Data-parallel training is one device's training with the whole batch: two replicas of a
+//! global batch of n (n/2 pairs each) take, step for step, the steps of one device with the
+//! batch of n, for the global loss, the token-level loss and BriVL's queues; and each replica's
+//! gathered batch gives the whole batch's logits and, summed over the replicas, its gradients.
+//! The replicas are two CPU devices of this process, as `vlp train --devices cpu:2` runs them.
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{Tensor, TensorData};
+use std::path::Path;
+use vlp_model::{BatchFeatures, ClipLoss};
+use vlp_train::parallel::{self, slice_of};
+use vlp_train::trainer::{train, train_on, ParallelOptions};
+use vlp_train::RunConfig;
+
+mod common;
+use common::{data, job, parameters, CONFIG};
+
+type B = Autodiff<Flex>;
+
+/// Each step's log line: (loss, gradient norm, devices).
+fn steps(run: &Path) -> Vec<(f64, f64, u64)> {
+    std::fs::read_to_string(run.join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["loss"].as_f64().unwrap(), v["grad_norm"].as_f64().unwrap(), v["devices"].as_u64().unwrap_or(1))
+        })
+        .collect()
+}
+
+/// Trains `config` on one device and on two, and compares the losses and gradient norms of every
+/// step and the weights at the end. (Adam's step does not change when one parameter's gradient
+/// is scaled, so the weights alone would not show a temperature's gradient counted twice; the
+/// norm, which clipping uses, does.) The tolerance is float rounding: the two runs add the same gradient
+/// terms in another order (one matrix product over the batch, or two halves summed).
+fn two_devices_equal_one(config: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(&tmp.path().join("data"));
+    let cfg = RunConfig::from_toml(config, "test").unwrap();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    train::<B>(&job(&cfg, &d, &one, false), &Default::default()).unwrap();
+    let opts = ParallelOptions { threads_per_device: Some(1), ..Default::default() };
+    let s = train_on::<B>(&job(&cfg, &d, &two, false), &[Default::default(), Default::default()], &opts).unwrap();
+    assert_eq!(s.state.step, cfg.train.steps);
+    let (a, b) = (steps(&one), steps(&two));
+    assert_eq!(a.len(), cfg.train.steps);
+    assert_eq!(a.len(), b.len());
+    for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!((x.2, y.2), (1, 2), "step {}: the second run is on two devices", step + 1);
+        assert!((x.0 - y.0).abs() <= 1e-5 * x.0.abs().max(1.0), "step {}: loss {} on one device, {} on two", step + 1, x.0, y.0);
+        assert!((x.1 - y.1).abs() <= 1e-5 * x.1.abs().max(1.0), "step {}: gradient norm {} on one device, {} on two", step + 1, x.1, y.1);
+    }
+    let (pa, pb) = (parameters(&one), parameters(&two));
+    assert_eq!(pa.keys().collect::<Vec<_>>(), pb.keys().collect::<Vec<_>>());
+    let mut worst = (0f32, String::new());
+    for (name, x) in &pa {
+        for (u, v) in x.iter().zip(&pb[name]) {
+            if (u - v).abs() > worst.0 {
+                worst = ((u - v).abs(), name.clone());
+            }
+        }
+    }
+    eprintln!("largest weight difference after {} steps: {:e} ({})", cfg.train.steps, worst.0, worst.1);
+    assert!(worst.0 <= 1e-5, "weights differ by {} in {} after {} steps", worst.0, worst.1, cfg.train.steps);
+}
+
+#[test]
+fn two_devices_take_the_steps_of_one_with_the_whole_batch() {
+    // global loss and FILIP's token-level loss (CONFIG has both), batch 8: 4 pairs each
+    two_devices_equal_one(CONFIG);
+}
+
+#[test]
+fn an_odd_global_batch_splits_and_still_equals_one_device() {
+    // global loss only, batch 7: 3 pairs on the first replica and 4 on the second
+    two_devices_equal_one(&CONFIG.replace("token_weight = 0.5", "token_weight = 0.0").replace("batch_size = 8", "batch_size = 7"));
+}
+
+#[test]
+fn brivl_queues_are_filled_from_the_whole_batch() {
+    let queued = CONFIG.replace(
+        "token_weight = 0.5",
+        "token_weight = 0.0\nqueue_weight = 1.0\n[loss.momentum]\nmomentum = 0.9\nqueue_size = 16\ntemperature = 0.07",
+    );
+    two_devices_equal_one(&queued);
+}
+
+#[test]
+fn a_batch_too_small_for_the_devices_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = RunConfig::from_toml(&CONFIG.replace("batch_size = 8", "batch_size = 3"), "test").unwrap();
+    let e = train_on::<B>(&job(&cfg, "unused", tmp.path(), false), &[Default::default(), Default::default()], &ParallelOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("train.batch_size 3") && e.contains("2 devices"), "{e}");
+}
+
+/// Each replica's gathered batch gives the whole batch's logits, and the replicas' gradients
+/// with respect to their own rows, put together, are the whole batch's loss gradient.
+#[test]
+fn each_replica_sees_the_whole_batch_and_the_gradients_add_up() {
+    let (n, dim, world) = (7, 5, 2);
+    let values: Vec<f32> = (0..2 * n * dim).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+    let rows = |t: usize| -> Tensor<B, 2> {
+        let m = Tensor::<B, 2>::from_data(TensorData::new(values[t * n * dim..(t + 1) * n * dim].to_vec(), [n, dim]), &Default::default());
+        vlp_model::dual::l2_normalize(m)
+    };
+    let scale = || Tensor::<B, 1>::from_floats([1.5], &Default::default());
+    // one device, the whole batch
+    let (image, text) = (rows(0).detach().require_grad(), rows(1).detach().require_grad());
+    let logits = ClipLoss::logits(image.clone(), text.clone(), scale()).into_data().to_vec::<f32>().unwrap();
+    let grads = ClipLoss::forward(image.clone(), text.clone(), scale()).backward();
+    let full_grad = image.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+    // two replicas, each with its rows
+    let _group = parallel::group_lock();
+    let ranks = parallel::ranks(world, std::time::Duration::from_secs(60));
+    let per_rank: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranks
+            .into_iter()
+            .map(|rank| {
+                let (rows, scale) = (&rows, &scale);
+                s.spawn(move || {
+                    rank.register::<Flex>(&Default::default()).unwrap();
+                    let mine = slice_of(n, rank.index, world);
+                    let image = rows(0).narrow(0, mine.start, mine.len()).detach().require_grad();
+                    let text = rows(1).narrow(0, mine.start, mine.len()).detach().require_grad();
+                    let local = BatchFeatures { image: image.clone(), text, tokens: None };
+                    let all = rank.gather_features(local, n).unwrap();
+                    let logits = ClipLoss::logits(all.image.clone(), all.text.clone(), scale()).into_data().to_vec::<f32>().unwrap();
+                    let grads = ClipLoss::forward(all.image, all.text, scale()).backward();
+                    let grad = image.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+                    rank.finish::<Flex>().unwrap();
+                    (logits, grad)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-6, "{what}[{i}]: {x} against {y}");
+        }
+    };
+    for (r, (l, _)) in per_rank.iter().enumerate() {
+        close(l, &logits, &format!("rank {r}'s logits"));
+    }
+    let joined: Vec<f32> = per_rank.iter().flat_map(|(_, g)| g.clone()).collect();
+    close(&joined, &full_grad, "the replicas' image gradients");
+}
