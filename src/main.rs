@@ -22,6 +22,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Train a dual encoder.
     Train(cmd::train::TrainArgs),
+    /// Introduce the machines of a multi-machine `vlp train` to each other (run it once, first).
+    Coordinator(cmd::train::CoordinatorArgs),
     /// Build, check, benchmark and export retrieval indexes.
     Index(cmd::index::IndexArgs),
     /// Search an index by text (dense, BM25 or hybrid) or by image.
@@ -54,6 +56,7 @@ fn main() {
         Command::Tokenizer(a) => cmd::tokenizer::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Train(a) => cmd::train::run(a),
+        Command::Coordinator(a) => cmd::train::coordinator(a),
         Command::Index(a) => cmd::index::run(a),
         Command::Search(a) => cmd::index::search(a),
         Command::Serve(a) => cmd::serve::run(a),

@@ -5,7 +5,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use vlp_train::trainer::{train, TrainJob, TrainSummary};
+use vlp_train::parallel::NodeSpec;
+use vlp_train::trainer::{train_on, ParallelOptions, TrainJob, TrainSummary};
 use vlp_train::RunConfig;
 
 #[derive(Args)]
@@ -31,6 +32,31 @@ pub struct TrainArgs {
     pub out: PathBuf,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: Device,
+    /// Train data-parallel on several devices of this machine, one replica each:
+    /// `cpu:2` (two CPU replicas, the cores shared among them) or `cuda:0,cuda:1` (the cards by
+    /// index). train.batch_size is the global batch, split among them.
+    #[arg(long, value_name = "DEVICES", conflicts_with = "device")]
+    pub devices: Option<String>,
+    /// CPU threads for each replica of --devices cpu:N (default: the cores divided among them).
+    #[arg(long)]
+    pub threads_per_device: Option<usize>,
+    /// How long a collective call of a data-parallel job may wait for the other replicas
+    /// before the job is stopped, naming the rank (they wait while rank 0 validates and writes
+    /// checkpoints).
+    #[arg(long, default_value_t = 1800)]
+    pub collective_timeout_s: u64,
+    /// Train on several machines: how many run this same command (each with the same devices).
+    #[arg(long, default_value_t = 1, requires_all = ["node_rank", "coordinator", "node_address"])]
+    pub nodes: usize,
+    /// This machine's rank among --nodes (0 writes the checkpoints and logs).
+    #[arg(long)]
+    pub node_rank: Option<usize>,
+    /// HOST:PORT of `vlp coordinator`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub coordinator: Option<String>,
+    /// HOST:PORT at which the other machines reach this one (it listens on PORT).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub node_address: Option<String>,
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
     /// Continue the run in --out from its latest checkpoint.
@@ -48,6 +74,19 @@ pub struct TrainArgs {
     /// Override any config value: `--set loss.token_weight=1 --set model.text.vocab_size=4096`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct CoordinatorArgs {
+    /// Port to listen on; every machine's `vlp train --coordinator HOST:PORT` connects to it.
+    #[arg(long, default_value_t = 3000)]
+    pub port: u16,
+}
+
+/// `vlp coordinator --port P`: burn-collective's orchestrator, until stopped (Ctrl-C).
+pub fn coordinator(a: CoordinatorArgs) -> Result<()> {
+    eprintln!("coordinating data-parallel jobs on port {} (stop with Ctrl-C)", a.port);
+    Ok(vlp_train::parallel::run_coordinator(a.port)?)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,31 +141,102 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if a.val.is_none() {
         eprintln!("no --val given: validation is off (pass --val DATA for R@k during and after training)");
     }
-    let summary = match (a.device, a.precision) {
+    let (device, replicas) = match &a.devices {
+        Some(d) => parse_devices(d)?,
+        None => (a.device, vec![0]),
+    };
+    let opts = ParallelOptions {
+        threads_per_device: match (device, replicas.len()) {
+            (_, 1) => None,
+            (Device::Cpu, n) => Some(a.threads_per_device.unwrap_or_else(|| (cores() / n).max(1))),
+            (Device::Cuda, _) => None,
+        },
+        timeout: std::time::Duration::from_secs(a.collective_timeout_s),
+        node: match (a.nodes, a.node_rank, &a.coordinator, &a.node_address) {
+            (1, None, None, None) => None,
+            (nodes, Some(rank), Some(coordinator), Some(address)) => {
+                Some(NodeSpec { nodes, rank, coordinator: coordinator.clone(), address: address.clone() })
+            }
+            _ => bail!("a job on several machines needs --nodes, --node-rank, --coordinator and --node-address together"),
+        },
+    };
+    let world = replicas.len() * a.nodes;
+    if world > 1 {
+        eprintln!(
+            "data-parallel on {} {} device(s) × {} machine(s): about {} pairs each of the global batch of {}",
+            replicas.len(),
+            if device == Device::Cpu { "CPU" } else { "CUDA" },
+            a.nodes,
+            job.config.train.batch_size / world,
+            job.config.train.batch_size
+        );
+    }
+    let summary = match (device, a.precision) {
         (Device::Cpu, Precision::F32) => {
-            train::<burn::backend::Autodiff<burn::backend::Flex>>(&job, &Default::default()).map_err(anyhow::Error::from)
+            let devices = vec![Default::default(); replicas.len()];
+            train_on::<burn::backend::Autodiff<burn::backend::Flex>>(&job, &devices, &opts).map_err(anyhow::Error::from)
         }
         (Device::Cpu, Precision::Bf16) => bail!("--precision bf16 needs --device cuda (the CPU backend trains in f32)"),
-        (Device::Cuda, p) => cuda(&job, p),
+        (Device::Cuda, p) => cuda(&job, p, &replicas, &opts),
     }
     .with_context(|| format!("training into {}", a.out.display()))?;
     report(&summary);
     Ok(())
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// `cpu`, `cpu:N` or `cuda:I,cuda:J,...` → the kind and one index per replica.
+fn parse_devices(spec: &str) -> Result<(Device, Vec<usize>)> {
+    let bad = |why: &str| anyhow::anyhow!("--devices {spec}: {why} (e.g. cpu:2 or cuda:0,cuda:1)");
+    let parts: Vec<&str> = spec.split(',').map(str::trim).collect();
+    let kind = |p: &str| match p.split(':').next() {
+        Some("cpu") => Ok(Device::Cpu),
+        Some("cuda") => Ok(Device::Cuda),
+        _ => Err(bad(&format!("'{p}' is not cpu or cuda"))),
+    };
+    let device = kind(parts[0])?;
+    if parts.iter().any(|p| kind(p).ok() != Some(device)) {
+        return Err(bad("all devices must be of one kind"));
+    }
+    let number = |p: &str| -> Result<Option<usize>> {
+        match p.split_once(':') {
+            None => Ok(None),
+            Some((_, n)) => n.parse().map(Some).map_err(|_| bad(&format!("'{n}' is not a number"))),
+        }
+    };
+    let replicas: Vec<usize> = match (device, parts.len()) {
+        (Device::Cpu, 1) => (0..number(parts[0])?.unwrap_or(1)).collect(),
+        (Device::Cpu, _) => return Err(bad("give CPU replicas as cpu:N")),
+        (Device::Cuda, _) => parts.iter().map(|p| number(p).map(|n| n.unwrap_or(0))).collect::<Result<_>>()?,
+    };
+    if replicas.is_empty() {
+        return Err(bad("no device"));
+    }
+    let mut seen = replicas.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != replicas.len() && device == Device::Cuda {
+        return Err(bad("a card is named twice"));
+    }
+    Ok((device, replicas))
+}
+
 #[cfg(feature = "cuda")]
-fn cuda(job: &TrainJob, p: Precision) -> Result<TrainSummary> {
+fn cuda(job: &TrainJob, p: Precision, cards: &[usize], opts: &ParallelOptions) -> Result<TrainSummary> {
     use burn::backend::{cuda::CudaDevice, Autodiff, Cuda};
-    let device = CudaDevice::default();
+    let devices: Vec<CudaDevice> = cards.iter().map(|&i| CudaDevice::new(i)).collect();
     match p {
-        Precision::F32 => train::<Autodiff<Cuda<f32>>>(job, &device),
-        Precision::Bf16 => train::<Autodiff<Cuda<burn::tensor::bf16>>>(job, &device),
+        Precision::F32 => train_on::<Autodiff<Cuda<f32>>>(job, &devices, opts),
+        Precision::Bf16 => train_on::<Autodiff<Cuda<burn::tensor::bf16>>>(job, &devices, opts),
     }
     .map_err(anyhow::Error::from)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(_: &TrainJob, _: Precision) -> Result<TrainSummary> {
+fn cuda(_: &TrainJob, _: Precision, _: &[usize], _: &ParallelOptions) -> Result<TrainSummary> {
     bail!("this vlp was built without CUDA: rebuild with `cargo build --release --features cuda`")
 }
 

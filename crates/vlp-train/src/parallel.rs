@@ -22,6 +22,7 @@
 
 use crate::{Result, TrainError};
 use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
+use burn_communication::Address;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -59,14 +60,17 @@ pub fn slice_of(n: usize, rank: usize, world: usize) -> Range<usize> {
 /// Watches the replicas of this process: which collective call each is in and since when, and
 /// whether one has failed.
 struct Watchdog {
+    /// Per replica of this process.
     waiting: Mutex<Vec<Option<(Instant, &'static str)>>>,
+    /// The job rank of this process's first replica.
+    first: usize,
     failed: Mutex<Option<(usize, String)>>,
     timeout: Duration,
 }
 
 impl Watchdog {
-    fn start(world: usize, timeout: Duration) -> Arc<Self> {
-        let dog = Arc::new(Watchdog { waiting: Mutex::new(vec![None; world]), failed: Mutex::new(None), timeout });
+    fn start(local: usize, first: usize, timeout: Duration) -> Arc<Self> {
+        let dog = Arc::new(Watchdog { waiting: Mutex::new(vec![None; local]), first, failed: Mutex::new(None), timeout });
         let weak = Arc::downgrade(&dog);
         std::thread::Builder::new()
             .name("vlp-collective-watchdog".into())
@@ -85,12 +89,13 @@ impl Watchdog {
     fn check(&self) {
         let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for (rank, w) in waiting.iter().enumerate() {
+        for (slot, w) in waiting.iter().enumerate() {
             let Some((since, what)) = w else { continue };
+            let rank = format!("rank {}", self.first + slot);
             let cause = match &failed {
-                Some((bad, why)) => format!("rank {bad} failed ({why}), so rank {rank}'s {what} cannot complete"),
+                Some((bad, why)) => format!("rank {bad} failed ({why}), so {rank}'s {what} cannot complete"),
                 None if since.elapsed() > self.timeout => format!(
-                    "rank {rank}: {what} waited more than {} s for the other ranks (one has stopped or stalled)",
+                    "{rank}: {what} waited more than {} s for the other ranks (one has stopped or stalled)",
                     self.timeout.as_secs()
                 ),
                 None => continue,
@@ -101,28 +106,95 @@ impl Watchdog {
     }
 }
 
+/// This machine's place in a job on several machines ("nodes"), each running `vlp train` with
+/// the same devices: burn-collective's orchestrator (`vlp coordinator`) introduces the nodes to
+/// each other, then tensors go node to node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSpec {
+    pub nodes: usize,
+    /// 0 for the node whose first replica writes the checkpoints and logs.
+    pub rank: usize,
+    /// `HOST:PORT` of the orchestrator.
+    pub coordinator: String,
+    /// `HOST:PORT` at which the other nodes reach this one; it listens on PORT.
+    pub address: String,
+}
+
+impl NodeSpec {
+    fn collective_config(&self, local: usize) -> Result<CollectiveConfig> {
+        let bad = |what: &str, v: &str, why: String| TrainError::Other(format!("{what} {v}: {why}"));
+        let url = |what: &str, v: &str| {
+            v.rsplit_once(':')
+                .filter(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+                .ok_or_else(|| bad(what, v, "expected HOST:PORT".into()))?;
+            v.parse::<Address>().map_err(|e| bad(what, v, e))
+        };
+        if self.rank >= self.nodes {
+            return Err(TrainError::Other(format!("--node-rank {} must be below --nodes {}", self.rank, self.nodes)));
+        }
+        let port: u16 = self.address.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(0);
+        Ok(CollectiveConfig::default()
+            .with_num_devices(local)
+            .with_num_nodes(self.nodes as u32)
+            .with_global_address(url("--coordinator", &format!("ws://{}", self.coordinator))?)
+            .with_node_address(url("--node-address", &format!("ws://{}", self.address))?)
+            .with_data_service_port(port)
+            // Ring, the default, stalled on a two-node loopback job within its first steps; the
+            // centralised reduction sums at node 0 and sends the sum back.
+            .with_global_all_reduce_strategy(burn::collective::AllReduceStrategy::Centralized))
+    }
+}
+
+/// Runs burn-collective's orchestrator on `port` until the process is stopped: the one process
+/// every node of a multi-machine job connects to first (`vlp coordinator`).
+pub fn run_coordinator(port: u16) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| TrainError::Other(format!("the coordinator's runtime: {e}")))?;
+    runtime.block_on(burn_collective::start_global_orchestrator(port));
+    Ok(())
+}
+
 /// One replica's place in the data-parallel group: its rank, the group's size, and the
 /// collective calls it makes. A group of one makes no calls at all.
 pub struct Rank {
+    /// Rank in the whole job: node-major, `node × devices per node + device`.
     pub index: usize,
+    /// Replicas in the whole job.
     pub world: usize,
+    /// This replica's slot among the process's.
+    local: usize,
+    config: CollectiveConfig,
     watchdog: Option<Arc<Watchdog>>,
     /// Seconds spent in collective calls since the last [`Rank::take_collective_secs`].
     collective_secs: std::cell::Cell<f64>,
 }
 
-/// The ranks of one process, made together: give one to each replica's thread.
-pub fn ranks(world: usize, timeout: Duration) -> Vec<Rank> {
-    let watchdog = (world > 1).then(|| Watchdog::start(world, timeout));
-    (0..world)
-        .map(|index| Rank { index, world, watchdog: watchdog.clone(), collective_secs: Default::default() })
-        .collect()
+/// The ranks of this process's `local` devices, made together: give one to each replica's
+/// thread. `node`: this machine's place in a job on several.
+pub fn ranks(local: usize, timeout: Duration, node: Option<&NodeSpec>) -> Result<Vec<Rank>> {
+    let (config, first, world) = match node {
+        None => (CollectiveConfig::default().with_num_devices(local), 0, local),
+        Some(n) => (n.collective_config(local)?, n.rank * local, n.nodes * local),
+    };
+    let watchdog = (world > 1).then(|| Watchdog::start(local, first, timeout));
+    Ok((0..local)
+        .map(|i| Rank {
+            index: first + i,
+            world,
+            local: i,
+            config: config.clone(),
+            watchdog: watchdog.clone(),
+            collective_secs: Default::default(),
+        })
+        .collect())
 }
 
 impl Rank {
     /// The only replica of a job on one device.
     pub fn single() -> Self {
-        ranks(1, DEFAULT_TIMEOUT).pop().expect("one rank")
+        ranks(1, DEFAULT_TIMEOUT, None).expect("a local group").pop().expect("one rank")
     }
 
     fn peer(&self) -> PeerId {
@@ -134,8 +206,7 @@ impl Rank {
         if self.world == 1 {
             return Ok(());
         }
-        let config = CollectiveConfig::default().with_num_devices(self.world);
-        self.watched("registration", || collective::register::<B>(self.peer(), device.clone(), config))
+        self.watched("registration", || collective::register::<B>(self.peer(), device.clone(), self.config.clone()))
     }
 
     /// Leaves the group.
@@ -161,11 +232,12 @@ impl Rank {
 
     fn watched<T>(&self, what: &'static str, call: impl FnOnce() -> std::result::Result<T, collective::CollectiveError>) -> Result<T> {
         let dog = self.watchdog.as_ref().expect("a group of one makes no collective calls");
-        dog.waiting.lock().unwrap_or_else(|e| e.into_inner())[self.index] = Some((Instant::now(), what));
+        let slot = self.local;
+        dog.waiting.lock().unwrap_or_else(|e| e.into_inner())[slot] = Some((Instant::now(), what));
         let started = Instant::now();
         let out = call();
         self.collective_secs.set(self.collective_secs.get() + started.elapsed().as_secs_f64());
-        dog.waiting.lock().unwrap_or_else(|e| e.into_inner())[self.index] = None;
+        dog.waiting.lock().unwrap_or_else(|e| e.into_inner())[slot] = None;
         out.map_err(|e| TrainError::Other(format!("rank {}: {what} failed: {e:?}", self.index)))
     }
 

@@ -9,7 +9,7 @@ use crate::optimizer::ClipOptimizer;
 use vlp_embed::retrieval::{recall, Recall};
 use crate::schedule::lr_at;
 use crate::{Result, TrainError};
-use crate::parallel::{self, Rank};
+use crate::parallel::{self, NodeSpec, Rank};
 use crate::step::{self, Replica, Updated, Work};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
@@ -102,21 +102,27 @@ pub fn validate<B: AutodiffBackend>(
     Ok((r, base))
 }
 
+/// A JSONL log; the replicas that do not write the job's logs hold one that writes nothing.
 struct Log {
-    file: std::fs::File,
+    file: Option<std::fs::File>,
 }
 
 impl Log {
+    fn discard() -> Self {
+        Log { file: None }
+    }
     fn open(path: &Path) -> Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(|e| TrainError::Other(format!("{}: {e}", path.display())))?;
-        Ok(Log { file })
+        Ok(Log { file: Some(file) })
     }
     fn write(&mut self, v: serde_json::Value) {
-        let _ = writeln!(self.file, "{v}");
+        if let Some(f) = &mut self.file {
+            let _ = writeln!(f, "{v}");
+        }
     }
 }
 
@@ -150,11 +156,13 @@ pub struct ParallelOptions {
     pub threads_per_device: Option<usize>,
     /// How long a collective call may wait for the other replicas before the job is stopped.
     pub timeout: std::time::Duration,
+    /// This machine's place in a job on several, each with the same devices.
+    pub node: Option<NodeSpec>,
 }
 
 impl Default for ParallelOptions {
     fn default() -> Self {
-        ParallelOptions { threads_per_device: None, timeout: parallel::DEFAULT_TIMEOUT }
+        ParallelOptions { threads_per_device: None, timeout: parallel::DEFAULT_TIMEOUT, node: None }
     }
 }
 
@@ -221,15 +229,17 @@ fn start<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<Start
     Ok(Start { replica: Replica { model, optim, momentum }, state, tokenizer, cfg })
 }
 
-/// Trains on `devices` of this process, one replica each, data-parallel (`crate::parallel`):
-/// `train.batch_size` is the global batch, split among the devices, so the same config trains
-/// the same model on one device or several. The first device's replica reads the data, logs,
-/// validates and writes the checkpoints; the run resumes on any number of devices.
+/// Trains on `devices` of this process (and, with `opts.node`, the same on every machine of the
+/// job), one replica each, data-parallel (`crate::parallel`): `train.batch_size` is the global
+/// batch, split among all the replicas, so the same config trains the same model on one device
+/// or many. Each process's first replica reads the data (every process the same global
+/// batches) and hands them to the others; the job's first replica also logs, validates and
+/// writes the checkpoints. A run resumes on any number of devices.
 pub fn train_on<B: AutodiffBackend>(job: &TrainJob, devices: &[B::Device], opts: &ParallelOptions) -> Result<TrainSummary> {
-    let world = devices.len();
-    if world == 0 {
+    if devices.is_empty() {
         return Err(TrainError::Other("no device to train on".into()));
     }
+    let world = devices.len() * opts.node.as_ref().map_or(1, |n| n.nodes);
     if job.config.train.batch_size < 2 * world {
         return Err(TrainError::Other(format!(
             "train.batch_size {} is too small for {world} devices: each needs at least 2 pairs of the global batch",
@@ -254,7 +264,7 @@ pub fn train_on<B: AutodiffBackend>(job: &TrainJob, devices: &[B::Device], opts:
             .collect::<Result<Vec<_>>>()?,
         None => (0..world).map(|_| None).collect(),
     };
-    let mut ranks = parallel::ranks(world, opts.timeout);
+    let mut ranks = parallel::ranks(devices.len(), opts.timeout, opts.node.as_ref())?;
     let followers = ranks.split_off(1);
     let rank0 = ranks.pop().expect("rank 0");
     std::thread::scope(|scope| {
@@ -324,16 +334,20 @@ fn lead<B: AutodiffBackend>(
     let Start { mut replica, mut state, tokenizer, cfg } = begin;
     rank.register::<B::InnerBackend>(device)?;
     let t = &cfg.train;
+    // The job's first replica logs, validates and writes the checkpoints.
+    let writes = rank.index == 0;
     let val_set = match &job.val {
-        Some(v) => Some(EvalSet::load(v, "val", &ReadOptions::default())?),
-        None => None,
+        Some(v) if writes => Some(EvalSet::load(v, "val", &ReadOptions::default())?),
+        _ => None,
     };
-    let mut steps_log = Log::open(&job.out.join("train_log.jsonl"))?;
-    let mut val_log = Log::open(&job.out.join("val_log.jsonl"))?;
+    let (mut steps_log, mut val_log) = match writes {
+        true => (Log::open(&job.out.join("train_log.jsonl"))?, Log::open(&job.out.join("val_log.jsonl"))?),
+        false => (Log::discard(), Log::discard()),
+    };
     let image_cfg = cfg.image_config();
     let total = t.steps;
     let stop_at = job.stop_after.unwrap_or(total).min(total);
-    let bar = if job.progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
+    let bar = if job.progress && writes { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}").expect("valid template"),
     );
@@ -402,7 +416,7 @@ fn lead<B: AutodiffBackend>(
             }
             // A checkpoint is written only once its weights have given a finite loss on the
             // next batch: weights can be finite and still overflow in the forward pass.
-            if let Some(at) = pending.take() {
+            if let Some(at) = pending.take().filter(|_| writes) {
                 last_checkpoint = save(&job.out, &replica, &at, &cfg, &tokenizer)?;
                 redraw_curves(&job.out, &bar);
             }
@@ -452,7 +466,9 @@ fn lead<B: AutodiffBackend>(
                     state.step -= 1;
                     return Err(diverged("the weights became non-finite".into(), &state, &bar));
                 }
-                last_checkpoint = save(&job.out, &replica, &state, &cfg, &tokenizer)?;
+                if writes {
+                    last_checkpoint = save(&job.out, &replica, &state, &cfg, &tokenizer)?;
+                }
             } else if state.step % t.checkpoint_every == 0 {
                 pending = Some(state);
             }
@@ -477,7 +493,9 @@ fn lead<B: AutodiffBackend>(
     bar.finish_and_clear();
     drop(work); // the other replicas leave the group
     let final_val = run_val(&replica.model, state.step, &mut val_log, &bar)?.or(last_val);
-    redraw_curves(&job.out, &bar);
+    if writes {
+        redraw_curves(&job.out, &bar);
+    }
     rank.finish::<B::InnerBackend>()?;
     Ok(TrainSummary {
         state,

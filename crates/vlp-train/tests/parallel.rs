@@ -114,7 +114,7 @@ fn each_replica_sees_the_whole_batch_and_the_gradients_add_up() {
     let full_grad = image.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
     // two replicas, each with its rows
     let _group = parallel::group_lock();
-    let ranks = parallel::ranks(world, std::time::Duration::from_secs(60));
+    let ranks = parallel::ranks(world, std::time::Duration::from_secs(60), None).unwrap();
     let per_rank: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
         let handles: Vec<_> = ranks
             .into_iter()

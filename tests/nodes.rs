@@ -1,0 +1,98 @@
+//! Two machines, as two `vlp train --nodes 2` processes talking over loopback through
+//! `vlp coordinator`, and two devices of one process (`--devices cpu:2`), take the steps of one
+//! device with the whole batch; and a
+//! machine that never joins stops the job with its cause named, not a hang.
+
+mod common;
+use common::{ok, s, vlp, CONFIG};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A free loopback port (bound, then released for the process that will listen on it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Kills the process when dropped (the coordinator runs until stopped).
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_vlp")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run vlp")
+}
+
+/// Each step's (loss, gradient norm) from a run's log.
+fn steps(run: &Path) -> Vec<(f64, f64)> {
+    std::fs::read_to_string(run.join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["loss"].as_f64().unwrap(), v["grad_norm"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn two_machines_over_loopback_equal_one_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, config) = (tmp.path().join("data"), tmp.path().join("tiny.toml"));
+    std::fs::write(&config, CONFIG).unwrap();
+    ok(&["data", "build", "synthetic", "--out", s(&data), "--images", "200", "--size", "16"]);
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    let common = ["train", "--config", s(&config), "--train", s(&data), "--threads-per-device", "1"];
+    ok(&[&common[..], &["--out", s(&one)]].concat());
+
+    let port = free_port();
+    let _coordinator = Killed(spawn(&["coordinator", "--port", &port.to_string()]));
+    let coordinator = format!("127.0.0.1:{port}");
+    let node = |rank: usize| {
+        let address = format!("127.0.0.1:{}", free_port());
+        let r = rank.to_string();
+        let args = [&common[..], &["--out", s(&two), "--nodes", "2", "--node-rank", &r, "--coordinator", &coordinator]].concat();
+        spawn(&[&args[..], &["--node-address", &address, "--collective-timeout-s", "120"]].concat())
+    };
+    let (first, second) = (node(0), node(1));
+    for (rank, child) in [first, second].into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "node {rank} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // and two devices in one process, as `--devices cpu:2`
+    let local = tmp.path().join("local");
+    ok(&[&common[..], &["--out", s(&local), "--devices", "cpu:2"]].concat());
+    let a = steps(&one);
+    assert_eq!(a.len(), 6);
+    for (what, run) in [("two machines", &two), ("two devices", &local)] {
+        let b = steps(run);
+        assert_eq!(a.len(), b.len(), "{what}: the first replica logged every step");
+        for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x.0 - y.0).abs() <= 1e-5 * x.0.max(1.0), "step {}: loss {} on one device, {} on {what}", step + 1, x.0, y.0);
+            assert!((x.1 - y.1).abs() <= 1e-5 * x.1.max(1.0), "step {}: gradient norm {} against {} on {what}", step + 1, x.1, y.1);
+        }
+    }
+    // only node 0 wrote the run: its checkpoints are the run's, and they load
+    assert!(two.join("latest").is_file());
+    ok(&["eval", "--checkpoint", s(&two), "--data", s(&data), "--split", "test", "--out", s(&tmp.path().join("eval"))]);
+}
+
+#[test]
+fn a_machine_that_never_joins_stops_the_job_with_the_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, config) = (tmp.path().join("data"), tmp.path().join("tiny.toml"));
+    std::fs::write(&config, CONFIG).unwrap();
+    ok(&["data", "build", "synthetic", "--out", s(&data), "--images", "100", "--size", "16"]);
+    let port = free_port();
+    let _coordinator = Killed(spawn(&["coordinator", "--port", &port.to_string()]));
+    let (done, out, err) = vlp(&[
+        "train", "--config", s(&config), "--train", s(&data), "--out", s(&tmp.path().join("run")),
+        "--nodes", "2", "--node-rank", "0", "--coordinator", &format!("127.0.0.1:{port}"),
+        "--node-address", &format!("127.0.0.1:{}", free_port()), "--collective-timeout-s", "3",
+    ]);
+    assert!(!done, "{out}");
+    assert!(err.contains("rank 0: registration waited more than 3 s"), "{err}");
+}
