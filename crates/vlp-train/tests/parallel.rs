@@ -86,6 +86,27 @@ fn brivl_queues_are_filled_from_the_whole_batch() {
     two_devices_equal_one(&queued);
 }
 
+/// The data's order and the global batch do not depend on the number of devices, so a run
+/// interrupted on two devices resumes on one (or the other way round) exactly.
+#[test]
+fn a_run_stopped_on_two_devices_resumes_on_one_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(&tmp.path().join("data"));
+    let cfg = RunConfig::from_toml(CONFIG, "test").unwrap();
+    let (straight, split) = (tmp.path().join("straight"), tmp.path().join("split"));
+    train::<B>(&job(&cfg, &d, &straight, false), &Default::default()).unwrap();
+    let opts = ParallelOptions { threads_per_device: Some(1), ..Default::default() };
+    let two = [Default::default(), Default::default()];
+    train_on::<B>(&vlp_train::trainer::TrainJob { stop_after: Some(3), ..job(&cfg, &d, &split, false) }, &two, &opts).unwrap();
+    train::<B>(&job(&cfg, &d, &split, true), &Default::default()).unwrap();
+    let (a, b) = (steps(&straight), steps(&split));
+    assert_eq!(a.len(), b.len());
+    for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!((x.0 - y.0).abs() <= 1e-5 * x.0.abs().max(1.0), "step {}: loss {} straight, {} resumed", step + 1, x.0, y.0);
+    }
+    assert_eq!(b.iter().map(|s| s.2).collect::<Vec<_>>(), [2, 2, 2, 1, 1, 1]);
+}
+
 #[test]
 fn a_batch_too_small_for_the_devices_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
