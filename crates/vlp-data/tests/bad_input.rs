@@ -126,11 +126,23 @@ fn webdataset_shards_skip_each_bad_sample_and_keep_the_rest() {
 
     // The training path (parallel decode, batching) keeps the same samples and counts the same skips.
     let tk = TextTokenizer::train(VocabKind::WordPiece, 200, ["a red square", "一个大的蓝色圆形", "a webp"].iter(), 8).unwrap();
-    let cfg = LoaderConfig { batch_size: 2, image, train_seed: Some(7), epoch: 0, drop_last: false, prefetch: 2, shuffle_buffer: 0 };
-    let mut loader = BatchLoader::new(source::open(&spec, None, &opts).unwrap(), tk, cfg);
+    let cfg = LoaderConfig { batch_size: 2, image, train_seed: Some(7), epoch: 0, drop_last: false, prefetch: 2, shuffle_buffer: 0, decode_rows: None };
+    let mut loader = BatchLoader::new(source::open(&spec, None, &opts).unwrap(), tk.clone(), cfg.clone());
     let batches: Vec<_> = loader.by_ref().map(Result::unwrap).collect();
     let keys: Vec<String> = batches.iter().flat_map(|b| b.keys.clone()).collect();
     assert_eq!(keys, ["good0", "good1", "good2", "c0", "c1"]);
+    // Two machines of a data-parallel job, each decoding its row of every batch of two: together
+    // they hand out the same samples in the same order, and each takes every step, even one where
+    // its row did not decode.
+    let part = |rows: std::ops::Range<usize>| -> Vec<_> {
+        let cfg = LoaderConfig { decode_rows: Some(rows), ..cfg.clone() };
+        BatchLoader::new(source::open(&spec, None, &opts).unwrap(), tk.clone(), cfg).map(Result::unwrap).collect()
+    };
+    let (first, second) = (part(0..1), part(1..2));
+    assert_eq!(first.len(), second.len());
+    assert!(first.len() >= batches.len() && first.iter().chain(&second).all(|b| b.len() <= 1));
+    let joined: Vec<String> = first.iter().zip(&second).flat_map(|(a, b)| a.keys.iter().chain(&b.keys).cloned()).collect();
+    assert_eq!(joined, keys);
     for b in &batches {
         assert_eq!(b.images.len(), b.len() * 3 * 16 * 16);
         assert_eq!(b.ids.len(), b.len() * 8);

@@ -50,11 +50,42 @@ pub fn reset<B: Backend>() {
     collective::reset_collective::<B>();
 }
 
-/// Rows `[start, end)` of a global batch of `n` pairs that replica `rank` of `world` encodes:
-/// contiguous, in rank order, sizes differing by at most one (a batch that lost a sample to a
-/// bad image is still split).
+/// Rows `[start, end)` of a batch of `n` pairs that part `rank` of `world` takes: contiguous, in
+/// rank order, sizes differing by at most one (a batch that lost a sample to a bad image is still
+/// split).
 pub fn slice_of(n: usize, rank: usize, world: usize) -> Range<usize> {
     (rank * n / world)..((rank + 1) * n / world)
+}
+
+/// Where each replica's rows lie in a global batch: replica `r` holds `rows(r)`, in rank order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// `world + 1` row offsets.
+    starts: Vec<usize>,
+}
+
+impl Layout {
+    /// A batch of `n` split by [`slice_of`].
+    pub fn even(n: usize, world: usize) -> Self {
+        Layout { starts: (0..=world).map(|r| r * n / world).collect() }
+    }
+
+    fn from_counts(counts: impl IntoIterator<Item = usize>) -> Self {
+        let mut starts = vec![0];
+        for c in counts {
+            starts.push(starts.last().expect("starts at 0") + c);
+        }
+        Layout { starts }
+    }
+
+    pub fn rows(&self, rank: usize) -> Range<usize> {
+        self.starts[rank]..self.starts[rank + 1]
+    }
+
+    /// Rows in the global batch.
+    pub fn total(&self) -> usize {
+        *self.starts.last().expect("at least one replica")
+    }
 }
 
 /// Watches the replicas of this process: which collective call each is in and since when, and
@@ -165,6 +196,10 @@ pub struct Rank {
     pub world: usize,
     /// This replica's slot among the process's.
     local: usize,
+    /// Replicas in this process.
+    local_count: usize,
+    /// Machines in the job.
+    nodes: usize,
     config: CollectiveConfig,
     watchdog: Option<Arc<Watchdog>>,
     /// Seconds spent in collective calls since the last [`Rank::take_collective_secs`].
@@ -174,16 +209,19 @@ pub struct Rank {
 /// The ranks of this process's `local` devices, made together: give one to each replica's
 /// thread. `node`: this machine's place in a job on several.
 pub fn ranks(local: usize, timeout: Duration, node: Option<&NodeSpec>) -> Result<Vec<Rank>> {
-    let (config, first, world) = match node {
-        None => (CollectiveConfig::default().with_num_devices(local), 0, local),
-        Some(n) => (n.collective_config(local)?, n.rank * local, n.nodes * local),
+    let (config, first, nodes) = match node {
+        None => (CollectiveConfig::default().with_num_devices(local), 0, 1),
+        Some(n) => (n.collective_config(local)?, n.rank * local, n.nodes),
     };
+    let world = local * nodes;
     let watchdog = (world > 1).then(|| Watchdog::start(local, first, timeout));
     Ok((0..local)
         .map(|i| Rank {
             index: first + i,
             world,
             local: i,
+            local_count: local,
+            nodes,
             config: config.clone(),
             watchdog: watchdog.clone(),
             collective_secs: Default::default(),
@@ -225,6 +263,44 @@ impl Rank {
         }
     }
 
+    /// The rows of each global batch of `batch_size` that this process decodes: every row on one
+    /// machine (`None`); on several, its replicas' part, so that no machine decodes another's.
+    pub fn process_rows(&self, batch_size: usize) -> Option<Range<usize>> {
+        (self.nodes > 1).then(|| {
+            let first = self.index - self.local;
+            slice_of(batch_size, first, self.world).start..slice_of(batch_size, first + self.local_count - 1, self.world).end
+        })
+    }
+
+    /// For a batch of `held` rows in this process (the global batch on one machine, this
+    /// machine's part on several): the rows of it that this replica encodes, and where every
+    /// replica's rows lie in the global batch. On several machines, whose parts may have lost
+    /// different numbers of samples to bad images, the replicas' counts are summed across the
+    /// job (a small all-reduce).
+    /// `B`, `device`: the backend and device the group was registered with.
+    pub fn layout<B: Backend>(&self, held: usize, device: &B::Device) -> Result<(Range<usize>, Layout)> {
+        let layout = if self.nodes == 1 {
+            Layout::even(held, self.world)
+        } else {
+            let mine = slice_of(held, self.local, self.local_count).len();
+            let mut counts = vec![0f32; self.world];
+            counts[self.index] = mine as f32;
+            let counts = Tensor::<B, 1>::from_floats(counts.as_slice(), device);
+            let summed = self.sum("exchanging the replicas' row counts", counts)?.into_data();
+            Layout::from_counts(summed.iter::<f32>().map(|c| c as usize))
+        };
+        let own = match self.nodes {
+            1 => layout.rows(self.index),
+            _ => slice_of(held, self.local, self.local_count),
+        };
+        if let Some(r) = (0..self.world).find(|&r| layout.rows(r).is_empty()) {
+            return Err(TrainError::Other(format!(
+                "rank {r} has no pair in this step (every image of its part of the batch failed to decode, or the batch is smaller than the job)"
+            )));
+        }
+        Ok((own, layout))
+    }
+
     /// Time spent in collective calls since the last call of this method.
     pub fn take_collective_secs(&self) -> f64 {
         self.collective_secs.replace(0.0)
@@ -250,13 +326,13 @@ impl Rank {
         Ok(Tensor::from_primitive(TensorPrimitive::Float(reduced)))
     }
 
-    /// Every replica's rows of a global batch of `n`, in rank order, as constants (`local` is
-    /// this replica's rows, [`slice_of`]).
-    pub fn gather<B: Backend, const D: usize>(&self, what: &'static str, local: Tensor<B, D>, n: usize) -> Result<Tensor<B, D>> {
+    /// Every replica's rows of the global batch, in rank order, as constants (`local` is this
+    /// replica's rows, `layout.rows(rank)`).
+    pub fn gather<B: Backend, const D: usize>(&self, what: &'static str, local: Tensor<B, D>, layout: &Layout) -> Result<Tensor<B, D>> {
         if self.world == 1 {
             return Ok(local);
         }
-        let rows = slice_of(n, self.index, self.world);
+        let (rows, n) = (layout.rows(self.index), layout.total());
         let mut dims = local.dims();
         assert_eq!(dims[0], rows.len(), "a replica gathers its own slice of the batch");
         dims[0] = n;
@@ -272,13 +348,13 @@ impl Rank {
         &self,
         what: &'static str,
         local: Tensor<B, D>,
-        n: usize,
+        layout: &Layout,
     ) -> Result<Tensor<B, D>> {
         if self.world == 1 {
             return Ok(local);
         }
-        let rows = slice_of(n, self.index, self.world);
-        let all = self.gather(what, local.clone().inner(), n)?;
+        let (rows, n) = (layout.rows(self.index), layout.total());
+        let all = self.gather(what, local.clone().inner(), layout)?;
         let mut parts = Vec::with_capacity(3);
         if rows.start > 0 {
             parts.push(Tensor::from_inner(all.clone().narrow(0, 0, rows.start)));
@@ -291,21 +367,21 @@ impl Rank {
     }
 
     /// A replica's encoded slice → the whole global batch, its own rows keeping their gradient.
-    pub fn gather_features<B: AutodiffBackend>(&self, local: BatchFeatures<B>, n: usize) -> Result<BatchFeatures<B>> {
+    pub fn gather_features<B: AutodiffBackend>(&self, local: BatchFeatures<B>, layout: &Layout) -> Result<BatchFeatures<B>> {
         if self.world == 1 {
             return Ok(local);
         }
         let tokens = match local.tokens {
             None => None,
             Some(t) => Some(TokenFeatures {
-                image: self.gather_with_local_grad("gathering image tokens", t.image, n)?,
-                text: self.gather_with_local_grad("gathering text tokens", t.text, n)?,
-                text_mask: Tensor::from_inner(self.gather("gathering text masks", t.text_mask.inner(), n)?),
+                image: self.gather_with_local_grad("gathering image tokens", t.image, layout)?,
+                text: self.gather_with_local_grad("gathering text tokens", t.text, layout)?,
+                text_mask: Tensor::from_inner(self.gather("gathering text masks", t.text_mask.inner(), layout)?),
             }),
         };
         Ok(BatchFeatures {
-            image: self.gather_with_local_grad("gathering image embeddings", local.image, n)?,
-            text: self.gather_with_local_grad("gathering text embeddings", local.text, n)?,
+            image: self.gather_with_local_grad("gathering image embeddings", local.image, layout)?,
+            text: self.gather_with_local_grad("gathering text embeddings", local.text, layout)?,
             tokens,
         })
     }

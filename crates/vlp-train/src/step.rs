@@ -6,11 +6,12 @@
 
 use crate::config::RunConfig;
 use crate::optimizer::{ClipOptimizer, StepReport};
-use crate::parallel::{slice_of, Rank};
+use crate::parallel::Rank;
 use crate::Result;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use std::ops::Range;
 use std::sync::Arc;
 use vlp_data::loader::Batch;
 use vlp_model::momentum::Keys;
@@ -42,10 +43,9 @@ pub enum Updated<B: AutodiffBackend> {
     NonFinite { grad_norm: f32 },
 }
 
-/// This replica's rows of a global batch as tensors on `device`:
-/// images `[rows, 3, s, s]`, token ids and mask `[rows, context]`.
-fn slice_tensors<B: AutodiffBackend>(batch: &Batch, rank: &Rank, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 2, Int>, Tensor<B, 2>) {
-    let rows = slice_of(batch.len(), rank.index, rank.world);
+/// `rows` of a batch as tensors on `device`: images `[rows, 3, s, s]`, token ids and mask
+/// `[rows, context]`.
+fn slice_tensors<B: AutodiffBackend>(batch: &Batch, rows: Range<usize>, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 2, Int>, Tensor<B, 2>) {
     let (m, s, ctx) = (rows.len(), batch.image_size as usize, batch.context);
     let px = 3 * s * s;
     let images = batch.images[rows.start * px..rows.end * px].to_vec();
@@ -58,23 +58,24 @@ fn slice_tensors<B: AutodiffBackend>(batch: &Batch, rank: &Rank, device: &B::Dev
 }
 
 impl<B: AutodiffBackend> Replica<B> {
-    /// Encodes this replica's slice of `batch`, gathers the group's, and computes the loss over
-    /// the whole batch against the queues as they stand at `queue`.
+    /// Encodes this replica's slice of `batch` (the process's part of the global batch), gathers
+    /// the group's, and computes the loss over the whole global batch against the queues as they
+    /// stand at `queue`.
     pub fn forward(&self, batch: &Batch, cfg: &RunConfig, queue: QueueCursor, rank: &Rank, device: &B::Device) -> Result<Forward<B>> {
-        let n = batch.len();
-        let (images, ids, mask) = slice_tensors::<B>(batch, rank, device);
+        let (rows, layout) = rank.layout::<B::InnerBackend>(batch.len(), device)?;
+        let (images, ids, mask) = slice_tensors::<B>(batch, rows, device);
         let keys = match &self.momentum {
             None => None,
             Some(m) => {
                 let local = m.keys(images.clone().inner(), ids.clone().inner(), mask.clone().inner());
                 Some(Keys {
-                    image: rank.gather("gathering image keys", local.image, n)?,
-                    text: rank.gather("gathering text keys", local.text, n)?,
+                    image: rank.gather("gathering image keys", local.image, &layout)?,
+                    text: rank.gather("gathering text keys", local.text, &layout)?,
                 })
             }
         };
         let local = self.model.encode_batch(images, ids, mask, &cfg.loss);
-        let features = rank.gather_features(local, n)?;
+        let features = rank.gather_features(local, &layout)?;
         let queued = match (&self.momentum, &keys) {
             (Some(m), Some(k)) => Some(QueueInputs {
                 keys: Keys { image: Tensor::from_inner(k.image.clone()), text: Tensor::from_inner(k.text.clone()) },

@@ -393,6 +393,7 @@ fn lead<B: AutodiffBackend>(
             drop_last: true,
             prefetch: 4,
             shuffle_buffer: t.shuffle_buffer,
+            decode_rows: rank.process_rows(t.batch_size),
         };
         let mut loader = BatchLoader::new(stream, tokenizer.clone(), loader_cfg);
         let mut batches_this_epoch = 0usize;

@@ -147,7 +147,7 @@ fn each_replica_sees_the_whole_batch_and_the_gradients_add_up() {
                     let image = rows(0).narrow(0, mine.start, mine.len()).detach().require_grad();
                     let text = rows(1).narrow(0, mine.start, mine.len()).detach().require_grad();
                     let local = BatchFeatures { image: image.clone(), text, tokens: None };
-                    let all = rank.gather_features(local, n).unwrap();
+                    let all = rank.gather_features(local, &parallel::Layout::even(n, world)).unwrap();
                     let logits = ClipLoss::logits(all.image.clone(), all.text.clone(), scale()).into_data().to_vec::<f32>().unwrap();
                     let grads = ClipLoss::forward(all.image, all.text, scale()).backward();
                     let grad = image.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
