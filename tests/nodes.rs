@@ -60,7 +60,9 @@ fn two_machines_over_loopback_equal_one_device() {
     let (first, second) = (node(0), node(1));
     for (rank, child) in [first, second].into_iter().enumerate() {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "node {rank} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "node {rank} failed: {err}");
+        assert!(err.contains("trained 6 steps (96 samples"), "node {rank} counts the global batch: {err}");
     }
     // and two devices in one process, as `--devices cpu:2`
     let local = tmp.path().join("local");

@@ -169,10 +169,7 @@ impl NodeSpec {
             .with_num_nodes(self.nodes as u32)
             .with_global_address(url("--coordinator", &format!("ws://{}", self.coordinator))?)
             .with_node_address(url("--node-address", &format!("ws://{}", self.address))?)
-            .with_data_service_port(port)
-            // Ring, the default, stalled on a two-node loopback job within its first steps; the
-            // centralised reduction sums at node 0 and sends the sum back.
-            .with_global_all_reduce_strategy(burn::collective::AllReduceStrategy::Centralized))
+            .with_data_service_port(port))
     }
 }
 

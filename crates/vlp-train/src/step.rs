@@ -32,6 +32,8 @@ pub struct Forward<B: AutodiffBackend> {
     pub out: LossOutput<B>,
     /// The loss's value.
     pub loss: f32,
+    /// Pairs in the global batch.
+    pub pairs: usize,
     /// The whole batch's momentum keys, to enqueue after the step.
     keys: Option<Keys<B::InnerBackend>>,
 }
@@ -86,7 +88,7 @@ impl<B: AutodiffBackend> Replica<B> {
         };
         let out = self.model.loss_of(features, &cfg.loss, queued);
         let loss = out.total.clone().into_scalar().elem();
-        Ok(Forward { out, loss, keys })
+        Ok(Forward { out, loss, pairs: layout.total(), keys })
     }
 
     /// Backward, the group's gradients summed, one optimizer step at `lr`, then BriVL's momentum

@@ -403,7 +403,6 @@ fn lead<B: AutodiffBackend>(
             if i < state.batch_in_epoch {
                 continue; // already trained on before the resume
             }
-            let n = batch.len();
             let lr = lr_at(state.step, t.lr, t.warmup_steps, total);
             let batch = Arc::new(batch);
             for (r, w) in work.iter().enumerate() {
@@ -411,7 +410,7 @@ fn lead<B: AutodiffBackend>(
                     .map_err(|_| TrainError::Other(format!("rank {} has stopped", r + 1)))?;
             }
             let fwd = replica.forward(&batch, &cfg, state.queue, rank, device)?;
-            let loss = fwd.loss;
+            let (loss, n) = (fwd.loss, fwd.pairs);
             if !loss.is_finite() {
                 return Err(diverged(format!("the loss became {loss}"), &state, &bar));
             }
