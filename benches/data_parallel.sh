@@ -2,7 +2,8 @@
 # Data-parallel training on this machine: 2 CPU replicas of 1 thread each (`--devices cpu:2`)
 # and 2 processes over loopback (`--nodes 2`, 1 thread each) against 1 device with the machine's
 # 2 threads, same config, data, steps and seed; A B A B pairs by farm-bench. Then the time each
-# replica spent in collective calls per step, from the data-parallel runs' logs.
+# replica spent in collective calls per step, and the steady-state step time (from step 5 on), from
+# the last run of each kind's log (samples/s = steps × batch / seconds).
 #
 #   benches/data_parallel.sh [CONFIG] [DATA] [STEPS]      (defaults: configs/tiny.toml data/synthetic 100)
 # Environment: VLP (default target/release/vlp), RUNS (default 3).
@@ -29,18 +30,22 @@ NODES
 chmod +x "$tmp/nodes.sh"
 echo "== 2 devices x 1 thread (A) against 1 device x 2 threads (B)"
 farm-bench -n "$RUNS" --timeout 3000 \
-  --vs "sh -c 'rm -rf $tmp/one && exec $train --out $tmp/one'" \
+  --vs "sh -c 'rm -rf $tmp/one && $train --out $tmp/one && cp $tmp/one/train_log.jsonl $tmp/one.jsonl'" \
   -- sh -c "rm -rf $tmp/two && $train --out $tmp/two --devices cpu:2 && cp $tmp/two/train_log.jsonl $tmp/two.jsonl"
 echo "== 2 processes over loopback x 1 thread (A) against 1 device x 2 threads (B)"
 farm-bench -n "$RUNS" --timeout 3000 \
   --vs "sh -c 'rm -rf $tmp/one && exec $train --out $tmp/one'" \
   -- "$tmp/nodes.sh"
-for run in two nodes; do
+for run in one two nodes; do
   python3 - "$tmp/$run.jsonl" "$run" <<'PY'
 import json, sys
 steps = [json.loads(l) for l in open(sys.argv[1])]
-c = sorted(s["collective_s"] for s in steps[5:])  # the first steps include registration
-print(f"{sys.argv[2]}: collective calls per step (rank 0): median {1e3 * c[len(c) // 2]:.1f} ms, "
-      f"mean {1e3 * sum(c) / len(c):.1f} ms, over {len(c)} steps; last-window samples/s {steps[-1]['samples_per_s']:.0f}")
+# steady state: from step 5 on (the first steps include registration and the first batches)
+span = steps[-1]["elapsed_s"] - steps[4]["elapsed_s"]
+line = f"{sys.argv[2]}: {len(steps) - 5} steps in {span:.2f} s"
+if "collective_s" in steps[-1]:
+    c = sorted(s["collective_s"] for s in steps[5:])
+    line += f"; collective calls per step (rank 0): median {1e3 * c[len(c) // 2]:.1f} ms, mean {1e3 * sum(c) / len(c):.1f} ms"
+print(line)
 PY
 done
