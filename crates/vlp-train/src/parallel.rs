@@ -19,6 +19,13 @@
 //! Its calls block until every replica has made them and have no timeout, so each one runs under
 //! a watchdog that stops the process, naming the rank, when a call waits longer than the job's
 //! timeout or when another replica has failed.
+//!
+//! Across machines, burn-collective's orchestrator (`vlp coordinator`) introduces the machines
+//! to each other and its ring all-reduce runs between them, after each machine has reduced among
+//! its own devices. The published crates could not complete a second all-reduce between machines;
+//! the vendored ones can (`vendor/README.md`). Every machine reads the same stream in the same
+//! order and decodes only its part of each global batch ([`Rank::process_rows`]); since a part
+//! may lose a bad image, the replicas' row counts are exchanged each step ([`Rank::layout`]).
 
 use crate::{Result, TrainError};
 use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
@@ -67,7 +74,7 @@ pub struct Layout {
 impl Layout {
     /// A batch of `n` split by [`slice_of`].
     pub fn even(n: usize, world: usize) -> Self {
-        Layout { starts: (0..=world).map(|r| r * n / world).collect() }
+        Self::from_counts((0..world).map(|r| slice_of(n, r, world).len()))
     }
 
     fn from_counts(counts: impl IntoIterator<Item = usize>) -> Self {

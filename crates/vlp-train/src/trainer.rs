@@ -252,7 +252,7 @@ pub fn train_on<B: AutodiffBackend>(job: &TrainJob, devices: &[B::Device], opts:
     }
     let _one_group = parallel::group_lock();
     let pools = match opts.threads_per_device {
-        Some(t) => (0..world)
+        Some(t) => (0..devices.len())
             .map(|r| {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(t)
@@ -262,11 +262,12 @@ pub fn train_on<B: AutodiffBackend>(job: &TrainJob, devices: &[B::Device], opts:
                     .map_err(|e| TrainError::Other(format!("a thread pool for rank {r}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?,
-        None => (0..world).map(|_| None).collect(),
+        None => devices.iter().map(|_| None).collect(),
     };
     let mut ranks = parallel::ranks(devices.len(), opts.timeout, opts.node.as_ref())?;
     let followers = ranks.split_off(1);
     let rank0 = ranks.pop().expect("rank 0");
+    let first = rank0.index;
     std::thread::scope(|scope| {
         let mut work = Vec::new();
         let mut handles = Vec::new();
@@ -301,7 +302,7 @@ pub fn train_on<B: AutodiffBackend>(job: &TrainJob, devices: &[B::Device], opts:
             match h.join() {
                 Ok(Err(e)) if led.is_ok() => return Err(e),
                 Ok(_) => {}
-                Err(_) => return Err(TrainError::Other(format!("rank {} stopped unexpectedly", r + 1))),
+                Err(_) => return Err(TrainError::Other(format!("rank {} stopped unexpectedly", first + r + 1))),
             }
         }
         led
@@ -407,7 +408,7 @@ fn lead<B: AutodiffBackend>(
             let batch = Arc::new(batch);
             for (r, w) in work.iter().enumerate() {
                 w.send(Work::Step { batch: Arc::clone(&batch), lr, queue: state.queue })
-                    .map_err(|_| TrainError::Other(format!("rank {} has stopped", r + 1)))?;
+                    .map_err(|_| TrainError::Other(format!("rank {} has stopped", rank.index + r + 1)))?;
             }
             let fwd = replica.forward(&batch, &cfg, state.queue, rank, device)?;
             let (loss, n) = (fwd.loss, fwd.pairs);
