@@ -165,7 +165,7 @@ impl NodeSpec {
             v.rsplit_once(':')
                 .filter(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
                 .ok_or_else(|| bad(what, v, "expected HOST:PORT".into()))?;
-            v.parse::<Address>().map_err(|e| bad(what, v, e))
+            format!("ws://{v}").parse::<Address>().map_err(|e| bad(what, v, e))
         };
         if self.rank >= self.nodes {
             return Err(TrainError::Other(format!("--node-rank {} must be below --nodes {}", self.rank, self.nodes)));
@@ -174,8 +174,8 @@ impl NodeSpec {
         Ok(CollectiveConfig::default()
             .with_num_devices(local)
             .with_num_nodes(self.nodes as u32)
-            .with_global_address(url("--coordinator", &format!("ws://{}", self.coordinator))?)
-            .with_node_address(url("--node-address", &format!("ws://{}", self.address))?)
+            .with_global_address(url("--coordinator", &self.coordinator)?)
+            .with_node_address(url("--node-address", &self.address)?)
             .with_data_service_port(port))
     }
 }

@@ -246,10 +246,11 @@ pub fn train_on<B: AutodiffBackend>(job: &TrainJob, devices: &[B::Device], opts:
             job.config.train.batch_size
         )));
     }
-    let begin = start::<B>(job, &devices[0])?;
     if world == 1 {
-        return lead(job, begin, &Rank::single(), &devices[0], Vec::new());
+        return lead(job, start::<B>(job, &devices[0])?, &Rank::single(), &devices[0], Vec::new());
     }
+    let mut ranks = parallel::ranks(devices.len(), opts.timeout, opts.node.as_ref())?;
+    let begin = start::<B>(job, &devices[0])?;
     let _one_group = parallel::group_lock();
     let pools = match opts.threads_per_device {
         Some(t) => (0..devices.len())
@@ -264,7 +265,6 @@ pub fn train_on<B: AutodiffBackend>(job: &TrainJob, devices: &[B::Device], opts:
             .collect::<Result<Vec<_>>>()?,
         None => devices.iter().map(|_| None).collect(),
     };
-    let mut ranks = parallel::ranks(devices.len(), opts.timeout, opts.node.as_ref())?;
     let followers = ranks.split_off(1);
     let rank0 = ranks.pop().expect("rank 0");
     let first = rank0.index;
