@@ -293,3 +293,84 @@ impl Layers for Builder {
         f(links.get(layer).map_or(&[], Vec::as_slice))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Builder;
+    use crate::walk::Layers;
+
+    /// `n` unit vectors of `dim` in `clusters` tight clusters (the data `repair` exists for:
+    /// the heuristic prunes links into a cluster from outside it).
+    fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        let centres: Vec<Vec<f32>> = (0..clusters).map(|_| (0..dim).map(|_| next()).collect()).collect();
+        let mut out = Vec::with_capacity(n * dim);
+        for i in 0..n {
+            let v: Vec<f32> = centres[i % clusters].iter().map(|c| c + 0.01 * next()).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            out.extend(v.iter().map(|x| x / norm));
+        }
+        out
+    }
+
+    /// The graph's invariants: every link points at another node that lives on that layer, no
+    /// list repeats a node, lists keep to their layer's bound (but for the few a repair extends),
+    /// the entry sits on the top layer, and every node is reachable from the entry on layer 0.
+    fn check(b: &Builder) {
+        let nodes = b.nodes();
+        let (entry, top) = b.entry().expect("a graph with nodes has an entry");
+        assert_eq!(b.levels[entry as usize] as usize, top, "the entry lives on the top layer");
+        let mut over = 0;
+        for n in 0..nodes as u32 {
+            let level = b.levels[n as usize] as usize;
+            assert!(level <= top, "node {n} is above the top layer");
+            for layer in 0..=level {
+                b.with_links(n, layer, |links| {
+                    // a repair links a lost node from its nearest reachable one without pruning,
+                    // so a layer-0 list may run past 2M until that node's next pruning; a graph
+                    // file holds up to 4M
+                    let bound = if layer == 0 { 2 * b.max_links(0) } else { b.max_links(layer) };
+                    assert!(links.len() <= bound, "node {n} has {} links on layer {layer}", links.len());
+                    over += usize::from(links.len() > b.max_links(layer));
+                    let mut seen = std::collections::HashSet::new();
+                    for &t in links {
+                        assert!((t as usize) < nodes && t != n, "node {n} links to {t} on layer {layer}");
+                        assert!(b.levels[t as usize] as usize >= layer, "node {n} links on layer {layer} to {t}, which is not on it");
+                        assert!(seen.insert(t), "node {n} links to {t} twice on layer {layer}");
+                    }
+                });
+            }
+        }
+        assert!(over * 100 <= nodes, "{over} of {nodes} link lists are over their layer's bound: more than repairs make");
+        let mut reached = vec![false; nodes];
+        let mut stack = vec![entry];
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut reached[n as usize], true) {
+                continue;
+            }
+            b.with_links(n, 0, |links| stack.extend(links.iter().copied().filter(|&t| !reached[t as usize])));
+        }
+        let lost: Vec<usize> = (0..nodes).filter(|&n| !reached[n]).collect();
+        assert!(lost.is_empty(), "{} of {nodes} nodes unreachable from the entry, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    }
+
+    #[test]
+    fn every_node_stays_reachable_on_clustered_data_after_build_and_additions() {
+        let (dim, m) = (16, 8);
+        let mut b = Builder::new(dim, m, 40);
+        b.insert(clustered(1500, dim, 30, 1));
+        b.settle();
+        check(&b);
+        // additions in small groups, as `vlp index add` and `vlp filter --dedup` make them
+        for round in 0..5 {
+            b.insert(clustered(40, dim, 30, 100 + round));
+            b.settle();
+            check(&b);
+        }
+        assert_eq!(b.nodes(), 1700);
+    }
+}
