@@ -302,11 +302,9 @@ mod tests {
     /// `n` unit vectors of `dim` in `clusters` tight clusters (the data `repair` exists for:
     /// the heuristic prunes links into a cluster from outside it).
     fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut next = || rng.gen_range(-0.5f32..0.5);
         let centres: Vec<Vec<f32>> = (0..clusters).map(|_| (0..dim).map(|_| next()).collect()).collect();
         let mut out = Vec::with_capacity(n * dim);
         for i in 0..n {
