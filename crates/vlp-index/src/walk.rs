@@ -270,3 +270,29 @@ impl Visited {
 thread_local! {
     static VISITED: RefCell<Visited> = RefCell::new(Visited::default());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Visited;
+
+    /// After 2³² − 1 searches the stamp wraps: stamps left by searches of the last round must not
+    /// read as "seen" in the next one.
+    #[test]
+    fn visit_stamps_survive_the_wrap_around() {
+        let mut v = Visited::default();
+        v.reset(4);
+        assert!(v.mark(2) && !v.mark(2), "a node is seen once per search");
+        // as if 2³² − 2 searches had run since: node 0 marked in this one, node 1 in the very
+        // first (its stamp, 1, is the one the counter restarts at)
+        v.current = u32::MAX;
+        v.stamps = vec![u32::MAX, 1, 0, 7];
+        assert!(!v.mark(0));
+        v.reset(6); // wraps, and grows to a larger graph
+        for n in 0..6 {
+            assert!(v.mark(n), "node {n} must read as unseen in the first search after the wrap");
+            assert!(!v.mark(n));
+        }
+        v.reset(6);
+        assert!(v.mark(1), "node 1 must read as unseen in the search after that");
+    }
+}
