@@ -5,7 +5,7 @@
 
 mod common;
 use common::{ok, s, vlp, CONFIG};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// A free loopback port (bound, then released for the process that will listen on it).
@@ -26,6 +26,14 @@ fn spawn(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_vlp")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run vlp")
 }
 
+/// `n` synthetic 16 px images in `dir/data` and the tiny config in `dir/tiny.toml`.
+fn tiny_data(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
+    let (data, config) = (dir.join("data"), dir.join("tiny.toml"));
+    std::fs::write(&config, CONFIG).unwrap();
+    ok(&["data", "build", "synthetic", "--out", s(&data), "--images", &n.to_string(), "--size", "16"]);
+    (data, config)
+}
+
 /// Each step's (loss, gradient norm) from a run's log.
 fn steps(run: &Path) -> Vec<(f64, f64)> {
     std::fs::read_to_string(run.join("train_log.jsonl"))
@@ -41,9 +49,7 @@ fn steps(run: &Path) -> Vec<(f64, f64)> {
 #[test]
 fn two_machines_over_loopback_equal_one_device() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, config) = (tmp.path().join("data"), tmp.path().join("tiny.toml"));
-    std::fs::write(&config, CONFIG).unwrap();
-    ok(&["data", "build", "synthetic", "--out", s(&data), "--images", "200", "--size", "16"]);
+    let (data, config) = tiny_data(tmp.path(), 200);
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
     let common = ["train", "--config", s(&config), "--train", s(&data), "--threads-per-device", "1"];
     ok(&[&common[..], &["--out", s(&one)]].concat());
@@ -85,9 +91,7 @@ fn two_machines_over_loopback_equal_one_device() {
 #[test]
 fn a_machine_that_never_joins_stops_the_job_with_the_cause() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, config) = (tmp.path().join("data"), tmp.path().join("tiny.toml"));
-    std::fs::write(&config, CONFIG).unwrap();
-    ok(&["data", "build", "synthetic", "--out", s(&data), "--images", "100", "--size", "16"]);
+    let (data, config) = tiny_data(tmp.path(), 100);
     let port = free_port();
     let _coordinator = Killed(spawn(&["coordinator", "--port", &port.to_string()]));
     let (done, out, err) = vlp(&[

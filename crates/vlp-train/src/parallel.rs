@@ -293,10 +293,8 @@ impl Rank {
             let summed = self.sum("exchanging the replicas' row counts", counts)?.into_data();
             Layout::from_counts(summed.iter::<f32>().map(|c| c as usize))
         };
-        let own = match self.nodes {
-            1 => layout.rows(self.index),
-            _ => slice_of(held, self.local, self.local_count),
-        };
+        // on one machine this is `layout.rows(self.index)`: there the process holds the whole batch
+        let own = slice_of(held, self.local, self.local_count);
         if let Some(r) = (0..self.world).find(|&r| layout.rows(r).is_empty()) {
             return Err(TrainError::Other(format!(
                 "rank {r} has no pair in this step (every image of its part of the batch failed to decode, or the batch is smaller than the job)"

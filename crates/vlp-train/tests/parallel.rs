@@ -9,13 +9,19 @@ use burn::tensor::{Tensor, TensorData};
 use std::path::Path;
 use vlp_model::{BatchFeatures, ClipLoss};
 use vlp_train::parallel::{self, slice_of};
-use vlp_train::trainer::{train, train_on, ParallelOptions};
+use vlp_train::trainer::{train, train_on, ParallelOptions, TrainJob};
 use vlp_train::RunConfig;
 
 mod common;
 use common::{data, job, parameters, CONFIG};
 
 type B = Autodiff<Flex>;
+
+/// Trains `job` on two CPU devices of this process, one thread each.
+fn on_two_devices(job: &TrainJob) -> vlp_train::Result<vlp_train::trainer::TrainSummary> {
+    let opts = ParallelOptions { threads_per_device: Some(1), ..Default::default() };
+    train_on::<B>(job, &[Default::default(), Default::default()], &opts)
+}
 
 /// Each step's log line: (loss, gradient norm, devices).
 fn steps(run: &Path) -> Vec<(f64, f64, u64)> {
@@ -40,8 +46,7 @@ fn two_devices_equal_one(config: &str) {
     let cfg = RunConfig::from_toml(config, "test").unwrap();
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
     train::<B>(&job(&cfg, &d, &one, false), &Default::default()).unwrap();
-    let opts = ParallelOptions { threads_per_device: Some(1), ..Default::default() };
-    let s = train_on::<B>(&job(&cfg, &d, &two, false), &[Default::default(), Default::default()], &opts).unwrap();
+    let s = on_two_devices(&job(&cfg, &d, &two, false)).unwrap();
     assert_eq!(s.state.step, cfg.train.steps);
     let (a, b) = (steps(&one), steps(&two));
     assert_eq!(a.len(), cfg.train.steps);
@@ -95,9 +100,7 @@ fn a_run_stopped_on_two_devices_resumes_on_one_exactly() {
     let cfg = RunConfig::from_toml(CONFIG, "test").unwrap();
     let (straight, split) = (tmp.path().join("straight"), tmp.path().join("split"));
     train::<B>(&job(&cfg, &d, &straight, false), &Default::default()).unwrap();
-    let opts = ParallelOptions { threads_per_device: Some(1), ..Default::default() };
-    let two = [Default::default(), Default::default()];
-    train_on::<B>(&vlp_train::trainer::TrainJob { stop_after: Some(3), ..job(&cfg, &d, &split, false) }, &two, &opts).unwrap();
+    on_two_devices(&TrainJob { stop_after: Some(3), ..job(&cfg, &d, &split, false) }).unwrap();
     train::<B>(&job(&cfg, &d, &split, true), &Default::default()).unwrap();
     let (a, b) = (steps(&straight), steps(&split));
     assert_eq!(a.len(), b.len());
@@ -111,7 +114,7 @@ fn a_run_stopped_on_two_devices_resumes_on_one_exactly() {
 fn a_batch_too_small_for_the_devices_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = RunConfig::from_toml(&CONFIG.replace("batch_size = 8", "batch_size = 3"), "test").unwrap();
-    let e = train_on::<B>(&job(&cfg, "unused", tmp.path(), false), &[Default::default(), Default::default()], &ParallelOptions::default())
+    let e = on_two_devices(&job(&cfg, "unused", tmp.path(), false))
         .unwrap_err()
         .to_string();
     assert!(e.contains("train.batch_size 3") && e.contains("2 devices"), "{e}");
