@@ -246,13 +246,16 @@ fn report(s: &TrainSummary) {
         eprintln!("{} is already trained to step {}; nothing left to do (raise --steps to go on)", s.checkpoint.display(), s.state.step);
     } else {
         eprintln!(
-            "trained {} steps ({} samples, {:.0}s, {:.1} samples/s); final loss {:.4}; checkpoint {}",
+            "trained {} steps ({} samples, {:.0}s, {:.1} samples/s); final loss {:.4}; {}",
             s.state.step,
             s.state.samples_seen,
             s.state.elapsed_secs,
             s.state.samples_seen as f64 / s.state.elapsed_secs.max(1e-9),
             s.final_loss,
-            s.checkpoint.display()
+            match s.checkpoint.as_os_str().is_empty() {
+                true => "the checkpoints are written by node 0".to_string(),
+                false => format!("checkpoint {}", s.checkpoint.display()),
+            }
         );
     }
     if let (Some(v), Some(b)) = (s.val, s.random_baseline) {

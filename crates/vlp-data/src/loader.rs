@@ -54,10 +54,6 @@ pub struct LoaderConfig {
     /// Samples held in the shuffle buffer (as WebDataset's `shuffle(n)`); 0 keeps input order.
     /// Seeded by (`train_seed`, `epoch`), so an epoch's order is reproducible.
     pub shuffle_buffer: usize,
-    /// Decode and hand out only these rows of each batch of `batch_size` samples (one machine's
-    /// part of a data-parallel global batch). A batch is then handed out even when none of its
-    /// rows decoded, so that every machine takes every step.
-    pub decode_rows: Option<std::ops::Range<usize>>,
 }
 
 /// An iterator of batches over a sample stream. Skipped samples are counted in [`Self::skips`].
@@ -91,10 +87,6 @@ impl BatchLoader {
                     if samples.is_empty() || (cfg.drop_last && samples.len() < cfg.batch_size) {
                         return;
                     }
-                    if let Some(rows) = &cfg.decode_rows {
-                        let end = rows.end.min(samples.len());
-                        samples = samples.drain(rows.start.min(end)..end).collect();
-                    }
                     let (batch, failed) = assemble(samples, &tokenizer, &cfg);
                     {
                         let mut log = log.lock().expect("skip log");
@@ -105,7 +97,7 @@ impl BatchLoader {
                     // A batch that lost samples to decoding is still handed out: at scale a batch
                     // of 255 is better than a stall.
                     let batch = match batch {
-                        Ok(b) if b.is_empty() && cfg.decode_rows.is_none() => continue,
+                        Ok(b) if b.is_empty() => continue,
                         other => other,
                     };
                     if tx.send(batch).is_err() {

@@ -6,7 +6,7 @@ use serde_json::Map;
 use std::io::Write;
 use vlp_data::image_pipeline::ImageConfig;
 use vlp_data::loader::{scan, BatchLoader, LoaderConfig};
-use vlp_data::source::{self, ReadOptions};
+use vlp_data::source::{self, Division, InputKind, Part, ReadOptions};
 use vlp_data::text::{TextTokenizer, VocabKind};
 use vlp_data::{SkipLog, SkipReason, WdsWriter};
 
@@ -126,23 +126,15 @@ fn webdataset_shards_skip_each_bad_sample_and_keep_the_rest() {
 
     // The training path (parallel decode, batching) keeps the same samples and counts the same skips.
     let tk = TextTokenizer::train(VocabKind::WordPiece, 200, ["a red square", "一个大的蓝色圆形", "a webp"].iter(), 8).unwrap();
-    let cfg = LoaderConfig { batch_size: 2, image, train_seed: Some(7), epoch: 0, drop_last: false, prefetch: 2, shuffle_buffer: 0, decode_rows: None };
+    let cfg = LoaderConfig { batch_size: 2, image, train_seed: Some(7), epoch: 0, drop_last: false, prefetch: 2, shuffle_buffer: 0 };
     let mut loader = BatchLoader::new(source::open(&spec, None, &opts).unwrap(), tk.clone(), cfg.clone());
     let batches: Vec<_> = loader.by_ref().map(Result::unwrap).collect();
     let keys: Vec<String> = batches.iter().flat_map(|b| b.keys.clone()).collect();
     assert_eq!(keys, ["good0", "good1", "good2", "c0", "c1"]);
-    // Two machines of a data-parallel job, each decoding its row of every batch of two: together
-    // they hand out the same samples in the same order, and each takes every step, even one where
-    // its row did not decode.
-    let part = |rows: std::ops::Range<usize>| -> Vec<_> {
-        let cfg = LoaderConfig { decode_rows: Some(rows), ..cfg.clone() };
-        BatchLoader::new(source::open(&spec, None, &opts).unwrap(), tk.clone(), cfg).map(Result::unwrap).collect()
-    };
-    let (first, second) = (part(0..1), part(1..2));
-    assert_eq!(first.len(), second.len());
-    assert!(first.len() >= batches.len() && first.iter().chain(&second).all(|b| b.len() <= 1));
-    let joined: Vec<String> = first.iter().zip(&second).flat_map(|(a, b)| a.keys.iter().chain(&b.keys).cloned()).collect();
-    assert_eq!(joined, keys);
+    // The machines of a data-parallel job each read a part: by shard when the shards divide
+    // (2), by sample when not (3); either way every sample and every skip is in one part.
+    assert_parts_cover(&spec, &opts, 2, Division::Shards);
+    assert_parts_cover(&spec, &opts, 3, Division::Samples);
     for b in &batches {
         assert_eq!(b.images.len(), b.len() * 3 * 16 * 16);
         assert_eq!(b.ids.len(), b.len() * 8);
@@ -181,6 +173,7 @@ fn manifest_and_csv_skip_bad_lines_and_missing_files() {
     samples.iter().filter_map(|s| s.as_ref().err()).for_each(|s| s.record_in(&mut log));
     assert_counts(&log, &[(SkipReason::ManifestBadLine, 2), (SkipReason::ImageFileMissing, 1), (SkipReason::CaptionEmpty, 1)]);
     assert!(log.examples(SkipReason::ManifestBadLine)[0].location.ends_with("m.jsonl:2"));
+    assert_parts_cover(manifest.to_str().unwrap(), &ReadOptions::default(), 2, Division::Samples);
 
     let table = dir.path().join("t.tsv");
     std::fs::write(&table, "filepath\ttitle\textra\nimg/a.png\ta cat\tx\nimg/nope.png\tnothing\ty\nimg/b.jpg\n img/b.jpg\ta dog\tz\n").unwrap();
@@ -191,6 +184,7 @@ fn manifest_and_csv_skip_bad_lines_and_missing_files() {
     samples.iter().filter_map(|s| s.as_ref().err()).for_each(|s| s.record_in(&mut log));
     // " img/b.jpg" (leading space) names a file that does not exist
     assert_counts(&log, &[(SkipReason::ImageFileMissing, 2), (SkipReason::CsvBadRow, 1)]);
+    assert_parts_cover(table.to_str().unwrap(), &ReadOptions::default(), 2, Division::Samples);
 
     // OpenCLIP's `train.csv` is tab-separated (its default `--csv-separator`): found from the header
     let openclip = dir.path().join("train.csv");
@@ -207,6 +201,29 @@ fn manifest_and_csv_skip_bad_lines_and_missing_files() {
     let mut semicolons = ReadOptions::default();
     semicolons.csv.separator = Some(b';');
     assert_eq!(source::csv_separator(&openclip, &semicolons.csv), b';');
+}
+
+/// Reads `spec` whole and in `count` parts: the parts, divided as `division`, hold every item
+/// (sample or skip) of the whole once, each in its input order.
+fn assert_parts_cover(spec: &str, opts: &ReadOptions, count: usize, division: Division) {
+    let items = |part: Part| -> Vec<String> {
+        let opts = ReadOptions { part, ..opts.clone() };
+        source::open(spec, None, &opts).unwrap().map(|i| i.map_or_else(|skip| skip.location, |s| s.key)).collect()
+    };
+    assert_eq!(InputKind::detect(spec, None).unwrap().division(Part::new(0, count).unwrap()), division, "{spec}");
+    let whole = items(Part::WHOLE);
+    let parts: Vec<Vec<String>> = (0..count).map(|i| items(Part::new(i, count).unwrap())).collect();
+    assert!(parts.iter().all(|p| !p.is_empty() && p.len() < whole.len()), "{spec}: {parts:?}");
+    for p in &parts {
+        let mut rest = whole.iter();
+        assert!(p.iter().all(|item| rest.any(|w| w == item)), "{spec}: a part out of the input's order: {p:?}");
+    }
+    let mut joined: Vec<String> = parts.concat();
+    let mut all = whole.clone();
+    joined.sort();
+    all.sort();
+    assert_eq!(joined, all, "{spec}: the parts hold every item once");
+    assert!(Part::new(count, count).is_err());
 }
 
 #[test]

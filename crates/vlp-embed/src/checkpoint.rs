@@ -23,7 +23,7 @@ use vlp_data::text::TextTokenizer;
 use vlp_model::{DualEncoder, QueueCursor};
 
 /// Where the run stands: enough to continue with the same batches.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct TrainState {
     /// Optimizer steps done.
     pub step: usize,
@@ -36,6 +36,20 @@ pub struct TrainState {
     /// Where BriVL's key queues stand (both move together); zero without them.
     #[serde(default)]
     pub queue: QueueCursor,
+    /// The parts the training data was divided into, one per machine: an epoch's batches
+    /// depend on it, so a run stopped mid-epoch resumes on as many machines.
+    #[serde(default = "one_part")]
+    pub data_parts: usize,
+}
+
+fn one_part() -> usize {
+    1
+}
+
+impl Default for TrainState {
+    fn default() -> Self {
+        TrainState { step: 0, epoch: 0, batch_in_epoch: 0, samples_seen: 0, elapsed_secs: 0.0, queue: QueueCursor::default(), data_parts: 1 }
+    }
 }
 
 /// The recorder of every checkpoint file: burn's binary format, full precision.

@@ -23,9 +23,11 @@
 //! Across machines, burn-collective's orchestrator (`vlp coordinator`) introduces the machines
 //! to each other and its ring all-reduce runs between them, after each machine has reduced among
 //! its own devices. The published crates could not complete a second all-reduce between machines;
-//! the vendored ones can (`vendor/README.md`). Every machine reads the same stream in the same
-//! order and decodes only its part of each global batch ([`Rank::process_rows`]); since a part
-//! may lose a bad image, the replicas' row counts are exchanged each step ([`Rank::layout`]).
+//! the vendored ones can (`vendor/README.md`). Each machine reads its own part of the data
+//! ([`Rank::data_part`]: its shards, or every N-th sample) and makes batches of its share of the
+//! global batch ([`Rank::machine_batch`]); since a part may lose a bad image, the replicas' row
+//! counts are exchanged each step, with a flag that ends the epoch on every machine at the step
+//! at which the first part runs out ([`Rank::layout`]).
 
 use crate::{Result, TrainError};
 use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
@@ -267,40 +269,61 @@ impl Rank {
         }
     }
 
-    /// The rows of each global batch of `batch_size` that this process decodes: every row on one
-    /// machine (`None`); on several, its replicas' part, so that no machine decodes another's.
-    pub fn process_rows(&self, batch_size: usize) -> Option<Range<usize>> {
-        (self.nodes > 1).then(|| {
-            let first = self.index - self.local;
-            slice_of(batch_size, first, self.world).start..slice_of(batch_size, first + self.local_count - 1, self.world).end
-        })
+    /// This machine's part of the training data: each machine of the job reads its own
+    /// (`vlp_data::source::Part`), so that every sample is read by one machine once per epoch.
+    pub fn data_part(&self) -> vlp_data::source::Part {
+        vlp_data::source::Part::new(self.index / self.local_count, self.nodes).expect("a node rank below the nodes")
+    }
+
+    /// How many pairs of each global batch of `batch_size` this machine contributes: its
+    /// replicas' share (the whole batch on one machine).
+    pub fn machine_batch(&self, batch_size: usize) -> usize {
+        let first = self.index - self.local;
+        (first..first + self.local_count).map(|r| slice_of(batch_size, r, self.world).len()).sum()
     }
 
     /// For a batch of `held` rows in this process (the global batch on one machine, this
-    /// machine's part on several): the rows of it that this replica encodes, and where every
-    /// replica's rows lie in the global batch. On several machines, whose parts may have lost
-    /// different numbers of samples to bad images, the replicas' counts are summed across the
-    /// job (a small all-reduce).
+    /// machine's part of it on several), or `None` when this machine's part of the data has
+    /// run out: the rows of it that this replica encodes, and where every replica's rows lie in
+    /// the global batch. On several machines, whose parts may have lost different numbers of
+    /// samples to bad images, the replicas' counts are summed across the job (a small
+    /// all-reduce), with a flag for a machine whose part has run out: then it is `Ok(None)` on
+    /// every replica of the job at the same step, and the epoch ends there for all.
     /// `B`, `device`: the backend and device the group was registered with.
-    pub fn layout<B: Backend>(&self, held: usize, device: &B::Device) -> Result<(Range<usize>, Layout)> {
-        let layout = if self.nodes == 1 {
-            Layout::even(held, self.world)
-        } else {
-            let mine = slice_of(held, self.local, self.local_count).len();
-            let mut counts = vec![0f32; self.world];
-            counts[self.index] = mine as f32;
-            let counts = Tensor::<B, 1>::from_floats(counts.as_slice(), device);
-            let summed = self.sum("exchanging the replicas' row counts", counts)?.into_data();
-            Layout::from_counts(summed.iter::<f32>().map(|c| c as usize))
+    pub fn layout<B: Backend>(&self, held: Option<usize>, device: &B::Device) -> Result<Option<(Range<usize>, Layout)>> {
+        let layout = match held {
+            Some(held) if self.nodes == 1 => Layout::even(held, self.world),
+            None if self.nodes == 1 => return Ok(None),
+            _ => {
+                // one slot per replica, and one that counts the machines whose part has run out
+                let mut counts = vec![0f32; self.world + 1];
+                match held {
+                    Some(held) => counts[self.index] = slice_of(held, self.local, self.local_count).len() as f32,
+                    None => counts[self.world] = 1.0,
+                }
+                let counts = Tensor::<B, 1>::from_floats(counts.as_slice(), device);
+                let summed: Vec<f32> = self.sum("exchanging the replicas' row counts", counts)?.into_data().iter::<f32>().collect();
+                if summed[self.world] > 0.0 {
+                    return Ok(None);
+                }
+                Layout::from_counts(summed[..self.world].iter().map(|&c| c as usize))
+            }
         };
-        // on one machine this is `layout.rows(self.index)`: there the process holds the whole batch
-        let own = slice_of(held, self.local, self.local_count);
         if let Some(r) = (0..self.world).find(|&r| layout.rows(r).is_empty()) {
             return Err(TrainError::Other(format!(
                 "rank {r} has no pair in this step (every image of its part of the batch failed to decode, or the batch is smaller than the job)"
             )));
         }
-        Ok((own, layout))
+        // on one machine this is `layout.rows(self.index)`: there the process holds the whole batch
+        let own = slice_of(held.expect("a batch held"), self.local, self.local_count);
+        Ok(Some((own, layout)))
+    }
+
+    /// Tells the job that this machine's part of the data has run out, in the exchange in which
+    /// the other replicas lay out their next step ([`Self::layout`] with `None`): the epoch
+    /// ends there on every machine.
+    pub fn end_of_part<B: Backend>(&self, device: &B::Device) -> Result<()> {
+        self.layout::<B>(None, device).map(|_| ())
     }
 
     /// Time spent in collective calls since the last call of this method.

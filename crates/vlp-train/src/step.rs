@@ -62,9 +62,10 @@ fn slice_tensors<B: AutodiffBackend>(batch: &Batch, rows: Range<usize>, device: 
 impl<B: AutodiffBackend> Replica<B> {
     /// Encodes this replica's slice of `batch` (the process's part of the global batch), gathers
     /// the group's, and computes the loss over the whole global batch against the queues as they
-    /// stand at `queue`.
-    pub fn forward(&self, batch: &Batch, cfg: &RunConfig, queue: QueueCursor, rank: &Rank, device: &B::Device) -> Result<Forward<B>> {
-        let (rows, layout) = rank.layout::<B::InnerBackend>(batch.len(), device)?;
+    /// stand at `queue`. `None`: another machine's part of the data has run out, which ends the
+    /// epoch on every machine before this step.
+    pub fn forward(&self, batch: &Batch, cfg: &RunConfig, queue: QueueCursor, rank: &Rank, device: &B::Device) -> Result<Option<Forward<B>>> {
+        let Some((rows, layout)) = rank.layout::<B::InnerBackend>(Some(batch.len()), device)? else { return Ok(None) };
         let (images, ids, mask) = slice_tensors::<B>(batch, rows, device);
         let keys = match &self.momentum {
             None => None,
@@ -88,7 +89,7 @@ impl<B: AutodiffBackend> Replica<B> {
         };
         let out = self.model.loss_of(features, &cfg.loss, queued);
         let loss = out.total.clone().into_scalar().elem();
-        Ok(Forward { out, loss, pairs: layout.total(), keys })
+        Ok(Some(Forward { out, loss, pairs: layout.total(), keys }))
     }
 
     /// Backward, the group's gradients summed, one optimizer step at `lr`, then BriVL's momentum
@@ -111,9 +112,11 @@ impl<B: AutodiffBackend> Replica<B> {
     }
 }
 
-/// Work the first replica hands the others.
+/// Work the first replica of a process hands the others.
 pub enum Work {
     Step { batch: Arc<Batch>, lr: f64, queue: QueueCursor },
+    /// This machine's part of the data has run out for this epoch.
+    EndOfPart,
 }
 
 /// The loop of a replica other than the first: the same steps on the batches it is handed,
@@ -127,8 +130,15 @@ pub fn follow<B: AutodiffBackend>(
     work: std::sync::mpsc::Receiver<Work>,
 ) -> Result<()> {
     rank.register::<B::InnerBackend>(device)?;
-    while let Ok(Work::Step { batch, lr, queue }) = work.recv() {
-        let fwd = replica.forward(&batch, cfg, queue, rank, device)?;
+    while let Ok(work) = work.recv() {
+        let (batch, lr, queue) = match work {
+            Work::Step { batch, lr, queue } => (batch, lr, queue),
+            Work::EndOfPart => {
+                rank.end_of_part::<B::InnerBackend>(device)?;
+                continue;
+            }
+        };
+        let Some(fwd) = replica.forward(&batch, cfg, queue, rank, device)? else { continue };
         if !fwd.loss.is_finite() {
             break;
         }

@@ -358,7 +358,8 @@ fn lead<B: AutodiffBackend>(
     let mut skipped = SkipLog::new();
     let mut last_loss = f32::NAN;
     let mut last_val = None;
-    let mut last_checkpoint = checkpoint::latest(&job.out).unwrap_or_default();
+    // empty on the replicas that write no checkpoint
+    let mut last_checkpoint = if writes { checkpoint::latest(&job.out).unwrap_or_default() } else { PathBuf::new() };
     let mut samples_since = 0u64;
     let mut window = Instant::now();
     let mut samples_per_s = 0.0;
@@ -384,24 +385,48 @@ fn lead<B: AutodiffBackend>(
         ))
     };
 
+    let part = rank.data_part();
+    if state.batch_in_epoch > 0 && state.data_parts != part.count() {
+        return Err(TrainError::Other(format!(
+            "--resume: the run stopped in epoch {} after {} batches with its data divided among {} machine(s), and an epoch's batches depend on that; resume on {} machine(s) (a run stopped at an epoch's end resumes on any number)",
+            state.epoch, state.batch_in_epoch, state.data_parts, state.data_parts
+        )));
+    }
+    state.data_parts = part.count();
+    let read = ReadOptions { part, ..ReadOptions::default() };
+    if part.count() > 1 {
+        let n = part.count();
+        let kind = source::InputKind::detect(&job.train, Some("train"))?;
+        let how = match (kind.division(part), &kind) {
+            (source::Division::Shards, source::InputKind::WebDataset(shards)) => {
+                format!("this one reads shards {}, {}, ... of the {} (one in {n})", part.index(), part.index() + n, shards.len())
+            }
+            (_, source::InputKind::WebDataset(shards)) => format!(
+                "{} shards do not divide among them, so each reads them all and keeps one sample in {n} (with a multiple of {n} shards each reads only its own)",
+                shards.len()
+            ),
+            _ => format!("each opens the images of one sample in {n} of the list, this one from sample {}", part.index()),
+        };
+        eprintln!("the training data is divided among {n} machines: {how}");
+    }
     'epochs: while state.step < stop_at {
-        let stream = source::open(&job.train, Some("train"), &ReadOptions::default())?;
+        let stream = source::open(&job.train, Some("train"), &read)?;
         let loader_cfg = LoaderConfig {
-            batch_size: t.batch_size,
+            batch_size: rank.machine_batch(t.batch_size),
             image: image_cfg.clone(),
             train_seed: Some(t.seed),
             epoch: state.epoch,
             drop_last: true,
             prefetch: 4,
             shuffle_buffer: t.shuffle_buffer,
-            decode_rows: rank.process_rows(t.batch_size),
         };
         let mut loader = BatchLoader::new(stream, tokenizer.clone(), loader_cfg);
-        let mut batches_this_epoch = 0usize;
+        let resumed_at = state.batch_in_epoch;
+        let mut steps_this_epoch = 0usize;
+        let mut ended_elsewhere = false;
         for (i, batch) in loader.by_ref().enumerate() {
             let batch = batch?;
-            batches_this_epoch = i + 1;
-            if i < state.batch_in_epoch {
+            if i < resumed_at {
                 continue; // already trained on before the resume
             }
             let lr = lr_at(state.step, t.lr, t.warmup_steps, total);
@@ -410,7 +435,12 @@ fn lead<B: AutodiffBackend>(
                 w.send(Work::Step { batch: Arc::clone(&batch), lr, queue: state.queue })
                     .map_err(|_| TrainError::Other(format!("rank {} has stopped", rank.index + r + 1)))?;
             }
-            let fwd = replica.forward(&batch, &cfg, state.queue, rank, device)?;
+            // `None`: another machine's part has run out, and the epoch ends here for all
+            let Some(fwd) = replica.forward(&batch, &cfg, state.queue, rank, device)? else {
+                ended_elsewhere = true;
+                break;
+            };
+            steps_this_epoch += 1;
             let (loss, n) = (fwd.loss, fwd.pairs);
             if !loss.is_finite() {
                 return Err(diverged(format!("the loss became {loss}"), &state, &bar));
@@ -477,14 +507,22 @@ fn lead<B: AutodiffBackend>(
                 break 'epochs;
             }
         }
+        if part.count() > 1 && !ended_elsewhere {
+            // this machine's part has run out: the others hear it in their next step's exchange
+            for w in &work {
+                let _ = w.send(Work::EndOfPart);
+            }
+            rank.end_of_part::<B::InnerBackend>(device)?;
+        }
         if state.epoch == 0 || skipped.total() == 0 {
             skipped = loader.skips();
         }
-        if batches_this_epoch == 0 {
+        if steps_this_epoch == 0 && resumed_at == 0 {
             return Err(TrainError::Other(format!(
-                "{}: fewer than {} good samples, not one full batch ({})",
+                "{}: fewer than {} good samples{}, not one full batch ({})",
                 job.train,
-                t.batch_size,
+                rank.machine_batch(t.batch_size),
+                if part.count() > 1 { " in a machine's part" } else { "" },
                 loader.skips().summary().trim()
             )));
         }

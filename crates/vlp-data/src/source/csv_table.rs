@@ -78,7 +78,11 @@ pub(super) fn read(path: &Path, opts: &ReadOptions, emit: &mut dyn FnMut(SourceI
     let mut row = 1usize;
     loop {
         row += 1;
-        match reader.read_byte_record(&mut record) {
+        let read = reader.read_byte_record(&mut record);
+        if !opts.part.holds(row - 2) && !matches!(read, Ok(false)) {
+            continue; // another part's row
+        }
+        match read {
             Ok(false) => return,
             Ok(true) => {}
             Err(e) => {

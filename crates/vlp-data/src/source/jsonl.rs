@@ -36,7 +36,7 @@ pub(super) fn read(path: &Path, opts: &ReadOptions, emit: &mut dyn FnMut(SourceI
             }
         }
         lineno += 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
+        if line.iter().all(u8::is_ascii_whitespace) || !opts.part.holds(lineno - 1) {
             continue;
         }
         let location = format!("{name}:{lineno}");

@@ -49,12 +49,67 @@ pub struct ReadOptions {
     pub csv: CsvColumns,
     /// Samples buffered ahead of the consumer.
     pub prefetch: usize,
+    /// The part of the input to read (one machine's, in a data-parallel job); all of it by default.
+    pub part: Part,
 }
 
 impl Default for ReadOptions {
     fn default() -> Self {
-        ReadOptions { max_image_bytes: 32 << 20, max_caption_chars: 2000, csv: CsvColumns::default(), prefetch: 256 }
+        ReadOptions {
+            max_image_bytes: 32 << 20,
+            max_caption_chars: 2000,
+            csv: CsvColumns::default(),
+            prefetch: 256,
+            part: Part::WHOLE,
+        }
     }
+}
+
+/// One of `count` disjoint parts of an input that together hold every sample once: the part a
+/// machine of a data-parallel job reads, as WebDataset's `split_by_node` gives each node its
+/// shards. How an input divides is [`InputKind::division`]'s choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    index: usize,
+    count: usize,
+}
+
+impl Part {
+    /// The whole input.
+    pub const WHOLE: Part = Part { index: 0, count: 1 };
+
+    /// Part `index` of `count`.
+    pub fn new(index: usize, count: usize) -> Result<Part> {
+        if index >= count {
+            return Err(DataError::input(format!("part {index} of {count}"), "a part's index must be below the number of parts"));
+        }
+        Ok(Part { index, count })
+    }
+    pub fn index(self) -> usize {
+        self.index
+    }
+    pub fn count(self) -> usize {
+        self.count
+    }
+    /// Whether the item at `ordinal` (a shard, a manifest line, a sample) is this part's:
+    /// every `count`-th, from `index`.
+    pub fn holds(self, ordinal: usize) -> bool {
+        ordinal % self.count == self.index
+    }
+}
+
+/// How an input is divided into parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Division {
+    /// One part: everything is read.
+    Whole,
+    /// Every `count`-th shard: a machine opens only its own shards. Chosen when the shards
+    /// divide evenly among the parts (samples then divide as evenly as the shards' sizes do).
+    Shards,
+    /// Every `count`-th sample (manifest line, table row, or sample of the shards when they do
+    /// not divide evenly): each part reads the index or the shards through, and opens or keeps
+    /// only its own samples' images.
+    Samples,
 }
 
 /// Which reader an input spec calls for.
@@ -94,6 +149,24 @@ impl InputKind {
             }
             _ => Ok(InputKind::WebDataset(crate::shards::expand_shards(spec)?)),
         }
+    }
+
+    /// How this input divides into `part.count()` parts: by shard when the shards divide evenly,
+    /// by sample otherwise.
+    pub fn division(&self, part: Part) -> Division {
+        match self {
+            InputKind::WebDataset(shards) => shard_division(shards.len(), part),
+            _ if part.count == 1 => Division::Whole,
+            _ => Division::Samples,
+        }
+    }
+}
+
+fn shard_division(shards: usize, part: Part) -> Division {
+    match part.count {
+        1 => Division::Whole,
+        n if shards % n == 0 => Division::Shards,
+        _ => Division::Samples,
     }
 }
 

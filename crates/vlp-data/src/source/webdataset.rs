@@ -1,7 +1,7 @@
 //! WebDataset tar shards as img2dataset writes them: `KEY.jpg|jpeg|png|webp`, `KEY.txt`,
 //! `KEY.json`, members of one sample next to each other.
 
-use super::{check_caption, check_image, keep_good_captions, ReadOptions, Skip, SourceItem};
+use super::{check_caption, check_image, keep_good_captions, Division, ReadOptions, Skip, SourceItem};
 use crate::sample::{Caption, Sample};
 use crate::skip::SkipReason;
 use serde_json::{Map, Value};
@@ -30,8 +30,22 @@ pub fn split_key(path: &str) -> (String, String) {
 }
 
 pub(super) fn read(shards: &[PathBuf], opts: &ReadOptions, emit: &mut dyn FnMut(SourceItem) -> bool) {
-    for shard in shards {
-        if !read_shard(shard, opts, emit) {
+    let part = opts.part;
+    let (shards_read, mut keep): (Vec<&PathBuf>, Box<dyn FnMut(SourceItem) -> bool>) = match super::shard_division(shards.len(), part) {
+        Division::Shards => (shards.iter().enumerate().filter(|(i, _)| part.holds(*i)).map(|(_, s)| s).collect(), Box::new(emit)),
+        Division::Whole => (shards.iter().collect(), Box::new(emit)),
+        Division::Samples => {
+            // every item counts, skips too: the same ordinals on every part
+            let mut ordinal = 0usize;
+            let own = move |item: SourceItem| {
+                ordinal += 1;
+                !part.holds(ordinal - 1) || emit(item)
+            };
+            (shards.iter().collect(), Box::new(own))
+        }
+    };
+    for shard in shards_read {
+        if !read_shard(shard, opts, &mut keep) {
             return;
         }
     }
