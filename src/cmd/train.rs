@@ -71,6 +71,11 @@ pub struct TrainArgs {
     /// Override train.batch_size.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Encode each replica's slice of the global batch in N micro-batches (gradient caching:
+    /// the loss and its gradient stay the whole batch's, the encoders hold one micro-batch's
+    /// activations at a time); overrides train.grad_accum.
+    #[arg(long, value_name = "N")]
+    pub grad_accum: Option<usize>,
     /// Override any config value: `--set loss.token_weight=1 --set model.text.vocab_size=4096`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -125,6 +130,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     if let Some(b) = a.batch_size {
         config.train.batch_size = b;
+    }
+    if let Some(n) = a.grad_accum {
+        config.train.grad_accum = n;
     }
     config.validate()?;
     let job = TrainJob {

@@ -53,6 +53,11 @@ pub struct TrainConfig {
     /// no optimizer state, no weight decay; the other tower and the temperatures train.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<Tower>,
+    /// Micro-batches each replica encodes its slice of the global batch in (gradient caching,
+    /// as OpenCLIP's `--accum-freq`): the encoders hold one micro-batch's activations at a time,
+    /// while the loss and its gradient stay those of the whole global batch. 1: one pass.
+    #[serde(default = "default_grad_accum")]
+    pub grad_accum: usize,
 }
 
 /// One of the two towers.
@@ -124,6 +129,9 @@ fn default_clip() -> f32 {
 fn default_every() -> usize {
     1000
 }
+fn default_grad_accum() -> usize {
+    1
+}
 fn default_shuffle() -> usize {
     10_000
 }
@@ -194,6 +202,9 @@ impl RunConfig {
         }
         if t.checkpoint_every == 0 {
             return Err(invalid("train.checkpoint_every", "must be positive"));
+        }
+        if t.grad_accum == 0 || t.grad_accum > t.batch_size {
+            return Err(invalid("train.grad_accum", format!("must lie in 1..={} (the batch size), not {}", t.batch_size, t.grad_accum)));
         }
         if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
             return Err(invalid("train.beta1", "betas must lie in [0, 1)"));

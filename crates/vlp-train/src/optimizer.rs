@@ -12,7 +12,7 @@ use crate::config::{Tower, TrainConfig};
 use crate::parallel::Rank;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use vlp_model::{DualEncoder, MAX_LOGIT_SCALE};
@@ -135,7 +135,7 @@ impl<B: AutodiffBackend> ClipOptimizer<B> {
         model: DualEncoder<B>,
         grads: B::Gradients,
     ) -> Result<(DualEncoder<B>, StepReport), (DualEncoder<B>, f32)> {
-        self.step_in_group(lr, model, grads, &Rank::single()).expect("a group of one makes no collective calls")
+        self.step_in_group(lr, model, vec![grads], &Rank::single()).expect("a group of one makes no collective calls")
     }
 
     /// [`Self::step`] for one replica of a data-parallel group: the replicas' gradients are
@@ -146,11 +146,16 @@ impl<B: AutodiffBackend> ClipOptimizer<B> {
         &mut self,
         lr: f64,
         model: DualEncoder<B>,
-        mut grads: B::Gradients,
+        grads: Vec<B::Gradients>,
         rank: &Rank,
     ) -> crate::Result<Result<(DualEncoder<B>, StepReport), (DualEncoder<B>, f32)>> {
-        let mut g_decay = GradientsParams::from_params(&mut grads, &model, &self.split.decay);
-        let mut g_plain = GradientsParams::from_params(&mut grads, &model, &self.split.no_decay);
+        // several backward passes (micro-batches) add up; one is taken as it is
+        let (mut decayed, mut plain) = (GradientsAccumulator::new(), GradientsAccumulator::new());
+        for mut g in grads {
+            decayed.accumulate(&model, GradientsParams::from_params(&mut g, &model, &self.split.decay));
+            plain.accumulate(&model, GradientsParams::from_params(&mut g, &model, &self.split.no_decay));
+        }
+        let (mut g_decay, mut g_plain) = (decayed.grads(), plain.grads());
         rank.sum_gradients(&model, [&mut g_decay, &mut g_plain])?;
         let mut norm = GlobalNorm::<B> { grads: [&mut g_decay, &mut g_plain], sum_sq: None, scale: None };
         model.visit(&mut norm);

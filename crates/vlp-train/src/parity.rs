@@ -66,6 +66,7 @@ impl Fixture {
             seed: num("seed")? as u64,
             shuffle_buffer: 0,
             lock: None,
+            grad_accum: 1,
         };
         let series = |k: &str| -> Result<Vec<f64>> {
             losses[k]

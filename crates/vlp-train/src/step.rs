@@ -3,19 +3,28 @@
 //! over the whole batch, backward, the gradients summed over the group, the AdamW step, and
 //! BriVL's momentum update with the whole batch's keys. Every replica of a group runs the same
 //! steps on the same global batches, so all hold the same weights after each.
+//!
+//! With `train.grad_accum` = N, a replica's slice is encoded in N micro-batches, twice: first
+//! without a graph, to compute the loss over the whole global batch from those embeddings (held
+//! as leaves), then each micro-batch again with its graph, taking the embeddings' gradients from
+//! the first pass into the encoders (gradient caching, Gao et al. 2021; OpenCLIP's `--accum-freq`
+//! reaches the same gradient by recomputing the loss per micro-batch). The encoders then hold
+//! one micro-batch's activations at a time, and the gradient is the whole batch's, for every
+//! loss: `tests/accumulation.rs` checks it against one pass. A ResNet tower's batch norm sees
+//! each micro-batch's statistics, as in OpenCLIP.
 
-use crate::config::RunConfig;
+use crate::config::{RunConfig, Tower};
 use crate::optimizer::{ClipOptimizer, StepReport};
-use crate::parallel::Rank;
+use crate::parallel::{slice_of, Rank};
 use crate::Result;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use std::ops::Range;
 use std::sync::Arc;
 use vlp_data::loader::Batch;
 use vlp_model::momentum::Keys;
-use vlp_model::{DualEncoder, LossOutput, MomentumState, QueueCursor, QueueInputs};
+use vlp_model::{BatchFeatures, DualEncoder, LossOutput, MomentumState, QueueCursor, QueueInputs, TokenFeatures};
 
 /// What one replica trains: the model, its optimizer, and BriVL's momentum towers and queues
 /// when the loss uses them.
@@ -36,6 +45,16 @@ pub struct Forward<B: AutodiffBackend> {
     pub pairs: usize,
     /// The whole batch's momentum keys, to enqueue after the step.
     keys: Option<Keys<B::InnerBackend>>,
+    /// With micro-batches, what their second pass needs.
+    cached: Option<Cached<B>>,
+}
+
+/// A slice encoded in micro-batches: its inputs, and the embeddings the loss was computed from,
+/// as leaves whose gradients the second pass carries into the encoders.
+struct Cached<B: AutodiffBackend> {
+    inputs: (Tensor<B, 4>, Tensor<B, 2, Int>, Tensor<B, 2>),
+    features: BatchFeatures<B>,
+    micro: usize,
 }
 
 /// How a step's update ended.
@@ -66,7 +85,7 @@ impl<B: AutodiffBackend> Replica<B> {
     /// epoch on every machine before this step.
     pub fn forward(&self, batch: &Batch, cfg: &RunConfig, queue: QueueCursor, rank: &Rank, device: &B::Device) -> Result<Option<Forward<B>>> {
         let Some((rows, layout)) = rank.layout::<B::InnerBackend>(Some(batch.len()), device)? else { return Ok(None) };
-        let (images, ids, mask) = slice_tensors::<B>(batch, rows, device);
+        let (images, ids, mask) = slice_tensors::<B>(batch, rows.clone(), device);
         let keys = match &self.momentum {
             None => None,
             Some(m) => {
@@ -77,7 +96,26 @@ impl<B: AutodiffBackend> Replica<B> {
                 })
             }
         };
-        let local = self.model.encode_batch(images, ids, mask, &cfg.loss);
+        let micro = cfg.train.grad_accum;
+        let (local, cached) = if micro == 1 {
+            (self.model.encode_batch(images, ids, mask, &cfg.loss), None)
+        } else {
+            if rows.len() < micro {
+                return Err(crate::TrainError::Other(format!(
+                    "train.grad_accum {micro}: a replica holds {} pairs of this batch, fewer than its micro-batches",
+                    rows.len()
+                )));
+            }
+            let frozen = self.model.clone().no_grad();
+            let parts: Vec<BatchFeatures<B>> = (0..micro)
+                .map(|i| {
+                    let (im, id, m) = micro_batch(&images, &ids, &mask, slice_of(rows.len(), i, micro));
+                    frozen.encode_batch(im, id, m, &cfg.loss)
+                })
+                .collect();
+            let features = leaves(parts);
+            (features.clone(), Some(Cached { inputs: (images, ids, mask), features, micro }))
+        };
         let features = rank.gather_features(local, &layout)?;
         let queued = match (&self.momentum, &keys) {
             (Some(m), Some(k)) => Some(QueueInputs {
@@ -89,7 +127,7 @@ impl<B: AutodiffBackend> Replica<B> {
         };
         let out = self.model.loss_of(features, &cfg.loss, queued);
         let loss = out.total.clone().into_scalar().elem();
-        Ok(Some(Forward { out, loss, pairs: layout.total(), keys }))
+        Ok(Some(Forward { out, loss, pairs: layout.total(), keys, cached }))
     }
 
     /// Backward, the group's gradients summed, one optimizer step at `lr`, then BriVL's momentum
@@ -97,6 +135,10 @@ impl<B: AutodiffBackend> Replica<B> {
     pub fn update(self, fwd: Forward<B>, lr: f64, cfg: &RunConfig, queue: QueueCursor, rank: &Rank) -> Result<Updated<B>> {
         let Replica { model, mut optim, momentum } = self;
         let grads = fwd.out.total.backward();
+        let grads = match fwd.cached {
+            None => vec![grads],
+            Some(cached) => second_pass(&model, cached, grads, cfg),
+        };
         let (model, report) = match optim.step_in_group(lr, model, grads, rank)? {
             Ok(stepped) => stepped,
             Err((_, grad_norm)) => return Ok(Updated::NonFinite { grad_norm }),
@@ -110,6 +152,71 @@ impl<B: AutodiffBackend> Replica<B> {
         };
         Ok(Updated::Stepped { replica: Replica { model, optim, momentum }, report, queue })
     }
+}
+
+/// `rows` of a slice's inputs.
+fn micro_batch<B: AutodiffBackend>(
+    images: &Tensor<B, 4>,
+    ids: &Tensor<B, 2, Int>,
+    mask: &Tensor<B, 2>,
+    rows: Range<usize>,
+) -> (Tensor<B, 4>, Tensor<B, 2, Int>, Tensor<B, 2>) {
+    (images.clone().slice(rows.clone()), ids.clone().slice(rows.clone()), mask.clone().slice(rows))
+}
+
+/// The micro-batches' embeddings (computed without a graph) joined into the slice's, as leaves
+/// that take gradients. The text mask stays a constant.
+fn leaves<B: AutodiffBackend>(parts: Vec<BatchFeatures<B>>) -> BatchFeatures<B> {
+    let cat2 = |f: &dyn Fn(&BatchFeatures<B>) -> Tensor<B, 2>| Tensor::cat(parts.iter().map(f).collect(), 0);
+    let cat3 = |f: &dyn Fn(&BatchFeatures<B>) -> Tensor<B, 3>| Tensor::cat(parts.iter().map(f).collect(), 0);
+    let tokens = parts[0].tokens.is_some().then(|| TokenFeatures {
+        image: cat3(&|p| p.tokens.as_ref().expect("every part has tokens").image.clone()).require_grad(),
+        text: cat3(&|p| p.tokens.as_ref().expect("every part has tokens").text.clone()).require_grad(),
+        text_mask: cat2(&|p| p.tokens.as_ref().expect("every part has tokens").text_mask.clone()),
+    });
+    BatchFeatures { image: cat2(&|p| p.image.clone()).require_grad(), text: cat2(&|p| p.text.clone()).require_grad(), tokens }
+}
+
+/// The second pass of gradient caching: each micro-batch encoded again with its graph, and the
+/// backward of Σ embedding · (the loss's gradient for it), which gives the encoders' gradient for
+/// that micro-batch. Returns the loss's own gradients (the temperatures') and one set per
+/// micro-batch, for the optimizer to add up.
+fn second_pass<B: AutodiffBackend>(model: &DualEncoder<B>, cached: Cached<B>, grads: B::Gradients, cfg: &RunConfig) -> Vec<B::Gradients> {
+    let Cached { inputs: (images, ids, mask), features, micro } = cached;
+    // The loss's gradient for each of the slice's embeddings, as `[rows, _, _]`, beside whether
+    // its tower trains (a locked tower's embeddings have no graph): global image and text, then
+    // the tokens' when the token-level loss is on.
+    let (image, text) = (cfg.train.lock != Some(Tower::Image), cfg.train.lock != Some(Tower::Text));
+    let grad2 = |t: &Tensor<B, 2>| t.grad(&grads).map(|g| Tensor::<B, 2>::from_inner(g).unsqueeze_dim::<3>(2));
+    let grad3 = |t: &Tensor<B, 3>| t.grad(&grads).map(Tensor::<B, 3>::from_inner);
+    let tokens = features.tokens.as_ref();
+    let wanted = [
+        (grad2(&features.image), image),
+        (grad2(&features.text), text),
+        (tokens.and_then(|t| grad3(&t.image)), image),
+        (tokens.and_then(|t| grad3(&t.text)), text),
+    ];
+    let n = images.dims()[0];
+    let mut out = vec![grads];
+    for i in 0..micro {
+        let rows = slice_of(n, i, micro);
+        let (im, id, m) = micro_batch(&images, &ids, &mask, rows.clone());
+        let f = model.encode_batch(im, id, m, &cfg.loss);
+        let (token_image, token_text) = f.tokens.map(|t| (t.image, t.text)).unzip();
+        let embeddings = [Some(f.image.unsqueeze_dim::<3>(2)), Some(f.text.unsqueeze_dim::<3>(2)), token_image, token_text];
+        let surrogate = embeddings
+            .into_iter()
+            .zip(&wanted)
+            .filter_map(|(e, (g, trains))| match (e, g, trains) {
+                (Some(e), Some(g), true) => Some((e * g.clone().slice(rows.clone())).sum()),
+                _ => None,
+            })
+            .reduce(|a, b| a + b);
+        if let Some(surrogate) = surrogate {
+            out.push(surrogate.backward());
+        }
+    }
+    out
 }
 
 /// Work the first replica of a process hands the others.

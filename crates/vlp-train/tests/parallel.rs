@@ -4,42 +4,19 @@
 //! gathered batch gives the whole batch's logits and, summed over the replicas, its gradients.
 //! The replicas are two CPU devices of this process, as `vlp train --devices cpu:2` runs them.
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
-use std::path::Path;
 use vlp_model::{BatchFeatures, ClipLoss};
 use vlp_train::parallel::{self, slice_of};
-use vlp_train::trainer::{train, train_on, ParallelOptions, TrainJob};
+use vlp_train::trainer::{train, TrainJob};
 use vlp_train::RunConfig;
 
 mod common;
-use common::{data, job, parameters, CONFIG};
+use common::{assert_same_training, data, job, on_two_devices, steps, CONFIG};
 
-type B = Autodiff<Flex>;
+use common::B;
 
-/// Trains `job` on two CPU devices of this process, one thread each.
-fn on_two_devices(job: &TrainJob) -> vlp_train::Result<vlp_train::trainer::TrainSummary> {
-    let opts = ParallelOptions { threads_per_device: Some(1), ..Default::default() };
-    train_on::<B>(job, &[Default::default(), Default::default()], &opts)
-}
-
-/// Each step's log line: (loss, gradient norm, devices).
-fn steps(run: &Path) -> Vec<(f64, f64, u64)> {
-    std::fs::read_to_string(run.join("train_log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["loss"].as_f64().unwrap(), v["grad_norm"].as_f64().unwrap(), v["devices"].as_u64().unwrap_or(1))
-        })
-        .collect()
-}
-
-/// Trains `config` on one device and on two, and compares the losses and gradient norms of every
-/// step and the weights at the end. (Adam's step does not change when one parameter's gradient
-/// is scaled, so the weights alone would not show a temperature's gradient counted twice; the
-/// norm, which clipping uses, does.) The tolerance is float rounding: the two runs add the same gradient
-/// terms in another order (one matrix product over the batch, or two halves summed).
+/// Trains `config` on one device and on two, and compares every step and the weights at the end.
 fn two_devices_equal_one(config: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let d = data(&tmp.path().join("data"));
@@ -48,26 +25,9 @@ fn two_devices_equal_one(config: &str) {
     train::<B>(&job(&cfg, &d, &one, false), &Default::default()).unwrap();
     let s = on_two_devices(&job(&cfg, &d, &two, false)).unwrap();
     assert_eq!(s.state.step, cfg.train.steps);
-    let (a, b) = (steps(&one), steps(&two));
-    assert_eq!(a.len(), cfg.train.steps);
-    assert_eq!(a.len(), b.len());
-    for (step, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert_eq!((x.2, y.2), (1, 2), "step {}: the second run is on two devices", step + 1);
-        assert!((x.0 - y.0).abs() <= 1e-5 * x.0.abs().max(1.0), "step {}: loss {} on one device, {} on two", step + 1, x.0, y.0);
-        assert!((x.1 - y.1).abs() <= 1e-5 * x.1.abs().max(1.0), "step {}: gradient norm {} on one device, {} on two", step + 1, x.1, y.1);
-    }
-    let (pa, pb) = (parameters(&one), parameters(&two));
-    assert_eq!(pa.keys().collect::<Vec<_>>(), pb.keys().collect::<Vec<_>>());
-    let mut worst = (0f32, String::new());
-    for (name, x) in &pa {
-        for (u, v) in x.iter().zip(&pb[name]) {
-            if (u - v).abs() > worst.0 {
-                worst = ((u - v).abs(), name.clone());
-            }
-        }
-    }
-    eprintln!("largest weight difference after {} steps: {:e} ({})", cfg.train.steps, worst.0, worst.1);
-    assert!(worst.0 <= 1e-5, "weights differ by {} in {} after {} steps", worst.0, worst.1, cfg.train.steps);
+    assert_eq!(steps(&one).len(), cfg.train.steps);
+    assert!(steps(&one).iter().zip(steps(&two)).all(|(x, y)| (x.2, y.2) == (1, 2)), "the second run is on two devices");
+    assert_same_training(&one, &two, "two devices");
 }
 
 #[test]
