@@ -40,6 +40,9 @@ enum BenchCommand {
         steps: usize,
         #[arg(long, value_enum, default_value = "cpu")]
         device: super::train::Device,
+        /// The towers' products' type (default: the config's train.precision).
+        #[arg(long, value_enum)]
+        precision: Option<super::train::Precision>,
     },
     /// Embedding throughput of a run's model (an imported OpenCLIP model, say): images from
     /// ready `[batch, 3, size, size]` tensors (decoding is `bench decode`), texts from strings
@@ -78,11 +81,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchCommand::Parity { fixture, steps, json } => parity(&fixture, steps, json.as_deref()),
         BenchCommand::Decode { dir, size, repeat, threads } => decode(&dir, size, repeat, threads),
         BenchCommand::Embed { checkpoint, batch, batches } => embed(&checkpoint, batch, batches),
-        BenchCommand::Train { config, batch, steps, device } => match device {
-            super::train::Device::Cpu => train_steps::<burn::backend::Autodiff<burn::backend::Flex>>(&config, batch, steps, &Default::default()),
+        BenchCommand::Train { config, batch, steps, device, precision } => match device {
+            super::train::Device::Cpu => {
+                train_steps::<burn::backend::Autodiff<burn::backend::Flex>>(&config, batch, steps, precision, &Default::default())
+            }
             #[cfg(feature = "cuda")]
             super::train::Device::Cuda => {
-                train_steps::<burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::bf16>>>(&config, batch, steps, &Default::default())
+                train_steps::<burn::backend::Autodiff<burn::backend::Cuda<f32>>>(&config, batch, steps, precision, &Default::default())
             }
             #[cfg(not(feature = "cuda"))]
             super::train::Device::Cuda => bail!("--device cuda: this vlp was built without the `cuda` feature"),
@@ -246,10 +251,12 @@ fn train_steps<B: burn::tensor::backend::AutodiffBackend>(
     config: &PathBuf,
     batch: Option<usize>,
     steps: usize,
+    precision: Option<super::train::Precision>,
     device: &B::Device,
 ) -> Result<()> {
     use burn::tensor::{Distribution, Int, Tensor};
     let cfg = vlp_train::RunConfig::load(config)?;
+    let precision = precision.map_or(cfg.train.precision, Into::into);
     let n = batch.unwrap_or(cfg.train.batch_size);
     let (size, ctx, vocab) = (cfg.model.image_size(), cfg.model.text.context_length, cfg.model.text.vocab_size);
     B::seed(device, 0);
@@ -261,7 +268,10 @@ fn train_steps<B: burn::tensor::backend::AutodiffBackend>(
         let images = Tensor::<B, 4>::random([n, 3, size, size], Distribution::Normal(0.0, 1.0), device);
         let ids = Tensor::<B, 2, Int>::random([n, ctx], Distribution::Uniform(1.0, (vocab - 1) as f64), device);
         let mask = Tensor::<B, 2>::ones([n, ctx], device);
-        let loss = model.loss(images, ids, mask, &cfg.loss).total;
+        let loss = {
+            let _precision = vlp_model::autocast::scope(precision);
+            model.loss(images, ids, mask, &cfg.loss).total
+        };
         let grads = loss.backward();
         model = match optim.step(1e-4, model, grads) {
             Ok((m, _)) => m,
@@ -275,7 +285,7 @@ fn train_steps<B: burn::tensor::backend::AutodiffBackend>(
     warm.sort_by(f64::total_cmp);
     let median = warm[warm.len() / 2];
     println!(
-        "RESULT peer=vlp config={} batch={n} loss=global{} median_step_ms={:.1} samples_per_s={:.1} peak_rss_mb={:.0}",
+        "RESULT peer=vlp config={} batch={n} precision={precision:?} loss=global{} median_step_ms={:.1} samples_per_s={:.1} peak_rss_mb={:.0}",
         config.display(),
         if cfg.loss.token_weight > 0.0 { "+token" } else { "" },
         median * 1e3,

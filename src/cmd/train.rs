@@ -57,8 +57,11 @@ pub struct TrainArgs {
     /// HOST:PORT at which the other machines reach this one (it listens on PORT).
     #[arg(long, value_name = "HOST:PORT")]
     pub node_address: Option<String>,
-    #[arg(long, value_enum, default_value = "f32")]
-    pub precision: Precision,
+    /// The towers' products in f32 or in bf16 (mixed precision, as OpenCLIP's amp_bf16: f32
+    /// weights, optimizer state, norms and losses); overrides train.precision. On the CPU, bf16
+    /// is emulated (bf16 inputs, f32 sums) and slower: for checking a recipe before a card.
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
     /// Continue the run in --out from its latest checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -112,6 +115,15 @@ pub enum Precision {
     Bf16,
 }
 
+impl From<Precision> for vlp_model::autocast::Precision {
+    fn from(p: Precision) -> Self {
+        match p {
+            Precision::F32 => vlp_model::autocast::Precision::F32,
+            Precision::Bf16 => vlp_model::autocast::Precision::Bf16,
+        }
+    }
+}
+
 pub fn run(a: TrainArgs) -> Result<()> {
     let config_path = match (&a.config, &a.init) {
         (Some(c), _) => c.clone(),
@@ -133,6 +145,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     if let Some(n) = a.grad_accum {
         config.train.grad_accum = n;
+    }
+    if let Some(p) = a.precision {
+        config.train.precision = p.into();
     }
     config.validate()?;
     let job = TrainJob {
@@ -179,13 +194,12 @@ pub fn run(a: TrainArgs) -> Result<()> {
             job.config.train.batch_size
         );
     }
-    let summary = match (device, a.precision) {
-        (Device::Cpu, Precision::F32) => {
+    let summary = match device {
+        Device::Cpu => {
             let devices = vec![Default::default(); replicas.len()];
             train_on::<burn::backend::Autodiff<burn::backend::Flex>>(&job, &devices, &opts).map_err(anyhow::Error::from)
         }
-        (Device::Cpu, Precision::Bf16) => bail!("--precision bf16 needs --device cuda (the CPU backend trains in f32)"),
-        (Device::Cuda, p) => cuda(&job, p, &replicas, &opts),
+        Device::Cuda => cuda(&job, &replicas, &opts),
     }
     .with_context(|| format!("training into {}", a.out.display()))?;
     report(&summary);
@@ -233,18 +247,15 @@ fn parse_devices(spec: &str) -> Result<(Device, Vec<usize>)> {
 }
 
 #[cfg(feature = "cuda")]
-fn cuda(job: &TrainJob, p: Precision, cards: &[usize], opts: &ParallelOptions) -> Result<TrainSummary> {
+fn cuda(job: &TrainJob, cards: &[usize], opts: &ParallelOptions) -> Result<TrainSummary> {
     use burn::backend::{cuda::CudaDevice, Autodiff, Cuda};
     let devices: Vec<CudaDevice> = cards.iter().map(|&i| CudaDevice::new(i)).collect();
-    match p {
-        Precision::F32 => train_on::<Autodiff<Cuda<f32>>>(job, &devices, opts),
-        Precision::Bf16 => train_on::<Autodiff<Cuda<burn::tensor::bf16>>>(job, &devices, opts),
-    }
-    .map_err(anyhow::Error::from)
+    // f32 parameters always; train.precision picks the products' type (vlp_model::autocast)
+    train_on::<Autodiff<Cuda<f32>>>(job, &devices, opts).map_err(anyhow::Error::from)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(_: &TrainJob, _: Precision, _: &[usize], _: &ParallelOptions) -> Result<TrainSummary> {
+fn cuda(_: &TrainJob, _: &[usize], _: &ParallelOptions) -> Result<TrainSummary> {
     bail!("this vlp was built without CUDA: rebuild with `cargo build --release --features cuda`")
 }
 

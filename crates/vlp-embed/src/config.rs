@@ -58,6 +58,10 @@ pub struct TrainConfig {
     /// while the loss and its gradient stay those of the whole global batch. 1: one pass.
     #[serde(default = "default_grad_accum")]
     pub grad_accum: usize,
+    /// The towers' products in f32, or in bf16 with f32 parameters, optimizer state, norms and
+    /// losses (`vlp_model::autocast`, OpenCLIP's `amp_bf16`). Validation runs in f32.
+    #[serde(default)]
+    pub precision: vlp_model::autocast::Precision,
 }
 
 /// One of the two towers.

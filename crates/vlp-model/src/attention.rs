@@ -7,7 +7,6 @@ use crate::tokenwise_linear::per_token;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor};
 
@@ -55,7 +54,7 @@ impl<B: Backend> SelfAttention<B> {
         let weight = self.qkv.weight.val();
         let bias = self.qkv.bias.as_ref().map(|bias| bias.val());
         let part = |i: usize| {
-            let y = x.clone().matmul(weight.clone().slice([0..w, i * w..(i + 1) * w]));
+            let y = crate::autocast::matmul(x.clone(), weight.clone().slice([0..w, i * w..(i + 1) * w]));
             let y = match &bias {
                 Some(bias) => y + bias.clone().slice([i * w..(i + 1) * w]).unsqueeze_dim(0),
                 None => y,
@@ -65,7 +64,7 @@ impl<B: Backend> SelfAttention<B> {
         let (q, k, v) = (part(0), part(1), part(2));
         let mask = pad.map(|p| p.reshape([b, 1, 1, n]).expand([b, self.heads, n, n]));
         let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: causal };
-        let ctx = attention(q, k, v, mask, None, options); // [b, heads, n, hd]
+        let ctx = crate::autocast::attention(q, k, v, mask, options); // [b, heads, n, hd]
         per_token(&self.out, swap_heads(ctx).reshape([b, n, w]))
     }
 }

@@ -2,6 +2,8 @@
 //! mapped into one embedding space, and the two contrastive losses that train them.
 //!
 //! - [`config`]: the TOML model config, checked on load with errors that name the field.
+//! - [`autocast`]: mixed precision (bf16 products, f32 parameters and losses), as OpenCLIP's
+//!   `amp_bf16`.
 //! - [`attention`], [`transformer`]: pre-norm transformer blocks shared by both towers; [`gelu`]
 //!   their activation and [`layer_norm`] their normalisation, each with a CPU kernel.
 //! - [`vit`], [`resnet`]: image towers; [`text`]: the text tower; [`init`]: how each of their
@@ -17,6 +19,7 @@
 //! Everything is generic over burn's `Backend`; only the binary picks Flex (CPU) or CUDA.
 
 pub mod attention;
+pub mod autocast;
 pub mod chinese_clip;
 pub mod config;
 pub mod dual;

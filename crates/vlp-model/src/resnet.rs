@@ -41,7 +41,7 @@ impl<B: Backend> ConvBn<B> {
         ConvBn { conv: conv(cin, cout, k, 1, device), bn: BatchNormConfig::new(cout).init(device) }
     }
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.bn.forward(self.conv.forward(x))
+        self.bn.forward(crate::autocast::conv2d(&self.conv, x))
     }
 }
 
@@ -146,7 +146,7 @@ impl ResnetConfig {
 impl<B: Backend> ResNetTower<B> {
     /// `images`: `[batch, 3, size, size]` → global `[batch, embed]`, tokens `[batch, grid², token_dim]`.
     pub fn forward(&self, images: Tensor<B, 4>) -> TowerOutput<B> {
-        let mut x = self.stem_stride.forward(images);
+        let mut x = crate::autocast::conv2d(&self.stem_stride, images);
         for s in &self.stem {
             x = relu(s.forward(x));
         }
@@ -165,7 +165,7 @@ impl<B: Backend> ResNetTower<B> {
             _ => mean.squeeze_dim::<2>(1),
         };
         TowerOutput {
-            global: l2_normalize(self.proj.forward(pooled)),
+            global: l2_normalize(crate::autocast::linear(&self.proj, pooled)),
             tokens: l2_normalize(per_token(&self.token_proj, tokens)),
             token_mask: None,
         }

@@ -92,7 +92,7 @@ impl<B: Backend> TextTransformer<B> {
                 (x.clone() * m.clone()).sum_dim(1).squeeze_dim::<2>(1) / m.sum_dim(1).squeeze_dim::<2>(1)
             }
         };
-        let global = self.proj.forward(pooled);
+        let global = crate::autocast::linear(&self.proj, pooled);
         let tokens = per_token(&self.token_proj, x);
         TowerOutput { global: l2_normalize(global), tokens: l2_normalize(tokens), token_mask: Some(mask) }
     }

@@ -13,7 +13,7 @@ use burn::tensor::Tensor;
 /// time spent in matmul).
 pub fn per_token<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [b, n, w] = x.dims();
-    let y = linear.forward(x.reshape([b * n, w]));
+    let y = crate::autocast::linear(linear, x.reshape([b * n, w]));
     let out = y.dims()[1];
     y.reshape([b, n, out])
 }

@@ -70,7 +70,7 @@ impl<B: Backend> VisionTransformer<B> {
     /// `images`: `[batch, 3, size, size]` → global `[batch, embed]`, tokens `[batch, patches,
     /// token_dim]`, or `[batch, T, token_dim]` through Wukong's `reduction`.
     pub fn forward(&self, images: Tensor<B, 4>, reduction: Option<&TokenReduction<B>>, activation: Activation) -> TowerOutput<B> {
-        let x = self.patch_embed.forward(images); // [b, width, g, g]
+        let x = crate::autocast::conv2d(&self.patch_embed, images); // [b, width, g, g]
         let [b, w, gh, gw] = x.dims();
         let x = x.reshape([b, w, gh * gw]).swap_dims(1, 2); // [b, patches, width]
         let cls = self.class_token.val().reshape([1, 1, w]).expand([b, 1, w]);
@@ -78,7 +78,7 @@ impl<B: Backend> VisionTransformer<B> {
         let x = self.transformer.forward(self.ln_pre.forward(x), None, false, activation, BlockNorm::Pre);
         let x = self.ln_post.forward(x);
         let n = x.dims()[1];
-        let global = self.proj.forward(x.clone().slice([0..b, 0..1]).squeeze_dim::<2>(1));
+        let global = crate::autocast::linear(&self.proj, x.clone().slice([0..b, 0..1]).squeeze_dim::<2>(1));
         let tokens = per_token(&self.token_proj, x.slice([0..b, 1..n]));
         // Wukong reduces the projected tokens, then normalises.
         let tokens = match reduction {

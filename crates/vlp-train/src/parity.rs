@@ -67,6 +67,7 @@ impl Fixture {
             shuffle_buffer: 0,
             lock: None,
             grad_accum: 1,
+            precision: Default::default(),
         };
         let series = |k: &str| -> Result<Vec<f64>> {
             losses[k]

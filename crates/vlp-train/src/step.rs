@@ -85,6 +85,7 @@ impl<B: AutodiffBackend> Replica<B> {
     /// epoch on every machine before this step.
     pub fn forward(&self, batch: &Batch, cfg: &RunConfig, queue: QueueCursor, rank: &Rank, device: &B::Device) -> Result<Option<Forward<B>>> {
         let Some((rows, layout)) = rank.layout::<B::InnerBackend>(Some(batch.len()), device)? else { return Ok(None) };
+        let _precision = vlp_model::autocast::scope(cfg.train.precision);
         let (images, ids, mask) = slice_tensors::<B>(batch, rows.clone(), device);
         let keys = match &self.momentum {
             None => None,
@@ -197,6 +198,7 @@ fn second_pass<B: AutodiffBackend>(model: &DualEncoder<B>, cached: Cached<B>, gr
         (tokens.and_then(|t| grad3(&t.text)), text),
     ];
     let n = images.dims()[0];
+    let _precision = vlp_model::autocast::scope(cfg.train.precision);
     let mut out = vec![grads];
     for i in 0..micro {
         let rows = slice_of(n, i, micro);
