@@ -135,7 +135,7 @@ impl<B: AutodiffBackend> ClipOptimizer<B> {
         model: DualEncoder<B>,
         grads: B::Gradients,
     ) -> Result<(DualEncoder<B>, StepReport), (DualEncoder<B>, f32)> {
-        self.step_in_group(lr, model, vec![grads], &Rank::single()).expect("a group of one makes no collective calls")
+        self.step_in_group(lr, model.clone(), vec![(grads, model)], &Rank::single()).expect("a group of one makes no collective calls")
     }
 
     /// [`Self::step`] for one replica of a data-parallel group: the replicas' gradients are
@@ -146,14 +146,15 @@ impl<B: AutodiffBackend> ClipOptimizer<B> {
         &mut self,
         lr: f64,
         model: DualEncoder<B>,
-        grads: Vec<B::Gradients>,
+        grads: Vec<(B::Gradients, DualEncoder<B>)>,
         rank: &Rank,
     ) -> crate::Result<Result<(DualEncoder<B>, StepReport), (DualEncoder<B>, f32)>> {
-        // several backward passes (micro-batches) add up; one is taken as it is
+        // several backward passes (micro-batches) add up, each read through the copy of the
+        // model it ran on (the same parameter ids); one is taken as it is
         let (mut decayed, mut plain) = (GradientsAccumulator::new(), GradientsAccumulator::new());
-        for mut g in grads {
-            decayed.accumulate(&model, GradientsParams::from_params(&mut g, &model, &self.split.decay));
-            plain.accumulate(&model, GradientsParams::from_params(&mut g, &model, &self.split.no_decay));
+        for (mut g, of) in grads {
+            decayed.accumulate(&model, GradientsParams::from_params(&mut g, &of, &self.split.decay));
+            plain.accumulate(&model, GradientsParams::from_params(&mut g, &of, &self.split.no_decay));
         }
         let (mut g_decay, mut g_plain) = (decayed.grads(), plain.grads());
         rank.sum_gradients(&model, [&mut g_decay, &mut g_plain])?;

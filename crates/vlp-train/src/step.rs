@@ -17,7 +17,7 @@ use crate::config::{RunConfig, Tower};
 use crate::optimizer::{ClipOptimizer, StepReport};
 use crate::parallel::{slice_of, Rank};
 use crate::Result;
-use burn::module::{AutodiffModule, Module};
+use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use std::ops::Range;
@@ -137,7 +137,7 @@ impl<B: AutodiffBackend> Replica<B> {
         let Replica { model, mut optim, momentum } = self;
         let grads = fwd.out.total.backward();
         let grads = match fwd.cached {
-            None => vec![grads],
+            None => vec![(grads, model.clone())],
             Some(cached) => second_pass(&model, cached, grads, cfg),
         };
         let (model, report) = match optim.step_in_group(lr, model, grads, rank)? {
@@ -181,8 +181,13 @@ fn leaves<B: AutodiffBackend>(parts: Vec<BatchFeatures<B>>) -> BatchFeatures<B> 
 /// The second pass of gradient caching: each micro-batch encoded again with its graph, and the
 /// backward of Σ embedding · (the loss's gradient for it), which gives the encoders' gradient for
 /// that micro-batch. Returns the loss's own gradients (the temperatures') and one set per
-/// micro-batch, for the optimizer to add up.
-fn second_pass<B: AutodiffBackend>(model: &DualEncoder<B>, cached: Cached<B>, grads: B::Gradients, cfg: &RunConfig) -> Vec<B::Gradients> {
+/// micro-batch, each beside the copy of the model it was taken on, for the optimizer to add up.
+fn second_pass<B: AutodiffBackend>(
+    model: &DualEncoder<B>,
+    cached: Cached<B>,
+    grads: B::Gradients,
+    cfg: &RunConfig,
+) -> Vec<(B::Gradients, DualEncoder<B>)> {
     let Cached { inputs: (images, ids, mask), features, micro } = cached;
     // The loss's gradient for each of the slice's embeddings, as `[rows, _, _]`, beside whether
     // its tower trains (a locked tower's embeddings have no graph): global image and text, then
@@ -199,11 +204,12 @@ fn second_pass<B: AutodiffBackend>(model: &DualEncoder<B>, cached: Cached<B>, gr
     ];
     let n = images.dims()[0];
     let _precision = vlp_model::autocast::scope(cfg.train.precision);
-    let mut out = vec![grads];
+    let mut out = vec![(grads, model.clone())];
     for i in 0..micro {
         let rows = slice_of(n, i, micro);
         let (im, id, m) = micro_batch(&images, &ids, &mask, rows.clone());
-        let f = model.encode_batch(im, id, m, &cfg.loss);
+        let fresh = model.clone().map(&mut FreshLeaves);
+        let f = fresh.encode_batch(im, id, m, &cfg.loss);
         let (token_image, token_text) = f.tokens.map(|t| (t.image, t.text)).unzip();
         let embeddings = [Some(f.image.unsqueeze_dim::<3>(2)), Some(f.text.unsqueeze_dim::<3>(2)), token_image, token_text];
         let surrogate = embeddings
@@ -215,10 +221,27 @@ fn second_pass<B: AutodiffBackend>(model: &DualEncoder<B>, cached: Cached<B>, gr
             })
             .reduce(|a, b| a + b);
         if let Some(surrogate) = surrogate {
-            out.push(surrogate.backward());
+            out.push((surrogate.backward(), fresh));
         }
     }
     out
+}
+
+/// The model's parameters as new autodiff leaves (the same ids and values; a locked tower's stay
+/// without gradients): each micro-batch's pass runs on its own. Passes on the same leaves, one
+/// backward after another, came out wrong now and then when another graph of the process ran
+/// its backward at the same moment (burn-autodiff 0.21's graph clean-up is process-wide, and a
+/// leaf already used by a finished backward is reused; seen in `tests/accumulation.rs` under
+/// load, gradient norms off by 1-7 %); with fresh leaves the passes share no node.
+struct FreshLeaves;
+
+impl<B: AutodiffBackend> ModuleMapper<B> for FreshLeaves {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.map(|t| {
+            let trains = t.is_require_grad();
+            t.detach().set_require_grad(trains)
+        })
+    }
 }
 
 /// Work the first replica of a process hands the others.
