@@ -56,6 +56,8 @@ enum BenchCommand {
         /// Timed batches of each kind, after one untimed warm-up batch.
         #[arg(long, default_value_t = 8)]
         batches: usize,
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: super::train::Device,
     },
     /// Step-by-step parity with OpenCLIP: start from the initial weights in a fixture written by
     /// `benches/openclip/parity.py`, train on its batches, and compare every step's loss and the
@@ -80,7 +82,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchCommand::Serve(a) => super::load::run(a),
         BenchCommand::Parity { fixture, steps, json } => parity(&fixture, steps, json.as_deref()),
         BenchCommand::Decode { dir, size, repeat, threads } => decode(&dir, size, repeat, threads),
-        BenchCommand::Embed { checkpoint, batch, batches } => embed(&checkpoint, batch, batches),
+        BenchCommand::Embed { checkpoint, batch, batches, device } => match device {
+            super::train::Device::Cpu => embed::<burn::backend::Flex>(&checkpoint, batch, batches, &Default::default()),
+            #[cfg(feature = "cuda")]
+            super::train::Device::Cuda => embed::<burn::backend::Cuda<f32>>(&checkpoint, batch, batches, &Default::default()),
+            #[cfg(not(feature = "cuda"))]
+            super::train::Device::Cuda => bail!("--device cuda: this vlp was built without the `cuda` feature"),
+        },
         BenchCommand::Train { config, batch, steps, device, precision } => match device {
             super::train::Device::Cpu => {
                 train_steps::<burn::backend::Autodiff<burn::backend::Flex>>(&config, batch, steps, precision, &Default::default())
@@ -101,11 +109,12 @@ pub fn bench_captions(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("a photo of a {} seen from the {} side, picture number {i}", THINGS[i % THINGS.len()], ["left", "right"][i % 2])).collect()
 }
 
-fn embed(checkpoint: &std::path::Path, batch: usize, batches: usize) -> Result<()> {
+/// Embedding throughput on `B`; every timed batch is read back to the host, as an index build
+/// reads it.
+fn embed<B: burn::tensor::backend::Backend>(checkpoint: &std::path::Path, batch: usize, batches: usize, device: &B::Device) -> Result<()> {
     use vlp_embed::checkpoint::Encoder;
     use vlp_embed::embed::text_tensors;
-    type B = burn::backend::Flex;
-    let device = Default::default();
+    let device = device.clone();
     let enc = Encoder::<B>::load(checkpoint, &device).with_context(|| format!("loading {}", checkpoint.display()))?;
     let s = enc.config.model.image_size();
     let images = burn::tensor::Tensor::<B, 4>::random([batch, 3, s, s], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
@@ -136,10 +145,11 @@ fn embed(checkpoint: &std::path::Path, batch: usize, batches: usize) -> Result<(
     }
     let n = (batch * batches) as f64;
     println!(
-        "RESULT images_per_s={:.1} texts_per_s={:.1} batch={batch} batches={batches} image_size={s} threads={}",
+        "RESULT images_per_s={:.1} texts_per_s={:.1} batch={batch} batches={batches} image_size={s} threads={} backend={}",
         n / image_secs,
         n / text_secs,
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        B::name(&device)
     );
     Ok(())
 }
