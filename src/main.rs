@@ -51,7 +51,24 @@ fn main() {
     if !matches!(cli.command, Command::Serve(_)) {
         allocator::keep_freed_memory();
     }
-    let result = match cli.command {
+    let result = std::panic::catch_unwind(|| run(cli.command)).unwrap_or_else(|p| {
+        let text = vlp_embed::embed::panic_text(p.as_ref());
+        if !vlp_embed::embed::is_out_of_memory(&text) {
+            std::panic::resume_unwind(p);
+        }
+        Err(anyhow::anyhow!(
+            "the device ran out of memory ({}); give a smaller --embed-batch (or, training, --grad-accum N or a smaller --batch-size)",
+            text.lines().take(3).collect::<Vec<_>>().join(" / ")
+        ))
+    });
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Data(a) => cmd::data::run(a),
         Command::Tokenizer(a) => cmd::tokenizer::run(a),
         Command::Eval(a) => cmd::eval::run(a),
@@ -67,9 +84,5 @@ fn main() {
         Command::Import(a) => cmd::import::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Bench(a) => cmd::bench::run(a),
-    };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
     }
 }

@@ -43,12 +43,17 @@ pub struct EvalArgs {
     /// the token-level similarity.
     #[arg(long)]
     pub rerank: Option<usize>,
+    #[command(flatten)]
+    pub on: super::EmbedOn,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    super::on_device!(a.on.device, |B, device| run_on::<B>(&a, &device))
+}
+
+fn run_on<B: burn::tensor::backend::Backend>(a: &EvalArgs, device: &B::Device) -> Result<()> {
     let set = EvalSet::load(&a.data, &a.split, &ReadOptions::default()).with_context(|| format!("reading {} ({})", a.data, a.split))?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let device = Default::default();
     let text_ids: Vec<String> = set.texts.iter().map(|t| t.id.clone()).collect();
     let text_strings: Vec<String> = set.texts.iter().map(|t| t.text.clone()).collect();
     eprintln!("{} images, {} texts in {} ({})", set.images.len(), set.texts.len(), a.data, a.split);
@@ -56,15 +61,15 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let mut dim = 0;
     let mut names = Vec::new();
     for ck in &a.checkpoints {
-        let enc = Encoder::<burn::backend::Flex>::load(ck, &device).with_context(|| format!("loading {}", ck.display()))?;
+        let enc = Encoder::<B>::load(ck, device).with_context(|| format!("loading {}", ck.display()))?;
         let mut name = model_name(ck);
         while names.contains(&name) {
             name.push('\'');
         }
         names.push(name.clone());
         let started = std::time::Instant::now();
-        let (images, skipped) = embed_images(&enc.model, &set.images, &enc.config.image_config(), 128, &device);
-        let texts = embed_texts(&enc.model, &enc.tokenizer, &text_ids, &text_strings, 256, &device)?;
+        let (images, skipped) = embed_images(&enc.model, &set.images, &enc.config.image_config(), a.on.images_per_batch(), device);
+        let texts = embed_texts(&enc.model, &enc.tokenizer, &text_ids, &text_strings, a.on.texts_per_batch(), device)?;
         eprintln!("{name}: encoded in {:.1}s ({} images skipped)", started.elapsed().as_secs_f64(), skipped.total());
         dim = images.dim;
         let (r, [run_t2i, run_i2t]) = rows_for(&name, &images, &texts, &set, a.depth);
@@ -73,7 +78,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         run_i2t.write(&a.out.join(format!("{safe}.{}.i2t.run", a.split)))?;
         rows.extend(r);
         if let Some(dir) = &a.index {
-            rows.extend(index_rows(dir, &name, &enc, &images, &texts, &set, &a)?);
+            rows.extend(index_rows(dir, &name, &enc, &images, &texts, &set, a, device)?);
         }
     }
     let image_ids: Vec<String> = set.images.iter().map(|s| s.key.clone()).collect();
@@ -88,14 +93,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
 }
 
 /// Rows for ranking through an index: text→image per mode, image→text by HNSW.
-fn index_rows(
+#[allow(clippy::too_many_arguments)]
+fn index_rows<B: burn::tensor::backend::Backend>(
     dir: &Path,
     name: &str,
-    enc: &Encoder<burn::backend::Flex>,
+    enc: &Encoder<B>,
     images: &Embeddings,
     texts: &Embeddings,
     set: &EvalSet,
     a: &EvalArgs,
+    device: &B::Device,
 ) -> Result<Vec<Row>> {
     use vlp_index::catalog::{Mode, RetrievalIndex};
     let idx = RetrievalIndex::open(dir)?;
@@ -132,7 +139,7 @@ fn index_rows(
         let mut run = vlp_eval::Run::new("vlp-rerank");
         for (i, id) in texts.ids.iter().enumerate() {
             let rows: Vec<usize> = idx.dense_images(texts.row(i), &model, k, a.ef, false, &[])?.iter().map(|h| h.row).collect();
-            let q = vlp_serve::searcher::text_tokens(enc, text_of[id.as_str()], &Default::default())?;
+            let q = vlp_serve::searcher::text_tokens(enc, text_of[id.as_str()], device)?;
             let ranked = idx.rerank_images(&rows, &q, &model)?;
             run.insert_query(id, ranked.iter().map(|r| (idx.items[r.row].id.clone(), r.score)).collect());
         }

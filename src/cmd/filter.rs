@@ -10,7 +10,6 @@ use vlp_curate::FilterReport;
 use vlp_data::source::ReadOptions;
 use vlp_embed::checkpoint::Encoder;
 
-type Cpu = burn::backend::Flex;
 
 #[derive(Args)]
 pub struct FilterArgs {
@@ -61,11 +60,17 @@ pub struct FilterArgs {
     /// `.csv` whose header holds the columns only when split at tabs (OpenCLIP's default), else comma.
     #[arg(long, value_parser = crate::cmd::csv_separator)]
     csv_separator: Option<u8>,
+    /// Score on `cpu` or `cuda` (the first card; a vlp built with `--features cuda`).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: super::train::Device,
 }
 
 pub fn run(a: FilterArgs) -> Result<()> {
-    let device = Default::default();
-    let enc = Encoder::<Cpu>::load(&a.checkpoint, &device).with_context(|| format!("loading {}", a.checkpoint.display()))?;
+    super::on_device!(a.device, |B, device| run_on::<B>(a, &device))
+}
+
+fn run_on<B: burn::tensor::backend::Backend>(a: FilterArgs, device: &B::Device) -> Result<()> {
+    let enc = Encoder::<B>::load(&a.checkpoint, device).with_context(|| format!("loading {}", a.checkpoint.display()))?;
     let model = model_identity(&enc.dir)?;
     let opts = FilterOptions {
         min_score: a.min_score,
@@ -85,7 +90,7 @@ pub fn run(a: FilterArgs) -> Result<()> {
         ProgressStyle::with_template("{spinner} {pos} pairs read  {per_sec}  {elapsed_precise}").expect("valid template"),
     );
     eprintln!("filtering {} with {} into {}", a.input, enc.dir.display(), a.out.display());
-    let report = vlp_curate::filter(&enc, &model, &device, &a.input, a.split.as_deref(), &a.out, &opts, &exec, &|n| bar.inc(n))
+    let report = vlp_curate::filter(&enc, &model, device, &a.input, a.split.as_deref(), &a.out, &opts, &exec, &|n| bar.inc(n))
         .with_context(|| format!("filtering {}", a.input))?;
     bar.finish_and_clear();
     print_summary(&report);

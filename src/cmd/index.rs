@@ -71,6 +71,8 @@ enum IndexCommand {
         /// graphs' memory, at f16's rounding (11 significant bits).
         #[arg(long, default_value = "f32")]
         precision: Precision,
+        #[command(flatten)]
+        on: super::EmbedOn,
     },
     /// Embed more items (any input) with the index's checkpoint and insert them into its graphs,
     /// without a rebuild. Ids already in the index are refused.
@@ -84,6 +86,8 @@ enum IndexCommand {
         /// The checkpoint (default: the one the index was built with; it must be the same model).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        on: super::EmbedOn,
     },
     /// Delete items by id: they stay in the files and are never returned again.
     Delete {
@@ -133,12 +137,16 @@ enum IndexCommand {
 
 pub fn run(a: IndexArgs) -> Result<()> {
     match a.command {
-        IndexCommand::Build { checkpoint, data, vectors, ids, model, split, out, hnsw, precision } => match (checkpoint, data, vectors) {
-            (Some(checkpoint), Some(data), None) => build(&checkpoint, &data, &split, &out, hnsw.into(), precision),
+        IndexCommand::Build { checkpoint, data, vectors, ids, model, split, out, hnsw, precision, on } => match (checkpoint, data, vectors) {
+            (Some(checkpoint), Some(data), None) => {
+                super::on_device!(on.device, |B, device| build::<B>(&checkpoint, &data, &split, &out, hnsw.into(), precision, on, &device))
+            }
             (None, None, Some(vectors)) => build_from_vectors(&vectors, ids.as_deref(), model, &out, hnsw.into(), precision),
             _ => bail!("give --checkpoint RUN --data DATA, or --vectors X.npy"),
         },
-        IndexCommand::Add { index, data, split, checkpoint } => add(&index, checkpoint.as_deref(), &data, &split),
+        IndexCommand::Add { index, data, split, checkpoint, on } => {
+            super::on_device!(on.device, |B, device| add::<B>(&index, checkpoint.as_deref(), &data, &split, on, &device))
+        }
         IndexCommand::Delete { index, ids } => delete(&index, &ids),
         IndexCommand::Check { index, queries, ef } => check(&index, queries, ef),
         IndexCommand::Bench { base, index, queries, gt, ef, threads, hnsw } => {
@@ -153,10 +161,20 @@ pub fn run(a: IndexArgs) -> Result<()> {
     }
 }
 
-fn build(checkpoint: &Path, data: &str, split: &str, out: &Path, hnsw: HnswConfig, precision: Precision) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn build<B: burn::tensor::backend::Backend>(
+    checkpoint: &Path,
+    data: &str,
+    split: &str,
+    out: &Path,
+    hnsw: HnswConfig,
+    precision: Precision,
+    on: super::EmbedOn,
+    device: &B::Device,
+) -> Result<()> {
     let started = Instant::now();
-    let enc = Encoder::<Cpu>::load(checkpoint, &Default::default()).with_context(|| format!("loading {}", checkpoint.display()))?;
-    let (mut input, skipped) = embed_corpus(&enc, data, split, hnsw)?;
+    let enc = Encoder::<B>::load(checkpoint, device).with_context(|| format!("loading {}", checkpoint.display()))?;
+    let (mut input, skipped) = embed_corpus(&enc, data, split, hnsw, on.images_per_batch(), device)?;
     input.precision = precision;
     let embedded_at = started.elapsed().as_secs_f64();
     let info = catalog::build(out, input)?;
@@ -218,13 +236,20 @@ fn build_from_vectors(vectors: &Path, ids: Option<&Path>, model: Option<String>,
 }
 
 /// Embeds more items with the index's own checkpoint and inserts them without a rebuild.
-fn add(index: &Path, checkpoint: Option<&Path>, data: &str, split: &str) -> Result<()> {
+fn add<B: burn::tensor::backend::Backend>(
+    index: &Path,
+    checkpoint: Option<&Path>,
+    data: &str,
+    split: &str,
+    on: super::EmbedOn,
+    device: &B::Device,
+) -> Result<()> {
     let started = Instant::now();
     let idx = RetrievalIndex::open(index)?;
     let ck = checkpoint.map(Path::to_path_buf).or_else(|| idx.info.source.get("checkpoint").and_then(Value::as_str).map(PathBuf::from));
     let ck = ck.context("the index records no checkpoint: pass --checkpoint")?;
-    let enc = Encoder::<Cpu>::load(&ck, &Default::default()).with_context(|| format!("loading {}", ck.display()))?;
-    let (input, skipped) = embed_corpus(&enc, data, split, idx.info.hnsw)?;
+    let enc = Encoder::<B>::load(&ck, device).with_context(|| format!("loading {}", ck.display()))?;
+    let (input, skipped) = embed_corpus(&enc, data, split, idx.info.hnsw, on.images_per_batch(), device)?;
     let added = idx.add(input)?;
     eprint!("{}", skipped.summary());
     println!(

@@ -23,3 +23,52 @@ pub fn csv_separator(s: &str) -> Result<u8, String> {
         _ => Err(format!("'{s}': a separator is one ASCII character, or `tab`")),
     }
 }
+
+/// Where a command that embeds runs: `--device` and the batch it embeds in.
+#[derive(clap::Args, Clone, Copy)]
+pub struct EmbedOn {
+    /// `cpu`, or `cuda` (the first card; a vlp built with `--features cuda`).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: train::Device,
+    /// Images per embedding batch (default 128 on the CPU, 1024 on a card); texts go twice as many.
+    #[arg(long, value_name = "N")]
+    pub embed_batch: Option<usize>,
+}
+
+impl EmbedOn {
+    pub fn images_per_batch(&self) -> usize {
+        let default = match self.device {
+            train::Device::Cpu => 128,
+            train::Device::Cuda => 1024,
+        };
+        self.embed_batch.unwrap_or(default).max(1)
+    }
+    pub fn texts_per_batch(&self) -> usize {
+        2 * self.images_per_batch()
+    }
+}
+
+/// Runs `$body` with the type `$B` bound to the backend of `$on` (an [`EmbedOn`]'s device) and
+/// `$device` to its device: Flex on the CPU, burn-cuda's f32 backend on the first card.
+macro_rules! on_device {
+    ($on:expr, |$B:ident, $device:ident| $body:expr) => {
+        match $on {
+            $crate::cmd::train::Device::Cpu => {
+                type $B = burn::backend::Flex;
+                let $device: <$B as burn::tensor::backend::BackendTypes>::Device = Default::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::cmd::train::Device::Cuda => {
+                type $B = burn::backend::Cuda<f32>;
+                let $device = burn::backend::cuda::CudaDevice::new(0);
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
+            $crate::cmd::train::Device::Cuda => {
+                anyhow::bail!("--device cuda: this vlp was built without CUDA: rebuild with `cargo build --release --features cuda`")
+            }
+        }
+    };
+}
+pub(crate) use on_device;

@@ -35,6 +35,8 @@ pub struct ZeroShotArgs {
     /// Where to write report.json and table.md.
     #[arg(long, default_value = "eval/zeroshot")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub on: super::EmbedOn,
 }
 
 fn read_names(path: &PathBuf) -> Result<HashMap<String, String>> {
@@ -50,6 +52,10 @@ fn read_names(path: &PathBuf) -> Result<HashMap<String, String>> {
 }
 
 pub fn run(a: ZeroShotArgs) -> Result<()> {
+    super::on_device!(a.on.device, |B, device| run_on::<B>(&a, &device))
+}
+
+fn run_on<B: burn::tensor::backend::Backend>(a: &ZeroShotArgs, device: &B::Device) -> Result<()> {
     let templates = templates(&a.templates)?;
     let set = EvalSet::load(&a.data, &a.split, &ReadOptions::default()).with_context(|| format!("reading {} ({})", a.data, a.split))?;
     let mut skipped = set.skipped;
@@ -69,11 +75,10 @@ pub fn run(a: ZeroShotArgs) -> Result<()> {
         a.templates
     );
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let device = Default::default();
     let mut rows: Vec<(String, ZeroShotScore)> = Vec::new();
     let mut dim = 0;
     for ck in &a.checkpoints {
-        let enc = Encoder::<burn::backend::Flex>::load(ck, &device).with_context(|| format!("loading {}", ck.display()))?;
+        let enc = Encoder::<B>::load(ck, device).with_context(|| format!("loading {}", ck.display()))?;
         let token_level = enc.config.loss.token_weight > 0.0;
         dim = enc.config.model.embed_dim;
         let (scores, bad) = classify(
@@ -84,7 +89,7 @@ pub fn run(a: ZeroShotArgs) -> Result<()> {
             &class_names,
             &templates,
             token_level,
-            &device,
+            device,
         )?;
         if rows.is_empty() {
             skipped.merge(bad);

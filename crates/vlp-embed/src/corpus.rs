@@ -4,7 +4,7 @@
 use crate::checkpoint::{model_identity, Encoder};
 use crate::embed::{embed_texts, for_each_image_batch, Embeddings};
 use crate::Result;
-use burn::backend::Flex;
+use burn::tensor::backend::Backend;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use vlp_data::evalset::EvalSet;
@@ -25,16 +25,23 @@ fn image_path(data: &str, meta: &Map<String, Value>, location: &str) -> String {
 
 /// Embeds a data split with a checkpoint: everything an index needs (global vectors of images
 /// and texts, the images' token vectors for re-ranking, items and captions), and what was skipped.
-pub fn embed_corpus(enc: &Encoder<Flex>, data: &str, split: &str, hnsw: HnswConfig) -> Result<(BuildInput, vlp_data::SkipLog)> {
+/// Images go `batch` at a time, texts twice as many.
+pub fn embed_corpus<B: Backend>(
+    enc: &Encoder<B>,
+    data: &str,
+    split: &str,
+    hnsw: HnswConfig,
+    batch: usize,
+    device: &B::Device,
+) -> Result<(BuildInput, vlp_data::SkipLog)> {
     let model = model_identity(&enc.dir)?;
     let set = EvalSet::load(data, split, &ReadOptions::default())?;
     eprintln!("embedding {} images and {} texts of {data} ({split}) with {}", set.images.len(), set.texts.len(), enc.dir.display());
-    let device = Default::default();
     // global and token embeddings in one pass over the images
     let mut images = Embeddings::default();
     let mut tokens: Vec<f32> = Vec::new();
     let mut token_shape = [0usize; 2];
-    let skipped = for_each_image_batch::<Flex>(&set.images, &enc.config.image_config(), 128, &device, |ids, x| {
+    let skipped = for_each_image_batch::<B>(&set.images, &enc.config.image_config(), batch, device, |ids, x| {
         let out = enc.model.encode_image(x);
         let [_, n, d] = out.tokens.dims();
         token_shape = [n, d];
@@ -43,7 +50,7 @@ pub fn embed_corpus(enc: &Encoder<Flex>, data: &str, split: &str, hnsw: HnswConf
     });
     let ids: Vec<String> = set.texts.iter().map(|t| t.id.clone()).collect();
     let strings: Vec<String> = set.texts.iter().map(|t| t.text.clone()).collect();
-    let texts = embed_texts(&enc.model, &enc.tokenizer, &ids, &strings, 256, &device)?;
+    let texts = embed_texts(&enc.model, &enc.tokenizer, &ids, &strings, 2 * batch, device)?;
     let kept: std::collections::HashSet<&str> = images.ids.iter().map(String::as_str).collect();
     let items: Vec<Item> = set
         .images

@@ -147,3 +147,26 @@ pub fn random_embeddings(ids: &[String], dim: usize, seed: u64) -> Embeddings {
     }
     Embeddings { ids: ids.to_vec(), dim, vectors }
 }
+
+/// Whether a panic's text is a device running out of memory: burn-cuda (cubecl) reports an
+/// allocation that does not fit as a panic, which the callers turn into an error naming the batch.
+pub fn is_out_of_memory(panic_text: &str) -> bool {
+    let t = panic_text.to_ascii_lowercase();
+    ["out of memory", "out-of-memory", "outofmemory", "out_of_memory"].iter().any(|s| t.contains(s))
+}
+
+/// A panic's message, when it has one.
+pub fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "no message".into())
+}
+
+#[cfg(test)]
+mod out_of_memory_tests {
+    #[test]
+    fn cubecl_and_cuda_wordings_are_out_of_memory() {
+        for t in ["An out-of-memory error happened during launch", "CUDA_ERROR_OUT_OF_MEMORY", "OutOfMemory { reason: .. }", "CUDA out of memory"] {
+            assert!(super::is_out_of_memory(t), "{t}");
+        }
+        assert!(!super::is_out_of_memory("index out of bounds"));
+    }
+}

@@ -4,7 +4,7 @@
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::RunConfig;
-use vlp_embed::embed::{embed_images, embed_texts, random_embeddings};
+use vlp_embed::embed::{embed_images, embed_texts, is_out_of_memory, panic_text, random_embeddings};
 use crate::optimizer::ClipOptimizer;
 use vlp_embed::retrieval::{recall, Recall};
 use crate::schedule::lr_at;
@@ -247,7 +247,9 @@ pub fn train_on<B: AutodiffBackend>(job: &TrainJob, devices: &[B::Device], opts:
         )));
     }
     if world == 1 {
-        return lead(job, start::<B>(job, &devices[0])?, &Rank::single(), &devices[0], Vec::new());
+        let begin = start::<B>(job, &devices[0])?;
+        let cfg = begin.cfg.clone();
+        return caught(0, &cfg, 1, || lead(job, begin, &Rank::single(), &devices[0], Vec::new()));
     }
     let mut ranks = parallel::ranks(devices.len(), opts.timeout, opts.node.as_ref())?;
     let begin = start::<B>(job, &devices[0])?;
@@ -282,8 +284,7 @@ pub fn train_on<B: AutodiffBackend>(job: &TrainJob, devices: &[B::Device], opts:
             let cfg = begin.cfg.clone();
             handles.push(scope.spawn(move || {
                 in_pool(pool.as_ref(), move || {
-                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step::follow(replica, &cfg, &rank, device, rx)))
-                        .unwrap_or_else(|p| Err(TrainError::Other(format!("rank {} panicked: {}", rank.index, panic_text(p.as_ref())))));
+                    let out = caught(rank.index, &cfg, rank.world, || step::follow(replica, &cfg, &rank, device, rx));
                     if let Err(e) = &out {
                         rank.fail(&e.to_string());
                     }
@@ -291,8 +292,9 @@ pub fn train_on<B: AutodiffBackend>(job: &TrainJob, devices: &[B::Device], opts:
                 })
             }));
         }
+        let cfg = begin.cfg.clone();
         let led = in_pool(pools[0].as_ref(), move || {
-            let out = lead(job, begin, &rank0, &devices[0], work);
+            let out = caught(rank0.index, &cfg, rank0.world, || lead(job, begin, &rank0, &devices[0], work));
             if let Err(e) = &out {
                 rank0.fail(&e.to_string());
             }
@@ -318,8 +320,23 @@ fn in_pool<R: Send>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R + Se
     }
 }
 
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "no message".into())
+/// Runs a replica's loop, turning a panic into an error: a device out of memory into one that
+/// names the batch each replica held and what to change, anything else into "rank N panicked".
+fn caught<R>(rank: usize, cfg: &RunConfig, world: usize, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let text = panic_text(p.as_ref());
+        let t = &cfg.train;
+        Err(TrainError::Other(match is_out_of_memory(&text) {
+            true => format!(
+                "rank {rank}: the device ran out of memory with {} pairs per replica (train.batch_size {} over {world} replica(s), {} micro-batch(es) each): {}; give --grad-accum N (the loss stays the whole batch's) or a smaller --batch-size",
+                t.batch_size / world,
+                t.batch_size,
+                t.grad_accum,
+                text.lines().take(3).collect::<Vec<_>>().join(" / ")
+            ),
+            false => format!("rank {rank} panicked: {text}"),
+        }))
+    })
 }
 
 /// The first replica's loop: reads the data, hands each global batch to the other replicas
