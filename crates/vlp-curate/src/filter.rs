@@ -468,9 +468,8 @@ impl Dedup {
     fn save_part(&self, state: &Path, part: usize, from: usize) -> Result<()> {
         let path = state.join(format!("part-{part:06}.kept.npy"));
         let rows = self.keys.len() - from;
-        let tmp = state.join(format!(".part-{part:06}.kept.npy.tmp"));
-        vlp_index::npy::write_f32(&tmp, rows, self.dim, &self.vectors[from * self.dim..])?;
-        std::fs::rename(&tmp, &path).map_err(|e| CurateError::io(&path, e))
+        // all or nothing (vlp_index::npy writes through vlp_atomic)
+        Ok(vlp_index::npy::write_f32(&path, rows, self.dim, &self.vectors[from * self.dim..])?)
     }
 }
 

@@ -40,10 +40,7 @@ impl CurateError {
 
 pub type Result<T> = std::result::Result<T, CurateError>;
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+/// Writes `bytes` to `path` all or nothing (`vlp_atomic`).
 pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(|e| CurateError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| CurateError::io(path, e))
+    vlp_atomic::write(path, bytes).map_err(|e| CurateError::io(path, e))
 }

@@ -155,9 +155,8 @@ impl PartSink for RowSink {
 
     fn finish(self: Box<Self>) -> Result<()> {
         let RowSink { out, tmp, dest, .. } = *self;
-        let file = out.into_inner().map_err(|e| CurateError::io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| CurateError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &dest).map_err(|e| CurateError::io(&dest, e))
+        out.into_inner().map_err(|e| CurateError::io(&tmp, e.into_error()))?;
+        vlp_atomic::commit(&tmp, &dest).map_err(|e| CurateError::io(&dest, e))
     }
 }
 
@@ -175,19 +174,18 @@ fn caption_value(c: &Caption) -> Value {
 
 /// Joins part files, in order, under an optional header line, into `dest` (atomically).
 pub fn concatenate(parts: &[PathBuf], header: Option<&[u8]>, dest: &Path) -> Result<()> {
-    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = dest.with_file_name(format!(".{name}.tmp"));
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| CurateError::io(&tmp, e))?);
-    if let Some(h) = header {
-        out.write_all(h).map_err(|e| CurateError::io(&tmp, e))?;
-    }
-    for p in parts {
-        let mut f = std::fs::File::open(p).map_err(|e| CurateError::io(p, e))?;
-        std::io::copy(&mut f, &mut out).map_err(|e| CurateError::io(&tmp, e))?;
-    }
-    let file = out.into_inner().map_err(|e| CurateError::io(&tmp, e.into_error()))?;
-    file.sync_all().map_err(|e| CurateError::io(&tmp, e))?;
-    std::fs::rename(&tmp, dest).map_err(|e| CurateError::io(dest, e))
+    let mut failed_part = None;
+    vlp_atomic::write_with(dest, |out| {
+        if let Some(h) = header {
+            out.write_all(h)?;
+        }
+        for p in parts {
+            let mut f = std::fs::File::open(p).inspect_err(|_| failed_part = Some(p.clone()))?;
+            std::io::copy(&mut f, out)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| CurateError::io(failed_part.as_deref().unwrap_or(dest), e))
 }
 
 /// A CSV header line: the input's columns and the score.

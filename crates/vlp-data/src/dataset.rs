@@ -16,7 +16,7 @@ use crate::{DataError, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufWriter, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 pub const DATASET_FILE: &str = "dataset.json";
@@ -215,19 +215,16 @@ fn manifest_line(img: &ImageRecord, split: &str) -> String {
     Value::Object(obj).to_string()
 }
 
-/// Writes lines to a temporary file and renames it into place.
+/// Writes lines to `path`, all or nothing (`vlp_atomic`).
 pub fn write_lines(path: &Path, lines: impl Iterator<Item = String>) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    let file = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    let mut w = BufWriter::new(file);
-    for line in lines {
-        w.write_all(line.as_bytes()).and_then(|_| w.write_all(b"\n")).map_err(|e| DataError::io(&tmp, e))?;
-    }
-    w.flush().map_err(|e| DataError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
+    vlp_atomic::write_with(path, |w| {
+        for line in lines {
+            w.write_all(line.as_bytes())?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })
+    .map_err(|e| DataError::io(path, e))
 }
 
 /// Writes every split, then `dataset.json`: the shared tail of every builder.

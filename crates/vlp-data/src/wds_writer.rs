@@ -123,7 +123,7 @@ impl WdsWriter {
         };
         self.next_index += 1;
         let dest = self.dir.join(&name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let tmp = vlp_atomic::temp_path(&dest);
         let file = File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
         self.open = Some(OpenShard { builder: tar::Builder::new(BufWriter::new(file)), tmp, dest, samples: 0 });
         Ok(())
@@ -132,9 +132,8 @@ impl WdsWriter {
     fn close_current(&mut self) -> Result<()> {
         let Some(shard) = self.open.take() else { return Ok(()) };
         let writer = shard.builder.into_inner().map_err(|e| DataError::io(&shard.tmp, e))?;
-        let file = writer.into_inner().map_err(|e| DataError::io(&shard.tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| DataError::io(&shard.tmp, e))?;
-        std::fs::rename(&shard.tmp, &shard.dest).map_err(|e| DataError::io(&shard.dest, e))?;
+        writer.into_inner().map_err(|e| DataError::io(&shard.tmp, e.into_error()))?;
+        vlp_atomic::commit(&shard.tmp, &shard.dest).map_err(|e| DataError::io(&shard.dest, e))?;
         self.finished.push(shard.dest);
         Ok(())
     }

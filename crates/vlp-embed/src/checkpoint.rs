@@ -100,22 +100,15 @@ pub fn commit<B: Backend>(
     extra: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
     let name = format!("ckpt-{:06}", state.step);
-    let tmp = run.join(format!(".{name}.tmp"));
     let dest = run.join(&name);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| ck_err(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| ck_err(&tmp, e))?;
+    let tmp = vlp_atomic::temp_dir(&dest).map_err(|e| ck_err(&dest, e))?;
     model.clone().save_file(tmp.join("model"), &recorder()).map_err(|e| ck_err(&tmp, e))?;
     extra(&tmp)?;
     write(&tmp.join("config.toml"), cfg.to_toml().as_bytes())?;
     write(&tmp.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
     // state.json last: its presence marks a complete checkpoint
     write(&tmp.join("state.json"), serde_json::to_string_pretty(state).expect("serialises").as_bytes())?;
-    if dest.exists() {
-        std::fs::remove_dir_all(&dest).map_err(|e| ck_err(&dest, e))?;
-    }
-    std::fs::rename(&tmp, &dest).map_err(|e| ck_err(&dest, e))?;
+    vlp_atomic::commit(&tmp, &dest).map_err(|e| ck_err(&dest, e))?;
     write_atomic(&run.join("latest"), name.as_bytes())?;
     // Keep the newest two: a reader that picked the previous one a moment ago still finds it.
     let mut old: Vec<PathBuf> = std::fs::read_dir(run)
@@ -135,11 +128,9 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|e| ck_err(path, e))
 }
 
-/// Writes a file under a temporary name and renames it into place.
+/// Writes a file all or nothing (`vlp_atomic`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).map_err(|e| ck_err(path, e))
+    vlp_atomic::write(path, bytes).map_err(|e| ck_err(path, e))
 }
 
 /// A checkpoint's config, tokenizer and state, without the weights.

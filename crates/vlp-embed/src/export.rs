@@ -49,17 +49,13 @@ pub fn export_openclip(run: &Path, out: &Path) -> Result<Exported> {
         "preprocess_cfg": {"mean": data.mean, "std": data.std, "interpolation": data.resize, "resize_mode": "shortest"},
         "vlp": {"checkpoint": enc.dir.display().to_string(), "step": enc.state.step},
     });
-    let name = out.file_name().ok_or_else(|| other(out, "not a directory name"))?.to_string_lossy();
-    let tmp = out.with_file_name(format!(".{name}.tmp"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| other(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| other(&tmp, e))?;
+    out.file_name().ok_or_else(|| other(out, "not a directory name"))?;
+    let tmp = vlp_atomic::temp_dir(out).map_err(|e| other(out, e))?;
     state.write_safetensors(&tmp.join("open_clip_model.safetensors")).map_err(|e| EmbedError::Other(e.to_string()))?;
     let json = serde_json::to_string_pretty(&config).expect("a config serialises");
     std::fs::write(tmp.join("open_clip_config.json"), json).map_err(|e| other(&tmp, e))?;
     enc.tokenizer.save(&tmp.join("tokenizer.json"))?;
-    std::fs::rename(&tmp, out).map_err(|e| other(out, e))?;
+    vlp_atomic::commit(&tmp, out).map_err(|e| other(out, e))?;
     use burn::module::Module;
     let exported: usize = state.keys().map(|k| state.get(k).map_or(0, |(_, v)| v.len())).sum();
     Ok(Exported { dir: out.to_path_buf(), tensors: state.keys().count(), dropped: enc.model.num_params() - exported })

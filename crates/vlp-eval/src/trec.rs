@@ -175,9 +175,7 @@ impl Run {
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, self.to_trec()).map_err(|e| io_err(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+        vlp_atomic::write(path, self.to_trec().as_bytes()).map_err(|e| io_err(path, e))
     }
 }
 

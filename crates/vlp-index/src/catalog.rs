@@ -9,7 +9,7 @@
 //!            texts.vec       text embeddings (rows = texts)      + texts.hnsw (graph)
 //!            captions/       tantivy, one document per item
 //! ```
-//! A build writes `.NAME.building/` and renames it into place, so an interrupted build leaves
+//! A build writes `.NAME.tmp/` and renames it into place (`vlp_atomic`), so an interrupted build leaves
 //! the previous index untouched.
 
 use crate::ann::{HnswConfig, HnswGraph, HnswIndex};
@@ -140,14 +140,10 @@ pub(crate) fn write_index(dir: &Path, input: BuildInput, graphs: Option<(&mut Hn
     // the graphs are built from the values the stores will hold
     let image_vectors = precision.round(image_vectors);
     let text_vectors = precision.round(text_vectors);
-    let name = dir.file_name().and_then(|n| n.to_str()).ok_or_else(|| IndexError::Invalid(format!("{}: not a directory name", dir.display())))?;
+    dir.file_name().and_then(|n| n.to_str()).ok_or_else(|| IndexError::Invalid(format!("{}: not a directory name", dir.display())))?;
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| IndexError::io(parent, e))?;
-    let tmp = parent.join(format!(".{name}.building"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
+    let tmp = vlp_atomic::temp_dir(dir).map_err(|e| IndexError::io(dir, e))?;
     write_jsonl(&tmp.join("items.jsonl"), &items)?;
     write_jsonl(&tmp.join("texts.jsonl"), &texts)?;
     let item_ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
@@ -181,18 +177,8 @@ pub(crate) fn write_index(dir: &Path, input: BuildInput, graphs: Option<(&mut Hn
     }
     let info = IndexInfo { version: VERSION, model, dim, hnsw, items: items.len(), texts: texts.len(), checksums, source, image_tokens: token_shape, precision, deleted };
     std::fs::write(tmp.join("index.json"), serde_json::to_string_pretty(&info).expect("serialises")).map_err(|e| IndexError::io(&tmp, e))?;
-    // swap: the old index moves aside, the new one in, then the old one goes
-    let old = parent.join(format!(".{name}.old"));
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(|e| IndexError::io(&old, e))?;
-    }
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(|e| IndexError::io(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| IndexError::io(dir, e))?;
-    if old.exists() {
-        let _ = std::fs::remove_dir_all(&old);
-    }
+    // the old index moves aside, the new one in, then the old one goes
+    vlp_atomic::commit(&tmp, dir).map_err(|e| IndexError::io(dir, e))?;
     Ok(info)
 }
 

@@ -24,7 +24,7 @@ pub mod store;
 pub mod update;
 mod walk;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -46,8 +46,4 @@ impl IndexError {
 
 pub type Result<T> = std::result::Result<T, IndexError>;
 
-/// `DIR/.NAME.tmp`, beside `path`, for write-then-rename.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    path.with_file_name(format!(".{name}.tmp"))
-}
+

@@ -77,24 +77,22 @@ pub fn read_ints(path: &Path) -> Result<NpyMatrix<i64>> {
     matrix_of(path, &shape, data)
 }
 
-/// Writes a float32 `[rows, cols]` matrix (format 1.0), under a temporary name then renamed.
+/// Writes a float32 `[rows, cols]` matrix (format 1.0), all or nothing (`vlp_atomic`).
 pub fn write_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     let pad = 64 - (10 + header.len() + 1) % 64;
     header.push_str(&" ".repeat(pad % 64));
     header.push('\n');
-    let tmp = crate::temp_path(path);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?);
-    let mut put = |b: &[u8]| f.write_all(b).map_err(|e| IndexError::io(&tmp, e));
-    put(b"\x93NUMPY\x01\x00")?;
-    put(&(header.len() as u16).to_le_bytes())?;
-    put(header.as_bytes())?;
-    for v in data {
-        put(&v.to_le_bytes())?;
-    }
-    f.flush().map_err(|e| IndexError::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| IndexError::io(path, e))
+    vlp_atomic::write_with(path, |f| {
+        f.write_all(b"\x93NUMPY\x01\x00")?;
+        f.write_all(&(header.len() as u16).to_le_bytes())?;
+        f.write_all(header.as_bytes())?;
+        for v in data {
+            f.write_all(&v.to_le_bytes())?;
+        }
+        Ok(())
+    })
+    .map_err(|e| IndexError::io(path, e))
 }
 
 #[cfg(test)]

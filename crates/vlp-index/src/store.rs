@@ -123,18 +123,16 @@ pub fn write_store(path: &Path, ids: &[String], dim: usize, vectors: &[f32], mod
     let start = data_offset(&header);
     header.ids_offset = start + data.len();
     let json = serde_json::to_vec(&header).expect("serialises");
-    let tmp = crate::temp_path(path);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?);
-    let mut put = |b: &[u8]| f.write_all(b).map_err(|e| IndexError::io(&tmp, e));
-    put(MAGIC)?;
-    // the padding is part of the header (JSON allows trailing spaces), so data starts at `start`
-    put(&((start - 12) as u32).to_le_bytes())?;
-    put(&json)?;
-    put(&vec![b' '; start - 12 - json.len()])?;
-    put(&data)?;
-    put(&id_bytes)?;
-    f.into_inner().map_err(|e| IndexError::io(&tmp, e.into_error()))?.sync_all().map_err(|e| IndexError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| IndexError::io(path, e))
+    vlp_atomic::write_with(path, |f| {
+        f.write_all(MAGIC)?;
+        // the padding is part of the header (JSON allows trailing spaces), so data starts at `start`
+        f.write_all(&((start - 12) as u32).to_le_bytes())?;
+        f.write_all(&json)?;
+        f.write_all(&vec![b' '; start - 12 - json.len()])?;
+        f.write_all(&data)?;
+        f.write_all(&id_bytes)
+    })
+    .map_err(|e| IndexError::io(path, e))
 }
 
 /// An opened store, f32 or f16: the header, the ids, and the vectors in place.

@@ -106,9 +106,7 @@ impl RetrievalIndex {
             }
         }
         let path = self.dir.join("index.json");
-        let tmp = self.dir.join(".index.json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&info).expect("serialises")).map_err(|e| IndexError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| IndexError::io(&path, e))?;
+        vlp_atomic::write(&path, serde_json::to_string_pretty(&info).expect("serialises").as_bytes()).map_err(|e| IndexError::io(&path, e))?;
         Ok(unknown.into_iter().cloned().collect())
     }
 }

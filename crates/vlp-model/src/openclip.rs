@@ -105,9 +105,7 @@ impl StateDict {
             views.push((k.as_str(), view));
         }
         let out = safetensors::serialize(views, None).map_err(|e| err(e.to_string()))?;
-        let tmp = path.with_extension("safetensors.tmp");
-        std::fs::write(&tmp, out).map_err(|e| err(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+        vlp_atomic::write(path, &out).map_err(|e| err(e.to_string()))
     }
 
     /// Adds (or replaces) a tensor; `values` is row-major and must fill `shape`.

@@ -9,7 +9,7 @@
 
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Once;
 
 #[derive(Debug, thiserror::Error)]
@@ -101,11 +101,6 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-fn temp_for(path: &Path) -> PathBuf {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("plot.png");
-    path.with_file_name(format!(".{name}.tmp.png"))
-}
-
 /// Draws on a white RGB canvas of `size` and writes it to `path` as a PNG.
 fn render(path: &Path, size: (u32, u32), draw: impl FnOnce(&Area) -> Drawn) -> Result<()> {
     let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
@@ -115,14 +110,10 @@ fn render(path: &Path, size: (u32, u32), draw: impl FnOnce(&Area) -> Drawn) -> R
         draw(&root).map_err(|e| err(path, e))?;
         root.present().map_err(|e| err(path, e))?;
     }
-    let tmp = temp_for(path);
-    let written = image::save_buffer_with_format(&tmp, &pixels, size.0, size.1, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
-        .map_err(|e| err(path, e))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| err(path, e)));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::write_buffer_with_format(&mut png, &pixels, size.0, size.1, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
+        .map_err(|e| err(path, e))?;
+    vlp_atomic::write(path, png.get_ref()).map_err(|e| err(path, e))
 }
 
 type Drawn = std::result::Result<(), Box<dyn std::error::Error>>;
