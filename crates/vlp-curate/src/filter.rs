@@ -293,7 +293,7 @@ impl<'a, B: Backend> Run<'a, B> {
                 .map(|_| {
                     let txt = &texts[text_row * dim..(text_row + 1) * dim];
                     text_row += 1;
-                    img.iter().zip(txt).map(|(a, b)| a * b).sum()
+                    vlp_index::exact::dot(img, txt)
                 })
                 .collect();
             let best = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);

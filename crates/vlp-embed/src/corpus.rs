@@ -2,7 +2,7 @@
 //! `vlp index add` (and anything else that indexes a corpus) go through [`embed_corpus`].
 
 use crate::checkpoint::{model_identity, Encoder};
-use crate::embed::{embed_texts, for_each_image_batch, Embeddings};
+use crate::embed::{embed_texts, for_each_image_batch, rows, Embeddings};
 use crate::Result;
 use burn::tensor::backend::Backend;
 use serde_json::{json, Map, Value};
@@ -45,7 +45,7 @@ pub fn embed_corpus<B: Backend>(
         let out = enc.model.encode_image(x);
         let [_, n, d] = out.tokens.dims();
         token_shape = [n, d];
-        tokens.extend(out.tokens.into_data().convert::<f32>().to_vec::<f32>().expect("f32"));
+        tokens.extend(rows(out.tokens));
         images.push_rows(ids, out.global);
     });
     let ids: Vec<String> = set.texts.iter().map(|t| t.id.clone()).collect();

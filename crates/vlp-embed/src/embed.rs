@@ -36,8 +36,9 @@ impl Embeddings {
     }
 }
 
-/// A `[rows, dim]` tensor's values, row-major, as f32 (whatever the backend's float type).
-pub fn rows<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
+/// A tensor's values, row-major (a `[rows, dim]` matrix's rows one after another), as f32
+/// (whatever the backend's float type): the one way vlp reads results back from a device.
+pub fn rows<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 rows")
 }
 

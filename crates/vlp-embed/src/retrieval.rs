@@ -15,7 +15,7 @@ pub fn scores(queries: &Embeddings, docs: &Embeddings) -> Vec<f32> {
     out.par_chunks_mut(n.max(1)).enumerate().for_each(|(q, row)| {
         let qv = queries.row(q);
         for (d, s) in row.iter_mut().enumerate() {
-            *s = qv.iter().zip(docs.row(d)).map(|(a, b)| a * b).sum();
+            *s = vlp_index::exact::dot(qv, docs.row(d));
         }
     });
     out

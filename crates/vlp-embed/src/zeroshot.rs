@@ -8,7 +8,7 @@
 //!   image tokens of the best prompt token), then average the scores over the templates. A mean
 //!   embedding means nothing token by token, so a token-level model ensembles similarities.
 
-use crate::embed::{for_each_image_batch, random_embeddings, text_tensors, Embeddings};
+use crate::embed::{for_each_image_batch, random_embeddings, rows, text_tensors, Embeddings};
 use crate::{Result, EmbedError};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -173,12 +173,12 @@ pub fn classify<B: Backend>(
         labels.extend(keys.iter().map(|k| label_of[k.as_str()]));
         let img = model.encode_image(x);
         let n = keys.len();
-        let g: Vec<f32> = img.global.matmul(class_vectors.clone()).into_data().convert::<f32>().to_vec().expect("f32");
+        let g: Vec<f32> = rows(img.global.matmul(class_vectors.clone()));
         global_scores.extend(g);
         if token_level {
             let (i2t, _) = TokenwiseLoss::similarities(img.tokens, prompt.tokens.clone(), mask.clone());
             let per_class: Tensor<B, 2> = i2t.reshape([n, c, t]).mean_dim(2).reshape([n, c]);
-            token_scores.extend(per_class.into_data().convert::<f32>().to_vec::<f32>().expect("f32"));
+            token_scores.extend(rows(per_class));
         }
     });
     let score = |method: &str, scores: &[f32]| {

@@ -246,10 +246,10 @@ impl<B: Backend> Searcher<B> {
 /// side of token-level re-ranking.
 pub fn text_tokens<B: Backend>(enc: &Encoder<B>, text: &str, device: &B::Device) -> vlp_data::Result<Vec<f32>> {
     let (ids, mask) = text_tensors::<B>(&enc.tokenizer, &[text], device)?;
-    let mask_values: Vec<f32> = mask.clone().into_data().convert::<f32>().to_vec().expect("f32");
+    let mask_values: Vec<f32> = rows(mask.clone());
     let out = enc.model.encode_text(ids, mask);
     let [_, _, d] = out.tokens.dims();
-    let values: Vec<f32> = out.tokens.into_data().convert::<f32>().to_vec().expect("f32");
+    let values: Vec<f32> = rows(out.tokens);
     Ok(values.chunks(d).zip(&mask_values).filter(|(_, m)| **m > 0.5).flat_map(|(t, _)| t.iter().copied()).collect())
 }
 
