@@ -189,9 +189,9 @@ fn parity(dir: &std::path::Path, steps: Option<usize>, json: Option<&std::path::
     Ok(())
 }
 
-fn image_files(dir: &PathBuf) -> Result<Vec<PathBuf>> {
+fn image_files(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    let mut stack = vec![dir.clone()];
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
             let p = e?.path();
@@ -206,7 +206,7 @@ fn image_files(dir: &PathBuf) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn decode(dir: &PathBuf, size: u32, repeat: usize, threads: Option<usize>) -> Result<()> {
+fn decode(dir: &std::path::Path, size: u32, repeat: usize, threads: Option<usize>) -> Result<()> {
     let files = image_files(dir)?;
     if files.is_empty() {
         bail!("{}: no .jpg/.jpeg/.png/.webp files", dir.display());
@@ -258,7 +258,7 @@ fn status_mib(field: &str) -> Option<f64> {
 }
 
 fn train_steps<B: burn::tensor::backend::AutodiffBackend>(
-    config: &PathBuf,
+    config: &std::path::Path,
     batch: Option<usize>,
     steps: usize,
     precision: Option<super::train::Precision>,

@@ -62,11 +62,7 @@ impl EncodedBatch {
     pub const COLUMN_STEP: usize = 8;
 
     pub fn len(&self) -> usize {
-        if self.context == 0 {
-            0
-        } else {
-            self.ids.len() / self.context
-        }
+        self.ids.len().checked_div(self.context).unwrap_or(0)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -209,7 +205,7 @@ impl TextTokenizer {
             .build()
             .map_err(|e| DataError::input(&path, format!("not a WordPiece vocabulary (one token per line): {e}")))?;
         for t in WORDPIECE_SPECIALS {
-            if model.get_vocab().get(t).is_none() && t != "[MASK]" {
+            if !model.get_vocab().contains_key(t) && t != "[MASK]" {
                 return Err(DataError::input(&path, format!("has no {t} token: not a BERT vocabulary")));
             }
         }
@@ -387,7 +383,7 @@ mod tests {
         let enc = tk.encode_batch(&texts).unwrap();
         let w = enc.context;
         assert_eq!(enc.len(), 2);
-        assert!(w >= longest && w < longest + 8 && w % 8 == 0, "width {w} for a longest text of {longest}");
+        assert!(w >= longest && w < longest + 8 && w.is_multiple_of(8), "width {w} for a longest text of {longest}");
         for (row, e) in full.iter().enumerate() {
             assert_eq!(&enc.ids[row * w..(row + 1) * w], &e.get_ids()[..w]);
             assert_eq!(&enc.mask[row * w..(row + 1) * w], &e.get_attention_mask()[..w]);

@@ -196,25 +196,6 @@ fn parse_err(name: &str, line0: usize, message: &str) -> EvalError {
     EvalError::Parse { location: format!("{name}:{}", line0 + 1), message: message.to_string() }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ties_break_by_docid_descending_bytes() {
-        let mut r = vec![("d10".into(), 1.0), ("d9".into(), 1.0), ("d100".into(), 1.0), ("d2".into(), 1.0), ("z".into(), 0.5)];
-        rank(&mut r);
-        let ids: Vec<&str> = r.iter().map(|(d, _)| d.as_str()).collect();
-        assert_eq!(ids, ["d9", "d2", "d100", "d10", "z"]);
-    }
-
-    #[test]
-    fn run_round_trips_through_trec_text() {
-        let run = Run::parse("q1 Q0 a 1 0.5 t\nq1 Q0 b 2 0.25 t\n", "x", DuplicatePolicy::Error).unwrap();
-        assert_eq!(Run::parse(&run.to_trec(), "y", DuplicatePolicy::Error).unwrap().query("q1"), run.query("q1"));
-    }
-}
-
 /// Ranks every document for every query by a dense score matrix (`scores[q * docs + d]`) and
 /// keeps the best `k`, in trec_eval's order: the exact (brute-force) run.
 pub fn run_from_scores(tag: &str, query_ids: &[String], doc_ids: &[String], scores: &[f32], k: usize) -> Run {
@@ -243,4 +224,23 @@ pub fn run_from_scores(tag: &str, query_ids: &[String], doc_ids: &[String], scor
         run.queries.insert(q, results);
     }
     run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ties_break_by_docid_descending_bytes() {
+        let mut r = vec![("d10".into(), 1.0), ("d9".into(), 1.0), ("d100".into(), 1.0), ("d2".into(), 1.0), ("z".into(), 0.5)];
+        rank(&mut r);
+        let ids: Vec<&str> = r.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(ids, ["d9", "d2", "d100", "d10", "z"]);
+    }
+
+    #[test]
+    fn run_round_trips_through_trec_text() {
+        let run = Run::parse("q1 Q0 a 1 0.5 t\nq1 Q0 b 2 0.25 t\n", "x", DuplicatePolicy::Error).unwrap();
+        assert_eq!(Run::parse(&run.to_trec(), "y", DuplicatePolicy::Error).unwrap().query("q1"), run.query("q1"));
+    }
 }

@@ -341,7 +341,7 @@ impl RetrievalIndex {
             _ => return Err(IndexError::Invalid(format!("{} stores no token embeddings; rebuild it to re-rank", self.dir.display()))),
         };
         store.check_query(model, n * d)?;
-        if query_tokens.is_empty() || query_tokens.len() % d != 0 {
+        if query_tokens.is_empty() || !query_tokens.len().is_multiple_of(d) {
             return Err(IndexError::Invalid(format!("query tokens: {} values, not a multiple of the token width {d}", query_tokens.len())));
         }
         let mut tokens = Vec::new();

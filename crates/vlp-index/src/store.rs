@@ -243,7 +243,7 @@ impl VectorStore {
 fn cast_slice<T: Copy>(bytes: &[u8]) -> &[T] {
     let size = std::mem::size_of::<T>();
     assert!(
-        bytes.as_ptr() as usize % std::mem::align_of::<T>() == 0 && bytes.len() % size == 0,
+        (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) && bytes.len().is_multiple_of(size),
         "aligned store data"
     );
     // SAFETY: aligned (checked), length a multiple of the size, and T is f32 or u16, for which

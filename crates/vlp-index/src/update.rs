@@ -20,6 +20,7 @@ pub struct Added {
 
 impl RetrievalIndex {
     /// Adds `new`'s items and texts, embedded by this index's model.
+    #[allow(clippy::should_implement_trait)] // `vlp index add`: not `+`, it writes the index's files
     pub fn add(self, new: BuildInput) -> Result<Added> {
         let path = self.dir.display().to_string();
         if new.model != self.info.model {

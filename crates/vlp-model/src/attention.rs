@@ -119,7 +119,7 @@ mod tests {
             let at = |t: usize, part: usize, d: usize| qkv[t * 3 * w + part * w + h * hd + d];
             for i in 0..n {
                 let allowed: Vec<usize> =
-                    (0..n).filter(|&j| !pad[j] && !(causal && j > i)).collect();
+                    (0..n).filter(|&j| !(pad[j] || (causal && j > i))).collect();
                 let scores: Vec<f64> = allowed
                     .iter()
                     .map(|&j| {

@@ -39,7 +39,7 @@ pub fn model_config(vision: &serde_json::Value, text: &serde_json::Value, contex
     }
     let width = num(vision, "vision_width", None)? as usize;
     let head_width = num(vision, "vision_head_width", Some(64.0))? as usize;
-    if head_width == 0 || width % head_width != 0 {
+    if head_width == 0 || !width.is_multiple_of(head_width) {
         return Err(unsupported(format!("vision_head_width = {head_width} does not divide vision_width = {width}")));
     }
     let hidden = num(text, "text_hidden_size", None)? as usize;

@@ -225,7 +225,7 @@ impl ModelConfig {
                 if let Some(r) = &v.token_reduction {
                     positive("model.image.token_reduction.tokens", r.tokens)?;
                     positive("model.image.token_reduction.groups", r.groups)?;
-                    if self.token_dim() % r.groups != 0 {
+                    if !self.token_dim().is_multiple_of(r.groups) {
                         return Err(invalid(
                             "model.image.token_reduction.groups",
                             format!("the token width {} is not divisible by {} groups", self.token_dim(), r.groups),
@@ -244,7 +244,7 @@ impl ModelConfig {
                 if r.image_size % down != 0 || r.image_size / down == 0 {
                     return Err(invalid("model.image.image_size", format!("must be a multiple of {down} for {} stages", r.layers.len())));
                 }
-                let out = r.width * 4 << (r.layers.len() - 1);
+                let out = (r.width * 4) << (r.layers.len() - 1);
                 if r.pool == ResnetPool::Attention {
                     heads_divide("model.image", out, r.heads)?;
                 }
@@ -300,7 +300,7 @@ fn positive(field: &str, v: usize) -> Result<(), ConfigError> {
 fn heads_divide(prefix: &str, width: usize, heads: usize) -> Result<(), ConfigError> {
     positive(&format!("{prefix}.width"), width)?;
     positive(&format!("{prefix}.heads"), heads)?;
-    if width % heads != 0 {
+    if !width.is_multiple_of(heads) {
         return Err(invalid(&format!("{prefix}.heads"), format!("width {width} is not divisible by {heads} heads")));
     }
     Ok(())

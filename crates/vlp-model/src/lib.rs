@@ -45,6 +45,6 @@ pub use loss::{ClipLoss, LossOutput, TokenwiseLoss};
 pub use momentum::{MomentumConfig, MomentumState, QueueCursor};
 
 /// `ln(1/0.07)`: CLIP's initial logit scale.
-pub const INIT_LOGIT_SCALE: f32 = 2.659_260_1;
+pub const INIT_LOGIT_SCALE: f32 = 2.659_26;
 /// `ln(100)`: CLIP's largest logit scale.
 pub const MAX_LOGIT_SCALE: f32 = 4.605_170_3;

@@ -101,7 +101,7 @@ pub struct ResNetTower<B: Backend> {
 
 impl ResnetConfig {
     pub fn out_channels(&self) -> usize {
-        self.width * 4 << (self.layers.len() - 1)
+        (self.width * 4) << (self.layers.len() - 1)
     }
 
     pub fn grid(&self) -> usize {

@@ -154,7 +154,7 @@ fn vit_and_causal_text_start_as_openclip() {
                 };
             }
             match name {
-                "logit_scale" | "token_logit_scale" => Some(Want::Constant(f64::from(vlp_model::INIT_LOGIT_SCALE as f32))),
+                "logit_scale" | "token_logit_scale" => Some(Want::Constant(f64::from(vlp_model::INIT_LOGIT_SCALE))),
                 _ => None,
             }
         },

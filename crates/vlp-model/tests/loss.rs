@@ -155,7 +155,7 @@ fn padding_never_changes_a_token_level_logit() {
         txt2.extend_from_slice(&txt[j * l * d..(j + 1) * l * d]);
         txt2.extend_from_slice(&pads[j * extra * d..(j + 1) * extra * d]);
         mask2.extend_from_slice(&mask[j * l..(j + 1) * l]);
-        mask2.extend(std::iter::repeat(0.0).take(extra));
+        mask2.extend(std::iter::repeat_n(0.0, extra));
     }
     let padded = TokenwiseLoss::similarities::<B>(tensor(&img, [b, n, d]), tensor(&txt2, [b, l + extra, d]), tensor(&mask2, [b, l + extra]));
     for (x, y) in [(base.0, padded.0), (base.1, padded.1)] {

@@ -58,6 +58,7 @@ struct Cached<B: AutodiffBackend> {
 }
 
 /// How a step's update ended.
+#[allow(clippy::large_enum_variant)] // one per step, moved once
 pub enum Updated<B: AutodiffBackend> {
     Stepped { replica: Replica<B>, report: StepReport, queue: QueueCursor },
     /// The gradient norm was not finite; nothing was changed.

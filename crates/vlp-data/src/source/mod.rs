@@ -165,7 +165,7 @@ impl InputKind {
 fn shard_division(shards: usize, part: Part) -> Division {
     match part.count {
         1 => Division::Whole,
-        n if shards % n == 0 => Division::Shards,
+        n if shards.is_multiple_of(n) => Division::Shards,
         _ => Division::Samples,
     }
 }
