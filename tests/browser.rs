@@ -76,11 +76,7 @@ impl Driver {
             out.extend_from_slice(&buf[..n]);
             let Some(split) = out.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
             let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
+            let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
             if out.len() >= split + 4 + len {
                 let v: Value = serde_json::from_slice(&out[split + 4..split + 4 + len]).unwrap_or(Value::Null);
                 return v["value"].clone();

@@ -87,7 +87,17 @@ fn trec_eval_compare_reports_difference_and_p_value() {
     let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/vlp-eval/tests/trec_cases/random_0");
     let (q, r) = (case.join("qrels.txt"), case.join("run.txt"));
     // a run compared with itself: no difference, p = 1
-    let (ok, out, err) = vlp(&["trec-eval", q.to_str().unwrap(), r.to_str().unwrap(), "--compare", r.to_str().unwrap(), "-m", "map", "--permutations", "200"]);
+    let (ok, out, err) = vlp(&[
+        "trec-eval",
+        q.to_str().unwrap(),
+        r.to_str().unwrap(),
+        "--compare",
+        r.to_str().unwrap(),
+        "-m",
+        "map",
+        "--permutations",
+        "200",
+    ]);
     assert!(ok, "{err}");
     let row = out.lines().find(|l| l.starts_with("map")).unwrap();
     let f: Vec<&str> = row.split('\t').map(str::trim).collect();
@@ -146,11 +156,16 @@ fn an_index_of_vectors_made_elsewhere() {
     let unique: Vec<f32> = (0..distinct * dim).map(|_| rnd()).collect();
     // each vector three times, scaled by 1, 2 and 4 (rows need not be unit length), ids "v<row>"
     let rows = distinct * 3;
-    let base: Vec<f32> = (0..rows).flat_map(|r| unique[(r % distinct) * dim..(r % distinct + 1) * dim].iter().map(move |x| x * (1u32 << (r / distinct)) as f32)).collect();
+    let base: Vec<f32> = (0..rows)
+        .flat_map(|r| unique[(r % distinct) * dim..(r % distinct + 1) * dim].iter().map(move |x| x * (1u32 << (r / distinct)) as f32))
+        .collect();
     npy::write_f32(Path::new(&p("base.npy")), rows, dim, &base).unwrap();
     std::fs::write(p("ids.txt"), (0..rows).map(|r| format!("v{r}\n")).collect::<String>()).unwrap();
     let out = ok_json(&["index", "build", "--vectors", &p("base.npy"), "--ids", &p("ids.txt"), "--out", &p("idx")]);
-    assert_eq!((out["items"].as_u64(), out["dim"].as_u64(), out["normalised_rows"].as_u64()), (Some(rows as u64), Some(dim as u64), Some(rows as u64)));
+    assert_eq!(
+        (out["items"].as_u64(), out["dim"].as_u64(), out["normalised_rows"].as_u64()),
+        (Some(rows as u64), Some(dim as u64), Some(rows as u64))
+    );
 
     // queries and their exact top 10 by plain loops over the normalised rows
     let norm = |v: &[f32]| -> Vec<f64> {
@@ -162,7 +177,8 @@ fn an_index_of_vectors_made_elsewhere() {
     let mut gt = Vec::new();
     for q in queries.chunks(dim) {
         let q = norm(q);
-        let mut scored: Vec<(f64, usize)> = (0..rows).map(|r| (norm(&base[r * dim..(r + 1) * dim]).iter().zip(&q).map(|(a, b)| a * b).sum(), r)).collect();
+        let mut scored: Vec<(f64, usize)> =
+            (0..rows).map(|r| (norm(&base[r * dim..(r + 1) * dim]).iter().zip(&q).map(|(a, b)| a * b).sum(), r)).collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         gt.extend(scored[..10].iter().map(|x| x.1 as i64));
     }
@@ -188,7 +204,12 @@ fn an_index_of_vectors_made_elsewhere() {
     // a query vector from a file: the three copies of the nearest vector come first, by row
     let (good, found, err) = vlp(&["search", "--index", &p("idx"), "--vector", &p("q.npy"), "--row", "3", "--json", "-k", "3"]);
     assert!(good, "{err}");
-    let ids: Vec<String> = serde_json::from_str::<serde_json::Value>(&found).unwrap()["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = serde_json::from_str::<serde_json::Value>(&found).unwrap()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
     let best = gt[3 * 10] as usize % distinct;
     assert_eq!(ids, (0..3).map(|c| format!("v{}", best + c * distinct)).collect::<Vec<_>>());
 

@@ -35,7 +35,21 @@ fn filter_reports_writes_each_format_and_resumes() {
 
     // ground truth: a fifth of the captions swapped, in shards of 10
     let shards = tmp.path().join("corrupt");
-    let said = ok(&["data", "corrupt", s(&data), "--split", "test", "--out", s(&shards), "--fraction", "0.2", "--lang", "en", "--per-shard", "10"]);
+    let said = ok(&[
+        "data",
+        "corrupt",
+        s(&data),
+        "--split",
+        "test",
+        "--out",
+        s(&shards),
+        "--fraction",
+        "0.2",
+        "--lang",
+        "en",
+        "--per-shard",
+        "10",
+    ]);
     assert!(said.contains("with swapped captions"), "{said}");
     // and a cut-off shard, whose lost sample is counted
     let mut names: Vec<_> = std::fs::read_dir(&shards).unwrap().map(|e| e.unwrap().path()).collect();
@@ -53,7 +67,21 @@ fn filter_reports_writes_each_format_and_resumes() {
     let min_score = format!("{threshold}");
 
     let out = tmp.path().join("kept");
-    let args = ["filter", "--checkpoint", s(&run), "--input", s(&shards), "--out", s(&out), "--min-score", &min_score, "--dedup", "0.9999", "--truth-field", "corrupted"];
+    let args = [
+        "filter",
+        "--checkpoint",
+        s(&run),
+        "--input",
+        s(&shards),
+        "--out",
+        s(&out),
+        "--min-score",
+        &min_score,
+        "--dedup",
+        "0.9999",
+        "--truth-field",
+        "corrupted",
+    ];
     let printed = ok(&args);
     let r = report(&out);
     let seen = r["seen"].as_u64().unwrap();

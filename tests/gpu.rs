@@ -91,7 +91,8 @@ fn parity<G: AutodiffBackend>(model_toml: &str, gpu: G::Device) {
     model.encode_image(images.clone()).global.into_data().assert_eq(&back.encode_image(images).global.into_data(), true);
 }
 
-const TEXT: &str = "[model.text]\ncontext_length = 16\nvocab_size = 256\nwidth = 32\nlayers = 2\nheads = 4\ncausal = true\npool = \"eos\"\n";
+const TEXT: &str =
+    "[model.text]\ncontext_length = 16\nvocab_size = 256\nwidth = 32\nlayers = 2\nheads = 4\ncausal = true\npool = \"eos\"\n";
 
 fn vit() -> String {
     format!("[model]\nembed_dim = 32\ntoken_dim = 16\n[model.image]\nkind = \"vit\"\nimage_size = 32\npatch_size = 8\nwidth = 32\nlayers = 2\nheads = 4\n{TEXT}")

@@ -32,16 +32,22 @@ fn import_from(f: &Path, config: &Path, out: &Path) -> (bool, String, String) {
     // the by-hand check may read the torch.save copy instead (VLP_OPENCLIP_WEIGHTS=weights.bin)
     let weights = std::env::var("VLP_OPENCLIP_WEIGHTS").unwrap_or_else(|_| "weights.safetensors".into());
     vlp(&[
-        "import", "openclip",
-        "--config", config.to_str().unwrap(),
-        "--weights", f.join(weights).to_str().unwrap(),
-        "--bpe", bpe().to_str().unwrap(),
-        "--out", out.to_str().unwrap(),
+        "import",
+        "openclip",
+        "--config",
+        config.to_str().unwrap(),
+        "--weights",
+        f.join(weights).to_str().unwrap(),
+        "--bpe",
+        bpe().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
     ])
 }
 
 fn max_abs_gap(got: &[f32], want: &Value) -> f32 {
-    let want: Vec<f32> = want.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32)).collect();
+    let want: Vec<f32> =
+        want.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32)).collect();
     assert_eq!(got.len(), want.len());
     got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
@@ -206,7 +212,8 @@ fn an_imported_chinese_clip_model_embeds_and_tokenizes_as_cn_clip_does() {
 #[test]
 #[ignore]
 fn a_real_size_chinese_clip_model_embeds_as_cn_clip_does() {
-    let dir = PathBuf::from(std::env::var("VLP_CHINESE_CLIP_FIXTURE").expect("VLP_CHINESE_CLIP_FIXTURE=DIR written by chinese_clip_fixture.py"));
+    let dir =
+        PathBuf::from(std::env::var("VLP_CHINESE_CLIP_FIXTURE").expect("VLP_CHINESE_CLIP_FIXTURE=DIR written by chinese_clip_fixture.py"));
     let tmp = tempfile::tempdir().unwrap();
     check_against_cn_clip(&dir, &tmp.path().join("run"));
 }
@@ -214,12 +221,18 @@ fn a_real_size_chinese_clip_model_embeds_as_cn_clip_does() {
 fn check_against_cn_clip(dir: &Path, run: &Path) {
     let arg = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let said = ok(&[
-        "import", "chinese-clip",
-        "--vision-config", &arg("vision.json"),
-        "--text-config", &arg("text.json"),
-        "--weights", &arg("checkpoint.pt"),
-        "--vocab", &arg("vocab.txt"),
-        "--out", run.to_str().unwrap(),
+        "import",
+        "chinese-clip",
+        "--vision-config",
+        &arg("vision.json"),
+        "--text-config",
+        &arg("text.json"),
+        "--weights",
+        &arg("checkpoint.pt"),
+        "--vocab",
+        &arg("vocab.txt"),
+        "--out",
+        run.to_str().unwrap(),
     ]);
     assert!(said.contains("imported"), "{said}");
     eprintln!("{}", said.trim());

@@ -132,9 +132,23 @@ fn a_machine_that_never_joins_stops_the_job_with_the_cause() {
     let port = free_port();
     let _coordinator = Killed(spawn(&["coordinator", "--port", &port.to_string()]));
     let (done, out, err) = vlp(&[
-        "train", "--config", s(&config), "--train", s(&data), "--out", s(&tmp.path().join("run")),
-        "--nodes", "2", "--node-rank", "0", "--coordinator", &format!("127.0.0.1:{port}"),
-        "--node-address", &format!("127.0.0.1:{}", free_port()), "--collective-timeout-s", "3",
+        "train",
+        "--config",
+        s(&config),
+        "--train",
+        s(&data),
+        "--out",
+        s(&tmp.path().join("run")),
+        "--nodes",
+        "2",
+        "--node-rank",
+        "0",
+        "--coordinator",
+        &format!("127.0.0.1:{port}"),
+        "--node-address",
+        &format!("127.0.0.1:{}", free_port()),
+        "--collective-timeout-s",
+        "3",
     ]);
     assert!(!done, "{out}");
     assert!(err.contains("rank 0: registration waited more than 3 s"), "{err}");

@@ -15,7 +15,10 @@ fn data_train_plot_index_search_zeroshot() {
     assert_eq!(&png[..4], b"\x89PNG");
     assert_eq!(std::fs::read_to_string(run.join("train_log.jsonl")).unwrap().lines().count(), 6);
 
-    let built: serde_json::Value = serde_json::from_str(ok(&["index", "build", "--checkpoint", s(&run), "--data", s(&data), "--split", "test", "--out", s(&index)]).trim()).unwrap();
+    let built: serde_json::Value = serde_json::from_str(
+        ok(&["index", "build", "--checkpoint", s(&run), "--data", s(&data), "--split", "test", "--out", s(&index)]).trim(),
+    )
+    .unwrap();
     let items = built["items"].as_u64().unwrap();
     assert!(items > 0 && built["skipped"] == 0);
     let check: serde_json::Value = serde_json::from_str(ok(&["index", "check", "--index", s(&index)]).trim()).unwrap();
@@ -61,7 +64,21 @@ fn data_train_plot_index_search_zeroshot() {
 
     // eval: exact search and the index's modes in one table, both directions, with a random row
     let eval_dir = tmp.path().join("eval");
-    ok(&["eval", "--checkpoint", s(&run), "--data", s(&data), "--split", "test", "--index", s(&index), "--mode", "dense,bm25", "--out", s(&eval_dir)]);
+    ok(&[
+        "eval",
+        "--checkpoint",
+        s(&run),
+        "--data",
+        s(&data),
+        "--split",
+        "test",
+        "--index",
+        s(&index),
+        "--mode",
+        "dense,bm25",
+        "--out",
+        s(&eval_dir),
+    ]);
     let table = std::fs::read_to_string(eval_dir.join("table.md")).unwrap();
     assert!(table.contains("NDCG@5") && table.contains("random embeddings") && table.contains("BM25"), "{table}");
 
@@ -74,12 +91,30 @@ fn data_train_plot_index_search_zeroshot() {
     assert_eq!(std::fs::read_to_string(kept.join("val.jsonl")).unwrap().lines().count() as u64, report["kept"].as_u64().unwrap());
 
     // add the val split to the index without a rebuild, then delete one of the added items
-    let added: serde_json::Value = serde_json::from_str(ok(&["index", "add", "--index", s(&index), "--data", s(&data), "--split", "val"]).trim()).unwrap();
+    let added: serde_json::Value =
+        serde_json::from_str(ok(&["index", "add", "--index", s(&index), "--data", s(&data), "--split", "val"]).trim()).unwrap();
     assert_eq!(added["items"].as_u64().unwrap(), items + added["added_items"].as_u64().unwrap());
-    let val_id = std::fs::read_to_string(data.join("val.jsonl")).unwrap().lines().next().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string()).unwrap();
+    let val_id = std::fs::read_to_string(data.join("val.jsonl"))
+        .unwrap()
+        .lines()
+        .next()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .unwrap();
     let val_image = data.join(format!("images/{val_id}.png"));
     let top = |k: &str| -> Vec<String> {
-        let v: serde_json::Value = serde_json::from_str(&ok(&["search", "--index", s(&index), "--image", s(&val_image), "--images", "-k", k, "--exact", "--json"])).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&ok(&[
+            "search",
+            "--index",
+            s(&index),
+            "--image",
+            s(&val_image),
+            "--images",
+            "-k",
+            k,
+            "--exact",
+            "--json",
+        ]))
+        .unwrap();
         v["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
     };
     assert!(top("3").contains(&val_id), "an added image finds itself");

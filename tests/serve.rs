@@ -56,7 +56,8 @@ fn api_answers_every_query_kind_and_refuses_hostile_input() {
         assert_eq!(v["results"].as_array().unwrap().len(), 5, "{mode}: {v}");
         assert!(v["took_ms"].as_f64().unwrap() >= 0.0);
     }
-    let (st, v) = srv.json("POST", "/v1/search", Some(&json!({"text": "红色星形", "mode": "bm25", "filter": {"lang": "zh"}, "k": 3})), None);
+    let (st, v) =
+        srv.json("POST", "/v1/search", Some(&json!({"text": "红色星形", "mode": "bm25", "filter": {"lang": "zh"}, "k": 3})), None);
     assert_eq!((st, v["count"].as_u64()), (200, Some(3)), "{v}");
     let (st, v) = srv.json("POST", "/v1/search", Some(&json!({"text": "red", "side": "texts", "k": 4})), None);
     assert!(st == 200 && v["results"][0]["text"].is_string(), "{v}");
@@ -77,7 +78,8 @@ fn api_answers_every_query_kind_and_refuses_hostile_input() {
     let first = v["results"][0]["id"].as_str().unwrap().to_string();
     let (st, v) = srv.json("POST", "/v1/search", Some(&json!({"item": first, "k": 1})), None);
     assert_eq!((st, v["results"][0]["id"].as_str()), (200, Some(first.as_str())), "an item is its own nearest image: {v}");
-    let (st, v) = srv.json("POST", "/v1/search", Some(&json!({"embedding": vec![0.25; health["dim"].as_u64().unwrap() as usize], "k": 2})), None);
+    let (st, v) =
+        srv.json("POST", "/v1/search", Some(&json!({"embedding": vec![0.25; health["dim"].as_u64().unwrap() as usize], "k": 2})), None);
     assert_eq!((st, v["count"].as_u64()), (200, Some(2)), "{v}");
 
     // items and their images

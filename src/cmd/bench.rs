@@ -105,8 +105,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
 
 /// The captions `bench embed` encodes on both sides: CLIP prompt-like texts of 8–14 words.
 pub fn bench_captions(n: usize) -> Vec<String> {
-    const THINGS: [&str; 8] = ["dog", "red bicycle", "bowl of noodles", "mountain lake", "street market", "old clock", "paper lantern", "sailing boat"];
-    (0..n).map(|i| format!("a photo of a {} seen from the {} side, picture number {i}", THINGS[i % THINGS.len()], ["left", "right"][i % 2])).collect()
+    const THINGS: [&str; 8] =
+        ["dog", "red bicycle", "bowl of noodles", "mountain lake", "street market", "old clock", "paper lantern", "sailing boat"];
+    (0..n)
+        .map(|i| format!("a photo of a {} seen from the {} side, picture number {i}", THINGS[i % THINGS.len()], ["left", "right"][i % 2]))
+        .collect()
 }
 
 /// Embedding throughput on `B`; every timed batch is read back to the host, as an index build
@@ -164,7 +167,14 @@ fn parity(dir: &std::path::Path, steps: Option<usize>, json: Option<&std::path::
     for s in &report.steps {
         let show = s.step <= 5 || s.step % 10 == 0 || s.step == report.steps.len();
         if show {
-            println!("{:>5} {:>10.6} {:>10.6} {:>10.2e} {:>10.2e}", s.step, s.vlp, s.openclip, (s.vlp - s.openclip).abs(), (s.openclip - s.openclip_f64).abs());
+            println!(
+                "{:>5} {:>10.6} {:>10.6} {:>10.2e} {:>10.2e}",
+                s.step,
+                s.vlp,
+                s.openclip,
+                (s.vlp - s.openclip).abs(),
+                (s.openclip - s.openclip_f64).abs()
+            );
         }
     }
     let weights = match &report.max_weight_gap {
@@ -218,10 +228,7 @@ fn decode(dir: &std::path::Path, size: u32, repeat: usize, threads: Option<usize
         pool.install(|| {
             bytes
                 .par_iter()
-                .map_init(
-                    || vec![0f32; (3 * size * size) as usize],
-                    |buf, b| process_into(b, &cfg, Augment::Eval, buf).is_ok() as usize,
-                )
+                .map_init(|| vec![0f32; (3 * size * size) as usize], |buf, b| process_into(b, &cfg, Augment::Eval, buf).is_ok() as usize)
                 .sum()
         })
     };

@@ -6,10 +6,10 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use vlp_data::dataset::{self, DatasetDir, Direction};
-use vlp_data::{image_pipeline, loader};
 use vlp_data::source::{self, ReadOptions};
 use vlp_data::synthetic::{self, SyntheticConfig};
 use vlp_data::{emoji, openclipart};
+use vlp_data::{image_pipeline, loader};
 
 #[derive(Args)]
 pub struct DataArgs {
@@ -140,7 +140,12 @@ fn build(a: BuildArgs) -> Result<()> {
     let from = || a.from.clone().context("this data set is built from downloaded sources: give --from DIR (see datasets/NAME/README.md)");
     let (info, skipped) = match a.name {
         DatasetName::Synthetic => {
-            let cfg = SyntheticConfig { images: a.images, size: a.size.unwrap_or(SyntheticConfig::default().size), seed: a.seed, ..Default::default() };
+            let cfg = SyntheticConfig {
+                images: a.images,
+                size: a.size.unwrap_or(SyntheticConfig::default().size),
+                seed: a.seed,
+                ..Default::default()
+            };
             eprintln!("building synthetic ({} images, {} px, seed {}) into {}", cfg.images, cfg.size, cfg.seed, a.out.display());
             (synthetic::build(&cfg, &a.out).context("building the synthetic data set")?, vlp_data::SkipLog::new())
         }
@@ -156,7 +161,10 @@ fn build(a: BuildArgs) -> Result<()> {
         }
     };
     for (split, c) in &info.splits {
-        eprintln!("  {split:<5} {:>6} images {:>6} texts {:>8} t2i / {:>8} i2t judgements", c.images, c.texts, c.t2i_judgements, c.i2t_judgements);
+        eprintln!(
+            "  {split:<5} {:>6} images {:>6} texts {:>8} t2i / {:>8} i2t judgements",
+            c.images, c.texts, c.t2i_judgements, c.i2t_judgements
+        );
     }
     eprint!("{}", skipped.summary());
     let checks = dataset::check(&DatasetDir::new(&a.out))?;
@@ -201,9 +209,14 @@ fn stats(dir: &PathBuf, as_json: bool) -> Result<()> {
         }
         let langs: BTreeMap<_, _> = by_lang
             .into_iter()
-            .map(|(l, (n, sum, min, max))| (l, json!({"texts": n, "chars_mean": sum as f64 / n as f64, "chars_min": min, "chars_max": max})))
+            .map(|(l, (n, sum, min, max))| {
+                (l, json!({"texts": n, "chars_mean": sum as f64 / n as f64, "chars_min": min, "chars_max": max}))
+            })
             .collect();
-        report.insert(split.clone(), json!({"images": info.splits[split].images, "texts": texts.len(), "languages": langs, "grades_per_query": grades}));
+        report.insert(
+            split.clone(),
+            json!({"images": info.splits[split].images, "texts": texts.len(), "languages": langs, "grades_per_query": grades}),
+        );
     }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&json!({"name": info.name, "splits": report}))?);
@@ -213,10 +226,21 @@ fn stats(dir: &PathBuf, as_json: bool) -> Result<()> {
     for (split, r) in &report {
         println!("{split}: {} images, {} distinct texts", r["images"], r["texts"]);
         for (lang, l) in r["languages"].as_object().into_iter().flatten() {
-            println!("  {lang:<8} {:>6} texts, {:.1} chars mean ({}..{})", l["texts"], l["chars_mean"].as_f64().unwrap_or(0.0), l["chars_min"], l["chars_max"]);
+            println!(
+                "  {lang:<8} {:>6} texts, {:.1} chars mean ({}..{})",
+                l["texts"],
+                l["chars_mean"].as_f64().unwrap_or(0.0),
+                l["chars_min"],
+                l["chars_max"]
+            );
         }
         for (dir, g) in r["grades_per_query"].as_object().into_iter().flatten() {
-            println!("  {dir}: {} queries, {:.2} grade-2 and {:.2} grade-1 items per query", g["queries"], g["mean_grade2"].as_f64().unwrap_or(0.0), g["mean_grade1"].as_f64().unwrap_or(0.0));
+            println!(
+                "  {dir}: {} queries, {:.2} grade-2 and {:.2} grade-1 items per query",
+                g["queries"],
+                g["mean_grade2"].as_f64().unwrap_or(0.0),
+                g["mean_grade1"].as_f64().unwrap_or(0.0)
+            );
         }
     }
     Ok(())

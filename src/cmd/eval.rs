@@ -82,11 +82,15 @@ fn run_on<B: burn::tensor::backend::Backend>(a: &EvalArgs, device: &B::Device) -
         }
     }
     let image_ids: Vec<String> = set.images.iter().map(|s| s.key.clone()).collect();
-    let (r, _) = rows_for("random embeddings", &random_embeddings(&image_ids, dim, 1), &random_embeddings(&text_ids, dim, 2), &set, a.depth);
+    let (r, _) =
+        rows_for("random embeddings", &random_embeddings(&image_ids, dim, 1), &random_embeddings(&text_ids, dim, 2), &set, a.depth);
     rows.extend(r);
     let table = markdown(&rows, &a.split, &a.data);
     std::fs::write(a.out.join("table.md"), &table)?;
-    std::fs::write(a.out.join("report.json"), serde_json::to_string_pretty(&serde_json::json!({"data": a.data, "split": a.split, "rows": rows}))?)?;
+    std::fs::write(
+        a.out.join("report.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"data": a.data, "split": a.split, "rows": rows}))?,
+    )?;
     println!("{table}");
     eprintln!("wrote {}/table.md, report.json and the TREC runs (*.t2i.run, *.i2t.run)", a.out.display());
     Ok(())
@@ -109,11 +113,16 @@ fn index_rows<B: burn::tensor::backend::Backend>(
     let model = model_identity(&enc.dir)?;
     let split = idx.info.source.get("split").and_then(|v| v.as_str()).unwrap_or("");
     if split != a.split {
-        eprintln!("warning: {} indexes split {split:?}, the qrels are of {:?}; unjudged items count as non-relevant", dir.display(), a.split);
+        eprintln!(
+            "warning: {} indexes split {split:?}, the qrels are of {:?}; unjudged items count as non-relevant",
+            dir.display(),
+            a.split
+        );
     }
     let depth = a.depth.min(idx.items.len()).max(1);
     let grade = |d: Direction, g: i32| qrels_of(&set.qrels(d, g));
-    let (t2i_g, t2i_e, i2t_g, i2t_e) = (grade(Direction::T2i, 1), grade(Direction::T2i, 2), grade(Direction::I2t, 1), grade(Direction::I2t, 2));
+    let (t2i_g, t2i_e, i2t_g, i2t_e) =
+        (grade(Direction::T2i, 1), grade(Direction::T2i, 2), grade(Direction::I2t, 1), grade(Direction::I2t, 2));
     let mut i2t_run = vlp_eval::Run::new("vlp-hnsw");
     for (i, id) in images.ids.iter().enumerate() {
         let hits = idx.dense_texts(images.row(i), &model, depth.min(idx.texts.len()), a.ef, false)?;

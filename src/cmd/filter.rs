@@ -1,6 +1,5 @@
 //! `vlp filter`: score, filter and de-duplicate image-text pairs with a trained dual encoder.
 
-use vlp_embed::checkpoint::model_identity;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -8,8 +7,8 @@ use std::path::PathBuf;
 use vlp_curate::filter::{Execution, FilterOptions};
 use vlp_curate::FilterReport;
 use vlp_data::source::ReadOptions;
+use vlp_embed::checkpoint::model_identity;
 use vlp_embed::checkpoint::Encoder;
-
 
 #[derive(Args)]
 pub struct FilterArgs {
@@ -86,9 +85,8 @@ fn run_on<B: burn::tensor::backend::Backend>(a: FilterArgs, device: &B::Device) 
     read.csv.caption = a.csv_caption_key.clone();
     read.csv.separator = a.csv_separator;
     let exec = Execution { batch: a.batch.max(1), read, resume: a.resume, ..Default::default() };
-    let bar = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} {pos} pairs read  {per_sec}  {elapsed_precise}").expect("valid template"),
-    );
+    let bar = ProgressBar::new_spinner()
+        .with_style(ProgressStyle::with_template("{spinner} {pos} pairs read  {per_sec}  {elapsed_precise}").expect("valid template"));
     eprintln!("filtering {} with {} into {}", a.input, enc.dir.display(), a.out.display());
     let report = vlp_curate::filter(&enc, &model, device, &a.input, a.split.as_deref(), &a.out, &opts, &exec, &|n| bar.inc(n))
         .with_context(|| format!("filtering {}", a.input))?;
@@ -128,6 +126,12 @@ fn print_summary(r: &FilterReport) {
     let share = |k: &str| r.time_share.get(k).copied().unwrap_or(0.0) * 100.0;
     println!(
         "{:.1} pairs/s over {:.1} s of work ({} part(s), {} resumed); decode {:.0}%, encode {:.0}%, write {:.0}%",
-        r.pairs_per_s, r.seconds, r.parts, r.parts_resumed, share("decode"), share("encode"), share("write")
+        r.pairs_per_s,
+        r.seconds,
+        r.parts,
+        r.parts_resumed,
+        share("decode"),
+        share("encode"),
+        share("write")
     );
 }

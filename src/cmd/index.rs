@@ -5,14 +5,14 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use vlp_embed::checkpoint::{model_identity, Encoder};
+use vlp_embed::corpus::embed_corpus;
 use vlp_index::ann::{HnswConfig, HnswGraph};
 use vlp_index::catalog::{self, BuildInput, Filter, Item, Mode, RetrievalIndex};
 use vlp_index::exact::top_k;
 use vlp_index::npy;
 use vlp_index::store::{fnv64, Precision};
 use vlp_serve::{Query, SearchRequest, Searcher, Side};
-use vlp_embed::checkpoint::{model_identity, Encoder};
-use vlp_embed::corpus::embed_corpus;
 
 type Cpu = burn::backend::Flex;
 
@@ -137,7 +137,8 @@ enum IndexCommand {
 
 pub fn run(a: IndexArgs) -> Result<()> {
     match a.command {
-        IndexCommand::Build { checkpoint, data, vectors, ids, model, split, out, hnsw, precision, on } => match (checkpoint, data, vectors) {
+        IndexCommand::Build { checkpoint, data, vectors, ids, model, split, out, hnsw, precision, on } => match (checkpoint, data, vectors)
+        {
             (Some(checkpoint), Some(data), None) => {
                 super::on_device!(on.device, |B, device| build::<B>(&checkpoint, &data, &split, &out, hnsw.into(), precision, on, &device))
             }
@@ -189,7 +190,14 @@ fn build<B: burn::tensor::backend::Backend>(
 
 /// Indexes vectors made elsewhere: items with ids and nothing else (no texts, no captions), so
 /// they are searched by embedding (`vlp search --vector`, `POST /v1/search` with `embedding`).
-fn build_from_vectors(vectors: &Path, ids: Option<&Path>, model: Option<String>, out: &Path, hnsw: HnswConfig, precision: Precision) -> Result<()> {
+fn build_from_vectors(
+    vectors: &Path,
+    ids: Option<&Path>,
+    model: Option<String>,
+    out: &Path,
+    hnsw: HnswConfig,
+    precision: Precision,
+) -> Result<()> {
     let started = Instant::now();
     let bytes = std::fs::read(vectors).with_context(|| format!("reading {}", vectors.display()))?;
     let mut m = npy::read_f32(vectors)?;
@@ -225,7 +233,18 @@ fn build_from_vectors(vectors: &Path, ids: Option<&Path>, model: Option<String>,
     let items = ids.into_iter().map(|id| Item { id, image: String::new(), captions: Vec::new(), meta: Map::new() }).collect();
     let mut source = Map::new();
     source.insert("vectors".into(), json!(vectors.display().to_string()));
-    let input = BuildInput { model, dim: m.cols, hnsw, items, image_vectors: m.data, texts: Vec::new(), text_vectors: Vec::new(), source, image_tokens: None, precision };
+    let input = BuildInput {
+        model,
+        dim: m.cols,
+        hnsw,
+        items,
+        image_vectors: m.data,
+        texts: Vec::new(),
+        text_vectors: Vec::new(),
+        source,
+        image_tokens: None,
+        precision,
+    };
     let info = catalog::build(out, input)?;
     println!(
         "{}",
@@ -475,12 +494,15 @@ pub fn search(a: SearchArgs) -> Result<()> {
         (None, None) => bail!("give --text \"...\", --image PATH or --vector Q.npy"),
     };
     // BM25 alone needs no model: the checkpoint is loaded only when the query must be embedded
-    let needs_model = !(matches!(query, Query::Embedding(_)) || matches!(query, Query::Text(_)) && mode == Mode::Bm25 && a.rerank.is_none());
+    let needs_model =
+        !(matches!(query, Query::Embedding(_)) || matches!(query, Query::Text(_)) && mode == Mode::Bm25 && a.rerank.is_none());
     let searcher = open_searcher(&a.index, a.checkpoint.as_deref(), needs_model)?;
     let loaded = started.elapsed().as_secs_f64();
     let t = Instant::now();
     let request = SearchRequest { query, side, k: a.k, mode, rerank: a.rerank, filters, ef: a.ef, exact: a.exact };
-    let results = searcher.search(&request).map_err(|e| anyhow::anyhow!("{}: {e}", a.image.as_ref().map_or(String::from("query"), |p| p.display().to_string())))?;
+    let results = searcher
+        .search(&request)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.as_ref().map_or(String::from("query"), |p| p.display().to_string())))?;
     let search_s = t.elapsed().as_secs_f64();
     if a.json {
         println!("{}", json!({"results": results, "load_s": loaded, "search_s": search_s}));
@@ -506,4 +528,3 @@ pub fn open_searcher(index: &Path, checkpoint: Option<&Path>, with_model: bool) 
     let identity = |dir: &Path| model_identity(dir).map_err(|e| std::io::Error::other(e.to_string()));
     Searcher::open(index, checkpoint, identity, device).map_err(|e| anyhow::anyhow!("{e} (pass --checkpoint)"))
 }
-

@@ -101,7 +101,11 @@ fn exchange(conn: &mut Option<BufReader<TcpStream>>, addr: &str, request: &[u8])
     r.get_mut().write_all(request)?;
     let mut line = String::new();
     r.read_line(&mut line)?;
-    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
     let mut len = 0;
     let mut close = false;
     loop {

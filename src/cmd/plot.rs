@@ -2,11 +2,11 @@
 //! `vlp plot --points T.tsv --out X.png` draws measured points (recall against queries/s).
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use std::collections::BTreeMap;
 use std::path::Path;
-use vlp_plot::{panels_png, Panel, Series};
-use clap::Args;
 use std::path::PathBuf;
+use vlp_plot::{panels_png, Panel, Series};
 
 #[derive(Args)]
 pub struct PlotArgs {

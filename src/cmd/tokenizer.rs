@@ -51,8 +51,7 @@ pub fn run(args: TokenizerArgs) -> Result<()> {
     match args.command {
         TokenizerCommand::Train { data, split, kind, vocab_size, out } => {
             // Captions only: the images are read by the stream but not decoded.
-            let stream = source::open(&data, split.as_deref(), &ReadOptions::default())
-                .with_context(|| format!("opening {data}"))?;
+            let stream = source::open(&data, split.as_deref(), &ReadOptions::default()).with_context(|| format!("opening {data}"))?;
             let mut captions = Vec::new();
             let mut skipped = 0u64;
             for item in stream {

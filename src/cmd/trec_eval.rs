@@ -62,11 +62,8 @@ impl From<Duplicates> for DuplicatePolicy {
 const DEFAULT_MEASURES: [&str; 6] = ["map", "recip_rank", "ndcg_cut.5,10,20", "P.5,10", "recall.5,10", "success.1,5,10"];
 
 pub fn run(a: TrecEvalArgs) -> Result<()> {
-    let specs: Vec<String> = if a.measures.is_empty() {
-        DEFAULT_MEASURES.iter().map(|s| s.to_string()).collect()
-    } else {
-        a.measures.clone()
-    };
+    let specs: Vec<String> =
+        if a.measures.is_empty() { DEFAULT_MEASURES.iter().map(|s| s.to_string()).collect() } else { a.measures.clone() };
     let measures = parse_measures(&specs)?;
     let qrels = Qrels::read(&a.qrels).context("reading qrels")?;
     let policy = if a.complete { MissingQueries::Zero } else { MissingQueries::Skip };
@@ -105,7 +102,13 @@ pub fn run(a: TrecEvalArgs) -> Result<()> {
         return Ok(());
     }
     let ev_b = score(&a.compare)?;
-    println!("# A = {}\n# B = {}\n# paired randomization test, {} permutations, seed {}", names(&a.runs), names(&a.compare), a.permutations, a.seed);
+    println!(
+        "# A = {}\n# B = {}\n# paired randomization test, {} permutations, seed {}",
+        names(&a.runs),
+        names(&a.compare),
+        a.permutations,
+        a.seed
+    );
     println!("{:<22}\t{:>8}\t{:>8}\t{:>9}\t{:>8}\t{:>7}", "measure", "A", "B", "B-A", "p", "queries");
     for c in compare(&ev_a, &ev_b, a.permutations, a.seed) {
         println!("{:<22}\t{:>8.4}\t{:>8.4}\t{:>+9.4}\t{:>8.4}\t{:>7}", c.measure, c.mean_a, c.mean_b, c.difference, c.p_value, c.queries);

@@ -81,16 +81,8 @@ fn run_on<B: burn::tensor::backend::Backend>(a: &ZeroShotArgs, device: &B::Devic
         let enc = Encoder::<B>::load(ck, device).with_context(|| format!("loading {}", ck.display()))?;
         let token_level = enc.config.loss.token_weight > 0.0;
         dim = enc.config.model.embed_dim;
-        let (scores, bad) = classify(
-            &enc.model,
-            &enc.tokenizer,
-            &enc.config.image_config(),
-            &labelled,
-            &class_names,
-            &templates,
-            token_level,
-            device,
-        )?;
+        let (scores, bad) =
+            classify(&enc.model, &enc.tokenizer, &enc.config.image_config(), &labelled, &class_names, &templates, token_level, device)?;
         if rows.is_empty() {
             skipped.merge(bad);
         }

@@ -136,7 +136,6 @@ impl Drop for Server {
     }
 }
 
-
 /// Builds an index of the test split of [`tiny_run`]'s data in `dir/index`: (data, index).
 pub fn tiny_index(dir: &Path) -> (PathBuf, PathBuf) {
     let (data, run) = tiny_run(dir);

@@ -21,9 +21,9 @@ use std::time::Instant;
 use vlp_data::image_pipeline::{crop_resize, decode, normalize_into, to_rgb_on_white, Augment, ImageConfig};
 use vlp_data::source::{self, InputKind, ReadOptions, SourceItem};
 use vlp_data::{Caption, Sample};
-use vlp_index::ann::{HnswConfig, HnswGraph};
 use vlp_embed::checkpoint::Encoder;
 use vlp_embed::embed::{rows, text_tensors};
+use vlp_index::ann::{HnswConfig, HnswGraph};
 
 /// What to keep. The defaults keep every readable pair.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -49,15 +49,7 @@ pub struct FilterOptions {
 
 impl Default for FilterOptions {
     fn default() -> Self {
-        FilterOptions {
-            min_score: -1.0,
-            dedup: None,
-            min_side: 0,
-            langs: Vec::new(),
-            dry_run: false,
-            part_rows: 10_000,
-            truth_field: None,
-        }
+        FilterOptions { min_score: -1.0, dedup: None, min_side: 0, langs: Vec::new(), dry_run: false, part_rows: 10_000, truth_field: None }
     }
 }
 
@@ -205,12 +197,25 @@ struct Run<'a, B: Backend> {
 type Decoded = std::result::Result<Vec<f32>, (DropReason, String)>;
 
 impl<'a, B: Backend> Run<'a, B> {
-    fn new(enc: &'a Encoder<B>, device: &'a B::Device, opts: &'a FilterOptions, exec: &'a Execution, progress: &'a (dyn Fn(u64) + Sync)) -> Self {
+    fn new(
+        enc: &'a Encoder<B>,
+        device: &'a B::Device,
+        opts: &'a FilterOptions,
+        exec: &'a Execution,
+        progress: &'a (dyn Fn(u64) + Sync),
+    ) -> Self {
         let image_cfg = enc.config.image_config();
         Run { enc, device, opts, exec, image_cfg, progress, dedup: None, total: PartStats::default() }
     }
 
-    fn part(&mut self, state: &Path, index: usize, name: &str, items: impl Iterator<Item = SourceItem>, mut sink: Box<dyn PartSink>) -> Result<()> {
+    fn part(
+        &mut self,
+        state: &Path,
+        index: usize,
+        name: &str,
+        items: impl Iterator<Item = SourceItem>,
+        mut sink: Box<dyn PartSink>,
+    ) -> Result<()> {
         let started = Instant::now();
         let mut stats = PartStats::new(index, name);
         if self.opts.truth_field.is_some() {
@@ -221,10 +226,8 @@ impl<'a, B: Backend> Run<'a, B> {
         for item in items {
             stats.seen += 1;
             match item {
-                Err(skip) => stats.drop_pair(
-                    DropReason::Unreadable(skip.reason),
-                    Example::new(&skip.location, &skip.location, "", None, skip.detail),
-                ),
+                Err(skip) => stats
+                    .drop_pair(DropReason::Unreadable(skip.reason), Example::new(&skip.location, &skip.location, "", None, skip.detail)),
                 Ok(s) => batch.push(s),
             }
             if batch.len() >= self.exec.batch {
@@ -305,7 +308,8 @@ impl<'a, B: Backend> Run<'a, B> {
                     _ => truth.negative.add(best),
                 }
             }
-            let kept: Vec<&Caption> = wanted.iter().zip(&scores).filter(|(_, &sc)| sc >= self.opts.min_score).map(|(&c, _)| &s.captions[c]).collect();
+            let kept: Vec<&Caption> =
+                wanted.iter().zip(&scores).filter(|(_, &sc)| sc >= self.opts.min_score).map(|(&c, _)| &s.captions[c]).collect();
             if kept.is_empty() {
                 let caption = &s.captions[wanted[best_at]].text;
                 stats.drop_pair(DropReason::LowScore, Example::new(&s.key, &s.location, caption, Some(best), ""));
@@ -484,8 +488,7 @@ fn open_state(state: &Path, record: &RunRecord, resume: bool) -> Result<Vec<Part
             )));
         }
         let bytes = std::fs::read(&run_file).map_err(|e| CurateError::io(&run_file, e))?;
-        let before: RunRecord = serde_json::from_slice(&bytes)
-            .map_err(|e| CurateError::Invalid(format!("{}: {e}", run_file.display())))?;
+        let before: RunRecord = serde_json::from_slice(&bytes).map_err(|e| CurateError::Invalid(format!("{}: {e}", run_file.display())))?;
         if before != *record {
             return Err(CurateError::Invalid(format!(
                 "{}: the run there was started with other settings ({}); resume with the same input, checkpoint and options, or use another --out",
@@ -503,8 +506,7 @@ fn open_state(state: &Path, record: &RunRecord, resume: bool) -> Result<Vec<Part
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.starts_with("part-") && name.ends_with(".json") {
             let bytes = std::fs::read(&path).map_err(|e| CurateError::io(&path, e))?;
-            let stats: PartStats =
-                serde_json::from_slice(&bytes).map_err(|e| CurateError::Invalid(format!("{}: {e}", path.display())))?;
+            let stats: PartStats = serde_json::from_slice(&bytes).map_err(|e| CurateError::Invalid(format!("{}: {e}", path.display())))?;
             done.push(stats);
         }
     }

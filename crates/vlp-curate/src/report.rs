@@ -51,13 +51,7 @@ pub struct Example {
 
 impl Example {
     pub fn new(key: &str, location: &str, caption: &str, score: Option<f32>, detail: impl Into<String>) -> Self {
-        Example {
-            key: key.to_string(),
-            location: location.to_string(),
-            caption: caption.to_string(),
-            score,
-            detail: detail.into(),
-        }
+        Example { key: key.to_string(), location: location.to_string(), caption: caption.to_string(), score, detail: detail.into() }
     }
 
     /// Sampling priority: the examples kept are those with the smallest hash of their key, a
@@ -406,9 +400,7 @@ pub fn histogram(bins: &ScoreBins, min_score: f32, title: &str) -> vlp_plot::His
 
 /// Precision and recall of the bad-pair detector against the threshold.
 pub fn detection_panel(t: &TruthReport) -> vlp_plot::Panel {
-    let line = |name: &str, f: fn(&Detection) -> f64| {
-        vlp_plot::Series::new(name, t.sweep.iter().map(|d| (d.threshold, f(d))).collect())
-    };
+    let line = |name: &str, f: fn(&Detection) -> f64| vlp_plot::Series::new(name, t.sweep.iter().map(|d| (d.threshold, f(d))).collect());
     vlp_plot::Panel::new(
         format!("finding the {} pairs marked '{}'", t.bad_pairs, t.field),
         "threshold (pairs scoring below are flagged)",

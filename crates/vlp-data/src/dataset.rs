@@ -228,12 +228,7 @@ pub fn write_lines(path: &Path, lines: impl Iterator<Item = String>) -> Result<(
 }
 
 /// Writes every split, then `dataset.json`: the shared tail of every builder.
-pub fn write_dataset(
-    dir: &DatasetDir,
-    name: &str,
-    by_split: &BTreeMap<&str, Vec<ImageRecord>>,
-    source: Value,
-) -> Result<DatasetInfo> {
+pub fn write_dataset(dir: &DatasetDir, name: &str, by_split: &BTreeMap<&str, Vec<ImageRecord>>, source: Value) -> Result<DatasetInfo> {
     let mut splits = BTreeMap::new();
     for (split, recs) in by_split {
         splits.insert(split.to_string(), write_split(dir, split, recs)?);
@@ -258,11 +253,13 @@ fn read_ids(path: &Path) -> Result<Vec<(String, Map<String, Value>)>> {
         if line.trim().is_empty() {
             continue;
         }
-        let obj: Map<String, Value> = serde_json::from_str(&line)
-            .map_err(|e| DataError::input(format!("{}:{}", path.display(), n + 1), e.to_string()))?;
-        let id = obj.get("id").and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
-            DataError::input(format!("{}:{}", path.display(), n + 1), "record has no string \"id\"")
-        })?;
+        let obj: Map<String, Value> =
+            serde_json::from_str(&line).map_err(|e| DataError::input(format!("{}:{}", path.display(), n + 1), e.to_string()))?;
+        let id = obj
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| DataError::input(format!("{}:{}", path.display(), n + 1), "record has no string \"id\""))?;
         out.push((id, obj));
     }
     Ok(out)
@@ -277,9 +274,10 @@ pub fn read_qrels(path: &Path) -> Result<Vec<(String, String, i32)>> {
         if f.is_empty() {
             continue;
         }
-        let grade = f.get(3).and_then(|g| g.parse().ok()).ok_or_else(|| {
-            DataError::input(format!("{}:{}", path.display(), n + 1), "expected 'qid 0 docid grade'")
-        })?;
+        let grade = f
+            .get(3)
+            .and_then(|g| g.parse().ok())
+            .ok_or_else(|| DataError::input(format!("{}:{}", path.display(), n + 1), "expected 'qid 0 docid grade'"))?;
         out.push((f[0].to_string(), f[2].to_string(), grade));
     }
     Ok(out)
@@ -326,9 +324,7 @@ pub fn check(dir: &DatasetDir) -> Result<Vec<SplitCheck>> {
         }
         let image_ids: HashSet<&str> = images.iter().map(|(id, _)| id.as_str()).collect();
         let text_ids: HashSet<&str> = texts.iter().map(|(id, _)| id.as_str()).collect();
-        for (direction, queries, docs) in
-            [(Direction::T2i, &text_ids, &image_ids), (Direction::I2t, &image_ids, &text_ids)]
-        {
+        for (direction, queries, docs) in [(Direction::T2i, &text_ids, &image_ids), (Direction::I2t, &image_ids, &text_ids)] {
             let qrels = read_qrels(&dir.qrels(split, direction))?;
             let mut exact: HashSet<&str> = HashSet::new();
             let mut judged: HashSet<&str> = HashSet::new();

@@ -59,13 +59,11 @@ fn load_annotations(src: &EmojiSources, lang: &str) -> Result<HashMap<String, An
     for (derived, top) in [(false, "annotations"), (true, "annotationsDerived")] {
         let path = src.annotations(lang, derived);
         let v = read_json(&path)?;
-        let map = v[top]["annotations"]
-            .as_object()
-            .ok_or_else(|| DataError::input(path.display(), format!("no {top}.annotations object")))?;
+        let map =
+            v[top]["annotations"].as_object().ok_or_else(|| DataError::input(path.display(), format!("no {top}.annotations object")))?;
         for (emoji, a) in map {
-            let strings = |k: &str| -> Vec<String> {
-                a[k].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect()
-            };
+            let strings =
+                |k: &str| -> Vec<String> { a[k].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect() };
             let name = strings("tts").into_iter().next();
             out.insert(emoji.clone(), Annotation { name, keywords: strings("default") });
         }
@@ -117,11 +115,7 @@ pub fn build(src: &EmojiSources, out: &Path) -> Result<(DatasetInfo, SkipLog)> {
                 captions.push(Caption { text: name.clone(), lang: Some(lang.to_string()), field: Some("name".into()) });
             }
             if !a.keywords.is_empty() {
-                captions.push(Caption {
-                    text: a.keywords.join(" | "),
-                    lang: Some(lang.to_string()),
-                    field: Some("keywords".into()),
-                });
+                captions.push(Caption { text: a.keywords.join(" | "), lang: Some(lang.to_string()), field: Some("keywords".into()) });
             }
         }
         if captions.is_empty() {
@@ -150,8 +144,7 @@ pub fn build(src: &EmojiSources, out: &Path) -> Result<(DatasetInfo, SkipLog)> {
             let location = from.display().to_string();
             let result = (|| {
                 let bytes = std::fs::read(&from).map_err(|e| (SkipReason::ImageFileMissing, location.clone(), e.to_string()))?;
-                let img = crate::image_pipeline::decode(&bytes, 1 << 24)
-                    .map_err(|f| (f.reason, location.clone(), f.detail))?;
+                let img = crate::image_pipeline::decode(&bytes, 1 << 24).map_err(|f| (f.reason, location.clone(), f.detail))?;
                 let rgb = to_rgb_on_white(img);
                 let to = images_dir.join(style).join(&file);
                 rgb.save(&to).map_err(|e| (SkipReason::ImageUndecodable, to.display().to_string(), e.to_string()))?;
@@ -177,11 +170,8 @@ pub fn build(src: &EmojiSources, out: &Path) -> Result<(DatasetInfo, SkipLog)> {
         let e = &emoji[i];
         let split = split_of(&e.unified);
         // Grade 2 reaches every emoji drawn with the same pixels in this style, in this split.
-        let exact: Vec<String> = by_pixels[&(style, h)]
-            .iter()
-            .filter(|&&j| split_of(&emoji[j].unified) == split)
-            .map(|&j| emoji[j].unified.clone())
-            .collect();
+        let exact: Vec<String> =
+            by_pixels[&(style, h)].iter().filter(|&&j| split_of(&emoji[j].unified) == split).map(|&j| emoji[j].unified.clone()).collect();
         let related = vec![format!("sub:{}", e.subcategory)];
         let mut meta = Map::new();
         meta.insert("style".into(), json!(style));
@@ -199,10 +189,15 @@ pub fn build(src: &EmojiSources, out: &Path) -> Result<(DatasetInfo, SkipLog)> {
         });
     }
     let dir = DatasetDir::new(out);
-    let info = write_dataset(&dir, "emoji", &by_split, json!({
+    let info = write_dataset(
+        &dir,
+        "emoji",
+        &by_split,
+        json!({
             "packages": ["emoji-datasource-twitter@16.0.0", "emoji-datasource-google@16.0.0",
                          "cldr-annotations-full@48.2.0", "cldr-annotations-derived-full@48.2.0"],
             "licences": {"twemoji": "CC-BY-4.0", "noto-emoji": "Apache-2.0", "cldr": "Unicode-3.0"},
-        }))?;
+        }),
+    )?;
     Ok((info, log))
 }

@@ -69,7 +69,12 @@ impl EvalSet {
         for img in &images {
             for c in &img.captions {
                 let i = *index.entry(c.text.clone()).or_insert_with(|| {
-                    texts.push(TextRecord { id: format!("t{:06}", texts.len()), text: c.text.clone(), lang: c.lang.clone(), field: c.field.clone() });
+                    texts.push(TextRecord {
+                        id: format!("t{:06}", texts.len()),
+                        text: c.text.clone(),
+                        lang: c.lang.clone(),
+                        field: c.field.clone(),
+                    });
                     texts.len() - 1
                 });
                 t2i.push((texts[i].id.clone(), img.key.clone(), 2));

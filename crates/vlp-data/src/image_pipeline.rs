@@ -87,10 +87,9 @@ pub struct ImageFailure {
 /// Decodes with limits: the pixel count and the allocation are bounded before any pixel is
 /// decoded, so a small file that claims a huge canvas is refused cheaply.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, ImageFailure> {
-    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImageFailure {
-        reason: SkipReason::ImageUndecodable,
-        detail: e.to_string(),
-    })?;
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageFailure { reason: SkipReason::ImageUndecodable, detail: e.to_string() })?;
     let mut limits = image::Limits::default();
     let side = max_pixels.min(u32::MAX as u64) as u32;
     limits.max_image_width = Some(side);
@@ -100,10 +99,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, ImageFailur
     reader.limits(limits);
     let (w, h) = reader.into_dimensions().map_err(failure)?;
     if w as u64 * h as u64 > max_pixels {
-        return Err(ImageFailure {
-            reason: SkipReason::ImageTooLarge,
-            detail: format!("{w}x{h} pixels > limit {max_pixels}"),
-        });
+        return Err(ImageFailure { reason: SkipReason::ImageTooLarge, detail: format!("{w}x{h} pixels > limit {max_pixels}") });
     }
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(failure_io)?;
     let mut limits = image::Limits::default();

@@ -16,10 +16,10 @@
 pub mod dataset;
 pub mod emoji;
 pub mod evalset;
-pub mod openclip_bpe;
-pub mod openclipart;
 pub mod image_pipeline;
 pub mod loader;
+pub mod openclip_bpe;
+pub mod openclipart;
 pub mod sample;
 pub mod shards;
 pub mod skip;

@@ -164,9 +164,9 @@ pub fn assemble(samples: Vec<Sample>, tokenizer: &TextTokenizer, cfg: &LoaderCon
     let decoded: Vec<std::result::Result<(Vec<f32>, Sample), Skip>> = samples
         .into_par_iter()
         .map(|s| {
-            let per_sample = cfg.train_seed.map(|seed| {
-                stable_hash(&[seed.to_le_bytes().as_slice(), &cfg.epoch.to_le_bytes(), s.key.as_bytes()].concat())
-            });
+            let per_sample = cfg
+                .train_seed
+                .map(|seed| stable_hash(&[seed.to_le_bytes().as_slice(), &cfg.epoch.to_le_bytes(), s.key.as_bytes()].concat()));
             let aug = per_sample.map_or(Augment::Eval, |seed| Augment::Train { seed });
             let mut buf = vec![0f32; px];
             match process_into(&s.image, &cfg.image, aug, &mut buf) {
@@ -185,7 +185,8 @@ pub fn assemble(samples: Vec<Sample>, tokenizer: &TextTokenizer, cfg: &LoaderCon
                 images.extend_from_slice(&buf);
                 let pick = match cfg.train_seed {
                     Some(seed) if s.captions.len() > 1 => {
-                        let h = stable_hash(&[b"caption".as_slice(), &seed.to_le_bytes(), &cfg.epoch.to_le_bytes(), s.key.as_bytes()].concat());
+                        let h =
+                            stable_hash(&[b"caption".as_slice(), &seed.to_le_bytes(), &cfg.epoch.to_le_bytes(), s.key.as_bytes()].concat());
                         ChaCha8Rng::seed_from_u64(h).gen_range(0..s.captions.len())
                     }
                     _ => 0,

@@ -100,11 +100,7 @@ pub fn parse_svg_meta(svg: &str) -> SvgMeta {
 
 /// Lower case, words only, single spaces: the key of grade 2.
 pub fn normalise_caption(s: &str) -> String {
-    s.to_lowercase()
-        .split(|c: char| !c.is_alphanumeric() && c != '\'')
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    s.to_lowercase().split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// Turns a title or a file name into a caption: separators to spaces, trailing numbering and
@@ -243,7 +239,8 @@ pub fn build(src: &OpenclipartSources, out: &Path, side: u32) -> Result<(Dataset
             let img = crate::image_pipeline::decode(&bytes, 1 << 26).map_err(|f| (rel.display().to_string(), f.reason, f.detail))?;
             let square = crop_to_content(&to_rgb_on_white(img), side);
             let to = images_dir.join(rel);
-            std::fs::create_dir_all(to.parent().expect("has parent")).map_err(|e| (rel.display().to_string(), SkipReason::ImageUndecodable, e.to_string()))?;
+            std::fs::create_dir_all(to.parent().expect("has parent"))
+                .map_err(|e| (rel.display().to_string(), SkipReason::ImageUndecodable, e.to_string()))?;
             square.save(&to).map_err(|e| (rel.display().to_string(), SkipReason::ImageUndecodable, e.to_string()))?;
             Ok((i, caption, from))
         })
@@ -288,7 +285,12 @@ pub fn build(src: &OpenclipartSources, out: &Path, side: u32) -> Result<(Dataset
         });
     }
     let dir = DatasetDir::new(out);
-    let info = write_dataset(&dir, "openclipart", &by_split, json!({"packages": ["openclipart-png", "openclipart-svg"], "licence": "public domain", "side": side}))?;
+    let info = write_dataset(
+        &dir,
+        "openclipart",
+        &by_split,
+        json!({"packages": ["openclipart-png", "openclipart-svg"], "licence": "public domain", "side": side}),
+    )?;
     Ok((info, log))
 }
 

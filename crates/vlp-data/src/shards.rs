@@ -50,10 +50,7 @@ pub fn expand_shards(spec: &str) -> Result<Vec<PathBuf>> {
 /// Expands the first `{...}` group, recursively, so `a{0..1}b{x,y}` gives four strings.
 pub fn expand_braces(s: &str) -> Result<Vec<String>> {
     let Some(open) = s.find('{') else { return Ok(vec![s.to_string()]) };
-    let close = s[open..]
-        .find('}')
-        .map(|i| open + i)
-        .ok_or_else(|| DataError::input(s, "unclosed '{' in shard list"))?;
+    let close = s[open..].find('}').map(|i| open + i).ok_or_else(|| DataError::input(s, "unclosed '{' in shard list"))?;
     let (head, body, tail) = (&s[..open], &s[open + 1..close], &s[close + 1..]);
     let items: Vec<String> = if let Some((a, b)) = body.split_once("..") {
         let lo: u64 = a.parse().map_err(|_| DataError::input(s, format!("bad range start '{a}'")))?;

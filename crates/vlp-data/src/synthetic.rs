@@ -233,8 +233,7 @@ fn point_in_polygon(x: f32, y: f32, poly: &[(f32, f32)]) -> bool {
 }
 
 fn split_of(cfg: &SyntheticConfig, index: usize) -> &'static str {
-    let u = (stable_hash(&[b"split".as_slice(), &cfg.seed.to_le_bytes(), &(index as u64).to_le_bytes()].concat())
-        >> 11) as f64
+    let u = (stable_hash(&[b"split".as_slice(), &cfg.seed.to_le_bytes(), &(index as u64).to_le_bytes()].concat()) >> 11) as f64
         / (1u64 << 53) as f64;
     if u < cfg.train {
         "train"

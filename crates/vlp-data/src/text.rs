@@ -9,16 +9,16 @@ use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
-use tokenizers::Model;
 use tokenizers::models::TrainerWrapper;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Sequence, NFC};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::Model;
 use tokenizers::{
-    AddedToken, NormalizedString, Normalizer, OffsetReferential, OffsetType, PaddingParams, PaddingStrategy,
-    PreTokenizedString, PreTokenizer, Tokenizer, TruncationParams,
+    AddedToken, NormalizedString, Normalizer, OffsetReferential, OffsetType, PaddingParams, PaddingStrategy, PreTokenizedString,
+    PreTokenizer, Tokenizer, TruncationParams,
 };
 
 /// Which vocabulary `vlp tokenizer train` learns.
@@ -114,8 +114,7 @@ fn continuing_chars<'a>(texts: impl Iterator<Item = &'a str>) -> Result<std::col
 /// hash-map order, so two trainings on the same captions gave different ids (and a seeded run
 /// could not be repeated).
 fn canonical_wordpiece(tk: &Tokenizer) -> Result<WordPiece> {
-    let mut rest: Vec<String> =
-        tk.get_vocab(false).into_keys().filter(|t| !WORDPIECE_SPECIALS.contains(&t.as_str())).collect();
+    let mut rest: Vec<String> = tk.get_vocab(false).into_keys().filter(|t| !WORDPIECE_SPECIALS.contains(&t.as_str())).collect();
     rest.sort();
     let vocab: serde_json::Map<String, serde_json::Value> =
         WORDPIECE_SPECIALS.iter().map(|s| s.to_string()).chain(rest).enumerate().map(|(i, t)| (t, i.into())).collect();
@@ -226,21 +225,11 @@ impl TextTokenizer {
         }
         let pad_id = match inner.get_padding() {
             Some(p) => p.pad_id,
-            None => ["[PAD]", "<pad>", "<|endoftext|>", "</s>"]
-                .iter()
-                .find_map(|t| inner.token_to_id(t))
-                .unwrap_or(0),
+            None => ["[PAD]", "<pad>", "<|endoftext|>", "</s>"].iter().find_map(|t| inner.token_to_id(t)).unwrap_or(0),
         };
         let pad_token = inner.id_to_token(pad_id).unwrap_or_else(|| "[PAD]".into());
-        inner.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::Fixed(context),
-            pad_id,
-            pad_token,
-            ..Default::default()
-        }));
-        inner
-            .with_truncation(Some(TruncationParams { max_length: context, ..Default::default() }))
-            .map_err(tk_err)?;
+        inner.with_padding(Some(PaddingParams { strategy: PaddingStrategy::Fixed(context), pad_id, pad_token, ..Default::default() }));
+        inner.with_truncation(Some(TruncationParams { max_length: context, ..Default::default() })).map_err(tk_err)?;
         Ok(TextTokenizer { inner, context, pad_id })
     }
 

@@ -19,9 +19,13 @@ pub struct WdsWriter {
 }
 
 enum Naming {
-    Numbered { prefix: String },
+    Numbered {
+        prefix: String,
+    },
     /// One shard of this file name, however many samples it holds.
-    Fixed { name: String },
+    Fixed {
+        name: String,
+    },
 }
 
 struct OpenShard {
@@ -74,10 +78,7 @@ impl WdsWriter {
         // WebDataset's own rule: the key ends at the first dot of the member's file name, so a
         // key may hold dots in its folders (`dot.dir/s6`) but not after its last '/'.
         if key.is_empty() || key.ends_with('/') || crate::source::split_key(&format!("{key}.{ext}")).0 != key {
-            return Err(DataError::input(
-                key,
-                "a WebDataset key must be non-empty, end in a file name and hold no '.' after its last '/'",
-            ));
+            return Err(DataError::input(key, "a WebDataset key must be non-empty, end in a file name and hold no '.' after its last '/'"));
         }
         if self.open.is_none() {
             self.open_next()?;

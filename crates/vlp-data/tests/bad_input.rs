@@ -176,7 +176,8 @@ fn manifest_and_csv_skip_bad_lines_and_missing_files() {
     assert_parts_cover(manifest.to_str().unwrap(), &ReadOptions::default(), 2, Division::Samples);
 
     let table = dir.path().join("t.tsv");
-    std::fs::write(&table, "filepath\ttitle\textra\nimg/a.png\ta cat\tx\nimg/nope.png\tnothing\ty\nimg/b.jpg\n img/b.jpg\ta dog\tz\n").unwrap();
+    std::fs::write(&table, "filepath\ttitle\textra\nimg/a.png\ta cat\tx\nimg/nope.png\tnothing\ty\nimg/b.jpg\n img/b.jpg\ta dog\tz\n")
+        .unwrap();
     let samples: Vec<_> = source::open(table.to_str().unwrap(), None, &ReadOptions::default()).unwrap().collect();
     let good: Vec<_> = samples.iter().filter_map(|s| s.as_ref().ok()).map(|s| s.key.clone()).collect();
     assert_eq!(good, ["img/a.png"]);
@@ -189,14 +190,12 @@ fn manifest_and_csv_skip_bad_lines_and_missing_files() {
     // OpenCLIP's `train.csv` is tab-separated (its default `--csv-separator`): found from the header
     let openclip = dir.path().join("train.csv");
     std::fs::write(&openclip, "filepath\ttitle\nimg/a.png\ta cat, sitting\nimg/b.jpg\ta dog\n").unwrap();
-    let good: Vec<_> =
-        source::open(openclip.to_str().unwrap(), None, &ReadOptions::default()).unwrap().filter_map(Result::ok).collect();
+    let good: Vec<_> = source::open(openclip.to_str().unwrap(), None, &ReadOptions::default()).unwrap().filter_map(Result::ok).collect();
     assert_eq!(good.iter().map(|s| s.captions[0].text.as_str()).collect::<Vec<_>>(), ["a cat, sitting", "a dog"]);
     // a comma-separated one stays comma-separated, and a separator given is used as it is
     let commas = dir.path().join("commas.csv");
     std::fs::write(&commas, "filepath,title\nimg/a.png,a cat\n").unwrap();
-    let good: Vec<_> =
-        source::open(commas.to_str().unwrap(), None, &ReadOptions::default()).unwrap().filter_map(Result::ok).collect();
+    let good: Vec<_> = source::open(commas.to_str().unwrap(), None, &ReadOptions::default()).unwrap().filter_map(Result::ok).collect();
     assert_eq!((good.len(), good[0].captions[0].text.as_str()), (1, "a cat"));
     let mut semicolons = ReadOptions::default();
     semicolons.csv.separator = Some(b';');
@@ -253,13 +252,10 @@ fn writer_output_reads_back_and_leaves_no_temporary_files() {
     }
     let shards = w.finish().unwrap();
     assert_eq!(shards.len(), 3);
-    let names: Vec<String> =
-        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
-    let back: Vec<_> = source::open(&format!("{}/", dir.path().display()), None, &ReadOptions::default())
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let back: Vec<_> =
+        source::open(&format!("{}/", dir.path().display()), None, &ReadOptions::default()).unwrap().map(Result::unwrap).collect();
     assert_eq!(back.len(), 6);
     assert_eq!(back[3].captions[0].text, "caption 3");
     assert_eq!((back[5].key.as_str(), back[5].captions[0].text.as_str()), ("dot.dir/s6", "caption 6"));

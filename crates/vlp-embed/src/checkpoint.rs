@@ -48,7 +48,15 @@ fn one_part() -> usize {
 
 impl Default for TrainState {
     fn default() -> Self {
-        TrainState { step: 0, epoch: 0, batch_in_epoch: 0, samples_seen: 0, elapsed_secs: 0.0, queue: QueueCursor::default(), data_parts: 1 }
+        TrainState {
+            step: 0,
+            epoch: 0,
+            batch_in_epoch: 0,
+            samples_seen: 0,
+            elapsed_secs: 0.0,
+            queue: QueueCursor::default(),
+            data_parts: 1,
+        }
     }
 }
 
@@ -192,7 +200,6 @@ impl<B: Backend> Encoder<B> {
         Ok(Encoder { model, config, tokenizer, state, dir })
     }
 }
-
 
 /// What identifies a checkpoint's model: its weights and config, hashed. An index records it,
 /// and refuses queries embedded by another model.

@@ -146,8 +146,7 @@ fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
 
 impl RunConfig {
     pub fn from_toml(text: &str, name: &str) -> Result<Self, ConfigError> {
-        let cfg: RunConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { file: name.to_string(), message: e.to_string() })?;
+        let cfg: RunConfig = toml::from_str(text).map_err(|e| ConfigError::Parse { file: name.to_string(), message: e.to_string() })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -164,7 +163,8 @@ impl RunConfig {
         if overrides.is_empty() {
             return Self::from_toml(&text, &name);
         }
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse { file: name.clone(), message: e.to_string() })?;
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { file: name.clone(), message: e.to_string() })?;
         for o in overrides {
             let bad = |m: &str| ConfigError::Parse { file: format!("--set {o}"), message: m.to_string() };
             let (key, value) = o.split_once('=').ok_or_else(|| bad("expected KEY=VALUE, e.g. loss.token_weight=1"))?;

@@ -63,8 +63,11 @@ pub fn embed_corpus<B: Backend>(
             meta: s.meta.clone(),
         })
         .collect();
-    let text_entries: Vec<TextEntry> =
-        set.texts.iter().map(|t| TextEntry { id: t.id.clone(), body: ItemText { text: t.text.clone(), lang: t.lang.clone(), field: t.field.clone() } }).collect();
+    let text_entries: Vec<TextEntry> = set
+        .texts
+        .iter()
+        .map(|t| TextEntry { id: t.id.clone(), body: ItemText { text: t.text.clone(), lang: t.lang.clone(), field: t.field.clone() } })
+        .collect();
     let mut source = Map::new();
     source.insert("checkpoint".into(), json!(enc.dir.display().to_string()));
     source.insert("data".into(), json!(data));
@@ -84,4 +87,3 @@ pub fn embed_corpus<B: Backend>(
     };
     Ok((input, skipped))
 }
-

@@ -109,10 +109,7 @@ pub fn text_tensors<B: Backend>(
     let (n, c) = (enc.len(), enc.context);
     let ids: Vec<i32> = enc.ids.iter().map(|&i| i as i32).collect();
     let mask: Vec<f32> = enc.mask.iter().map(|&m| m as f32).collect();
-    Ok((
-        Tensor::from_data(TensorData::new(ids, [n, c]), device),
-        Tensor::from_data(TensorData::new(mask, [n, c]), device),
-    ))
+    Ok((Tensor::from_data(TensorData::new(ids, [n, c]), device), Tensor::from_data(TensorData::new(mask, [n, c]), device)))
 }
 
 /// Encodes texts `batch` at a time.
@@ -165,7 +162,12 @@ pub fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 mod out_of_memory_tests {
     #[test]
     fn cubecl_and_cuda_wordings_are_out_of_memory() {
-        for t in ["An out-of-memory error happened during launch", "CUDA_ERROR_OUT_OF_MEMORY", "OutOfMemory { reason: .. }", "CUDA out of memory"] {
+        for t in [
+            "An out-of-memory error happened during launch",
+            "CUDA_ERROR_OUT_OF_MEMORY",
+            "OutOfMemory { reason: .. }",
+            "CUDA out of memory",
+        ] {
             assert!(super::is_out_of_memory(t), "{t}");
         }
         assert!(!super::is_out_of_memory("index out of bounds"));

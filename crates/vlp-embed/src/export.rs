@@ -11,7 +11,7 @@
 //! The directory is written under a temporary name and renamed when complete.
 
 use crate::checkpoint::Encoder;
-use crate::{Result, EmbedError};
+use crate::{EmbedError, Result};
 use std::path::{Path, PathBuf};
 use vlp_model::openclip::{openclip_config, to_state_dict};
 

@@ -9,7 +9,7 @@
 
 use crate::checkpoint::{save_model, TrainState};
 use crate::config::RunConfig;
-use crate::{Result, EmbedError};
+use crate::{EmbedError, Result};
 use burn::tensor::backend::Backend;
 use std::path::{Path, PathBuf};
 use vlp_data::text::TextTokenizer;
@@ -45,10 +45,9 @@ fn other(path: &Path, e: impl std::fmt::Display) -> EmbedError {
 fn run_config(model: &ModelConfig, tokenizer_kind: &str, tokenizer_vocab: usize, source: &Path) -> Result<RunConfig> {
     let mut table = toml::Table::new();
     table.insert("model".into(), toml::Value::try_from(model).map_err(|e| other(source, e))?);
-    let train: toml::Table = toml::from_str(
-        "batch_size = 256\nsteps = 1000\nlr = 1e-5\nweight_decay = 0.1\nwarmup_steps = 100\ncheckpoint_every = 500",
-    )
-    .expect("a fixed table");
+    let train: toml::Table =
+        toml::from_str("batch_size = 256\nsteps = 1000\nlr = 1e-5\nweight_decay = 0.1\nwarmup_steps = 100\ncheckpoint_every = 500")
+            .expect("a fixed table");
     table.insert("train".into(), toml::Value::Table(train));
     let mut tok = toml::Table::new();
     tok.insert("kind".into(), tokenizer_kind.into());

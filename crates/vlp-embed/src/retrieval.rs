@@ -45,11 +45,7 @@ pub struct Recall {
 
 impl std::fmt::Display for Recall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "text→image R@1 {:.3} R@5 {:.3} | image→text R@1 {:.3} R@5 {:.3}",
-            self.t2i_r1, self.t2i_r5, self.i2t_r1, self.i2t_r5
-        )
+        write!(f, "text→image R@1 {:.3} R@5 {:.3} | image→text R@1 {:.3} R@5 {:.3}", self.t2i_r1, self.t2i_r5, self.i2t_r1, self.i2t_r5)
     }
 }
 

@@ -139,9 +139,11 @@ pub fn markdown(rows: &[Row], split: &str, data: &str) -> String {
 
 /// A row's name for a run or checkpoint path: the run directory's name, not `ckpt-*`.
 pub fn model_name(path: &Path) -> String {
-    path.components().rev().find_map(|c| {
-        let s = c.as_os_str().to_string_lossy();
-        (!s.starts_with("ckpt-") && s != "." && !s.is_empty()).then(|| s.into_owned())
-    }).unwrap_or_else(|| path.display().to_string())
+    path.components()
+        .rev()
+        .find_map(|c| {
+            let s = c.as_os_str().to_string_lossy();
+            (!s.starts_with("ckpt-") && s != "." && !s.is_empty()).then(|| s.into_owned())
+        })
+        .unwrap_or_else(|| path.display().to_string())
 }
-

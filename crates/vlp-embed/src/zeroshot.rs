@@ -9,15 +9,15 @@
 //!   embedding means nothing token by token, so a token-level model ensembles similarities.
 
 use crate::embed::{for_each_image_batch, random_embeddings, rows, text_tensors, Embeddings};
-use crate::{Result, EmbedError};
+use crate::{EmbedError, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::Serialize;
 use vlp_data::image_pipeline::ImageConfig;
 use vlp_data::text::TextTokenizer;
 use vlp_data::{Sample, SkipLog};
-use vlp_model::loss::TokenwiseLoss;
 use vlp_model::dual::l2_normalize;
+use vlp_model::loss::TokenwiseLoss;
 use vlp_model::DualEncoder;
 
 /// CLIP's ImageNet prompts, trimmed to those that suit icons, drawings and photos alike.
@@ -33,7 +33,8 @@ pub const TEMPLATES_EN: [&str; 8] = [
 ];
 
 /// Chinese-CLIP's style of prompts.
-pub const TEMPLATES_ZH: [&str; 7] = ["一张{}的照片。", "{}的图片。", "一个{}的图标。", "{}的表情符号。", "一幅{}的画。", "一个卡通{}。", "{}。"];
+pub const TEMPLATES_ZH: [&str; 7] =
+    ["一张{}的照片。", "{}的图片。", "一个{}的图标。", "{}的表情符号。", "一幅{}的画。", "一个卡通{}。", "{}。"];
 
 /// `en`, `zh`, or a file with one template per line, each with one `{}`.
 pub fn templates(spec: &str) -> Result<Vec<String>> {
@@ -167,8 +168,7 @@ pub fn classify<B: Backend>(
     let mut global_scores = Vec::with_capacity(set.images.len() * c);
     let mut token_scores = Vec::new();
     let mut labels = Vec::with_capacity(set.labels.len());
-    let label_of: std::collections::HashMap<&str, usize> =
-        set.images.iter().zip(&set.labels).map(|(s, &l)| (s.key.as_str(), l)).collect();
+    let label_of: std::collections::HashMap<&str, usize> = set.images.iter().zip(&set.labels).map(|(s, &l)| (s.key.as_str(), l)).collect();
     let skipped = for_each_image_batch::<B>(&set.images, image_cfg, 32, device, |keys, x| {
         labels.extend(keys.iter().map(|k| label_of[k.as_str()]));
         let img = model.encode_image(x);

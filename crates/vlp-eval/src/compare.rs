@@ -7,10 +7,10 @@
 //! several seeds of each and compare the per-query means over the seeds ([`pooled`]).
 
 use crate::evaluate::{Evaluation, MissingQueries};
-use std::collections::BTreeMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MeasureComparison {

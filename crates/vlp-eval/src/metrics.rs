@@ -112,18 +112,10 @@ impl QueryJudgements {
                 }
                 sum / self.num_rel() as f64
             }
-            Measure::RecipRank => {
-                self.ranked_grades.iter().position(rel).map_or(0.0, |i| 1.0 / (i + 1) as f64)
-            }
+            Measure::RecipRank => self.ranked_grades.iter().position(rel).map_or(0.0, |i| 1.0 / (i + 1) as f64),
             Measure::NdcgCut(k) => {
                 let dcg = |grades: &[i32]| -> f64 {
-                    grades
-                        .iter()
-                        .take(k)
-                        .enumerate()
-                        .filter(|(_, g)| **g > 0)
-                        .map(|(i, &g)| g as f64 / ((i + 2) as f64).log2())
-                        .sum()
+                    grades.iter().take(k).enumerate().filter(|(_, g)| **g > 0).map(|(i, &g)| g as f64 / ((i + 2) as f64).log2()).sum()
                 };
                 let ideal = dcg(&self.ideal_grades);
                 if ideal > 0.0 {

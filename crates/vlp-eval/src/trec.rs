@@ -208,9 +208,8 @@ pub fn run_from_scores(tag: &str, query_ids: &[String], doc_ids: &[String], scor
         .map(|(q, qid)| {
             let row = &scores[q * n..(q + 1) * n];
             let mut order: Vec<usize> = (0..n).collect();
-            let by_trec = |a: &usize, b: &usize| {
-                row[*b].total_cmp(&row[*a]).then_with(|| doc_ids[*b].as_bytes().cmp(doc_ids[*a].as_bytes()))
-            };
+            let by_trec =
+                |a: &usize, b: &usize| row[*b].total_cmp(&row[*a]).then_with(|| doc_ids[*b].as_bytes().cmp(doc_ids[*a].as_bytes()));
             if k < n {
                 order.select_nth_unstable_by(k, by_trec);
                 order.truncate(k);

@@ -187,7 +187,8 @@ impl HnswGraph {
         let stored = vectors.values() / dim.max(1);
         let what = path.display().to_string();
         let bad = |message: String| IndexError::Corrupt { path: what.clone(), message };
-        let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(|| bad("not a vlp HNSW graph (bad magic), or from another version".into()))?;
+        let rest =
+            bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(|| bad("not a vlp HNSW graph (bad magic), or from another version".into()))?;
         if rest.len() < 48 {
             return Err(bad("ends inside the header".into()));
         }
@@ -196,7 +197,10 @@ impl HnswGraph {
         let entry = u32::from_le_bytes(rest[40..44].try_into().expect("4 bytes"));
         let top = u32::from_le_bytes(rest[44..48].try_into().expect("4 bytes")) as usize;
         if file_dim != dim || m != config.m || ef_c != config.ef_construction {
-            return Err(bad(format!("width {file_dim}, M {m}, ef_construction {ef_c}; index.json says {dim}, {}, {}", config.m, config.ef_construction)));
+            return Err(bad(format!(
+                "width {file_dim}, M {m}, ef_construction {ef_c}; index.json says {dim}, {}, {}",
+                config.m, config.ef_construction
+            )));
         }
         if rows != stored || nodes > rows || rest.len() < 48 + 4 * rows {
             return Err(bad(format!("{rows} rows and {nodes} nodes, for {stored} stored rows")));
@@ -337,7 +341,10 @@ mod tests {
         for query in q.chunks(dim) {
             let truth: Vec<usize> = top_k(&v, dim, query, 10, &|_| true).iter().map(|h| h.row).collect();
             let got = loaded.search(query, 10, Some(128), None);
-            assert_eq!(got.iter().map(|h| h.row).collect::<Vec<_>>(), index.search(query, 10, Some(128), None).iter().map(|h| h.row).collect::<Vec<_>>());
+            assert_eq!(
+                got.iter().map(|h| h.row).collect::<Vec<_>>(),
+                index.search(query, 10, Some(128), None).iter().map(|h| h.row).collect::<Vec<_>>()
+            );
             found += got.iter().filter(|h| truth.contains(&h.row)).count();
             total += 10;
             let even = loaded.search(query, 10, Some(128), Some(&|r| r % 2 == 0));

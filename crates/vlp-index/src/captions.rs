@@ -137,7 +137,8 @@ impl CaptionIndex {
             let mut out = Vec::new();
             for (score, addr) in &top {
                 let d: TantivyDocument = searcher.doc(*addr).map_err(|e| tv(Path::new("captions"), e))?;
-                let r = d.get_first(self.row).and_then(|v| v.as_u64()).ok_or_else(|| tv(Path::new("captions"), "document without a row"))? as usize;
+                let r = d.get_first(self.row).and_then(|v| v.as_u64()).ok_or_else(|| tv(Path::new("captions"), "document without a row"))?
+                    as usize;
                 if keep(r) {
                     out.push((r, *score));
                 }

@@ -107,12 +107,14 @@ fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
 
 /// Parses JSON lines already read (and checksummed) from `path`.
 fn parse_jsonl<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<Vec<T>> {
-    let text = std::str::from_utf8(bytes).map_err(|_| IndexError::Corrupt { path: path.display().to_string(), message: "not UTF-8".into() })?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| IndexError::Corrupt { path: path.display().to_string(), message: "not UTF-8".into() })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| IndexError::Corrupt { path: format!("{}:{}", path.display(), i + 1), message: e.to_string() })
+            serde_json::from_str(l)
+                .map_err(|e| IndexError::Corrupt { path: format!("{}:{}", path.display(), i + 1), message: e.to_string() })
         })
         .collect()
 }
@@ -135,7 +137,12 @@ pub fn build(dir: &Path, input: BuildInput) -> Result<IndexInfo> {
 /// Writes an index into a temporary directory beside `dir`, then swaps it in. `graphs` are the
 /// image and text HNSW graphs when they already hold every row (an addition); otherwise they are
 /// built here.
-pub(crate) fn write_index(dir: &Path, input: BuildInput, graphs: Option<(&mut HnswGraph, &mut HnswGraph)>, deleted: Vec<String>) -> Result<IndexInfo> {
+pub(crate) fn write_index(
+    dir: &Path,
+    input: BuildInput,
+    graphs: Option<(&mut HnswGraph, &mut HnswGraph)>,
+    deleted: Vec<String>,
+) -> Result<IndexInfo> {
     let BuildInput { model, dim, hnsw, items, image_vectors, texts, text_vectors, source, image_tokens, precision } = input;
     // the graphs are built from the values the stores will hold
     let image_vectors = precision.round(image_vectors);
@@ -175,8 +182,21 @@ pub(crate) fn write_index(dir: &Path, input: BuildInput, graphs: Option<(&mut Hn
     for f in CHECKED {
         checksums.insert(f.to_string(), file_checksum(&tmp.join(f))?);
     }
-    let info = IndexInfo { version: VERSION, model, dim, hnsw, items: items.len(), texts: texts.len(), checksums, source, image_tokens: token_shape, precision, deleted };
-    std::fs::write(tmp.join("index.json"), serde_json::to_string_pretty(&info).expect("serialises")).map_err(|e| IndexError::io(&tmp, e))?;
+    let info = IndexInfo {
+        version: VERSION,
+        model,
+        dim,
+        hnsw,
+        items: items.len(),
+        texts: texts.len(),
+        checksums,
+        source,
+        image_tokens: token_shape,
+        precision,
+        deleted,
+    };
+    std::fs::write(tmp.join("index.json"), serde_json::to_string_pretty(&info).expect("serialises"))
+        .map_err(|e| IndexError::io(&tmp, e))?;
     // the old index moves aside, the new one in, then the old one goes
     vlp_atomic::commit(&tmp, dir).map_err(|e| IndexError::io(dir, e))?;
     Ok(info)
@@ -256,12 +276,16 @@ impl RetrievalIndex {
         let info_path = dir.join("index.json");
         let text = std::fs::read_to_string(&info_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                IndexError::Corrupt { path: info_path.display().to_string(), message: "missing: not a vlp index, or its build did not finish".into() }
+                IndexError::Corrupt {
+                    path: info_path.display().to_string(),
+                    message: "missing: not a vlp index, or its build did not finish".into(),
+                }
             } else {
                 IndexError::io(&info_path, e)
             }
         })?;
-        let info: IndexInfo = serde_json::from_str(&text).map_err(|e| IndexError::Corrupt { path: info_path.display().to_string(), message: e.to_string() })?;
+        let info: IndexInfo = serde_json::from_str(&text)
+            .map_err(|e| IndexError::Corrupt { path: info_path.display().to_string(), message: e.to_string() })?;
         if info.version != VERSION {
             return Err(IndexError::Corrupt {
                 path: info_path.display().to_string(),
@@ -272,13 +296,19 @@ impl RetrievalIndex {
         let mut verified = std::collections::HashMap::new();
         for f in CHECKED {
             let p = dir.join(f);
-            let want = info.checksums.get(f).ok_or_else(|| IndexError::Corrupt { path: info_path.display().to_string(), message: format!("no checksum for {f}") })?;
+            let want = info
+                .checksums
+                .get(f)
+                .ok_or_else(|| IndexError::Corrupt { path: info_path.display().to_string(), message: format!("no checksum for {f}") })?;
             if !p.is_file() {
                 return Err(IndexError::Corrupt { path: p.display().to_string(), message: "missing".into() });
             }
             let bytes = std::fs::read(&p).map_err(|e| IndexError::io(&p, e))?;
             if &checksum_of(&bytes) != want {
-                return Err(IndexError::Corrupt { path: p.display().to_string(), message: "checksum mismatch: changed or damaged since the build".into() });
+                return Err(IndexError::Corrupt {
+                    path: p.display().to_string(),
+                    message: "checksum mismatch: changed or damaged since the build".into(),
+                });
             }
             verified.insert(f, bytes);
         }
@@ -288,18 +318,27 @@ impl RetrievalIndex {
         let text_vectors = VectorStore::open(&dir.join("texts.vec"))?;
         for (store, n) in [(&image_vectors, items.len()), (&text_vectors, texts.len())] {
             if store.len() != n || store.header.model != info.model || store.dim() != info.dim || store.precision() != info.precision {
-                return Err(IndexError::Corrupt { path: store.path.display().to_string(), message: "does not belong with index.json (rows, model, width or precision differ)".into() });
+                return Err(IndexError::Corrupt {
+                    path: store.path.display().to_string(),
+                    message: "does not belong with index.json (rows, model, width or precision differ)".into(),
+                });
             }
         }
-        let image_graph = HnswGraph::from_bytes(&verified["images.hnsw"], &dir.join("images.hnsw"), image_vectors.rows(), info.dim, info.hnsw)?.freeze(info.precision);
-        let text_graph = HnswGraph::from_bytes(&verified["texts.hnsw"], &dir.join("texts.hnsw"), text_vectors.rows(), info.dim, info.hnsw)?.freeze(info.precision);
+        let image_graph =
+            HnswGraph::from_bytes(&verified["images.hnsw"], &dir.join("images.hnsw"), image_vectors.rows(), info.dim, info.hnsw)?
+                .freeze(info.precision);
+        let text_graph = HnswGraph::from_bytes(&verified["texts.hnsw"], &dir.join("texts.hnsw"), text_vectors.rows(), info.dim, info.hnsw)?
+            .freeze(info.precision);
         drop(verified);
         let captions = CaptionIndex::open(&dir.join("captions"))?;
         let image_tokens = match info.image_tokens {
             Some([n, d]) => {
                 let store = VectorStore::open(&dir.join("image_tokens.vec"))?;
                 if store.len() != items.len() || store.dim() != n * d || store.header.model != info.model {
-                    return Err(IndexError::Corrupt { path: store.path.display().to_string(), message: "does not belong with index.json".into() });
+                    return Err(IndexError::Corrupt {
+                        path: store.path.display().to_string(),
+                        message: "does not belong with index.json".into(),
+                    });
                 }
                 Some(store)
             }
@@ -307,7 +346,19 @@ impl RetrievalIndex {
         };
         let deleted: std::collections::HashSet<&str> = info.deleted.iter().map(String::as_str).collect();
         let live = items.iter().map(|it| !deleted.contains(it.id.as_str())).collect();
-        Ok(RetrievalIndex { dir: dir.to_path_buf(), info, items, texts, image_vectors, text_vectors, image_graph, text_graph, captions, image_tokens, live })
+        Ok(RetrievalIndex {
+            dir: dir.to_path_buf(),
+            info,
+            items,
+            texts,
+            image_vectors,
+            text_vectors,
+            image_graph,
+            text_graph,
+            captions,
+            image_tokens,
+            live,
+        })
     }
 
     fn keep_items<'a>(&'a self, filters: &'a [Filter]) -> impl Fn(usize) -> bool + Sync + 'a {
@@ -315,7 +366,15 @@ impl RetrievalIndex {
     }
 
     /// Images for a query embedding (text→image, or image→image), HNSW or exact.
-    pub fn dense_images(&self, query: &[f32], model: &str, k: usize, ef: Option<usize>, exact: bool, filters: &[Filter]) -> Result<Vec<Hit>> {
+    pub fn dense_images(
+        &self,
+        query: &[f32],
+        model: &str,
+        k: usize,
+        ef: Option<usize>,
+        exact: bool,
+        filters: &[Filter],
+    ) -> Result<Vec<Hit>> {
         self.image_vectors.check_query(model, query.len())?;
         let keep = self.keep_items(filters);
         Ok(if exact {
@@ -330,7 +389,11 @@ impl RetrievalIndex {
     /// Texts for a query embedding (image→text).
     pub fn dense_texts(&self, query: &[f32], model: &str, k: usize, ef: Option<usize>, exact: bool) -> Result<Vec<Hit>> {
         self.text_vectors.check_query(model, query.len())?;
-        Ok(if exact { top_k(self.text_vectors.rows(), self.info.dim, query, k, &|_| true) } else { self.text_graph.search(query, k, ef, None) })
+        Ok(if exact {
+            top_k(self.text_vectors.rows(), self.info.dim, query, k, &|_| true)
+        } else {
+            self.text_graph.search(query, k, ef, None)
+        })
     }
 
     /// Re-scores candidate rows with FILIP's text→image similarity: the mean over the query's
@@ -395,10 +458,7 @@ impl RetrievalIndex {
 /// Mean over the rows of `query` (`[l, d]`) of the best inner product with a row of `doc`.
 pub fn token_similarity(query: &[f32], doc: &[f32], d: usize) -> f32 {
     let l = query.len() / d;
-    let best: f32 = query
-        .chunks(d)
-        .map(|q| doc.chunks(d).map(|p| crate::exact::dot(q, p)).fold(f32::NEG_INFINITY, f32::max))
-        .sum();
+    let best: f32 = query.chunks(d).map(|q| doc.chunks(d).map(|p| crate::exact::dot(q, p)).fold(f32::NEG_INFINITY, f32::max)).sum();
     best / l as f32
 }
 
@@ -442,11 +502,15 @@ pub(crate) mod tests {
                 meta,
             });
             iv.extend(&v);
-            texts.push(TextEntry { id: format!("t{i}"), body: ItemText { text: format!("a {colour} thing {i}"), lang: Some("en".into()), field: None } });
+            texts.push(TextEntry {
+                id: format!("t{i}"),
+                body: ItemText { text: format!("a {colour} thing {i}"), lang: Some("en".into()), field: None },
+            });
             tv.extend(&v);
         }
         // two "tokens" per image: its own vector and its negation
-        let tokens: Vec<f32> = iv.chunks(dim).flat_map(|v: &[f32]| v.iter().copied().chain(v.iter().map(|x: &f32| -*x)).collect::<Vec<f32>>()).collect();
+        let tokens: Vec<f32> =
+            iv.chunks(dim).flat_map(|v: &[f32]| v.iter().copied().chain(v.iter().map(|x: &f32| -*x)).collect::<Vec<f32>>()).collect();
         BuildInput {
             model: "m1".into(),
             dim,
@@ -556,7 +620,8 @@ pub(crate) mod tests {
         for qi in 0..queries {
             let q: Vec<f32> = v[qi * 13 * dim..(qi * 13 + 1) * dim].to_vec();
             // ground truth: plain f64 loops over the rounded rows
-            let mut truth: Vec<(f64, usize)> = (0..n).map(|r| (-(0..dim).map(|k| q[k] as f64 * rounded[r * dim + k]).sum::<f64>(), r)).collect();
+            let mut truth: Vec<(f64, usize)> =
+                (0..n).map(|r| (-(0..dim).map(|k| q[k] as f64 * rounded[r * dim + k]).sum::<f64>(), r)).collect();
             truth.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             let want: Vec<usize> = truth[..10].iter().map(|t| t.1).collect();
             let exact = idx.dense_images(&q, "m1", 10, None, true, &[]).unwrap();

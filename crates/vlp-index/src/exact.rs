@@ -58,10 +58,7 @@ fn simd() -> Simd {
         k = 1 | (avx2_fma as u8) << 1 | (f16c as u8) << 2;
         KNOWN.store(k, Ordering::Relaxed);
     }
-    Simd {
-        avx2_fma: k & 2 != 0,
-        f16c: k & 4 != 0,
-    }
+    Simd { avx2_fma: k & 2 != 0, f16c: k & 4 != 0 }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -212,10 +209,8 @@ pub fn top_k<'a>(rows: impl Into<Rows<'a>>, dim: usize, query: &[f32], k: usize,
     let mut partial: Vec<Hit> = (0..n.div_ceil(chunk))
         .into_par_iter()
         .flat_map_iter(|c| {
-            let mut hits: Vec<Hit> = (c * chunk..((c + 1) * chunk).min(n))
-                .filter(|&r| keep(r))
-                .map(|r| Hit { row: r, score: rows.score(query, r) })
-                .collect();
+            let mut hits: Vec<Hit> =
+                (c * chunk..((c + 1) * chunk).min(n)).filter(|&r| keep(r)).map(|r| Hit { row: r, score: rows.score(query, r) }).collect();
             sort_hits(&mut hits);
             hits.truncate(k);
             hits

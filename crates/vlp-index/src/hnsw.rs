@@ -40,7 +40,16 @@ impl Builder {
     }
 
     pub fn new(dim: usize, m: usize, ef_construction: usize) -> Self {
-        Builder { dim, m: m.max(2), ef_construction: ef_construction.max(m), vectors: Vec::new(), levels: Vec::new(), links: Vec::new(), entry: RwLock::new(None), unrepaired: 0 }
+        Builder {
+            dim,
+            m: m.max(2),
+            ef_construction: ef_construction.max(m),
+            vectors: Vec::new(),
+            levels: Vec::new(),
+            links: Vec::new(),
+            entry: RwLock::new(None),
+            unrepaired: 0,
+        }
     }
 
     /// A node's level, drawn from an exponential with scale 1/ln M as the paper does, seeded by
@@ -225,7 +234,15 @@ impl Builder {
 
     /// Reads what [`write_links`](Self::write_links) wrote for `vectors`' nodes; `what` names the
     /// file in errors. Returns the builder and the bytes left over.
-    pub fn read_links<'a>(dim: usize, m: usize, ef_construction: usize, vectors: Vec<f32>, entry: Option<(u32, usize)>, mut bytes: &'a [u8], what: &str) -> Result<(Self, &'a [u8])> {
+    pub fn read_links<'a>(
+        dim: usize,
+        m: usize,
+        ef_construction: usize,
+        vectors: Vec<f32>,
+        entry: Option<(u32, usize)>,
+        mut bytes: &'a [u8],
+        what: &str,
+    ) -> Result<(Self, &'a [u8])> {
         let bad = |message: String| IndexError::Corrupt { path: what.to_string(), message };
         let nodes = vectors.len() / dim.max(1);
         if bytes.len() < nodes {
@@ -267,7 +284,16 @@ impl Builder {
                 return Err(bad(format!("entry node {e} on layer {top} does not match the levels")));
             }
         }
-        let b = Builder { dim, m: m.max(2), ef_construction: ef_construction.max(m), vectors, levels, links, entry: RwLock::new(entry), unrepaired: 0 };
+        let b = Builder {
+            dim,
+            m: m.max(2),
+            ef_construction: ef_construction.max(m),
+            vectors,
+            levels,
+            links,
+            entry: RwLock::new(entry),
+            unrepaired: 0,
+        };
         Ok((b, bytes))
     }
 }

@@ -32,7 +32,9 @@ pub enum IndexError {
     Io { path: String, source: std::io::Error },
     #[error("{path}: {message}")]
     Corrupt { path: String, message: String },
-    #[error("{path} was built with model {index}, but the query was embedded by model {query}; embed queries with the index's own checkpoint")]
+    #[error(
+        "{path} was built with model {index}, but the query was embedded by model {query}; embed queries with the index's own checkpoint"
+    )]
     ModelMismatch { path: String, index: String, query: String },
     #[error("{0}")]
     Invalid(String),
@@ -45,5 +47,3 @@ impl IndexError {
 }
 
 pub type Result<T> = std::result::Result<T, IndexError>;
-
-

@@ -26,17 +26,25 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<(String, Vec<usize>, usize)
         2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes(bytes[8..12].try_into().expect("4")) as usize, 12),
         v => return Err(bad(path, format!("format version {v}"))),
     };
-    let header = std::str::from_utf8(bytes.get(start..start + len).ok_or_else(|| bad(path, "header cut off"))?).map_err(|_| bad(path, "header not text"))?;
+    let header = std::str::from_utf8(bytes.get(start..start + len).ok_or_else(|| bad(path, "header cut off"))?)
+        .map_err(|_| bad(path, "header not text"))?;
     let field = |name: &str| -> Option<&str> {
         let at = header.find(&format!("'{name}'"))? + name.len() + 2;
         Some(header[at..].trim_start_matches([':', ' ']))
     };
-    let descr = field("descr").and_then(|s| s.strip_prefix('\'')).and_then(|s| s.split('\'').next()).ok_or_else(|| bad(path, "no descr"))?;
+    let descr =
+        field("descr").and_then(|s| s.strip_prefix('\'')).and_then(|s| s.split('\'').next()).ok_or_else(|| bad(path, "no descr"))?;
     if field("fortran_order").is_some_and(|s| s.starts_with("True")) {
         return Err(bad(path, "Fortran order; save with np.ascontiguousarray"));
     }
-    let shape_text = field("shape").and_then(|s| s.strip_prefix('(')).and_then(|s| s.split(')').next()).ok_or_else(|| bad(path, "no shape"))?;
-    let shape = shape_text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse::<usize>().map_err(|_| bad(path, format!("shape {shape_text}")))).collect::<Result<Vec<_>>>()?;
+    let shape_text =
+        field("shape").and_then(|s| s.strip_prefix('(')).and_then(|s| s.split(')').next()).ok_or_else(|| bad(path, "no shape"))?;
+    let shape = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().map_err(|_| bad(path, format!("shape {shape_text}"))))
+        .collect::<Result<Vec<_>>>()?;
     Ok((descr.to_string(), shape, start + len))
 }
 

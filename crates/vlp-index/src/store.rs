@@ -162,7 +162,14 @@ impl VectorStore {
         if end != Some(map.len()) {
             return Err(corrupt(
                 path,
-                format!("{} bytes, but its header describes {} rows of {} {:?} values and {} id bytes (truncated?)", map.len(), header.rows, header.dim, header.precision, header.ids_len),
+                format!(
+                    "{} bytes, but its header describes {} rows of {} {:?} values and {} id bytes (truncated?)",
+                    map.len(),
+                    header.rows,
+                    header.dim,
+                    header.precision,
+                    header.ids_len
+                ),
             ));
         }
         let data = &map[data_offset..header.ids_offset];
@@ -242,10 +249,7 @@ impl VectorStore {
 /// `bytes` as `T`s, which every bit pattern makes (f32, u16).
 fn cast_slice<T: Copy>(bytes: &[u8]) -> &[T] {
     let size = std::mem::size_of::<T>();
-    assert!(
-        (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) && bytes.len().is_multiple_of(size),
-        "aligned store data"
-    );
+    assert!((bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) && bytes.len().is_multiple_of(size), "aligned store data");
     // SAFETY: aligned (checked), length a multiple of the size, and T is f32 or u16, for which
     // every bit pattern is valid; the bytes are little-endian, as is every target vlp builds for.
     unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / size) }

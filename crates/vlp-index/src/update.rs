@@ -36,7 +36,10 @@ impl RetrievalIndex {
         let mut ids: HashSet<&str> = self.items.iter().map(|it| it.id.as_str()).collect();
         for it in &new.items {
             if !ids.insert(it.id.as_str()) {
-                return Err(IndexError::Invalid(format!("{path}: item {:?} is already in the index (ids are never reused, deleted ones included)", it.id)));
+                return Err(IndexError::Invalid(format!(
+                    "{path}: item {:?} is already in the index (ids are never reused, deleted ones included)",
+                    it.id
+                )));
             }
         }
         let dim = self.info.dim;
@@ -107,7 +110,8 @@ impl RetrievalIndex {
             }
         }
         let path = self.dir.join("index.json");
-        vlp_atomic::write(&path, serde_json::to_string_pretty(&info).expect("serialises").as_bytes()).map_err(|e| IndexError::io(&path, e))?;
+        vlp_atomic::write(&path, serde_json::to_string_pretty(&info).expect("serialises").as_bytes())
+            .map_err(|e| IndexError::io(&path, e))?;
         Ok(unknown.into_iter().cloned().collect())
     }
 }
@@ -157,7 +161,9 @@ pub(crate) mod tests {
         assert_eq!((added.items, added.texts, added.info.items), (100, 100, 300));
         let idx = RetrievalIndex::open(&dir).unwrap();
         // the graph holds the new rows: each finds itself
-        let found = (200..300).filter(|&r| idx.dense_images(&idx.image_vectors.row_vec(r), "m1", 1, None, false, &[]).unwrap()[0].score > 0.9999).count();
+        let found = (200..300)
+            .filter(|&r| idx.dense_images(&idx.image_vectors.row_vec(r), "m1", 1, None, false, &[]).unwrap()[0].score > 0.9999)
+            .count();
         assert!(found >= 95, "{found} of 100 added rows found");
         let bm25 = idx.text_to_images("thing 250", None, Mode::Bm25, 1, None, false, &[]).unwrap();
         assert_eq!(idx.items[bm25[0].row].id, "img250");

@@ -87,7 +87,14 @@ pub(crate) fn descend(g: &impl Layers, query: &[f32], mut cur: Near, from: usize
 /// Up to `ef` nodes of `layer` nearest `query` among those `accept` takes, nearest first. Nodes
 /// `accept` refuses are still walked through, so a selective filter still finds its nodes
 /// rather than an empty neighbourhood.
-pub(crate) fn search_layer(g: &impl Layers, query: &[f32], start: Near, ef: usize, layer: usize, accept: &dyn Fn(u32) -> bool) -> Vec<Near> {
+pub(crate) fn search_layer(
+    g: &impl Layers,
+    query: &[f32],
+    start: Near,
+    ef: usize,
+    layer: usize,
+    accept: &dyn Fn(u32) -> bool,
+) -> Vec<Near> {
     VISITED.with(|v| {
         let mut visited = v.borrow_mut();
         visited.reset(g.nodes());
@@ -137,7 +144,13 @@ pub(crate) fn search_layer(g: &impl Layers, query: &[f32], start: Near, ef: usiz
 /// A whole search: from `entry` (node, top layer; `None` for an empty graph) down through the
 /// upper layers, then up to `ef` nodes of layer 0 that `accept` takes, nearest first, as
 /// (node, inner product).
-pub(crate) fn search(g: &impl Layers, entry: Option<(u32, usize)>, query: &[f32], ef: usize, accept: &dyn Fn(u32) -> bool) -> Vec<(u32, f32)> {
+pub(crate) fn search(
+    g: &impl Layers,
+    entry: Option<(u32, usize)>,
+    query: &[f32],
+    ef: usize,
+    accept: &dyn Fn(u32) -> bool,
+) -> Vec<(u32, f32)> {
     let Some((entry, top)) = entry.filter(|_| ef > 0) else { return Vec::new() };
     let start = Near { dist: g.dist(query, entry), node: entry };
     let start = if top > 0 { descend(g, query, start, top, 1) } else { start };
@@ -177,7 +190,14 @@ pub(crate) struct FlatGraph {
 impl FlatGraph {
     /// Lays out the nodes whose vectors are `vectors` (`[nodes, dim]`, kept at `precision`) and
     /// whose links per layer (0 first) are `node_links`.
-    pub(crate) fn new(dim: usize, vectors: Vec<f32>, precision: Precision, node_links: Vec<Vec<Vec<u32>>>, entry: u32, top_layer: usize) -> Self {
+    pub(crate) fn new(
+        dim: usize,
+        vectors: Vec<f32>,
+        precision: Precision,
+        node_links: Vec<Vec<Vec<u32>>>,
+        entry: u32,
+        top_layer: usize,
+    ) -> Self {
         let mut starts = Vec::with_capacity(node_links.len() + 1);
         let mut links = Vec::with_capacity(node_links.iter().map(|l| l.first().map_or(0, Vec::len)).sum());
         let mut upper = HashMap::new();

@@ -78,12 +78,7 @@ mod tests {
     use burn::tensor::{Distribution, TensorData};
 
     fn floats<BK: Backend, const D: usize>(t: Tensor<BK, D>) -> Vec<f64> {
-        t.into_data()
-            .to_vec::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect()
+        t.into_data().to_vec::<f32>().unwrap().into_iter().map(f64::from).collect()
     }
 
     /// `x`: `[tokens, width]` of one sequence; `w_*`: `[in, out]`; `pad[j]`: key j is padding.
@@ -104,10 +99,7 @@ mod tests {
             let mut y = vec![0.0; n * dout];
             for t in 0..n {
                 for o in 0..dout {
-                    y[t * dout + o] = b[o]
-                        + (0..din)
-                            .map(|i| x[t * din + i] * wt[i * dout + o])
-                            .sum::<f64>();
+                    y[t * dout + o] = b[o] + (0..din).map(|i| x[t * din + i] * wt[i * dout + o]).sum::<f64>();
                 }
             }
             y
@@ -118,14 +110,9 @@ mod tests {
         for h in 0..heads {
             let at = |t: usize, part: usize, d: usize| qkv[t * 3 * w + part * w + h * hd + d];
             for i in 0..n {
-                let allowed: Vec<usize> =
-                    (0..n).filter(|&j| !(pad[j] || (causal && j > i))).collect();
-                let scores: Vec<f64> = allowed
-                    .iter()
-                    .map(|&j| {
-                        (0..hd).map(|d| at(i, 0, d) * at(j, 1, d)).sum::<f64>() / (hd as f64).sqrt()
-                    })
-                    .collect();
+                let allowed: Vec<usize> = (0..n).filter(|&j| !(pad[j] || (causal && j > i))).collect();
+                let scores: Vec<f64> =
+                    allowed.iter().map(|&j| (0..hd).map(|d| at(i, 0, d) * at(j, 1, d)).sum::<f64>() / (hd as f64).sqrt()).collect();
                 let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = scores.iter().map(|s| (s - max).exp()).sum();
                 for (s, &j) in scores.iter().zip(&allowed) {
@@ -142,44 +129,21 @@ mod tests {
         type B = Autodiff<Flex>;
         let device = Default::default();
         let (b, n, w, heads) = (2, 5, 8, 2);
-        let attn: SelfAttention<B> = SelfAttentionConfig { width: w, heads, qkv: LinearInit::torch_default(w), out: LinearInit::torch_default(w) }.init(&device);
+        let attn: SelfAttention<B> =
+            SelfAttentionConfig { width: w, heads, qkv: LinearInit::torch_default(w), out: LinearInit::torch_default(w) }.init(&device);
         let x = Tensor::<B, 3>::random([b, n, w], Distribution::Normal(0.0, 1.0), &device);
         // The second sequence's last two tokens are padding.
         let pad_rows: Vec<bool> = (0..b * n).map(|k| with_pad && k >= 2 * n - 2).collect();
-        let pad =
-            Tensor::<B, 2, Bool>::from_data(TensorData::new(pad_rows.clone(), [b, n]), &device);
+        let pad = Tensor::<B, 2, Bool>::from_data(TensorData::new(pad_rows.clone(), [b, n]), &device);
         let got = floats(attn.forward(x.clone(), with_pad.then_some(pad), causal));
 
-        let p = |l: &Linear<B>| {
-            (
-                floats(l.weight.val()),
-                floats(l.bias.as_ref().unwrap().val()),
-            )
-        };
+        let p = |l: &Linear<B>| (floats(l.weight.val()), floats(l.bias.as_ref().unwrap().val()));
         let ((wq, bq), (wo, bo)) = (p(&attn.qkv), p(&attn.out));
         let xs = floats(x);
         for s in 0..b {
-            let want = reference(
-                &xs[s * n * w..(s + 1) * n * w],
-                n,
-                w,
-                heads,
-                &wq,
-                &bq,
-                &wo,
-                &bo,
-                &pad_rows[s * n..(s + 1) * n],
-                causal,
-            );
-            for (k, (g, r)) in got[s * n * w..(s + 1) * n * w]
-                .iter()
-                .zip(&want)
-                .enumerate()
-            {
-                assert!(
-                    (g - r).abs() < 1e-4,
-                    "sequence {s}, value {k}: {g} against {r} (causal {causal}, pad {with_pad})"
-                );
+            let want = reference(&xs[s * n * w..(s + 1) * n * w], n, w, heads, &wq, &bq, &wo, &bo, &pad_rows[s * n..(s + 1) * n], causal);
+            for (k, (g, r)) in got[s * n * w..(s + 1) * n * w].iter().zip(&want).enumerate() {
+                assert!((g - r).abs() < 1e-4, "sequence {s}, value {k}: {g} against {r} (causal {causal}, pad {with_pad})");
             }
         }
     }

@@ -88,11 +88,14 @@ pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) ->
 pub fn conv2d<B: Backend>(layer: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     // the paddings vlp's towers use; burn-nn keeps its `Same` arithmetic to itself, so a layer
     // with it runs as it is
-    let (Some(dt), Some((top, left, bottom, right))) = (compute(), match layer.padding {
-        PaddingConfig2d::Valid => Some((0, 0, 0, 0)),
-        PaddingConfig2d::Explicit(t, l, b, r) => Some((t, l, b, r)),
-        PaddingConfig2d::Same => None,
-    }) else {
+    let (Some(dt), Some((top, left, bottom, right))) = (
+        compute(),
+        match layer.padding {
+            PaddingConfig2d::Valid => Some((0, 0, 0, 0)),
+            PaddingConfig2d::Explicit(t, l, b, r) => Some((t, l, b, r)),
+            PaddingConfig2d::Same => None,
+        },
+    ) else {
         return layer.forward(x);
     };
     let options = PaddedConvOptions::asymmetric(layer.stride, [top, left], [bottom, right], layer.dilation, layer.groups);

@@ -91,9 +91,8 @@ pub fn to_openclip_layout(state: &StateDict, context: usize) -> Result<StateDict
         }
     }
     let mut take = |key: &str| -> Result<(Vec<usize>, Vec<f32>), ImportError> {
-        let (shape, values) = state
-            .get(key)
-            .ok_or_else(|| ImportError::Missing { key: key.to_string(), param: "the Chinese-CLIP text tower".into() })?;
+        let (shape, values) =
+            state.get(key).ok_or_else(|| ImportError::Missing { key: key.to_string(), param: "the Chinese-CLIP text tower".into() })?;
         used.insert(key.to_string());
         Ok((shape.to_vec(), values.to_vec()))
     };

@@ -265,11 +265,9 @@ impl ModelConfig {
 
 impl LossConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (field, w) in [
-            ("loss.global_weight", self.global_weight),
-            ("loss.token_weight", self.token_weight),
-            ("loss.queue_weight", self.queue_weight),
-        ] {
+        for (field, w) in
+            [("loss.global_weight", self.global_weight), ("loss.token_weight", self.token_weight), ("loss.queue_weight", self.queue_weight)]
+        {
             if !w.is_finite() || w < 0.0 {
                 return Err(invalid(field, format!("must be a finite weight ≥ 0, not {w}")));
             }

@@ -161,9 +161,7 @@ impl<B: Backend> DualEncoder<B> {
             momentum::queue_loss(batch.image.clone(), batch.text.clone(), &q.keys, q.image_queue, q.text_queue, scale)
         });
         let global = (cfg.global_weight > 0.0).then(|| ClipLoss::forward(batch.image, batch.text, self.logit_scale.val()));
-        let token = batch
-            .tokens
-            .map(|t| TokenwiseLoss::forward(t.image, t.text, t.text_mask, self.token_logit_scale.val()));
+        let token = batch.tokens.map(|t| TokenwiseLoss::forward(t.image, t.text, t.text_mask, self.token_logit_scale.val()));
         LossOutput::weighted(global, token, queued, cfg)
     }
 }

@@ -29,7 +29,11 @@ pub(crate) fn from_flex<B: Backend, const D: usize, T: 'static>(t: T) -> Tensor<
 
 /// `t` itself when its storage is already its elements in order from offset 0, else a copy that is.
 pub(crate) fn contiguous(t: &FlexTensor) -> FlexTensor {
-    if t.is_contiguous() && t.layout().start_offset() == 0 { t.clone() } else { t.to_contiguous() }
+    if t.is_contiguous() && t.layout().start_offset() == 0 {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
 }
 
 /// The first `shape.num_elements()` f32 values of a tensor made by [`contiguous`].

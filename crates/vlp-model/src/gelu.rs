@@ -155,13 +155,14 @@ fn exp_f32(x: f32) -> f32 {
     let shifted = x * LOG2E + SHIFT;
     let n = shifted - SHIFT;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5;
     let p = p * r * r + r + 1.0;
     let scale = f32::from_bits(((shifted.to_bits() as i32 - SHIFT.to_bits() as i32 + 127) << 23) as u32);
-    if underflow { 0.0 } else { p * scale }
+    if underflow {
+        0.0
+    } else {
+        p * scale
+    }
 }
 
 #[cfg(test)]
@@ -213,7 +214,8 @@ mod tests {
         let values: Vec<f32> = (0..4 * 6 * 5).map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0).collect();
         // a transposed view: the kernel has to read it in logical order
         let make = || Tensor::<B, 3>::from_data(TensorData::new(values.clone(), [4, 6, 5]), &device).swap_dims(1, 2);
-        let weights = Tensor::<B, 3>::from_data(TensorData::new((0..120).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>(), [4, 5, 6]), &device);
+        let weights =
+            Tensor::<B, 3>::from_data(TensorData::new((0..120).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>(), [4, 5, 6]), &device);
 
         let ours = make().require_grad();
         let theirs = make().require_grad();

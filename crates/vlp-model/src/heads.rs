@@ -89,7 +89,8 @@ mod tests {
         let (y_ours, y_theirs) = (swap_heads(ours.clone()), theirs.clone().swap_dims(1, 2));
         assert_eq!(y_ours.dims(), [3, 5, 4, 6]);
         y_ours.to_data().assert_eq(&y_theirs.to_data(), true);
-        let weights = Tensor::<B, 4>::from_data(TensorData::new((0..360).map(|i| (i % 11) as f32).collect::<Vec<_>>(), [3, 5, 4, 6]), &device);
+        let weights =
+            Tensor::<B, 4>::from_data(TensorData::new((0..360).map(|i| (i % 11) as f32).collect::<Vec<_>>(), [3, 5, 4, 6]), &device);
         let g_ours = (y_ours * weights.clone()).sum().backward();
         let g_theirs = (y_theirs * weights).sum().backward();
         ours.grad(&g_ours).unwrap().to_data().assert_approx_eq::<f32>(&theirs.grad(&g_theirs).unwrap().to_data(), Tolerance::absolute(0.0));

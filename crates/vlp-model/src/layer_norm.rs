@@ -68,7 +68,8 @@ impl<B: Backend> LayerNorm<B> {
         };
         match beta {
             Some(beta) if x.dtype() == DType::F32 && same_type::<FloatTensor<B>, FloatTensor<Autodiff<Flex>>>() => {
-                let [x, gamma, beta] = [x, gamma, beta].map(|t| cast::<_, FloatTensor<Autodiff<Flex>>>(t).unwrap_or_else(|_| unreachable!("same type")));
+                let [x, gamma, beta] =
+                    [x, gamma, beta].map(|t| cast::<_, FloatTensor<Autodiff<Flex>>>(t).unwrap_or_else(|_| unreachable!("same type")));
                 from_flex(autodiff_layer_norm(x, gamma, beta, self.epsilon as f32))
             }
             beta => burns(x, gamma, beta),
@@ -235,7 +236,8 @@ mod tests {
         // a transposed view: the kernel must read it in logical order
         let x = filled::<B, 3>(4 * width * 5, [4, width, 5], 0).swap_dims(1, 2);
         let xs = x.to_data().to_vec::<f32>().unwrap();
-        let (gamma, beta) = (ln.gamma.val().to_data().to_vec::<f32>().unwrap(), ln.beta.as_ref().unwrap().val().to_data().to_vec::<f32>().unwrap());
+        let (gamma, beta) =
+            (ln.gamma.val().to_data().to_vec::<f32>().unwrap(), ln.beta.as_ref().unwrap().val().to_data().to_vec::<f32>().unwrap());
         let want = reference(&xs, width, &gamma, &beta, 1e-5);
         for got in [ln.forward(x.clone()).to_data(), ln.valid().forward(x.inner()).to_data()] {
             let got = got.to_vec::<f32>().unwrap();
@@ -279,7 +281,8 @@ mod tests {
         };
         let recorder = BinBytesRecorder::<FullPrecisionSettings>::new();
         let bytes = recorder.record(theirs.clone().into_record(), ()).unwrap();
-        let ours = LayerNormConfig::new(6).init::<Flex>(&Default::default()).load_record(recorder.load(bytes, &Default::default()).unwrap());
+        let ours =
+            LayerNormConfig::new(6).init::<Flex>(&Default::default()).load_record(recorder.load(bytes, &Default::default()).unwrap());
         ours.gamma.val().to_data().assert_eq(&theirs.gamma.val().to_data(), true);
         let x = filled::<Flex, 2>(18, [3, 6], 4);
         ours.forward(x.clone()).to_data().assert_approx_eq::<f32>(&theirs.forward(x).to_data(), Tolerance::absolute(1e-5));

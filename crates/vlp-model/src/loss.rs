@@ -44,11 +44,7 @@ impl TokenwiseLoss {
     ///
     /// `image`: `[bi, n, d]`, `text`: `[bt, l, d]` (both L2-normalised), `text_mask`: `[bt, l]`
     /// (1 = real token). Returns (image→text `[bi, bt]`, text→image `[bt, bi]`).
-    pub fn similarities<B: Backend>(
-        image: Tensor<B, 3>,
-        text: Tensor<B, 3>,
-        text_mask: Tensor<B, 2>,
-    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    pub fn similarities<B: Backend>(image: Tensor<B, 3>, text: Tensor<B, 3>, text_mask: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let [bi, n, d] = image.dims();
         let [bt, l, _] = text.dims();
         // sim[i, p, j, q] = image token p of image i · text token q of text j
@@ -90,12 +86,7 @@ pub struct LossOutput<B: Backend> {
 }
 
 impl<B: Backend> LossOutput<B> {
-    pub fn weighted(
-        global: Option<Tensor<B, 1>>,
-        token: Option<Tensor<B, 1>>,
-        queue: Option<Tensor<B, 1>>,
-        cfg: &LossConfig,
-    ) -> Self {
+    pub fn weighted(global: Option<Tensor<B, 1>>, token: Option<Tensor<B, 1>>, queue: Option<Tensor<B, 1>>, cfg: &LossConfig) -> Self {
         let parts = [(&global, cfg.global_weight), (&token, cfg.token_weight), (&queue, cfg.queue_weight)];
         let total = parts
             .into_iter()

@@ -101,7 +101,8 @@ impl StateDict {
             .collect();
         let mut views = Vec::with_capacity(bytes.len());
         for (k, shape, b) in &bytes {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b).map_err(|e| err(format!("{k}: {e}")))?;
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b).map_err(|e| err(format!("{k}: {e}")))?;
             views.push((k.as_str(), view));
         }
         let out = safetensors::serialize(views, None).map_err(|e| err(e.to_string()))?;
@@ -220,29 +221,61 @@ pub fn model_config(json: &serde_json::Value) -> Result<ModelConfig, ImportError
     let vision = obj(json, "vision_cfg")?;
     let text = obj(json, "text_cfg")?;
     if vision.get("layers").is_some_and(|l| l.is_array()) {
-        return Err(unsupported("vision_cfg.layers is a list: a ModifiedResNet (RN50, ...) image tower, which cannot be imported yet".into()));
+        return Err(unsupported(
+            "vision_cfg.layers is a list: a ModifiedResNet (RN50, ...) image tower, which cannot be imported yet".into(),
+        ));
     }
-    let field = |m: &serde_json::Map<String, serde_json::Value>, section: &str, name: &str, default: Option<f64>| {
-        match m.get(name) {
-            Some(v) => v.as_f64().ok_or_else(|| unsupported(format!("{section}.{name} = {v} is not a number"))),
-            None => default.ok_or_else(|| unsupported(format!("{section}.{name} is missing"))),
-        }
+    let field = |m: &serde_json::Map<String, serde_json::Value>, section: &str, name: &str, default: Option<f64>| match m.get(name) {
+        Some(v) => v.as_f64().ok_or_else(|| unsupported(format!("{section}.{name} = {v} is not a number"))),
+        None => default.ok_or_else(|| unsupported(format!("{section}.{name} is missing"))),
     };
     // Options whose value vlp builds as OpenCLIP does only at OpenCLIP's default; anything else
     // would load without error and embed differently, so it is refused.
-    let at_default = |section: &str, m: &serde_json::Map<String, serde_json::Value>, name: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
-        match m.get(name) {
-            Some(v) if !ok(v) => Err(unsupported(format!("{section}.{name} = {v} is not supported"))),
-            _ => Ok(()),
-        }
+    let at_default = |section: &str,
+                      m: &serde_json::Map<String, serde_json::Value>,
+                      name: &str,
+                      ok: &dyn Fn(&serde_json::Value) -> bool| match m.get(name) {
+        Some(v) if !ok(v) => Err(unsupported(format!("{section}.{name} = {v} is not supported"))),
+        _ => Ok(()),
     };
     let null_or = |want: &'static str| move |v: &serde_json::Value| v.is_null() || v.as_str() == Some(want);
     let is_false = |v: &serde_json::Value| v == &serde_json::Value::Bool(false) || v.is_null();
     let is_zero_or_null = |v: &serde_json::Value| v.is_null() || v.as_f64() == Some(0.0);
     // `patch_dropout` and `output_tokens` change training or what else is returned, not the
     // embeddings, and are accepted as they are.
-    let known_vision = ["image_size", "layers", "width", "head_width", "patch_size", "mlp_ratio", "ls_init_value", "attentional_pool", "no_ln_pre", "pool_type", "final_ln_after_pool", "output_tokens", "patch_dropout", "pos_embed_type"];
-    let known_text = ["context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "ls_init_value", "pool_type", "eos_id", "proj_bias", "no_causal_mask", "embed_cls", "pad_id", "output_tokens", "final_ln_after_pool"];
+    let known_vision = [
+        "image_size",
+        "layers",
+        "width",
+        "head_width",
+        "patch_size",
+        "mlp_ratio",
+        "ls_init_value",
+        "attentional_pool",
+        "no_ln_pre",
+        "pool_type",
+        "final_ln_after_pool",
+        "output_tokens",
+        "patch_dropout",
+        "pos_embed_type",
+    ];
+    let known_text = [
+        "context_length",
+        "vocab_size",
+        "width",
+        "heads",
+        "layers",
+        "mlp_ratio",
+        "ls_init_value",
+        "pool_type",
+        "eos_id",
+        "proj_bias",
+        "no_causal_mask",
+        "embed_cls",
+        "pad_id",
+        "output_tokens",
+        "final_ln_after_pool",
+    ];
     for (section, m, known) in [("vision_cfg", &vision, &known_vision[..]), ("text_cfg", &text, &known_text[..])] {
         if let Some(k) = m.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(unsupported(format!("{section}.{k} = {} is not supported", m[k])));
@@ -334,11 +367,7 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_> {
             self.errors.push(ImportError::Shape { key: source.key, param: name, expected, found });
             return Param::from_mapped_value(id, tensor, mapper);
         }
-        let values = if source.transpose {
-            transposed(values, shape[0], shape[1])
-        } else {
-            values.to_vec()
-        };
+        let values = if source.transpose { transposed(values, shape[0], shape[1]) } else { values.to_vec() };
         let loaded = Tensor::<B, D>::from_data(TensorData::new(values, found), &tensor.device());
         let loaded = if tensor.is_require_grad() { loaded.require_grad() } else { loaded };
         Param::from_mapped_value(id, loaded, mapper)
@@ -354,9 +383,7 @@ fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// Fills `model` from an OpenCLIP state dict of the same architecture; see the module docs.
 pub fn load_openclip<B: Backend>(model: DualEncoder<B>, state: &StateDict) -> Result<DualEncoder<B>, ImportError> {
     if matches!(model.image, ImageTower::Resnet(_)) {
-        return Err(ImportError::Unsupported(
-            "OpenCLIP's ModifiedResNet towers cannot be loaded yet; only its ViT image tower can".into(),
-        ));
+        return Err(ImportError::Unsupported("OpenCLIP's ModifiedResNet towers cannot be loaded yet; only its ViT image tower can".into()));
     }
     let mut loader = Loader { state, path: Vec::new(), used: BTreeSet::new(), errors: Vec::new() };
     let model = model.map(&mut loader);

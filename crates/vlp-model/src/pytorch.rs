@@ -31,7 +31,10 @@ enum Value {
     /// `module.name`, as GLOBAL names it.
     Global(String),
     /// A storage named by a persistent id: its element type and archive key.
-    Storage { dtype: Dtype, key: String },
+    Storage {
+        dtype: Dtype,
+        key: String,
+    },
     Tensor(TensorRef),
     Mark,
 }
@@ -115,7 +118,8 @@ fn zip_entries(bytes: &[u8]) -> Result<HashMap<String, (usize, usize)>, String> 
     let (mut count, mut dir) = (u16_at(eocd + 10).ok_or_else(cut)?, u32_at(eocd + 16).ok_or_else(cut)?);
     if count == 0xffff || dir == 0xffff_ffff {
         // ZIP64: the locator sits just before the record
-        let loc = eocd.checked_sub(20).filter(|&l| bytes[l..l + 4] == [0x50, 0x4b, 0x06, 0x07]).ok_or("a ZIP64 archive without its locator")?;
+        let loc =
+            eocd.checked_sub(20).filter(|&l| bytes[l..l + 4] == [0x50, 0x4b, 0x06, 0x07]).ok_or("a ZIP64 archive without its locator")?;
         let rec = u64_at(loc + 8).ok_or_else(cut)?;
         if bytes.get(rec..rec + 4) != Some(&[0x50, 0x4b, 0x06, 0x06]) {
             return Err("a ZIP64 locator that points at no ZIP64 record".into());
@@ -130,8 +134,12 @@ fn zip_entries(bytes: &[u8]) -> Result<HashMap<String, (usize, usize)>, String> 
             return Err(format!("a damaged central directory at byte {at}"));
         }
         let method = u16_at(at + 10).ok_or_else(cut)?;
-        let (mut size, name_len, extra_len, comment_len) =
-            (u32_at(at + 20).ok_or_else(cut)?, u16_at(at + 28).ok_or_else(cut)?, u16_at(at + 30).ok_or_else(cut)?, u16_at(at + 32).ok_or_else(cut)?);
+        let (mut size, name_len, extra_len, comment_len) = (
+            u32_at(at + 20).ok_or_else(cut)?,
+            u16_at(at + 28).ok_or_else(cut)?,
+            u16_at(at + 30).ok_or_else(cut)?,
+            u16_at(at + 32).ok_or_else(cut)?,
+        );
         let mut local = u32_at(at + 42).ok_or_else(cut)?;
         let name = String::from_utf8_lossy(bytes.get(at + 46..at + 46 + name_len).ok_or_else(cut)?).into_owned();
         // ZIP64 sizes and offsets live in the extra field (id 1), in this order, when saturated
@@ -192,8 +200,8 @@ fn unpickle(p: &[u8]) -> Result<Value, String> {
         let op = *p.get(i).ok_or_else(cut)?;
         i += 1;
         match op {
-            0x80 => i += 1,         // PROTO
-            0x95 => i += 8,         // FRAME
+            0x80 => i += 1,                 // PROTO
+            0x95 => i += 8,                 // FRAME
             b'.' => return pop(&mut stack), // STOP
             b'}' => stack.push(Value::Dict(Vec::new())),
             b']' => stack.push(Value::List(Vec::new())),
@@ -268,7 +276,11 @@ fn unpickle(p: &[u8]) -> Result<Value, String> {
                 memo.insert(k, stack.last().ok_or("pickle: MEMOIZE on an empty stack")?.clone());
             }
             b'h' | b'j' => {
-                let k = if op == b'h' { take(&mut i, 1)?[0] as usize } else { u32::from_le_bytes(take(&mut i, 4)?.try_into().expect("4")) as usize };
+                let k = if op == b'h' {
+                    take(&mut i, 1)?[0] as usize
+                } else {
+                    u32::from_le_bytes(take(&mut i, 4)?.try_into().expect("4")) as usize
+                };
                 stack.push(memo.get(&k).cloned().ok_or_else(|| format!("pickle: memo {k} was never set"))?)
             }
             b't' => {
@@ -311,7 +323,8 @@ fn unpickle(p: &[u8]) -> Result<Value, String> {
                 let Value::Tuple(t) = pid else { return Err("pickle: a persistent id that is not a tuple".into()) };
                 match t.as_slice() {
                     [Value::Str(kind), Value::Global(ty), Value::Str(key), ..] if kind == "storage" => {
-                        let dtype = Dtype::of_storage(ty).ok_or_else(|| format!("tensors of storage type {ty} are not weights vlp can load"))?;
+                        let dtype =
+                            Dtype::of_storage(ty).ok_or_else(|| format!("tensors of storage type {ty} are not weights vlp can load"))?;
                         stack.push(Value::Storage { dtype, key: key.clone() })
                     }
                     _ => return Err("pickle: a persistent id that is not a storage".into()),
@@ -342,7 +355,10 @@ fn reduce(f: Value, args: Value) -> Result<Value, String> {
     let Value::Tuple(args) = args else { return Err(format!("pickle: {name} called without an argument tuple")) };
     let ints = |v: &Value| -> Result<Vec<usize>, String> {
         match v {
-            Value::Tuple(t) => t.iter().map(|x| if let Value::Int(n) = x { Ok(*n as usize) } else { Err("a size that is not an integer".to_string()) }).collect(),
+            Value::Tuple(t) => t
+                .iter()
+                .map(|x| if let Value::Int(n) = x { Ok(*n as usize) } else { Err("a size that is not an integer".to_string()) })
+                .collect(),
             _ => Err("a shape that is not a tuple".into()),
         }
     };
@@ -403,12 +419,15 @@ pub fn read_pytorch(path: &Path) -> Result<StateDict, ImportError> {
     }
     let mut out = StateDict::default();
     for (key, t) in found {
-        let (start, size) = *entries.get(&format!("{root}data/{}", t.key)).ok_or_else(|| err(format!("{key}: its storage {} is not in the archive", t.key)))?;
+        let (start, size) = *entries
+            .get(&format!("{root}data/{}", t.key))
+            .ok_or_else(|| err(format!("{key}: its storage {} is not in the archive", t.key)))?;
         let storage = &bytes[start..start + size];
         let numel: usize = t.shape.iter().product();
         let w = t.dtype.size();
         let int = matches!(t.dtype, Dtype::I64 | Dtype::I32);
-        let contiguous = t.shape.iter().zip(&t.stride).rev().try_fold(1usize, |want, (&n, &s)| (n <= 1 || s == want).then_some(want * n)).is_some();
+        let contiguous =
+            t.shape.iter().zip(&t.stride).rev().try_fold(1usize, |want, (&n, &s)| (n <= 1 || s == want).then_some(want * n)).is_some();
         if contiguous && !int {
             let span = storage.get(t.offset * w..(t.offset + numel) * w).ok_or_else(|| err(format!("{key} reaches past its storage")))?;
             out.insert(key, t.shape, span.chunks_exact(w).map(|b| t.dtype.read(b) as f32).collect());

@@ -4,11 +4,11 @@
 use crate::attention::{SelfAttention, SelfAttentionConfig};
 use crate::config::{ResnetConfig, ResnetPool};
 use crate::dual::{l2_normalize, TowerOutput};
+use crate::init::{Init, LinearInit};
 use crate::tokenwise_linear::per_token;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
-use crate::init::{Init, LinearInit};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
@@ -132,9 +132,7 @@ impl ResnetConfig {
             stem,
             stem_stride: conv(3, half, 3, 2, device),
             blocks,
-            pool_positions: attention.then(|| {
-                Init::Normal(std).param([1 + self.grid().pow(2), c], device)
-            }),
+            pool_positions: attention.then(|| Init::Normal(std).param([1 + self.grid().pow(2), c], device)),
             pool_attention: attention
                 .then(|| SelfAttentionConfig { width: c, heads: self.heads, qkv: pool_linear, out: pool_linear }.init(device)),
             proj: LinearInit::projection(std).init(c, embed_dim, device),

@@ -3,11 +3,11 @@
 
 use crate::config::{Activation, BlockNorm, TextPool, TextTowerConfig};
 use crate::dual::{l2_normalize, TowerOutput};
+use crate::init::{BlockScheme, Init, LinearInit, BERT_STD};
+use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::tokenwise_linear::per_token;
 use crate::transformer::{Transformer, TransformerConfig};
 use burn::module::{Module, Param};
-use crate::layer_norm::{LayerNorm, LayerNormConfig};
-use crate::init::{BlockScheme, Init, LinearInit, BERT_STD};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
@@ -31,11 +31,8 @@ impl TextTowerConfig {
     /// [`crate::init`]); the projections are N(0, w^-½) in both (CLIP's `text_projection`,
     /// Chinese-CLIP's).
     pub fn init<B: Backend>(&self, embed_dim: usize, token_dim: usize, device: &B::Device) -> TextTransformer<B> {
-        let (token_std, position_std, scheme) = if self.causal {
-            (0.02, 0.01, BlockScheme::ClipText)
-        } else {
-            (BERT_STD, BERT_STD, BlockScheme::Bert)
-        };
+        let (token_std, position_std, scheme) =
+            if self.causal { (0.02, 0.01, BlockScheme::ClipText) } else { (BERT_STD, BERT_STD, BlockScheme::Bert) };
         let proj = LinearInit::projection((self.width as f64).powf(-0.5));
         TextTransformer {
             token_embedding: Embedding { weight: Init::Normal(token_std).param([self.vocab_size, self.width], device) },
@@ -121,7 +118,19 @@ mod tests {
         let cut = |v: &[f32]| (0..b).flat_map(|r| v[r * context..r * context + n].to_vec()).collect::<Vec<_>>();
         let ids_cut: Vec<i64> = (0..b).flat_map(|r| ids[r * context..r * context + n].to_vec()).collect();
         for (causal, pool) in [(true, TextPool::Eos), (false, TextPool::Cls), (false, TextPool::Mean)] {
-            let cfg = TextTowerConfig { context_length: context, vocab_size: 64, width: 32, layers: 2, heads: 4, mlp_ratio: 4.0, causal, pool, activation: Activation::Gelu, norm: BlockNorm::Pre, layer_norm_eps: 1e-5 };
+            let cfg = TextTowerConfig {
+                context_length: context,
+                vocab_size: 64,
+                width: 32,
+                layers: 2,
+                heads: 4,
+                mlp_ratio: 4.0,
+                causal,
+                pool,
+                activation: Activation::Gelu,
+                norm: BlockNorm::Pre,
+                layer_norm_eps: 1e-5,
+            };
             let tower = cfg.init::<Flex>(16, 8, &device);
             let run = |ids: Vec<i64>, mask: Vec<f32>, w: usize| {
                 tower.forward(

@@ -5,12 +5,12 @@ use crate::attention::{SelfAttention, SelfAttentionConfig};
 use crate::config::{Activation, BlockNorm};
 use crate::gelu::gelu;
 use crate::init::BlockScheme;
+use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::tokenwise_linear::per_token;
 use burn::module::Module;
-use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use burn::nn::Linear;
-use burn::tensor::backend::Backend;
 use burn::tensor::activation::sigmoid;
+use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 
 #[derive(Debug, Clone)]
@@ -51,8 +51,7 @@ impl TransformerConfig {
         let blocks = (0..self.layers)
             .map(|_| Block {
                 ln_1: LayerNormConfig { width: self.width, epsilon: self.layer_norm_eps }.init(device),
-                attn: SelfAttentionConfig { width: self.width, heads: self.heads, qkv: draws.qkv, out: draws.out }
-                    .init(device),
+                attn: SelfAttentionConfig { width: self.width, heads: self.heads, qkv: draws.qkv, out: draws.out }.init(device),
                 ln_2: LayerNormConfig { width: self.width, epsilon: self.layer_norm_eps }.init(device),
                 mlp_fc: draws.fc.init(self.width, hidden, device),
                 mlp_proj: draws.proj.init(hidden, self.width, device),
@@ -65,7 +64,14 @@ impl TransformerConfig {
 impl<B: Backend> Block<B> {
     /// Pre-norm (CLIP): `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`. Post-norm (BERT):
     /// `ln_1(x + attn(x))`, then `ln_2(x + mlp(x))`; the same parameters, in another order.
-    pub fn forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool, activation: Activation, norm: BlockNorm) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        pad: Option<Tensor<B, 2, Bool>>,
+        causal: bool,
+        activation: Activation,
+        norm: BlockNorm,
+    ) -> Tensor<B, 3> {
         match norm {
             BlockNorm::Pre => {
                 let x = x.clone() + self.attn.forward(self.ln_1.forward(x), pad, causal);
@@ -91,11 +97,17 @@ impl<B: Backend> Block<B> {
 impl<B: Backend> Transformer<B> {
     /// `x`: `[batch, tokens, width]`; `pad`: `[batch, tokens]`, true at padding. The activation
     /// is the model's ([`crate::DualEncoder`] holds it), not stored per block.
-    pub fn forward(&self, mut x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool, activation: Activation, norm: BlockNorm) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        mut x: Tensor<B, 3>,
+        pad: Option<Tensor<B, 2, Bool>>,
+        causal: bool,
+        activation: Activation,
+        norm: BlockNorm,
+    ) -> Tensor<B, 3> {
         for block in &self.blocks {
             x = block.forward(x, pad.clone(), causal, activation, norm);
         }
         x
     }
 }
-

@@ -3,13 +3,13 @@
 
 use crate::config::{Activation, BlockNorm, VitConfig};
 use crate::dual::{l2_normalize, TowerOutput};
+use crate::init::{BlockScheme, Init, LinearInit};
+use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::token_reduction::TokenReduction;
 use crate::tokenwise_linear::per_token;
 use crate::transformer::{Transformer, TransformerConfig};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use crate::layer_norm::{LayerNorm, LayerNormConfig};
-use crate::init::{BlockScheme, Init, LinearInit};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;

@@ -91,7 +91,16 @@ fn text(causal: bool, width: usize, layers: usize) -> TextTowerConfig {
 }
 
 fn vit(width: usize) -> ImageTowerConfig {
-    ImageTowerConfig::Vit(VitConfig { image_size: 64, patch_size: 8, width, layers: 2, heads: 4, mlp_ratio: 4.0, token_reduction: None, activation: Default::default() })
+    ImageTowerConfig::Vit(VitConfig {
+        image_size: 64,
+        patch_size: 8,
+        width,
+        layers: 2,
+        heads: 4,
+        mlp_ratio: 4.0,
+        token_reduction: None,
+        activation: Default::default(),
+    })
 }
 
 /// The rules shared by the text towers' blocks, by the layer's last two path segments.

@@ -61,7 +61,16 @@ fn clip_reference(img: &[f64], txt: &[f64], b: usize, d: usize, log_scale: f64) 
 }
 
 /// FILIP with its two logit matrices; `mask[j][q]` says whether text j's token q is real.
-fn filip_reference(img: &[f64], txt: &[f64], mask: &[Vec<bool>], b: usize, n: usize, l: usize, d: usize, log_scale: f64) -> (Vec<Vec<f64>>, Vec<Vec<f64>>, f64) {
+fn filip_reference(
+    img: &[f64],
+    txt: &[f64],
+    mask: &[Vec<bool>],
+    b: usize,
+    n: usize,
+    l: usize,
+    d: usize,
+    log_scale: f64,
+) -> (Vec<Vec<f64>>, Vec<Vec<f64>>, f64) {
     let it = |i: usize, p: usize| &img[(i * n + p) * d..][..d];
     let tt = |j: usize, q: usize| &txt[(j * l + q) * d..][..d];
     let mut i2t = vec![vec![0.0; b]; b];
@@ -135,7 +144,12 @@ fn tokenwise_loss_and_both_logit_matrices_match_f64_reference() {
     }
     // the two directions are different matrices, not transposes of each other
     assert!((0..b * b).any(|k| (i2t[k] - t2i[(k % b) * b + k / b]).abs() > 1e-3));
-    let got = scalar(TokenwiseLoss::forward::<B>(tensor(&img, [b, n, d]), tensor(&txt, [b, l, d]), tensor(&mask_flat, [b, l]), tensor(&[1.5], [1])));
+    let got = scalar(TokenwiseLoss::forward::<B>(
+        tensor(&img, [b, n, d]),
+        tensor(&txt, [b, l, d]),
+        tensor(&mask_flat, [b, l]),
+        tensor(&[1.5], [1]),
+    ));
     assert!((got - want_loss).abs() < 1e-4, "{got} vs {want_loss}");
 }
 
@@ -157,7 +171,8 @@ fn padding_never_changes_a_token_level_logit() {
         mask2.extend_from_slice(&mask[j * l..(j + 1) * l]);
         mask2.extend(std::iter::repeat_n(0.0, extra));
     }
-    let padded = TokenwiseLoss::similarities::<B>(tensor(&img, [b, n, d]), tensor(&txt2, [b, l + extra, d]), tensor(&mask2, [b, l + extra]));
+    let padded =
+        TokenwiseLoss::similarities::<B>(tensor(&img, [b, n, d]), tensor(&txt2, [b, l + extra, d]), tensor(&mask2, [b, l + extra]));
     for (x, y) in [(base.0, padded.0), (base.1, padded.1)] {
         let (x, y) = (x.into_data().to_vec::<f32>().unwrap(), y.into_data().to_vec::<f32>().unwrap());
         for (a, c) in x.iter().zip(&y) {
@@ -176,7 +191,8 @@ fn gradients_match_finite_differences_of_the_reference() {
     let img_t: Tensor<AB, 3> = tensor(&img, [b, n, d]).require_grad();
     let txt_t: Tensor<AB, 2> = tensor(&txt, [b * l, d]).require_grad();
     let img_g: Tensor<AB, 2> = tensor(&img[..b * d], [b, d]).require_grad();
-    let token = TokenwiseLoss::forward(img_t.clone(), txt_t.clone().reshape([b, l, d]), tensor(&mask_flat, [b, l]), tensor(&[log_scale], [1]));
+    let token =
+        TokenwiseLoss::forward(img_t.clone(), txt_t.clone().reshape([b, l, d]), tensor(&mask_flat, [b, l]), tensor(&[log_scale], [1]));
     let global = ClipLoss::forward(img_g.clone(), txt_t.clone().slice([0..b]), tensor(&[log_scale], [1]));
     let grads = (token + global).backward();
     let g_img = img_t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();

@@ -100,14 +100,7 @@ fn the_queue_loss_matches_a_hand_computed_value() {
     // the image queries; empty image queue; scale 2.
     let keys = Keys { image: rows(&[1.0, 0.0, 0.0, 1.0], 2), text: rows(&[1.0, 0.0, 0.0, 1.0], 2) };
     let scale = Tensor::<B, 1>::from_floats([2.0], &Default::default());
-    let loss = queue_loss(
-        rows(&[1.0, 0.0, 0.0, 1.0], 2),
-        rows(&[0.6, 0.8, 1.0, 0.0], 2),
-        &keys,
-        None,
-        Some(rows(&[0.6, 0.8], 2)),
-        scale,
-    );
+    let loss = queue_loss(rows(&[1.0, 0.0, 0.0, 1.0], 2), rows(&[0.6, 0.8, 1.0, 0.0], 2), &keys, None, Some(rows(&[0.6, 0.8], 2)), scale);
     let ce = |logits: &[f64], target: usize| -> f64 {
         let z: f64 = logits.iter().map(|l| l.exp()).sum();
         z.ln() - logits[target]
@@ -143,11 +136,8 @@ fn with_an_empty_queue_and_m_zero_the_loss_is_the_in_batch_global_loss() {
     };
     let loss_cfg = LossConfig { global_weight: 0.0, queue_weight: 1.0, momentum: momentum_cfg, ..Default::default() };
     let queued = values(model.loss_with_queue(images.clone(), ids.clone(), mask.clone(), &loss_cfg, queue).total)[0];
-    let global = values(ClipLoss::forward(
-        model.encode_image(images).global,
-        model.encode_text(ids, mask).global,
-        model.logit_scale.val(),
-    ))[0];
+    let global =
+        values(ClipLoss::forward(model.encode_image(images).global, model.encode_text(ids, mask).global, model.logit_scale.val()))[0];
     assert!((queued - global).abs() < 1e-6, "{queued} vs {global}");
     assert!(global > 0.1);
 }

@@ -72,7 +72,8 @@ fn the_identity_reduction_gives_the_unreduced_token_loss() {
     let reduced = r.apply(Tensor::from_data(TensorData::new(eye, [b, n, n]), &device), image.clone());
     assert_eq!(values(reduced.clone()), values(image.clone()));
     let text = Tensor::<B, 3>::random([b, l, d], Distribution::Normal(0.0, 1.0), &device);
-    let mask = Tensor::<B, 2>::from_data(TensorData::new(vec![1f32, 1., 1., 0., 0., 1., 1., 1., 1., 1., 1., 0., 0., 0., 0.], [b, l]), &device);
+    let mask =
+        Tensor::<B, 2>::from_data(TensorData::new(vec![1f32, 1., 1., 0., 0., 1., 1., 1., 1., 1., 1., 0., 0., 0., 0.], [b, l]), &device);
     let norm = vlp_model::dual::l2_normalize::<B, 3>;
     let scale = Tensor::<B, 1>::from_floats([2.0], &device);
     let a = values(TokenwiseLoss::forward(norm(image), norm(text.clone()), mask.clone(), scale.clone()));

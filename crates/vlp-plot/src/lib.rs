@@ -68,14 +68,7 @@ pub struct Panel {
 
 impl Panel {
     pub fn new(title: impl Into<String>, x_label: impl Into<String>, y_label: impl Into<String>) -> Self {
-        Panel {
-            title: title.into(),
-            x_label: x_label.into(),
-            y_label: y_label.into(),
-            series: Vec::new(),
-            log_x: false,
-            markers: false,
-        }
+        Panel { title: title.into(), x_label: x_label.into(), y_label: y_label.into(), series: Vec::new(), log_x: false, markers: false }
     }
     pub fn with(mut self, s: Series) -> Self {
         self.series.push(s);
@@ -272,8 +265,8 @@ mod tests {
     fn writes_decodable_pngs_and_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("curves.png");
-        let loss = Panel::new("loss", "step", "loss")
-            .with(Series::new("train", (0..50).map(|i| (i as f64, 3.0 / (1.0 + i as f64))).collect()));
+        let loss =
+            Panel::new("loss", "step", "loss").with(Series::new("train", (0..50).map(|i| (i as f64, 3.0 / (1.0 + i as f64))).collect()));
         let empty = Panel::new("nothing yet", "step", "R@1");
         let speed = Panel { log_x: true, markers: true, ..Panel::new("recall vs speed", "queries/s", "recall@10") }
             .with(Series::new("a", vec![(100.0, 0.9), (1000.0, 0.8), (f64::NAN, 1.0)]))
@@ -287,8 +280,7 @@ mod tests {
         let h = Histogram::of_values("scores", "cosine", &values, 20).with_marker(0.3, "threshold 0.3");
         assert_eq!(h.counts.iter().sum::<u64>(), 200);
         histogram_png(&dir.path().join("hist.png"), &h, (500, 300)).unwrap();
-        let names: Vec<String> =
-            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
     }
 }

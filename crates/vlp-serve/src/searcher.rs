@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use vlp_data::image_pipeline::{process_into, Augment};
-use vlp_index::catalog::{Filter, Mode, RetrievalIndex};
-use vlp_index::IndexError;
 use vlp_embed::checkpoint::Encoder;
 use vlp_embed::embed::{rows, text_tensors};
+use vlp_index::catalog::{Filter, Mode, RetrievalIndex};
+use vlp_index::IndexError;
 
 /// What is searched for.
 #[derive(Debug, Clone)]
@@ -97,7 +97,12 @@ impl<B: Backend> Searcher<B> {
     }
 
     /// Opens an index; `checkpoint` overrides the one recorded at build time.
-    pub fn open(dir: &Path, checkpoint: Option<&Path>, identity: impl Fn(&Path) -> std::io::Result<String>, device: B::Device) -> Result<Self, String> {
+    pub fn open(
+        dir: &Path,
+        checkpoint: Option<&Path>,
+        identity: impl Fn(&Path) -> std::io::Result<String>,
+        device: B::Device,
+    ) -> Result<Self, String> {
         let index = RetrievalIndex::open(dir).map_err(|e| e.to_string())?;
         let recorded = index.info.source.get("checkpoint").and_then(Value::as_str).map(Path::new);
         let (encoder, model) = match checkpoint.or(recorded) {
@@ -124,7 +129,9 @@ impl<B: Backend> Searcher<B> {
     }
 
     fn encoder(&self) -> Result<&Encoder<B>, SearchError> {
-        self.encoder.as_ref().ok_or_else(|| SearchError::bad("no_model", "this index was opened without its checkpoint: only BM25 and item queries work"))
+        self.encoder
+            .as_ref()
+            .ok_or_else(|| SearchError::bad("no_model", "this index was opened without its checkpoint: only BM25 and item queries work"))
     }
 
     /// Ranked results as JSON objects: `id`, `score`, and the item's caption, image and
@@ -139,7 +146,8 @@ impl<B: Backend> Searcher<B> {
                 let dense = !matches!(r.mode, Mode::Bm25) || r.rerank.is_some();
                 let q = if dense { Some(self.text_embedding(text)?) } else { None };
                 let depth = r.rerank.map_or(r.k, |n| n.max(r.k));
-                let mut ranked = idx.text_to_images(text, q.as_deref().map(|v| (v, self.model.as_str())), r.mode, depth, r.ef, r.exact, &r.filters)?;
+                let mut ranked =
+                    idx.text_to_images(text, q.as_deref().map(|v| (v, self.model.as_str())), r.mode, depth, r.ef, r.exact, &r.filters)?;
                 if r.rerank.is_some() {
                     let rows: Vec<usize> = ranked.iter().map(|x| x.row).collect();
                     ranked = idx.rerank_images(&rows, &self.text_tokens(text)?, &self.model)?;
@@ -156,7 +164,8 @@ impl<B: Backend> Searcher<B> {
                     Query::Image(bytes) => self.image_embedding(bytes)?,
                     Query::Embedding(v) => self.checked_embedding(v)?,
                     Query::Item(id) => {
-                        let row = self.item_row(id).ok_or_else(|| SearchError::bad("not_found", format!("no item {id:?} in this index")))?;
+                        let row =
+                            self.item_row(id).ok_or_else(|| SearchError::bad("not_found", format!("no item {id:?} in this index")))?;
                         idx.image_vectors.row_vec(row)
                     }
                     Query::Text(_) => unreachable!("matched above"),
@@ -252,4 +261,3 @@ pub fn text_tokens<B: Backend>(enc: &Encoder<B>, text: &str, device: &B::Device)
     let values: Vec<f32> = rows(out.tokens);
     Ok(values.chunks(d).zip(&mask_values).filter(|(_, m)| **m > 0.5).flat_map(|(t, _)| t.iter().copied()).collect())
 }
-

@@ -128,7 +128,9 @@ pub fn router(searcher: Searcher<Cpu>, cfg: ServeConfig) -> Router {
         .route("/v1/items/{id}", get(item))
         .route("/v1/items/{id}/image", get(item_image))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
         .with_state(state)
@@ -187,7 +189,9 @@ async fn guard(State(st): State<Shared>, req: Request, next: Next) -> Response {
                 next.run(req).await
             } else {
                 st.metrics.rejected_busy();
-                let mut r = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the server is at its request limit; retry shortly").into_response();
+                let mut r =
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the server is at its request limit; retry shortly")
+                        .into_response();
                 r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 r
             };
@@ -243,9 +247,9 @@ async fn item(State(st): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<
 async fn item_image(State(st): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
     let row = lookup(&st, &id)?;
     let path = st.searcher.index.items[row].image.clone();
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "image_missing", format!("the image of {id:?} is no longer where the index recorded it")))?;
+    let bytes = tokio::fs::read(&path).await.map_err(|_| {
+        ApiError::new(StatusCode::NOT_FOUND, "image_missing", format!("the image of {id:?} is no longer where the index recorded it"))
+    })?;
     let mime = match image::guess_format(&bytes) {
         Ok(image::ImageFormat::Png) => "image/png",
         Ok(image::ImageFormat::Jpeg) => "image/jpeg",
@@ -300,11 +304,8 @@ impl FilterSpec {
 
 async fn search(State(st): State<Shared>, req: Request) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
-    let is_multipart = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let is_multipart =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("multipart/form-data"));
     let (body, image) = if is_multipart { read_multipart(&st, req).await? } else { read_json(&st, req).await? };
     let request = st.validate(body, image)?;
     let permit = tokio::time::timeout(st.cfg.timeout, st.work.clone().acquire_owned())
@@ -350,11 +351,16 @@ async fn read_json(st: &Shared, req: Request) -> Result<(SearchBody, Option<Vec<
             ApiError::bad("bad_body", e.body_text())
         }
     })?;
-    let body: SearchBody = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad("bad_json", format!("the body is not a search request: {e}")))?;
+    let body: SearchBody =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad("bad_json", format!("the body is not a search request: {e}")))?;
     let image = match &body.image {
         Some(b64) => {
             let data = b64.split_once(";base64,").map_or(b64.as_str(), |(_, d)| d);
-            Some(base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|e| ApiError::bad("bad_image", format!("\"image\" is not base64: {e}")))?)
+            Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(data.trim())
+                    .map_err(|e| ApiError::bad("bad_image", format!("\"image\" is not base64: {e}")))?,
+            )
         }
         None => None,
     };
@@ -374,13 +380,21 @@ async fn read_multipart(st: &Shared, req: Request) -> Result<(SearchBody, Option
             Err(e) => return Err(ApiError::bad("bad_multipart", e.body_text())),
         };
         let name = field.name().unwrap_or("").to_string();
-        let data = field.bytes().await.map_err(|e| if e.status() == StatusCode::PAYLOAD_TOO_LARGE { too_large(st) } else { ApiError::bad("bad_multipart", e.body_text()) })?;
+        let data = field.bytes().await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large(st)
+            } else {
+                ApiError::bad("bad_multipart", e.body_text())
+            }
+        })?;
         if name == "image" {
             image = Some(data.to_vec());
             continue;
         }
         let text = String::from_utf8(data.to_vec()).map_err(|_| ApiError::bad("bad_multipart", format!("field {name:?} is not UTF-8")))?;
-        let number = |t: &str| t.trim().parse::<usize>().map_err(|_| ApiError::bad("bad_multipart", format!("field {name:?}: {t:?} is not a number")));
+        let number = |t: &str| {
+            t.trim().parse::<usize>().map_err(|_| ApiError::bad("bad_multipart", format!("field {name:?}: {t:?} is not a number")))
+        };
         match name.as_str() {
             "text" => body.text = Some(text),
             "item" => body.item = Some(text),
@@ -419,7 +433,10 @@ impl AppState {
                 return Err(ApiError::bad("empty_text", "the text query is empty"));
             }
             if chars > self.cfg.max_text_chars {
-                return Err(ApiError::bad("text_too_long", format!("the text has {chars} characters; the limit is {}", self.cfg.max_text_chars)));
+                return Err(ApiError::bad(
+                    "text_too_long",
+                    format!("the text has {chars} characters; the limit is {}", self.cfg.max_text_chars),
+                ));
             }
             Query::Text(text)
         } else if let Some(bytes) = image {

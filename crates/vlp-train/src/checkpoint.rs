@@ -38,11 +38,7 @@ pub fn save<B: AutodiffBackend>(
 /// Loads everything a resumed run needs. The optimizer is built on the loaded model, whose
 /// parameter ids are the saved ones its state refers to. The momentum towers and queues come
 /// back when the run's loss uses them.
-pub fn load_for_resume<B: AutodiffBackend>(
-    dir: &Path,
-    device: &B::Device,
-    train: &crate::config::TrainConfig,
-) -> Result<Resumed<B>> {
+pub fn load_for_resume<B: AutodiffBackend>(dir: &Path, device: &B::Device, train: &crate::config::TrainConfig) -> Result<Resumed<B>> {
     let (cfg, _, state) = read_meta(dir)?;
     if !dir.join("optim-decay.bin").is_file() {
         return Err(TrainError::Other(format!(

@@ -31,11 +31,11 @@
 
 use crate::{Result, TrainError};
 use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
-use burn_communication::Address;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorPrimitive};
+use burn_communication::Address;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -134,10 +134,9 @@ impl Watchdog {
             let rank = format!("rank {}", self.first + slot);
             let cause = match &failed {
                 Some((bad, why)) => format!("rank {bad} failed ({why}), so {rank}'s {what} cannot complete"),
-                None if since.elapsed() > self.timeout => format!(
-                    "{rank}: {what} waited more than {} s for the other ranks (one has stopped or stalled)",
-                    self.timeout.as_secs()
-                ),
+                None if since.elapsed() > self.timeout => {
+                    format!("{rank}: {what} waited more than {} s for the other ranks (one has stopped or stalled)", self.timeout.as_secs())
+                }
                 None => continue,
             };
             eprintln!("error: data-parallel training stopped: {cause}");

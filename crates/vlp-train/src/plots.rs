@@ -11,10 +11,7 @@ use vlp_plot::{panels_png, Panel, Series};
 /// later row is the one that counts.
 fn rows_by_step(path: &Path) -> BTreeMap<u64, Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| Some((v.get("step")?.as_u64()?, v)))
-        .collect()
+    text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter_map(|v| Some((v.get("step")?.as_u64()?, v))).collect()
 }
 
 fn series(rows: &BTreeMap<u64, Value>, name: &str, field: &[&str]) -> Series {
@@ -41,14 +38,15 @@ pub fn training_curves(run: &Path) -> Result<PathBuf> {
     let lr = Panel::new("learning rate", "step", "lr").with(series(&steps, "", &["lr"]));
     let temp = Panel::new("logit scale (1/temperature)", "step", "exp(t)").with(series(&steps, "", &["logit_scale"]));
     let mut recall = Panel { markers: true, ..Panel::new("validation recall (grade 2)", "step", "R@k") };
-    for (name, key) in [("text→image R@1", "t2i_r1"), ("text→image R@5", "t2i_r5"), ("image→text R@1", "i2t_r1"), ("image→text R@5", "i2t_r5")] {
+    for (name, key) in
+        [("text→image R@1", "t2i_r1"), ("text→image R@5", "t2i_r5"), ("image→text R@1", "i2t_r1"), ("image→text R@5", "i2t_r5")]
+    {
         recall = recall.with(series(&val, name, &["val", key]));
     }
     recall = recall.with(series(&val, "random T→I R@1", &["random_baseline", "t2i_r1"]));
     let path = run.join("curves.png");
     let title = run.file_name().and_then(|n| n.to_str()).unwrap_or("run");
-    panels_png(&path, title, &[loss, lr, temp, recall], 2, (560, 380))
-        .map_err(|e| TrainError::Other(e.to_string()))?;
+    panels_png(&path, title, &[loss, lr, temp, recall], 2, (560, 380)).map_err(|e| TrainError::Other(e.to_string()))?;
     Ok(path)
 }
 

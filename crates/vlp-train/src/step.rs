@@ -60,14 +60,24 @@ struct Cached<B: AutodiffBackend> {
 /// How a step's update ended.
 #[allow(clippy::large_enum_variant)] // one per step, moved once
 pub enum Updated<B: AutodiffBackend> {
-    Stepped { replica: Replica<B>, report: StepReport, queue: QueueCursor },
+    Stepped {
+        replica: Replica<B>,
+        report: StepReport,
+        queue: QueueCursor,
+    },
     /// The gradient norm was not finite; nothing was changed.
-    NonFinite { grad_norm: f32 },
+    NonFinite {
+        grad_norm: f32,
+    },
 }
 
 /// `rows` of a batch as tensors on `device`: images `[rows, 3, s, s]`, token ids and mask
 /// `[rows, context]`.
-fn slice_tensors<B: AutodiffBackend>(batch: &Batch, rows: Range<usize>, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 2, Int>, Tensor<B, 2>) {
+fn slice_tensors<B: AutodiffBackend>(
+    batch: &Batch,
+    rows: Range<usize>,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 2, Int>, Tensor<B, 2>) {
     let (m, s, ctx) = (rows.len(), batch.image_size as usize, batch.context);
     let px = 3 * s * s;
     let images = batch.images[rows.start * px..rows.end * px].to_vec();
@@ -84,7 +94,14 @@ impl<B: AutodiffBackend> Replica<B> {
     /// the group's, and computes the loss over the whole global batch against the queues as they
     /// stand at `queue`. `None`: another machine's part of the data has run out, which ends the
     /// epoch on every machine before this step.
-    pub fn forward(&self, batch: &Batch, cfg: &RunConfig, queue: QueueCursor, rank: &Rank, device: &B::Device) -> Result<Option<Forward<B>>> {
+    pub fn forward(
+        &self,
+        batch: &Batch,
+        cfg: &RunConfig,
+        queue: QueueCursor,
+        rank: &Rank,
+        device: &B::Device,
+    ) -> Result<Option<Forward<B>>> {
         let Some((rows, layout)) = rank.layout::<B::InnerBackend>(Some(batch.len()), device)? else { return Ok(None) };
         let _precision = vlp_model::autocast::scope(cfg.train.precision);
         let (images, ids, mask) = slice_tensors::<B>(batch, rows.clone(), device);
@@ -247,7 +264,11 @@ impl<B: AutodiffBackend> ModuleMapper<B> for FreshLeaves {
 
 /// Work the first replica of a process hands the others.
 pub enum Work {
-    Step { batch: Arc<Batch>, lr: f64, queue: QueueCursor },
+    Step {
+        batch: Arc<Batch>,
+        lr: f64,
+        queue: QueueCursor,
+    },
     /// This machine's part of the data has run out for this epoch.
     EndOfPart,
 }

@@ -4,17 +4,14 @@
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::RunConfig;
-use vlp_embed::embed::{embed_images, embed_texts, is_out_of_memory, panic_text, random_embeddings};
 use crate::optimizer::ClipOptimizer;
-use vlp_embed::retrieval::{recall, Recall};
-use crate::schedule::lr_at;
-use crate::{Result, TrainError};
 use crate::parallel::{self, NodeSpec, Rank};
+use crate::schedule::lr_at;
 use crate::step::{self, Replica, Updated, Work};
+use crate::{Result, TrainError};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
-use vlp_model::MomentumState;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::Write;
@@ -26,6 +23,9 @@ use vlp_data::loader::{BatchLoader, LoaderConfig};
 use vlp_data::source::{self, ReadOptions};
 use vlp_data::text::TextTokenizer;
 use vlp_data::SkipLog;
+use vlp_embed::embed::{embed_images, embed_texts, is_out_of_memory, panic_text, random_embeddings};
+use vlp_embed::retrieval::{recall, Recall};
+use vlp_model::MomentumState;
 
 /// What `vlp train` was asked to do.
 #[derive(Debug, Clone)]
@@ -220,8 +220,8 @@ fn start<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<Start
         };
         let optim = ClipOptimizer::new(&model, &cfg.train);
         // BriVL's momentum towers start as copies of the online ones, with empty queues.
-        let momentum = (cfg.loss.queue_weight > 0.0)
-            .then(|| MomentumState::new(model.valid(), &cfg.loss.momentum, cfg.model.embed_dim, device));
+        let momentum =
+            (cfg.loss.queue_weight > 0.0).then(|| MomentumState::new(model.valid(), &cfg.loss.momentum, cfg.model.embed_dim, device));
         (model, optim, momentum, TrainState::default(), tokenizer, cfg)
     };
     // A locked tower takes no gradients; the flag is not saved, so it is set again on resume.
@@ -366,9 +366,7 @@ fn lead<B: AutodiffBackend>(
     let total = t.steps;
     let stop_at = job.stop_after.unwrap_or(total).min(total);
     let bar = if job.progress && writes { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}").expect("valid template"),
-    );
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}").expect("valid template"));
     bar.set_position(state.step as u64);
     let started = Instant::now();
     let elapsed_before = state.elapsed_secs;
@@ -382,13 +380,14 @@ fn lead<B: AutodiffBackend>(
     let mut samples_per_s = 0.0;
     let mut pending: Option<TrainState> = None;
 
-    let run_val = |model: &vlp_model::DualEncoder<B>, step: usize, val_log: &mut Log, bar: &ProgressBar| -> Result<Option<(Recall, Recall)>> {
-        let Some(set) = &val_set else { return Ok(None) };
-        let (r, base) = validate(model, &tokenizer, &cfg, set, device)?;
-        bar.println(format!("step {step}: val {r}\n          random-embedding baseline: {base}"));
-        val_log.write(json!({"step": step, "val": r, "random_baseline": base}));
-        Ok(Some((r, base)))
-    };
+    let run_val =
+        |model: &vlp_model::DualEncoder<B>, step: usize, val_log: &mut Log, bar: &ProgressBar| -> Result<Option<(Recall, Recall)>> {
+            let Some(set) = &val_set else { return Ok(None) };
+            let (r, base) = validate(model, &tokenizer, &cfg, set, device)?;
+            bar.println(format!("step {step}: val {r}\n          random-embedding baseline: {base}"));
+            val_log.write(json!({"step": step, "val": r, "random_baseline": base}));
+            Ok(Some((r, base)))
+        };
 
     let diverged = |what: String, state: &TrainState, bar: &ProgressBar| {
         bar.abandon();
@@ -468,17 +467,15 @@ fn lead<B: AutodiffBackend>(
                 last_checkpoint = save(&job.out, &replica, &at, &cfg, &tokenizer)?;
                 redraw_curves(&job.out, &bar);
             }
-            let parts = [fwd.out.global.clone(), fwd.out.token.clone(), fwd.out.queue.clone()]
-                .map(|p| p.map(|g| g.into_scalar().elem::<f32>()));
+            let parts =
+                [fwd.out.global.clone(), fwd.out.token.clone(), fwd.out.queue.clone()].map(|p| p.map(|g| g.into_scalar().elem::<f32>()));
             let report = match replica.update(fwd, lr, &cfg, state.queue, rank)? {
                 Updated::Stepped { replica: r, report, queue } => {
                     replica = r;
                     state.queue = queue;
                     report
                 }
-                Updated::NonFinite { grad_norm } => {
-                    return Err(diverged(format!("the gradient norm became {grad_norm}"), &state, &bar))
-                }
+                Updated::NonFinite { grad_norm } => return Err(diverged(format!("the gradient norm became {grad_norm}"), &state, &bar)),
             };
             state.step += 1;
             state.batch_in_epoch = i + 1;

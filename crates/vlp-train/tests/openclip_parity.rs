@@ -21,13 +21,7 @@ fn vlp_takes_openclips_steps() {
     let report = run::<burn::backend::Autodiff<burn::backend::Flex>>(&fixture, None, &Default::default()).unwrap();
     assert_eq!(report.steps.len(), 20);
     for s in &report.steps {
-        assert!(
-            (s.vlp - s.openclip).abs() < 1e-4,
-            "step {}: vlp's loss {} against OpenCLIP's {}",
-            s.step,
-            s.vlp,
-            s.openclip
-        );
+        assert!((s.vlp - s.openclip).abs() < 1e-4, "step {}: vlp's loss {} against OpenCLIP's {}", s.step, s.vlp, s.openclip);
     }
     // The loss went somewhere: the comparison is not of two models standing still.
     assert!(report.steps[0].vlp - report.steps[19].vlp > 0.3, "{:?}", report.steps);

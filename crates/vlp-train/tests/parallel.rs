@@ -74,9 +74,7 @@ fn a_run_stopped_on_two_devices_resumes_on_one_exactly() {
 fn a_batch_too_small_for_the_devices_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = RunConfig::from_toml(&CONFIG.replace("batch_size = 8", "batch_size = 3"), "test").unwrap();
-    let e = on_two_devices(&job(&cfg, "unused", tmp.path(), false))
-        .unwrap_err()
-        .to_string();
+    let e = on_two_devices(&job(&cfg, "unused", tmp.path(), false)).unwrap_err().to_string();
     assert!(e.contains("train.batch_size 3") && e.contains("2 devices"), "{e}");
 }
 

@@ -4,8 +4,8 @@
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use std::path::Path;
-use vlp_train::checkpoint::{self, Encoder};
 use vlp_embed::embed::embed_texts;
+use vlp_train::checkpoint::{self, Encoder};
 use vlp_train::trainer::{train, TrainJob};
 use vlp_train::{RunConfig, TrainError};
 

@@ -112,11 +112,9 @@ fn parse_row(
     let (Some(img), Some(cap)) = (record.get(img_col), record.get(cap_col)) else {
         return Err(Skip::new(SkipReason::CsvBadRow, location, format!("row has {} fields", record.len())));
     };
-    let image_rel = std::str::from_utf8(img)
-        .map_err(|_| Skip::new(SkipReason::CsvBadRow, location, "image path is not UTF-8"))?
-        .to_string();
-    let captions =
-        keep_good_captions(vec![check_caption(cap, location, opts).map(Caption::plain)], location)?;
+    let image_rel =
+        std::str::from_utf8(img).map_err(|_| Skip::new(SkipReason::CsvBadRow, location, "image path is not UTF-8"))?.to_string();
+    let captions = keep_good_captions(vec![check_caption(cap, location, opts).map(Caption::plain)], location)?;
     let ext = ext_of(&image_rel);
     let image = read_image_file(&base.join(&image_rel), location)?;
     check_image(&image, &ext, location, opts)?;

@@ -3,9 +3,7 @@
 //! the manifest. A caption may be a string or `{"text", "lang", "field"}`; every other field is
 //! kept as metadata.
 
-use super::{
-    check_caption_text, check_image, ext_of, keep_good_captions, read_image_file, ReadOptions, Skip, SourceItem,
-};
+use super::{check_caption_text, check_image, ext_of, keep_good_captions, read_image_file, ReadOptions, Skip, SourceItem};
 use crate::sample::{Caption, Sample};
 use crate::skip::SkipReason;
 use serde_json::{Map, Value};
@@ -47,8 +45,7 @@ pub(super) fn read(path: &Path, opts: &ReadOptions, emit: &mut dyn FnMut(SourceI
 }
 
 fn parse_line(line: &[u8], base: &Path, location: &str, opts: &ReadOptions) -> SourceItem {
-    let text = std::str::from_utf8(line)
-        .map_err(|_| Skip::new(SkipReason::CaptionNotUtf8, location, "manifest line is not UTF-8"))?;
+    let text = std::str::from_utf8(line).map_err(|_| Skip::new(SkipReason::CaptionNotUtf8, location, "manifest line is not UTF-8"))?;
     let mut obj = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => m,
         Ok(_) => return Err(Skip::new(SkipReason::ManifestBadLine, location, "line is JSON but not an object")),

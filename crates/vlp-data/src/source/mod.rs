@@ -55,13 +55,7 @@ pub struct ReadOptions {
 
 impl Default for ReadOptions {
     fn default() -> Self {
-        ReadOptions {
-            max_image_bytes: 32 << 20,
-            max_caption_chars: 2000,
-            csv: CsvColumns::default(),
-            prefetch: 256,
-            part: Part::WHOLE,
-        }
+        ReadOptions { max_image_bytes: 32 << 20, max_caption_chars: 2000, csv: CsvColumns::default(), prefetch: 256, part: Part::WHOLE }
     }
 }
 
@@ -219,22 +213,14 @@ fn check_image(bytes: &[u8], ext: &str, location: &str, opts: &ReadOptions) -> s
         return Err(Skip::new(SkipReason::ImageEmpty, location, "0 bytes"));
     }
     if bytes.len() > opts.max_image_bytes {
-        return Err(Skip::new(
-            SkipReason::ImageTooLarge,
-            location,
-            format!("{} bytes > limit {}", bytes.len(), opts.max_image_bytes),
-        ));
+        return Err(Skip::new(SkipReason::ImageTooLarge, location, format!("{} bytes > limit {}", bytes.len(), opts.max_image_bytes)));
     }
     let Some(named) = image_format_of_ext(ext) else {
         return Err(Skip::new(SkipReason::ImageUnsupportedFormat, location, format!("extension '.{ext}'")));
     };
     if let Ok(actual) = image::guess_format(bytes) {
         if actual != named {
-            return Err(Skip::new(
-                SkipReason::ImageWrongExtension,
-                location,
-                format!("named .{ext} but the bytes are {actual:?}"),
-            ));
+            return Err(Skip::new(SkipReason::ImageWrongExtension, location, format!("named .{ext} but the bytes are {actual:?}")));
         }
     }
     Ok(())
@@ -252,9 +238,8 @@ pub fn image_format_of_ext(ext: &str) -> Option<ImageFormat> {
 
 /// Turns caption bytes into a caption, or the reason it cannot be one.
 fn check_caption(bytes: &[u8], location: &str, opts: &ReadOptions) -> std::result::Result<String, Skip> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Skip::new(SkipReason::CaptionNotUtf8, location, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
-    })?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Skip::new(SkipReason::CaptionNotUtf8, location, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
     check_caption_text(text, location, opts)
 }
 
@@ -265,20 +250,13 @@ fn check_caption_text(text: &str, location: &str, opts: &ReadOptions) -> std::re
     }
     let chars = text.chars().count();
     if chars > opts.max_caption_chars {
-        return Err(Skip::new(
-            SkipReason::CaptionTooLong,
-            location,
-            format!("{chars} characters > limit {}", opts.max_caption_chars),
-        ));
+        return Err(Skip::new(SkipReason::CaptionTooLong, location, format!("{chars} characters > limit {}", opts.max_caption_chars)));
     }
     Ok(text.to_string())
 }
 
 /// Keeps the good captions of a sample; if none is left, the first problem is the skip reason.
-fn keep_good_captions(
-    candidates: Vec<std::result::Result<Caption, Skip>>,
-    location: &str,
-) -> std::result::Result<Vec<Caption>, Skip> {
+fn keep_good_captions(candidates: Vec<std::result::Result<Caption, Skip>>, location: &str) -> std::result::Result<Vec<Caption>, Skip> {
     let mut first_bad = None;
     let mut good = Vec::new();
     for c in candidates {
@@ -297,8 +275,7 @@ fn keep_good_captions(
 
 /// Reads an image file named by a manifest or table row.
 fn read_image_file(path: &Path, location: &str) -> std::result::Result<Vec<u8>, Skip> {
-    std::fs::read(path)
-        .map_err(|e| Skip::new(SkipReason::ImageFileMissing, location, format!("{}: {e}", path.display())))
+    std::fs::read(path).map_err(|e| Skip::new(SkipReason::ImageFileMissing, location, format!("{}: {e}", path.display())))
 }
 
 fn ext_of(path: &str) -> String {

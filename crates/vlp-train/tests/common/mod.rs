@@ -89,7 +89,6 @@ pub fn parameters(run: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
     c.out
 }
 
-
 /// Trains `job` on two CPU devices of this process, one thread each.
 pub fn on_two_devices(job: &TrainJob) -> vlp_train::Result<TrainSummary> {
     let opts = ParallelOptions { threads_per_device: Some(1), ..Default::default() };
