@@ -51,18 +51,50 @@ impl SearchRequest {
     }
 }
 
-/// Why a search failed: the request (with a stable code) or the server.
+/// Why a search failed: each variant is the request's fault, with a stable [`code`](Self::code),
+/// except [`Internal`](Self::Internal), the server's. `vlp serve` maps each to its HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
-    #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    /// An item the request names is not in the index.
+    #[error("{0}")]
+    NotFound(String),
+    /// The image is not PNG, JPEG or WebP.
+    #[error("{0}")]
+    UnsupportedImage(String),
+    /// The image has more pixels than the server accepts.
+    #[error("{0}")]
+    ImageTooLarge(String),
+    /// The image cannot be decoded.
+    #[error("{0}")]
+    BadImage(String),
+    /// A given embedding has the wrong length or values.
+    #[error("{0}")]
+    BadEmbedding(String),
+    /// The query needs the model, and the index was opened without one.
+    #[error("{0}")]
+    NoModel(String),
+    /// Anything else the request asks that this index cannot answer (re-ranking without token
+    /// vectors, say).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The server's fault.
     #[error("{0}")]
     Internal(String),
 }
 
 impl SearchError {
-    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
-        SearchError::BadRequest { code, message: message.into() }
+    /// The API's stable name for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SearchError::NotFound(_) => "not_found",
+            SearchError::UnsupportedImage(_) => "unsupported_image",
+            SearchError::ImageTooLarge(_) => "image_too_large",
+            SearchError::BadImage(_) => "bad_image",
+            SearchError::BadEmbedding(_) => "bad_embedding",
+            SearchError::NoModel(_) => "no_model",
+            SearchError::BadRequest(_) => "bad_request",
+            SearchError::Internal(_) => "internal",
+        }
     }
 }
 
@@ -70,7 +102,7 @@ impl From<IndexError> for SearchError {
     fn from(e: IndexError) -> Self {
         match e {
             // The query's model is the server's own, so a mismatch is the server's fault.
-            IndexError::Invalid(_) => SearchError::bad("bad_request", e.to_string()),
+            IndexError::Invalid(_) => SearchError::BadRequest(e.to_string()),
             e => SearchError::Internal(e.to_string()),
         }
     }
@@ -131,7 +163,7 @@ impl<B: Backend> Searcher<B> {
     fn encoder(&self) -> Result<&Encoder<B>, SearchError> {
         self.encoder
             .as_ref()
-            .ok_or_else(|| SearchError::bad("no_model", "this index was opened without its checkpoint: only BM25 and item queries work"))
+            .ok_or_else(|| SearchError::NoModel("this index was opened without its checkpoint: only BM25 and item queries work".into()))
     }
 
     /// Ranked results as JSON objects: `id`, `score`, and the item's caption, image and
@@ -164,8 +196,7 @@ impl<B: Backend> Searcher<B> {
                     Query::Image(bytes) => self.image_embedding(bytes)?,
                     Query::Embedding(v) => self.checked_embedding(v)?,
                     Query::Item(id) => {
-                        let row =
-                            self.item_row(id).ok_or_else(|| SearchError::bad("not_found", format!("no item {id:?} in this index")))?;
+                        let row = self.item_row(id).ok_or_else(|| SearchError::NotFound(format!("no item {id:?} in this index")))?;
                         idx.image_vectors.row_vec(row)
                     }
                     Query::Text(_) => unreachable!("matched above"),
@@ -211,16 +242,19 @@ impl<B: Backend> Searcher<B> {
     /// Decodes (within the model's pixel limit) and embeds an image.
     pub fn image_embedding(&self, bytes: &[u8]) -> Result<Vec<f32>, SearchError> {
         let enc = self.encoder()?;
-        let format = image::guess_format(bytes).map_err(|_| SearchError::bad("unsupported_image", "the image is not PNG, JPEG or WebP"))?;
+        let format = image::guess_format(bytes).map_err(|_| SearchError::UnsupportedImage("the image is not PNG, JPEG or WebP".into()))?;
         if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP) {
-            return Err(SearchError::bad("unsupported_image", format!("{format:?} images are not accepted: send PNG, JPEG or WebP")));
+            return Err(SearchError::UnsupportedImage(format!("{format:?} images are not accepted: send PNG, JPEG or WebP")));
         }
         let cfg = vlp_data::image_pipeline::ImageConfig { max_pixels: self.max_image_pixels, ..enc.config.image_config() };
         let side = cfg.size as usize;
         let mut buf = vec![0f32; 3 * side * side];
         process_into(bytes, &cfg, Augment::Eval, &mut buf).map_err(|f| {
-            let code = if f.reason == vlp_data::SkipReason::ImageTooLarge { "image_too_large" } else { "bad_image" };
-            SearchError::bad(code, format!("the image cannot be used: {}", f.detail))
+            let message = format!("the image cannot be used: {}", f.detail);
+            match f.reason {
+                vlp_data::SkipReason::ImageTooLarge => SearchError::ImageTooLarge(message),
+                _ => SearchError::BadImage(message),
+            }
         })?;
         let x = burn::tensor::Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(buf, [1, 3, side, side]), &self.device);
         Ok(rows(enc.model.encode_image(x).global))
@@ -229,14 +263,14 @@ impl<B: Backend> Searcher<B> {
     fn checked_embedding(&self, v: &[f32]) -> Result<Vec<f32>, SearchError> {
         let dim = self.index.info.dim;
         if v.len() != dim {
-            return Err(SearchError::bad("bad_embedding", format!("the embedding has {} values; this index's are {dim} long", v.len())));
+            return Err(SearchError::BadEmbedding(format!("the embedding has {} values; this index's are {dim} long", v.len())));
         }
         if v.iter().any(|x| !x.is_finite()) {
-            return Err(SearchError::bad("bad_embedding", "the embedding holds a NaN or infinite value"));
+            return Err(SearchError::BadEmbedding("the embedding holds a NaN or infinite value".into()));
         }
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         if norm == 0.0 {
-            return Err(SearchError::bad("bad_embedding", "the embedding is all zeros"));
+            return Err(SearchError::BadEmbedding("the embedding is all zeros".into()));
         }
         Ok(v.iter().map(|x| x / norm).collect())
     }

@@ -96,18 +96,16 @@ impl IntoResponse for ApiError {
 
 impl From<SearchError> for ApiError {
     fn from(e: SearchError) -> Self {
-        match e {
-            SearchError::BadRequest { code, message } => {
-                let status = match code {
-                    "not_found" => StatusCode::NOT_FOUND,
-                    "image_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-                    "unsupported_image" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                ApiError::new(status, code, message)
+        let status = match &e {
+            SearchError::NotFound(_) => StatusCode::NOT_FOUND,
+            SearchError::ImageTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            SearchError::UnsupportedImage(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            SearchError::BadImage(_) | SearchError::BadEmbedding(_) | SearchError::NoModel(_) | SearchError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
             }
-            SearchError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
-        }
+            SearchError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.code(), e.to_string())
     }
 }
 
