@@ -33,8 +33,17 @@ pub enum TrainError {
     Embed(#[from] vlp_embed::EmbedError),
     #[error("{0}")]
     Diverged(String),
+    /// A file or directory of the run could not be read or written.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
     #[error("{0}")]
     Other(String),
+}
+
+impl TrainError {
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        TrainError::Io { path: path.display().to_string(), source }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, TrainError>;

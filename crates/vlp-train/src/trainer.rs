@@ -116,7 +116,7 @@ impl Log {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|e| TrainError::Other(format!("{}: {e}", path.display())))?;
+            .map_err(|e| TrainError::io(path, e))?;
         Ok(Log { file: Some(file) })
     }
     fn write(&mut self, v: serde_json::Value) {
@@ -175,7 +175,7 @@ struct Start<B: AutodiffBackend> {
 }
 
 fn start<B: AutodiffBackend>(job: &TrainJob, device: &B::Device) -> Result<Start<B>> {
-    std::fs::create_dir_all(&job.out).map_err(|e| TrainError::Other(format!("{}: {e}", job.out.display())))?;
+    std::fs::create_dir_all(&job.out).map_err(|e| TrainError::io(&job.out, e))?;
     // `--resume` on a run that has no checkpoint yet starts it, so one command line can be
     // re-run after an interruption or after it finished (it then has nothing left to do).
     let resume_from = if job.resume { checkpoint::latest(&job.out) } else { None };
