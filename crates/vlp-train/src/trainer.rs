@@ -112,11 +112,7 @@ impl Log {
         Log { file: None }
     }
     fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| TrainError::io(path, e))?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| TrainError::io(path, e))?;
         Ok(Log { file: Some(file) })
     }
     fn write(&mut self, v: serde_json::Value) {
