@@ -1,6 +1,8 @@
 //! Drives the `vlp` binary as a user does: build the synthetic set, check it, validate it, train a
 //! tokenizer on it, and score TREC files in trec_eval's format.
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::path::Path;
 use std::process::Command;
 
@@ -148,12 +150,8 @@ fn an_index_of_vectors_made_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
     let (distinct, dim) = (400usize, 16usize);
-    let mut s = 7u64;
-    let mut rnd = || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((s >> 11) as f64 / (1u64 << 53) as f64) as f32 - 0.5
-    };
-    let unique: Vec<f32> = (0..distinct * dim).map(|_| rnd()).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let unique: Vec<f32> = (0..distinct * dim).map(|_| rng.gen_range(-0.5f32..0.5)).collect();
     // each vector three times, scaled by 1, 2 and 4 (rows need not be unit length), ids "v<row>"
     let rows = distinct * 3;
     let base: Vec<f32> = (0..rows)
@@ -162,9 +160,12 @@ fn an_index_of_vectors_made_elsewhere() {
     npy::write_f32(Path::new(&p("base.npy")), rows, dim, &base).unwrap();
     std::fs::write(p("ids.txt"), (0..rows).map(|r| format!("v{r}\n")).collect::<String>()).unwrap();
     let out = ok_json(&["index", "build", "--vectors", &p("base.npy"), "--ids", &p("ids.txt"), "--out", &p("idx")]);
+    // rows not already of unit length (|norm − 1| > 1e-3) are reported as normalised
+    let off_unit = base.chunks(dim).filter(|v| (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt() - 1.0).abs() > 1e-3).count();
+    assert!(off_unit > rows / 2);
     assert_eq!(
         (out["items"].as_u64(), out["dim"].as_u64(), out["normalised_rows"].as_u64()),
-        (Some(rows as u64), Some(dim as u64), Some(rows as u64))
+        (Some(rows as u64), Some(dim as u64), Some(off_unit as u64))
     );
 
     // queries and their exact top 10 by plain loops over the normalised rows
@@ -173,7 +174,7 @@ fn an_index_of_vectors_made_elsewhere() {
         v.iter().map(|x| *x as f64 / n).collect()
     };
     let nq = 50;
-    let queries: Vec<f32> = (0..nq * dim).map(|_| rnd()).collect();
+    let queries: Vec<f32> = (0..nq * dim).map(|_| rng.gen_range(-0.5f32..0.5)).collect();
     let mut gt = Vec::new();
     for q in queries.chunks(dim) {
         let q = norm(q);

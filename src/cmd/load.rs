@@ -4,6 +4,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -141,18 +143,14 @@ pub fn run(a: LoadArgs) -> Result<()> {
             std::thread::spawn(move || {
                 let mut out = ClientResult::default();
                 let mut conn = None;
-                let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ c as u64;
-                let mut next = || {
-                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    state >> 11
-                };
+                let mut rng = ChaCha8Rng::seed_from_u64(c as u64);
                 let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
                 while !stop.load(Ordering::Relaxed) {
-                    let is_bad = (next() as f64 / (1u64 << 53) as f64) < malformed;
+                    let is_bad = rng.gen_bool(malformed.clamp(0.0, 1.0));
                     let body = if is_bad {
-                        bad[next() as usize % bad.len()].clone()
+                        bad[rng.gen_range(0..bad.len())].clone()
                     } else {
-                        json!({"text": queries[next() as usize % queries.len()], "k": k, "mode": mode}).to_string()
+                        json!({"text": queries[rng.gen_range(0..queries.len())], "k": k, "mode": mode}).to_string()
                     };
                     let req = format!("POST /v1/search HTTP/1.1\r\nHost: load\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
                     let t = Instant::now();

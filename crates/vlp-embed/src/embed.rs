@@ -3,6 +3,8 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use vlp_data::image_pipeline::{process_into, Augment, ImageConfig};
 use vlp_data::source::Skip;
@@ -132,11 +134,8 @@ pub fn embed_texts<B: Backend>(
 
 /// Seeded random unit vectors: the chance baseline, through the same ranking code.
 pub fn random_embeddings(ids: &[String], dim: usize, seed: u64) -> Embeddings {
-    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
-    let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((state >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
-    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut next = || rng.gen_range(-1.0f32..1.0);
     let mut vectors = Vec::with_capacity(ids.len() * dim);
     for _ in ids {
         let row: Vec<f32> = (0..dim).map(|_| next()).collect();

@@ -3,6 +3,8 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use vlp_model::{ClipLoss, TokenwiseLoss};
 
 type B = Flex;
@@ -10,13 +12,8 @@ type AB = Autodiff<Flex>;
 
 /// A deterministic pseudo-random vector in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect()
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()
 }
 
 /// Rows of `dim` normalised to unit length.
