@@ -48,6 +48,8 @@ fn api_answers_every_query_kind_and_refuses_hostile_input() {
     assert_eq!(st, 200);
     let items = health["items"].as_u64().unwrap();
     assert!(items > 0, "{health}");
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["queries"], json!(["text", "image", "embedding", "item"]), "{health}");
 
     // text, each mode; Chinese with a filter; the text side
     for mode in ["dense", "bm25", "hybrid"] {

@@ -86,11 +86,9 @@ fn run_on<B: burn::tensor::backend::Backend>(a: &EvalArgs, device: &B::Device) -
         rows_for("random embeddings", &random_embeddings(&image_ids, dim, 1), &random_embeddings(&text_ids, dim, 2), &set, a.depth);
     rows.extend(r);
     let table = markdown(&rows, &a.split, &a.data);
-    std::fs::write(a.out.join("table.md"), &table)?;
-    std::fs::write(
-        a.out.join("report.json"),
-        serde_json::to_string_pretty(&serde_json::json!({"data": a.data, "split": a.split, "rows": rows}))?,
-    )?;
+    vlp_atomic::write(&a.out.join("table.md"), table.as_bytes())?;
+    let report = serde_json::json!({"data": a.data, "split": a.split, "rows": rows});
+    vlp_atomic::write(&a.out.join("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     println!("{table}");
     eprintln!("wrote {}/table.md, report.json and the TREC runs (*.t2i.run, *.i2t.run)", a.out.display());
     Ok(())
@@ -108,7 +106,7 @@ fn index_rows<B: burn::tensor::backend::Backend>(
     a: &EvalArgs,
     device: &B::Device,
 ) -> Result<Vec<Row>> {
-    use vlp_index::catalog::{Mode, RetrievalIndex};
+    use vlp_index::catalog::{Mode, RetrievalIndex, SearchParams};
     let idx = RetrievalIndex::open(dir)?;
     let model = model_identity(&enc.dir)?;
     let split = idx.info.source.get("split").and_then(|v| v.as_str()).unwrap_or("");
@@ -120,12 +118,13 @@ fn index_rows<B: burn::tensor::backend::Backend>(
         );
     }
     let depth = a.depth.min(idx.items.len()).max(1);
+    let params = SearchParams { k: depth, ef: a.ef, ..Default::default() };
     let grade = |d: Direction, g: i32| qrels_of(&set.qrels(d, g));
     let (t2i_g, t2i_e, i2t_g, i2t_e) =
         (grade(Direction::T2i, 1), grade(Direction::T2i, 2), grade(Direction::I2t, 1), grade(Direction::I2t, 2));
     let mut i2t_run = vlp_eval::Run::new("vlp-hnsw");
     for (i, id) in images.ids.iter().enumerate() {
-        let hits = idx.dense_texts(images.row(i), &model, depth.min(idx.texts.len()), a.ef, false)?;
+        let hits = idx.dense_texts(images.row(i), &model, &params.with_k(depth.min(idx.texts.len())))?;
         i2t_run.insert_query(id, hits.iter().map(|h| (idx.texts[h.row].id.clone(), h.score)).collect());
     }
     let i2t = score_run(&i2t_run, &i2t_g, &i2t_e);
@@ -138,8 +137,9 @@ fn index_rows<B: burn::tensor::backend::Backend>(
             super::index::SearchMode::Hybrid => (Mode::Hybrid, "index: hybrid RRF (T→I)"),
         };
         let mut run = vlp_eval::Run::new("vlp-index");
+        let params = SearchParams { mode: m, ..params.clone() };
         for (i, id) in texts.ids.iter().enumerate() {
-            let ranked = idx.text_to_images(text_of[id.as_str()], Some((texts.row(i), &model)), m, depth, a.ef, false, &[])?;
+            let ranked = idx.text_to_images(text_of[id.as_str()], Some((texts.row(i), &model)), &params)?;
             run.insert_query(id, ranked.iter().map(|r| (idx.items[r.row].id.clone(), r.score)).collect());
         }
         rows.push(Row { model: format!("{name} [{label}]"), group: "all".into(), t2i: score_run(&run, &t2i_g, &t2i_e), i2t });
@@ -147,7 +147,7 @@ fn index_rows<B: burn::tensor::backend::Backend>(
     if let Some(k) = a.rerank {
         let mut run = vlp_eval::Run::new("vlp-rerank");
         for (i, id) in texts.ids.iter().enumerate() {
-            let rows: Vec<usize> = idx.dense_images(texts.row(i), &model, k, a.ef, false, &[])?.iter().map(|h| h.row).collect();
+            let rows: Vec<usize> = idx.dense_images(texts.row(i), &model, &params.with_k(k))?.iter().map(|h| h.row).collect();
             let q = vlp_serve::searcher::text_tokens(enc, text_of[id.as_str()], device)?;
             let ranked = idx.rerank_images(&rows, &q, &model)?;
             run.insert_query(id, ranked.iter().map(|r| (idx.items[r.row].id.clone(), r.score)).collect());

@@ -8,11 +8,11 @@ use std::time::Instant;
 use vlp_embed::checkpoint::{model_identity, Encoder};
 use vlp_embed::corpus::embed_corpus;
 use vlp_index::ann::{HnswConfig, HnswGraph};
-use vlp_index::catalog::{self, BuildInput, Filter, Item, Mode, RetrievalIndex};
+use vlp_index::catalog::{self, BuildInput, Filter, Item, Mode, RetrievalIndex, SearchParams};
 use vlp_index::exact::top_k;
 use vlp_index::npy;
-use vlp_index::store::{fnv64, Precision};
-use vlp_serve::{Query, SearchRequest, Searcher, Side};
+use vlp_index::store::Precision;
+use vlp_serve::{OpenError, Query, SearchRequest, Searcher, Side};
 
 type Cpu = burn::backend::Flex;
 
@@ -229,7 +229,7 @@ fn build_from_vectors(
         }
         None => (0..m.rows).map(|r| r.to_string()).collect(),
     };
-    let model = model.unwrap_or_else(|| format!("npy:{:016x}", fnv64(&[&bytes])));
+    let model = model.unwrap_or_else(|| format!("npy:{}", vlp_index::checksum::identity(&[&bytes])));
     let items = ids.into_iter().map(|id| Item { id, image: String::new(), captions: Vec::new(), meta: Map::new() }).collect();
     let mut source = Map::new();
     source.insert("vectors".into(), json!(vectors.display().to_string()));
@@ -298,6 +298,7 @@ fn sample_rows(n: usize, want: usize) -> Vec<usize> {
 fn check(dir: &Path, queries: usize, ef: Option<usize>) -> Result<()> {
     let idx = RetrievalIndex::open(dir)?;
     let model = idx.info.model.clone();
+    let params = SearchParams { k: 10, ef, ..Default::default() };
     let mut report = Map::new();
     for (name, q_store, docs) in [("text_to_image", &idx.text_vectors, true), ("image_to_text", &idx.image_vectors, false)] {
         let rows = sample_rows(q_store.len(), queries);
@@ -305,9 +306,9 @@ fn check(dir: &Path, queries: usize, ef: Option<usize>) -> Result<()> {
         for &r in &rows {
             let q = &q_store.row_vec(r);
             let (exact, ann) = if docs {
-                (idx.dense_images(q, &model, 10, ef, true, &[])?, idx.dense_images(q, &model, 10, ef, false, &[])?)
+                (idx.dense_images(q, &model, &params.with_exact(true))?, idx.dense_images(q, &model, &params)?)
             } else {
-                (idx.dense_texts(q, &model, 10, ef, true)?, idx.dense_texts(q, &model, 10, ef, false)?)
+                (idx.dense_texts(q, &model, &params.with_exact(true))?, idx.dense_texts(q, &model, &params)?)
             };
             // A result that ties the exact 10th score is a true neighbour even when exact search
             // broke the tie for another row (ann-benchmarks counts by distance for this reason):
@@ -379,7 +380,10 @@ fn bench(base: BenchBase, queries: &Path, gt: &Path, efs: &[usize]) -> Result<()
                        "open_s": t0.elapsed().as_secs_f64(), "peak_rss_mb": super::bench::peak_rss_mib(), "rss_mb": super::bench::rss_mib()})
             );
             let model = idx.info.model.clone();
-            Box::new(move |query, ef| Ok(idx.dense_images(query, &model, 10, Some(ef), false, &[])?.iter().map(|h| h.row).collect()))
+            Box::new(move |query, ef| {
+                let params = SearchParams { k: 10, ef: Some(ef), ..Default::default() };
+                Ok(idx.dense_images(query, &model, &params)?.iter().map(|h| h.row).collect())
+            })
         }
     };
     // one untimed pass first, then each ef timed three times: the median (and best) pass, as
@@ -414,7 +418,7 @@ fn export(dir: &Path, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for (name, store) in [("images", &idx.image_vectors), ("texts", &idx.text_vectors)] {
         npy::write_f32(&out.join(format!("{name}.npy")), store.len(), store.dim(), &store.to_f32())?;
-        std::fs::write(out.join(format!("{name}.ids.txt")), store.ids.join("\n") + "\n")?;
+        vlp_atomic::write(&out.join(format!("{name}.ids.txt")), (store.ids.join("\n") + "\n").as_bytes())?;
     }
     println!("{}", json!({"out": out.display().to_string(), "images": idx.items.len(), "texts": idx.texts.len(), "model": idx.info.model}));
     Ok(())
@@ -499,7 +503,7 @@ pub fn search(a: SearchArgs) -> Result<()> {
     let searcher = open_searcher(&a.index, a.checkpoint.as_deref(), needs_model)?;
     let loaded = started.elapsed().as_secs_f64();
     let t = Instant::now();
-    let request = SearchRequest { query, side, k: a.k, mode, rerank: a.rerank, filters, ef: a.ef, exact: a.exact };
+    let request = SearchRequest { query, side, params: SearchParams { k: a.k, ef: a.ef, exact: a.exact, filters, mode, rerank: a.rerank } };
     let results = searcher
         .search(&request)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.as_ref().map_or(String::from("query"), |p| p.display().to_string())))?;
@@ -526,5 +530,8 @@ pub fn open_searcher(index: &Path, checkpoint: Option<&Path>, with_model: bool) 
         return Ok(Searcher::new(idx, None, model, device));
     }
     let identity = |dir: &Path| model_identity(dir).map_err(|e| std::io::Error::other(e.to_string()));
-    Searcher::open(index, checkpoint, identity, device).map_err(|e| anyhow::anyhow!("{e} (pass --checkpoint)"))
+    Searcher::open(index, checkpoint, identity, device).map_err(|e| match e {
+        OpenError::Checkpoint { .. } => anyhow::anyhow!("{e} (pass --checkpoint)"),
+        e => e.into(),
+    })
 }

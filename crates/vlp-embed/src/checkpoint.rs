@@ -206,5 +206,5 @@ impl<B: Backend> Encoder<B> {
 pub fn model_identity(dir: &Path) -> Result<String> {
     let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| ck_err(&dir.join(name), e));
     let (weights, config) = (read("model.bin")?, read("config.toml")?);
-    Ok(format!("{:016x}", vlp_index::store::fnv64(&[&weights, &config])))
+    Ok(vlp_index::checksum::identity(&[&weights, &config]))
 }

@@ -79,9 +79,10 @@ impl Copies {
 }
 
 fn bits_key(v: &[f32]) -> u64 {
-    // FNV-1a over the bit patterns: equal vectors, equal keys (−0.0 and 0.0 differ, which only
+    // a hash of the bit patterns: equal vectors, equal keys (−0.0 and 0.0 differ, which only
     // costs a node)
-    v.iter().fold(0xcbf29ce484222325u64, |h, x| (h ^ x.to_bits() as u64).wrapping_mul(0x100000001b3))
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    crate::checksum::xxh3_64(&[&bytes])
 }
 
 const MAGIC: &[u8; 8] = b"VLPHNSW1";
@@ -299,17 +300,14 @@ fn expand(nodes: &[(u32, f32)], copies: &Copies, k: usize, keep: Option<&(dyn Fn
 mod tests {
     use super::*;
     use crate::exact::top_k;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     fn unit_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut out = Vec::with_capacity(n * dim);
         for _ in 0..n {
-            let row: Vec<f32> = (0..dim)
-                .map(|_| {
-                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    ((s >> 11) as f64 / (1u64 << 53) as f64) as f32 - 0.5
-                })
-                .collect();
+            let row: Vec<f32> = (0..dim).map(|_| rng.gen_range(-0.5f32..0.5)).collect();
             let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
             out.extend(row.iter().map(|x| x / norm));
         }

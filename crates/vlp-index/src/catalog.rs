@@ -14,9 +14,10 @@
 
 use crate::ann::{HnswConfig, HnswGraph, HnswIndex};
 use crate::captions::CaptionIndex;
+use crate::checksum::checksum;
 use crate::exact::{top_k, Hit};
 use crate::fusion::{reciprocal_rank_fusion, RRF_K};
-use crate::store::{fnv64, write_store, Precision, VectorStore};
+use crate::store::{write_store, Precision, VectorStore};
 use crate::{IndexError, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -24,7 +25,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// 2: vlp's own HNSW file (`*.hnsw`), identical vectors sharing a node; f16 token embeddings.
-pub const VERSION: u32 = 2;
+/// 3: checksums and model identities are xxh3-64 ([`crate::checksum`]), vector stores `VLPVEC02`.
+pub const VERSION: u32 = 3;
 
 /// One caption or keyword line of an item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,7 +65,7 @@ pub struct IndexInfo {
     pub hnsw: HnswConfig,
     pub items: usize,
     pub texts: usize,
-    /// File name → FNV-1a 64 (hex) of the files that are not self-checking.
+    /// File name → [`checksum`] of the files that are not self-checking.
     pub checksums: BTreeMap<String, String>,
     /// Free-form provenance: checkpoint, data, split.
     #[serde(default)]
@@ -120,7 +122,7 @@ fn parse_jsonl<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Resul
 }
 
 fn checksum_of(bytes: &[u8]) -> String {
-    format!("{:016x}", fnv64(&[bytes]))
+    checksum(&[bytes])
 }
 
 fn file_checksum(path: &Path) -> Result<String> {
@@ -246,6 +248,42 @@ pub enum Mode {
     Hybrid,
 }
 
+/// How a search runs, whatever it searches for: built once, from the command line or an HTTP
+/// body, and passed whole to every search of the index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchParams {
+    /// How many results.
+    pub k: usize,
+    /// HNSW's candidate list while searching (`None`: the graph's default, at least `k`).
+    pub ef: Option<usize>,
+    /// Brute force over every vector instead of the HNSW graph.
+    pub exact: bool,
+    /// Item filters, all of which must hold (the image side; texts are not filtered).
+    pub filters: Vec<Filter>,
+    /// How a text query is answered on the image side.
+    pub mode: Mode,
+    /// Re-rank this many dense candidates by token-level similarity (text queries, image side).
+    pub rerank: Option<usize>,
+}
+
+impl Default for SearchParams {
+    fn default() -> Self {
+        SearchParams { k: 10, ef: None, exact: false, filters: Vec::new(), mode: Mode::Dense, rerank: None }
+    }
+}
+
+impl SearchParams {
+    /// The same search, `k` deep.
+    pub fn with_k(&self, k: usize) -> Self {
+        SearchParams { k, ..self.clone() }
+    }
+
+    /// The same search with the HNSW graph (or brute force when `exact`).
+    pub fn with_exact(&self, exact: bool) -> Self {
+        SearchParams { exact, ..self.clone() }
+    }
+}
+
 /// A ranked item with its score (inner product, BM25 or fused, by mode).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ranked {
@@ -284,14 +322,15 @@ impl RetrievalIndex {
                 IndexError::io(&info_path, e)
             }
         })?;
-        let info: IndexInfo = serde_json::from_str(&text)
-            .map_err(|e| IndexError::Corrupt { path: info_path.display().to_string(), message: e.to_string() })?;
-        if info.version != VERSION {
-            return Err(IndexError::Corrupt {
-                path: info_path.display().to_string(),
-                message: format!("index format version {}, this vlp reads version {VERSION}; rebuild the index", info.version),
-            });
+        let corrupt = |message: String| IndexError::Corrupt { path: info_path.display().to_string(), message };
+        // the version first: another version's fields would give a parse error, not this message
+        let value: Value = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        match value.get("version").and_then(Value::as_u64) {
+            Some(v) if v == VERSION as u64 => {}
+            Some(v) => return Err(corrupt(format!("index format version {v}, this vlp reads version {VERSION}; rebuild the index"))),
+            None => return Err(corrupt("no format version: not a vlp index".into())),
         }
+        let info: IndexInfo = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
         // each checked file is read once: what is parsed is the bytes checksummed
         let mut verified = std::collections::HashMap::new();
         for f in CHECKED {
@@ -361,38 +400,36 @@ impl RetrievalIndex {
         })
     }
 
+    /// Whether item `row` is searched (not deleted).
+    pub fn is_live(&self, row: usize) -> bool {
+        self.live.get(row).copied().unwrap_or(false)
+    }
+
     fn keep_items<'a>(&'a self, filters: &'a [Filter]) -> impl Fn(usize) -> bool + Sync + 'a {
         move |r| self.live[r] && filters.iter().all(|f| f.matches(&self.items[r]))
     }
 
-    /// Images for a query embedding (text→image, or image→image), HNSW or exact.
-    pub fn dense_images(
-        &self,
-        query: &[f32],
-        model: &str,
-        k: usize,
-        ef: Option<usize>,
-        exact: bool,
-        filters: &[Filter],
-    ) -> Result<Vec<Hit>> {
+    /// Images for a query embedding (text→image, or image→image), HNSW or exact, `p.k` deep,
+    /// filtered by `p.filters`.
+    pub fn dense_images(&self, query: &[f32], model: &str, p: &SearchParams) -> Result<Vec<Hit>> {
         self.image_vectors.check_query(model, query.len())?;
-        let keep = self.keep_items(filters);
-        Ok(if exact {
-            top_k(self.image_vectors.rows(), self.info.dim, query, k, &keep)
-        } else if filters.is_empty() && self.info.deleted.is_empty() {
-            self.image_graph.search(query, k, ef, None)
+        let keep = self.keep_items(&p.filters);
+        Ok(if p.exact {
+            top_k(self.image_vectors.rows(), self.info.dim, query, p.k, &keep)
+        } else if p.filters.is_empty() && self.info.deleted.is_empty() {
+            self.image_graph.search(query, p.k, p.ef, None)
         } else {
-            self.image_graph.search(query, k, ef, Some(&keep))
+            self.image_graph.search(query, p.k, p.ef, Some(&keep))
         })
     }
 
-    /// Texts for a query embedding (image→text).
-    pub fn dense_texts(&self, query: &[f32], model: &str, k: usize, ef: Option<usize>, exact: bool) -> Result<Vec<Hit>> {
+    /// Texts for a query embedding (image→text), HNSW or exact, `p.k` deep.
+    pub fn dense_texts(&self, query: &[f32], model: &str, p: &SearchParams) -> Result<Vec<Hit>> {
         self.text_vectors.check_query(model, query.len())?;
-        Ok(if exact {
-            top_k(self.text_vectors.rows(), self.info.dim, query, k, &|_| true)
+        Ok(if p.exact {
+            top_k(self.text_vectors.rows(), self.info.dim, query, p.k, &|_| true)
         } else {
-            self.text_graph.search(query, k, ef, None)
+            self.text_graph.search(query, p.k, p.ef, None)
         })
     }
 
@@ -419,24 +456,16 @@ impl RetrievalIndex {
         Ok(out)
     }
 
-    /// Images for a text query: dense (needs `embedding`), BM25 over captions, or both fused.
-    #[allow(clippy::too_many_arguments)]
-    pub fn text_to_images(
-        &self,
-        text: &str,
-        embedding: Option<(&[f32], &str)>,
-        mode: Mode,
-        k: usize,
-        ef: Option<usize>,
-        exact: bool,
-        filters: &[Filter],
-    ) -> Result<Vec<Ranked>> {
+    /// Images for a text query by `p.mode`: dense (needs `embedding`, the query's vector and
+    /// the model that made it), BM25 over captions, or both fused. (`p.rerank` is the caller's.)
+    pub fn text_to_images(&self, text: &str, embedding: Option<(&[f32], &str)>, p: &SearchParams) -> Result<Vec<Ranked>> {
+        let k = p.k;
         let dense = |depth: usize| -> Result<Vec<Hit>> {
             let (q, model) = embedding.ok_or_else(|| IndexError::Invalid("dense search needs the query's embedding".into()))?;
-            self.dense_images(q, model, depth, ef, exact, filters)
+            self.dense_images(q, model, &p.with_k(depth))
         };
-        let keep = self.keep_items(filters);
-        match mode {
+        let keep = self.keep_items(&p.filters);
+        match p.mode {
             Mode::Dense => Ok(dense(k)?.into_iter().map(|h| Ranked { row: h.row, score: h.score }).collect()),
             Mode::Bm25 => Ok(self.captions.search(text, k, &keep)?.into_iter().map(|(row, score)| Ranked { row, score }).collect()),
             Mode::Hybrid => {
@@ -532,19 +561,25 @@ pub(crate) mod tests {
         build(&dir, input(200)).unwrap();
         let idx = RetrievalIndex::open(&dir).unwrap();
         let q = unit(&[1.0, 0.0, 1.0, 0.2]);
-        let exact = idx.dense_images(&q, "m1", 10, None, true, &[]).unwrap();
-        let ann = idx.dense_images(&q, "m1", 10, Some(64), false, &[]).unwrap();
+        let exact = idx.dense_images(&q, "m1", &SearchParams { k: 10, exact: true, ..Default::default() }).unwrap();
+        let ann = idx.dense_images(&q, "m1", &SearchParams { k: 10, ef: Some(64), ..Default::default() }).unwrap();
         assert_eq!(exact.iter().map(|h| h.row).collect::<Vec<_>>(), ann.iter().map(|h| h.row).collect::<Vec<_>>());
-        assert!(idx.dense_images(&q, "other-model", 10, None, false, &[]).unwrap_err().to_string().contains("other-model"));
+        assert!(idx
+            .dense_images(&q, "other-model", &SearchParams { k: 10, ..Default::default() })
+            .unwrap_err()
+            .to_string()
+            .contains("other-model"));
         let twitter: Filter = "style=twitter".parse().unwrap();
-        let f = idx.dense_images(&q, "m1", 10, None, false, std::slice::from_ref(&twitter)).unwrap();
+        let f = idx.dense_images(&q, "m1", &SearchParams { k: 10, filters: vec![twitter], ..Default::default() }).unwrap();
         assert!(f.len() == 10 && f.iter().all(|h| h.row % 2 == 1));
-        let bm25 = idx.text_to_images("蓝色", None, Mode::Bm25, 5, None, false, &[]).unwrap();
+        let bm25 = idx.text_to_images("蓝色", None, &SearchParams { k: 5, mode: Mode::Bm25, ..Default::default() }).unwrap();
         assert!(bm25.len() == 5 && bm25.iter().all(|r| r.row % 2 == 1));
         // hybrid = RRF of the two lists at depth 50, recomputed here by hand
-        let hybrid = idx.text_to_images("thing 7", Some((&q, "m1")), Mode::Hybrid, 5, None, true, &[]).unwrap();
-        let d = idx.text_to_images("", Some((&q, "m1")), Mode::Dense, 50, None, true, &[]).unwrap();
-        let b = idx.text_to_images("thing 7", None, Mode::Bm25, 50, None, false, &[]).unwrap();
+        let hybrid = idx
+            .text_to_images("thing 7", Some((&q, "m1")), &SearchParams { k: 5, exact: true, mode: Mode::Hybrid, ..Default::default() })
+            .unwrap();
+        let d = idx.text_to_images("", Some((&q, "m1")), &SearchParams { k: 50, exact: true, ..Default::default() }).unwrap();
+        let b = idx.text_to_images("thing 7", None, &SearchParams { k: 50, mode: Mode::Bm25, ..Default::default() }).unwrap();
         assert_eq!(b[0].row, 7);
         let rrf = |row: usize| -> f32 {
             [&d, &b].iter().filter_map(|l| l.iter().position(|r| r.row == row)).map(|p| 1.0 / (61.0 + p as f32)).sum()
@@ -570,6 +605,24 @@ pub(crate) mod tests {
             assert!(e.contains(f), "{f}: {e}");
             std::fs::write(&p, &good).unwrap();
         }
+        // an index or vector store of an earlier format is refused with a message to rebuild
+        let info_path = dir.join("index.json");
+        let good = std::fs::read(&info_path).unwrap();
+        let mut old: Value = serde_json::from_slice(&good).unwrap();
+        old["version"] = 2.into();
+        old["checksums"] = "another shape".into();
+        std::fs::write(&info_path, serde_json::to_vec(&old).unwrap()).unwrap();
+        let e = RetrievalIndex::open(&dir).err().unwrap().to_string();
+        assert!(e.contains("index format version 2") && e.contains("rebuild"), "{e}");
+        std::fs::write(&info_path, &good).unwrap();
+        let vec_path = dir.join("images.vec");
+        let good = std::fs::read(&vec_path).unwrap();
+        std::fs::write(&vec_path, [b"VLPVEC01".as_slice(), &good[8..]].concat()).unwrap();
+        let e = VectorStore::open(&vec_path).err().unwrap().to_string();
+        assert!(e.contains("images.vec") && e.contains("earlier vlp"), "{e}");
+        std::fs::write(&vec_path, &good).unwrap();
+        RetrievalIndex::open(&dir).unwrap();
+
         std::fs::remove_file(dir.join("texts.hnsw")).unwrap();
         assert!(RetrievalIndex::open(&dir).err().unwrap().to_string().contains("texts.hnsw"));
     }
@@ -624,14 +677,14 @@ pub(crate) mod tests {
                 (0..n).map(|r| (-(0..dim).map(|k| q[k] as f64 * rounded[r * dim + k]).sum::<f64>(), r)).collect();
             truth.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             let want: Vec<usize> = truth[..10].iter().map(|t| t.1).collect();
-            let exact = idx.dense_images(&q, "m1", 10, None, true, &[]).unwrap();
+            let exact = idx.dense_images(&q, "m1", &SearchParams { k: 10, exact: true, ..Default::default() }).unwrap();
             assert_eq!(exact.iter().map(|h| h.row).collect::<Vec<_>>(), want, "query {qi}");
             for (h, t) in exact.iter().zip(&truth) {
                 assert!((h.score as f64 + t.0).abs() < 1e-5);
             }
-            let ann = idx.dense_images(&q, "m1", 10, None, false, &[]).unwrap();
+            let ann = idx.dense_images(&q, "m1", &SearchParams { k: 10, ..Default::default() }).unwrap();
             found += ann.iter().filter(|h| want.contains(&h.row)).count();
-            let texts = idx.dense_texts(&q, "m1", 10, None, false).unwrap();
+            let texts = idx.dense_texts(&q, "m1", &SearchParams { k: 10, ..Default::default() }).unwrap();
             own_first += (texts[0].row == qi * 13) as usize;
         }
         let recall = found as f64 / (10 * queries) as f64;

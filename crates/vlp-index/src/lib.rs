@@ -1,5 +1,6 @@
 //! Retrieval over embeddings and captions: vectors and text in, ranked ids out.
 //!
+//! - [`checksum`]: the one hash of bytes in the formats (file checksums, model identities).
 //! - [`store`]: one modality's vectors in a memory-mapped file that records the model that made
 //!   them and a checksum.
 //! - [`exact`]: brute-force inner-product search, the ground truth.
@@ -16,6 +17,7 @@
 pub mod ann;
 pub mod captions;
 pub mod catalog;
+pub mod checksum;
 pub mod exact;
 pub mod fusion;
 mod hnsw;

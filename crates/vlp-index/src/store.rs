@@ -1,15 +1,16 @@
 //! One modality's embeddings in one file, memory-mapped.
 //!
 //! ```text
-//! "VLPVEC01"                 8 bytes
+//! "VLPVEC02"                 8 bytes
 //! header length (u32 LE)     then the header, JSON: dim, rows, model identity, checksum
 //! padding to 64 bytes
 //! rows × dim f32 or f16 LE   the vectors (the header's `precision`)
 //! ids                        UTF-8, one per line
 //! ```
-//! The checksum (64-bit FNV-1a over vectors and ids) is checked on open, so a corrupted file is
+//! The checksum (xxh3-64 over vectors and ids, [`crate::checksum`]) is checked on open, so a corrupted file is
 //! refused rather than searched.
 
+use crate::checksum::checksum;
 use crate::exact::Rows;
 use crate::{IndexError, Result};
 use memmap2::Mmap;
@@ -18,7 +19,8 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"VLPVEC01";
+/// 02: the checksum is xxh3-64 ([`crate::checksum`]); 01 held a word-wise FNV fold.
+const MAGIC: &[u8; 8] = b"VLPVEC02";
 const ALIGN: usize = 64;
 
 /// How the values are stored: f32, or f16 at half the size. Per-image token embeddings are
@@ -73,25 +75,8 @@ pub struct StoreHeader {
     /// Byte offset of the ids.
     pub ids_offset: usize,
     pub ids_len: usize,
-    /// FNV-1a 64 of the vector and id bytes, hex.
+    /// [`checksum`] of the vector and id bytes.
     pub checksum: String,
-}
-
-/// 64-bit FNV-1a, eight bytes at a time (a format checksum, not a cryptographic hash).
-pub fn fnv64(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for bytes in parts {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            h ^= u64::from_le_bytes(c.try_into().expect("8 bytes"));
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        for &b in chunks.remainder() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
 }
 
 fn corrupt(path: &Path, what: impl std::fmt::Display) -> IndexError {
@@ -112,7 +97,7 @@ pub fn write_store(path: &Path, ids: &[String], dim: usize, vectors: &[f32], mod
         Precision::F16 => vectors.iter().flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes()).collect(),
     };
     let id_bytes = ids.join("\n").into_bytes();
-    let checksum = format!("{:016x}", fnv64(&[&data, &id_bytes]));
+    let checksum = checksum(&[&data, &id_bytes]);
     // the header's own length moves the data; settle it with a fixed-width offset field
     let mut header = StoreHeader { dim, rows: ids.len(), precision, model: model.into(), ids_offset: 0, ids_len: id_bytes.len(), checksum };
     let data_offset = |h: &StoreHeader| {
@@ -149,6 +134,9 @@ impl VectorStore {
         let file = std::fs::File::open(path).map_err(|e| IndexError::io(path, e))?;
         // SAFETY: the file is only ever replaced by rename, never written in place.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| IndexError::io(path, e))?;
+        if map.len() >= 8 && &map[..8] == b"VLPVEC01" {
+            return Err(corrupt(path, "a vector store of an earlier vlp (format 01, another checksum); rebuild the index"));
+        }
         if map.len() < 12 || &map[..8] != MAGIC {
             return Err(corrupt(path, "not a vlp vector store (bad magic; wrong file or another version)"));
         }
@@ -174,7 +162,7 @@ impl VectorStore {
         }
         let data = &map[data_offset..header.ids_offset];
         let id_bytes = &map[header.ids_offset..];
-        if format!("{:016x}", fnv64(&[data, id_bytes])) != header.checksum {
+        if checksum(&[data, id_bytes]) != header.checksum {
             return Err(corrupt(path, "checksum mismatch: the vectors or ids were changed or damaged"));
         }
         let ids_text = std::str::from_utf8(id_bytes).map_err(|_| corrupt(path, "ids are not UTF-8"))?;

@@ -119,7 +119,7 @@ impl RetrievalIndex {
 #[cfg(test)]
 pub(crate) mod tests {
     use crate::catalog::tests::input;
-    use crate::catalog::{build, BuildInput, Mode, RetrievalIndex};
+    use crate::catalog::{build, BuildInput, Mode, RetrievalIndex, SearchParams};
 
     /// Rows `from..` of a build input.
     pub(crate) fn tail(all: &BuildInput, from: usize) -> BuildInput {
@@ -162,10 +162,13 @@ pub(crate) mod tests {
         let idx = RetrievalIndex::open(&dir).unwrap();
         // the graph holds the new rows: each finds itself
         let found = (200..300)
-            .filter(|&r| idx.dense_images(&idx.image_vectors.row_vec(r), "m1", 1, None, false, &[]).unwrap()[0].score > 0.9999)
+            .filter(|&r| {
+                idx.dense_images(&idx.image_vectors.row_vec(r), "m1", &SearchParams { k: 1, ..Default::default() }).unwrap()[0].score
+                    > 0.9999
+            })
             .count();
         assert!(found >= 95, "{found} of 100 added rows found");
-        let bm25 = idx.text_to_images("thing 250", None, Mode::Bm25, 1, None, false, &[]).unwrap();
+        let bm25 = idx.text_to_images("thing 250", None, &SearchParams { k: 1, mode: Mode::Bm25, ..Default::default() }).unwrap();
         assert_eq!(idx.items[bm25[0].row].id, "img250");
         let mut tokens = Vec::new();
         idx.image_tokens.as_ref().unwrap().row_into(250, &mut tokens);
@@ -182,10 +185,10 @@ pub(crate) mod tests {
         let idx = RetrievalIndex::open(&dir).unwrap();
         let v = idx.image_vectors.row_vec(250);
         for exact in [false, true] {
-            let hits = idx.dense_images(&v, "m1", 10, None, exact, &[]).unwrap();
+            let hits = idx.dense_images(&v, "m1", &SearchParams { k: 10, exact: exact, ..Default::default() }).unwrap();
             assert!(hits.len() == 10 && hits.iter().all(|h| h.row != 250), "exact {exact}");
         }
-        let bm25 = idx.text_to_images("thing 250", None, Mode::Bm25, 5, None, false, &[]).unwrap();
+        let bm25 = idx.text_to_images("thing 250", None, &SearchParams { k: 5, mode: Mode::Bm25, ..Default::default() }).unwrap();
         assert!(bm25.iter().all(|r| r.row != 250));
     }
 }

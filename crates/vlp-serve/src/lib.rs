@@ -11,4 +11,4 @@ pub mod metrics;
 pub mod searcher;
 pub mod server;
 
-pub use searcher::{Query, SearchError, SearchRequest, Searcher, Side};
+pub use searcher::{OpenError, Query, SearchError, SearchRequest, Searcher, Side};

@@ -8,7 +8,7 @@ use std::path::Path;
 use vlp_data::image_pipeline::{process_into, Augment};
 use vlp_embed::checkpoint::Encoder;
 use vlp_embed::embed::{rows, text_tensors};
-use vlp_index::catalog::{Filter, Mode, RetrievalIndex};
+use vlp_index::catalog::{Mode, RetrievalIndex, SearchParams};
 use vlp_index::IndexError;
 
 /// What is searched for.
@@ -32,22 +32,18 @@ pub enum Side {
     Texts,
 }
 
+/// A query, the side that answers it, and how the index searches.
 #[derive(Debug, Clone)]
 pub struct SearchRequest {
     pub query: Query,
     pub side: Side,
-    pub k: usize,
-    pub mode: Mode,
-    /// Re-rank this many dense candidates by token-level similarity (text queries, image side).
-    pub rerank: Option<usize>,
-    pub filters: Vec<Filter>,
-    pub ef: Option<usize>,
-    pub exact: bool,
+    pub params: SearchParams,
 }
 
 impl SearchRequest {
+    /// The image side, ten results, dense, by the HNSW graph.
     pub fn new(query: Query) -> Self {
-        SearchRequest { query, side: Side::Images, k: 10, mode: Mode::Dense, rerank: None, filters: Vec::new(), ef: None, exact: false }
+        SearchRequest { query, side: Side::Images, params: SearchParams::default() }
     }
 }
 
@@ -70,7 +66,8 @@ pub enum SearchError {
     /// A given embedding has the wrong length or values.
     #[error("{0}")]
     BadEmbedding(String),
-    /// The query needs the model, and the index was opened without one.
+    /// The query needs the model, and the index was opened without one (the server's
+    /// configuration, not the request's fault).
     #[error("{0}")]
     NoModel(String),
     /// Anything else the request asks that this index cannot answer (re-ranking without token
@@ -99,13 +96,29 @@ impl SearchError {
 }
 
 impl From<IndexError> for SearchError {
+    /// What the request could get wrong is checked before the index is asked, so whatever the
+    /// index refuses is the server's fault: a query embedded by another model than the index's
+    /// (the server embeds its own queries), a damaged file, an I/O error.
     fn from(e: IndexError) -> Self {
-        match e {
-            // The query's model is the server's own, so a mismatch is the server's fault.
-            IndexError::Invalid(_) => SearchError::BadRequest(e.to_string()),
-            e => SearchError::Internal(e.to_string()),
-        }
+        SearchError::Internal(e.to_string())
     }
+}
+
+/// Why an index could not be opened for searching.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The checkpoint that embeds queries did not load.
+    #[error("loading the index's checkpoint {path}: {message}")]
+    Checkpoint { path: String, message: String },
+    /// The checkpoint is another model than the one the index's vectors came from (a run
+    /// retrained in place, or a wrong `--checkpoint`): every query would be refused.
+    #[error(
+        "{index} was built with the model {index_model}, but the checkpoint {checkpoint} is the model {checkpoint_model}: \
+         rebuild the index with this checkpoint, or give the checkpoint the index was built with"
+    )]
+    ModelMismatch { index: String, index_model: String, checkpoint: String, checkpoint_model: String },
 }
 
 /// An index with the encoder that embeds its queries.
@@ -134,24 +147,23 @@ impl<B: Backend> Searcher<B> {
         checkpoint: Option<&Path>,
         identity: impl Fn(&Path) -> std::io::Result<String>,
         device: B::Device,
-    ) -> Result<Self, String> {
-        let index = RetrievalIndex::open(dir).map_err(|e| e.to_string())?;
+    ) -> Result<Self, OpenError> {
+        let index = RetrievalIndex::open(dir)?;
         let recorded = index.info.source.get("checkpoint").and_then(Value::as_str).map(Path::new);
         let (encoder, model) = match checkpoint.or(recorded) {
             Some(ck) => {
-                let enc = Encoder::<B>::load(ck, &device).map_err(|e| format!("loading the index's checkpoint {}: {e}", ck.display()))?;
-                let model = identity(&enc.dir).map_err(|e| format!("{}: {e}", enc.dir.display()))?;
+                let ck_err = |message: String| OpenError::Checkpoint { path: ck.display().to_string(), message };
+                let enc = Encoder::<B>::load(ck, &device).map_err(|e| ck_err(e.to_string()))?;
+                let model = identity(&enc.dir).map_err(|e| ck_err(e.to_string()))?;
                 // Queries embedded by another model than the index's would all be refused, so a
                 // checkpoint retrained in place (or a wrong --checkpoint) is refused here, at once.
                 if model != index.info.model {
-                    return Err(format!(
-                        "{} was built with the model {}, but the checkpoint {} is the model {}: rebuild the index \
-                         with this checkpoint, or give the checkpoint the index was built with",
-                        dir.display(),
-                        index.info.model,
-                        enc.dir.display(),
-                        model
-                    ));
+                    return Err(OpenError::ModelMismatch {
+                        index: dir.display().to_string(),
+                        index_model: index.info.model.clone(),
+                        checkpoint: enc.dir.display().to_string(),
+                        checkpoint_model: model,
+                    });
                 }
                 (Some(enc), model)
             }
@@ -170,26 +182,29 @@ impl<B: Backend> Searcher<B> {
     /// metadata (image side) or the text, its language and field (text side).
     pub fn search(&self, r: &SearchRequest) -> Result<Vec<Value>, SearchError> {
         let idx = &self.index;
-        if r.k == 0 {
+        let p = &r.params;
+        if p.k == 0 {
             return Ok(Vec::new());
         }
         let hits: Vec<(usize, f32)> = match (&r.query, r.side) {
             (Query::Text(text), Side::Images) => {
-                let dense = !matches!(r.mode, Mode::Bm25) || r.rerank.is_some();
+                if p.rerank.is_some() && idx.image_tokens.is_none() {
+                    return Err(SearchError::BadRequest("this index stores no token embeddings: rebuild it with them to re-rank".into()));
+                }
+                let dense = !matches!(p.mode, Mode::Bm25) || p.rerank.is_some();
                 let q = if dense { Some(self.text_embedding(text)?) } else { None };
-                let depth = r.rerank.map_or(r.k, |n| n.max(r.k));
-                let mut ranked =
-                    idx.text_to_images(text, q.as_deref().map(|v| (v, self.model.as_str())), r.mode, depth, r.ef, r.exact, &r.filters)?;
-                if r.rerank.is_some() {
+                let depth = p.rerank.map_or(p.k, |n| n.max(p.k));
+                let mut ranked = idx.text_to_images(text, q.as_deref().map(|v| (v, self.model.as_str())), &p.with_k(depth))?;
+                if p.rerank.is_some() {
                     let rows: Vec<usize> = ranked.iter().map(|x| x.row).collect();
                     ranked = idx.rerank_images(&rows, &self.text_tokens(text)?, &self.model)?;
-                    ranked.truncate(r.k);
+                    ranked.truncate(p.k);
                 }
                 ranked.iter().map(|x| (x.row, x.score)).collect()
             }
             (Query::Text(text), Side::Texts) => {
                 let q = self.text_embedding(text)?;
-                idx.dense_texts(&q, &self.model, r.k, r.ef, r.exact)?.iter().map(|h| (h.row, h.score)).collect()
+                idx.dense_texts(&q, &self.model, p)?.iter().map(|h| (h.row, h.score)).collect()
             }
             (query, side) => {
                 let q = match query {
@@ -202,8 +217,8 @@ impl<B: Backend> Searcher<B> {
                     Query::Text(_) => unreachable!("matched above"),
                 };
                 let hits = match side {
-                    Side::Images => idx.dense_images(&q, &self.model, r.k, r.ef, r.exact, &r.filters)?,
-                    Side::Texts => idx.dense_texts(&q, &self.model, r.k, r.ef, r.exact)?,
+                    Side::Images => idx.dense_images(&q, &self.model, p)?,
+                    Side::Texts => idx.dense_texts(&q, &self.model, p)?,
                 };
                 hits.iter().map(|h| (h.row, h.score)).collect()
             }
@@ -273,6 +288,30 @@ impl<B: Backend> Searcher<B> {
             return Err(SearchError::BadEmbedding("the embedding is all zeros".into()));
         }
         Ok(v.iter().map(|x| x / norm).collect())
+    }
+
+    /// Whether searches are answered: one item's own nearest image, searched as a client would
+    /// (`Ok` for an empty index), and the kinds of query this searcher takes.
+    pub fn health(&self) -> (Result<(), SearchError>, Vec<&'static str>) {
+        let kinds = match self.encoder {
+            Some(_) => vec!["text", "image", "embedding", "item"],
+            None => vec!["text (bm25 only)", "embedding", "item"],
+        };
+        let probe = match (0..self.index.items.len()).find(|&r| self.index.is_live(r)) {
+            Some(row) => {
+                let mut r = SearchRequest::new(Query::Item(self.index.items[row].id.clone()));
+                r.params.k = 1;
+                self.search(&r).and_then(|hits| {
+                    if hits.is_empty() {
+                        Err(SearchError::Internal("an item's own search found nothing".into()))
+                    } else {
+                        Ok(())
+                    }
+                })
+            }
+            None => Ok(()),
+        };
+        (probe, kinds)
     }
 
     /// Index size, for health and metrics.

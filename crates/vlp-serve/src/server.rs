@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use vlp_index::catalog::{Filter, Mode};
+use vlp_index::catalog::{Filter, Mode, SearchParams};
 
 pub type Cpu = burn::backend::Flex;
 
@@ -100,9 +100,9 @@ impl From<SearchError> for ApiError {
             SearchError::NotFound(_) => StatusCode::NOT_FOUND,
             SearchError::ImageTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             SearchError::UnsupportedImage(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            SearchError::BadImage(_) | SearchError::BadEmbedding(_) | SearchError::NoModel(_) | SearchError::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            SearchError::BadImage(_) | SearchError::BadEmbedding(_) | SearchError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            // the server was started without the model that embeds such queries
+            SearchError::NoModel(_) => StatusCode::SERVICE_UNAVAILABLE,
             SearchError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.code(), e.to_string())
@@ -210,11 +210,25 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn healthz(State(st): State<Shared>) -> Json<Value> {
+/// 200 and `"status": "ok"` only when a search is answered (one item's own nearest image,
+/// searched as a client would); otherwise 503, `"status": "failing"` and the error.
+async fn healthz(State(st): State<Shared>) -> Response {
+    let (probe, queries) = st.searcher.health();
     let mut v = st.searcher.sizes();
-    v.insert("status".into(), json!("ok"));
     v.insert("model".into(), json!(st.searcher.model));
-    Json(Value::Object(v))
+    v.insert("queries".into(), json!(queries));
+    let status = match probe {
+        Ok(()) => {
+            v.insert("status".into(), json!("ok"));
+            StatusCode::OK
+        }
+        Err(e) => {
+            v.insert("status".into(), json!("failing"));
+            v.insert("error".into(), json!({"code": e.code(), "message": e.to_string()}));
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    (status, Json(Value::Object(v))).into_response()
 }
 
 async fn metrics(State(st): State<Shared>) -> Response {
@@ -326,9 +340,9 @@ async fn search(State(st): State<Shared>, req: Request) -> Result<Json<Value>, A
     Ok(Json(json!({
         "results": results,
         "count": results.len(),
-        "k": request.k,
+        "k": request.params.k,
         "side": request.side,
-        "mode": request.mode,
+        "mode": request.params.mode,
         "took_ms": started.elapsed().as_secs_f64() * 1e3,
     })))
 }
@@ -454,15 +468,7 @@ impl AppState {
         if !is_text && mode != Mode::Dense {
             return Err(ApiError::bad("bad_mode", "bm25 and hybrid need a text query"));
         }
-        Ok(SearchRequest {
-            query,
-            side: b.side.unwrap_or_default(),
-            k,
-            mode,
-            rerank: b.rerank,
-            filters: b.filter.filters()?,
-            ef: b.ef,
-            exact: b.exact.unwrap_or(false),
-        })
+        let params = SearchParams { k, ef: b.ef, exact: b.exact.unwrap_or(false), filters: b.filter.filters()?, mode, rerank: b.rerank };
+        Ok(SearchRequest { query, side: b.side.unwrap_or_default(), params })
     }
 }
