@@ -56,7 +56,9 @@ fn filter_reports_writes_each_format_and_resumes() {
     names.sort();
     let bytes = std::fs::read(&names[0]).unwrap();
     std::fs::write(shards.join("corrupt-999999.tar"), &bytes[..bytes.len() / 2 + 100]).unwrap();
-    let n_shards = names.len() + 1;
+    // and an empty shard, as img2dataset writes for a shard with no success
+    tar::Builder::new(std::fs::File::create(shards.join("corrupt-999998.tar")).unwrap()).finish().unwrap();
+    let n_shards = names.len() + 2;
 
     // a dry run first, to place the threshold among this barely trained model's scores
     let probe = tmp.path().join("probe");
@@ -95,13 +97,14 @@ fn filter_reports_writes_each_format_and_resumes() {
     for png in ["scores.png", "detection.png"] {
         assert_eq!(&std::fs::read(out.join(png)).unwrap()[..4], b"\x89PNG");
     }
-    // every kept sample is in an output shard of its input's name, with its score at or above the threshold
-    let mut written = 0;
+    // every input shard has an output shard of its name, empty or not (a brace range over the
+    // input's names reads the output), and every kept sample is in one, with its score at or
+    // above the threshold
+    assert!(shard_samples(&out.join("corrupt-999998.tar")).is_empty());
+    let mut written = shard_samples(&out.join("corrupt-999999.tar")).len() as u64;
     for name in &names {
         let path = out.join(name.file_name().unwrap());
-        if !path.exists() {
-            continue;
-        }
+        assert!(path.is_file(), "no output shard {}", path.display());
         for (_, json) in shard_samples(&path) {
             assert!(json["similarity"].as_f64().unwrap() >= threshold - 1e-6, "{json}");
             assert!(json.get("corrupted").is_some(), "the input's metadata is carried: {json}");
@@ -136,6 +139,14 @@ fn filter_reports_writes_each_format_and_resumes() {
         assert_eq!(again[field], r[field], "{field}");
     }
     assert_eq!(std::fs::read(&second).ok(), before, "the redone part writes the same shard");
+
+    // every pair dropped (a cosine is at most 1): the shards are still all written, empty
+    let none = tmp.path().join("none");
+    ok(&["filter", "--checkpoint", s(&run), "--input", s(&shards), "--out", s(&none), "--min-score", "1.5"]);
+    assert_eq!(report(&none)["kept"], 0);
+    for name in names.iter().map(|n| n.file_name().unwrap().to_owned()).chain(["corrupt-999998.tar".into(), "corrupt-999999.tar".into()]) {
+        assert!(shard_samples(&none.join(&name)).is_empty(), "{name:?}");
+    }
 
     // the input is never written over
     let (good, _, err) = vlp(&["filter", "--checkpoint", s(&run), "--input", s(&shards), "--out", s(&shards)]);

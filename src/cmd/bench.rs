@@ -194,7 +194,7 @@ fn parity(dir: &std::path::Path, steps: Option<usize>, json: Option<&std::path::
             .iter()
             .map(|s| serde_json::json!({"step": s.step, "vlp": s.vlp, "openclip": s.openclip, "openclip_f64": s.openclip_f64}))
             .collect();
-        std::fs::write(path, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", path.display()))?;
+        vlp_atomic::write(path, serde_json::to_string_pretty(&rows)?.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

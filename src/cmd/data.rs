@@ -93,15 +93,8 @@ pub struct ValidateArgs {
     /// Split, when the input is a built data set.
     #[arg(long)]
     pub split: Option<String>,
-    /// Column names for CSV/TSV input.
-    #[arg(long, default_value = "filepath")]
-    pub csv_img_key: String,
-    #[arg(long, default_value = "title")]
-    pub csv_caption_key: String,
-    /// CSV/TSV field separator (one character, or `tab`); by default tab for `.tsv`, and for a
-    /// `.csv` whose header holds the columns only when split at tabs (OpenCLIP's default), else comma.
-    #[arg(long, value_parser = crate::cmd::csv_separator)]
-    pub csv_separator: Option<u8>,
+    #[command(flatten)]
+    pub csv: super::CsvArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -248,10 +241,7 @@ fn stats(dir: &PathBuf, as_json: bool) -> Result<()> {
 
 /// Reads an input to the end, decoding every image; returns the scan report.
 pub fn validate_input(a: &ValidateArgs) -> Result<loader::ScanReport> {
-    let mut opts = ReadOptions::default();
-    opts.csv.image = a.csv_img_key.clone();
-    opts.csv.caption = a.csv_caption_key.clone();
-    opts.csv.separator = a.csv_separator;
+    let opts = ReadOptions { csv: a.csv.columns(), ..ReadOptions::default() };
     let stream = source::open(&a.input, a.split.as_deref(), &opts).with_context(|| format!("opening {}", a.input))?;
     // A small output size: the point is whether each image decodes, not its pixels.
     Ok(loader::scan(stream, &image_pipeline::ImageConfig { size: 32, ..Default::default() }))

@@ -51,14 +51,8 @@ pub struct FilterArgs {
     part_rows: usize,
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    #[arg(long, default_value = "filepath")]
-    csv_img_key: String,
-    #[arg(long, default_value = "title")]
-    csv_caption_key: String,
-    /// CSV/TSV field separator (one character, or `tab`); by default tab for `.tsv`, and for a
-    /// `.csv` whose header holds the columns only when split at tabs (OpenCLIP's default), else comma.
-    #[arg(long, value_parser = crate::cmd::csv_separator)]
-    csv_separator: Option<u8>,
+    #[command(flatten)]
+    csv: super::CsvArgs,
     /// Score on `cpu` or `cuda` (the first card; a vlp built with `--features cuda`).
     #[arg(long, value_enum, default_value = "cpu")]
     device: super::train::Device,
@@ -80,10 +74,7 @@ fn run_on<B: burn::tensor::backend::Backend>(a: FilterArgs, device: &B::Device) 
         part_rows: a.part_rows,
         truth_field: a.truth_field.clone(),
     };
-    let mut read = ReadOptions::default();
-    read.csv.image = a.csv_img_key.clone();
-    read.csv.caption = a.csv_caption_key.clone();
-    read.csv.separator = a.csv_separator;
+    let read = ReadOptions { csv: a.csv.columns(), ..ReadOptions::default() };
     let exec = Execution { batch: a.batch.max(1), read, resume: a.resume, ..Default::default() };
     let bar = ProgressBar::new_spinner()
         .with_style(ProgressStyle::with_template("{spinner} {pos} pairs read  {per_sec}  {elapsed_precise}").expect("valid template"));

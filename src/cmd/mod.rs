@@ -15,6 +15,47 @@ pub mod train;
 pub mod trec_eval;
 pub mod zeroshot;
 
+/// How CSV/TSV inputs are read (OpenCLIP's `--csv-img-key`, `--csv-caption-key`,
+/// `--csv-separator`), on every command that reads data.
+#[derive(clap::Args, Clone)]
+pub struct CsvArgs {
+    /// The image column of CSV/TSV input.
+    #[arg(long, default_value = "filepath")]
+    pub csv_img_key: String,
+    /// The caption column of CSV/TSV input.
+    #[arg(long, default_value = "title")]
+    pub csv_caption_key: String,
+    /// CSV/TSV field separator (one character, or `tab`); by default tab for `.tsv`, and for a
+    /// `.csv` whose header holds the columns only when split at tabs (OpenCLIP's default), else comma.
+    #[arg(long, value_parser = csv_separator)]
+    pub csv_separator: Option<u8>,
+    /// What a relative image path in a CSV/TSV is relative to: the table's folder (vlp's
+    /// default, so a table and its images move together) or `cwd`, the working directory (as
+    /// OpenCLIP opens them).
+    #[arg(long, value_enum, default_value = "table")]
+    pub csv_paths: CsvPaths,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+pub enum CsvPaths {
+    Table,
+    Cwd,
+}
+
+impl CsvArgs {
+    pub fn columns(&self) -> vlp_data::source::CsvColumns {
+        vlp_data::source::CsvColumns {
+            image: self.csv_img_key.clone(),
+            caption: self.csv_caption_key.clone(),
+            separator: self.csv_separator,
+            relative_to: match self.csv_paths {
+                CsvPaths::Table => vlp_data::source::RelativeTo::Table,
+                CsvPaths::Cwd => vlp_data::source::RelativeTo::WorkingDirectory,
+            },
+        }
+    }
+}
+
 /// `--csv-separator`: one ASCII character, or `tab` (`\t`).
 pub fn csv_separator(s: &str) -> Result<u8, String> {
     match s {

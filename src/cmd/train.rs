@@ -28,6 +28,8 @@ pub struct TrainArgs {
     /// with their images).
     #[arg(long)]
     pub val: Option<String>,
+    #[command(flatten)]
+    pub csv: super::CsvArgs,
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, value_enum, default_value = "cpu")]
@@ -160,6 +162,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         init: a.init.clone(),
         progress: std::io::stderr().is_terminal(),
         stop_after: a.stop_after,
+        csv: a.csv.columns(),
     };
     if a.val.is_none() {
         eprintln!("no --val given: validation is off (pass --val DATA for R@k during and after training)");

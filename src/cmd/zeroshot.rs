@@ -108,8 +108,8 @@ fn run_on<B: burn::tensor::backend::Backend>(a: &ZeroShotArgs, device: &B::Devic
         "classes": labelled.classes, "class_names": class_names, "skipped": skipped.total(),
         "rows": rows.iter().map(|(m, s)| serde_json::json!({"model": m, "score": s})).collect::<Vec<_>>(),
     });
-    std::fs::write(a.out.join("table.md"), &table)?;
-    std::fs::write(a.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    vlp_atomic::write(&a.out.join("table.md"), table.as_bytes())?;
+    vlp_atomic::write(&a.out.join("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     print!("{table}");
     if skipped.total() > 0 {
         eprint!("{}", skipped.summary());

@@ -92,8 +92,7 @@ pub struct RowSink {
 
 impl RowSink {
     pub fn new(format: Format, base: &Path, columns: &[String], image_column: &str, caption_column: &str, dest: &Path) -> Result<Self> {
-        let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("part");
-        let tmp = dest.with_file_name(format!(".{name}.tmp"));
+        let tmp = vlp_atomic::temp_path(dest);
         let file = std::fs::File::create(&tmp).map_err(|e| CurateError::io(&tmp, e))?;
         Ok(RowSink {
             format,

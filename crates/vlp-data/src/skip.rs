@@ -38,6 +38,8 @@ pub enum SkipReason {
     CsvBadRow,
     /// The sample lacks the metadata field a task needs (zero-shot's label field).
     FieldMissing,
+    /// A tar member's file name starts with a dot (`dir/.jpg`): WebDataset gives it no key.
+    KeyMissing,
 }
 
 impl SkipReason {
@@ -58,6 +60,7 @@ impl SkipReason {
             SkipReason::ManifestBadLine => "manifest line is not a valid JSON record",
             SkipReason::CsvBadRow => "CSV/TSV row is malformed",
             SkipReason::FieldMissing => "sample lacks the field asked for",
+            SkipReason::KeyMissing => "tar member has no WebDataset key (its file name starts with a dot)",
         }
     }
 }

@@ -250,7 +250,7 @@ impl TextTokenizer {
 
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = self.inner.to_string(true).map_err(tk_err)?;
-        std::fs::write(path, json).map_err(|e| DataError::io(path, e))
+        vlp_atomic::write(path, json.as_bytes()).map_err(|e| DataError::io(path, e))
     }
 
     /// Encodes a batch: ids and mask, `[batch, context]` each.

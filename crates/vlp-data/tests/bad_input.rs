@@ -81,6 +81,8 @@ fn webdataset_shards_skip_each_bad_sample_and_keep_the_rest() {
     sample(&mut b, "longcap", "png", &png, Some("word ".repeat(1000).as_bytes()));
     sample(&mut b, "nocap", "png", &png, None);
     raw_tar_member(&mut b, "noimage.txt", b"a caption without an image");
+    // a file name that starts with a dot has no WebDataset key (`webdataset` drops it too)
+    sample(&mut b, "dir/", "png", &png, Some(b"no key".as_slice()));
     sample(&mut b, "good2", "webp", &webp, Some(b"a webp".as_slice()));
     b.finish().unwrap();
     drop(b);
@@ -115,6 +117,7 @@ fn webdataset_shards_skip_each_bad_sample_and_keep_the_rest() {
             (SkipReason::CaptionMissing, 1),
             (SkipReason::ImageMissing, 1),
             (SkipReason::ShardTruncated, 1),
+            (SkipReason::KeyMissing, 1),
         ],
     );
     let cut_loc = &report.skips.examples(SkipReason::ShardTruncated)[0].location;
@@ -122,7 +125,7 @@ fn webdataset_shards_skip_each_bad_sample_and_keep_the_rest() {
     let bomb = &report.skips.examples(SkipReason::ImageTooLarge)[0].location;
     assert!(bomb.ends_with(":bomb"), "{bomb}");
     let summary = report.skips.summary();
-    assert!(summary.contains("skipped: 11 sample(s)"), "{summary}");
+    assert!(summary.contains("skipped: 12 sample(s)"), "{summary}");
 
     // The training path (parallel decode, batching) keeps the same samples and counts the same skips.
     let tk = TextTokenizer::train(VocabKind::WordPiece, 200, ["a red square", "一个大的蓝色圆形", "a webp"].iter(), 8).unwrap();
@@ -139,7 +142,7 @@ fn webdataset_shards_skip_each_bad_sample_and_keep_the_rest() {
         assert_eq!(b.images.len(), b.len() * 3 * 16 * 16);
         assert_eq!(b.ids.len(), b.len() * 8);
     }
-    assert_eq!(loader.skips().total(), 11, "{}", loader.skips().summary());
+    assert_eq!(loader.skips().total(), 12, "{}", loader.skips().summary());
 }
 
 #[test]
@@ -200,6 +203,15 @@ fn manifest_and_csv_skip_bad_lines_and_missing_files() {
     let mut semicolons = ReadOptions::default();
     semicolons.csv.separator = Some(b';');
     assert_eq!(source::csv_separator(&openclip, &semicolons.csv), b';');
+    // relative paths start from the table's folder, or (as OpenCLIP) from the working directory,
+    // where these images are not: each is then a missing file, skipped and counted
+    let mut from_cwd = ReadOptions::default();
+    from_cwd.csv.relative_to = source::RelativeTo::WorkingDirectory;
+    let samples: Vec<_> = source::open(openclip.to_str().unwrap(), None, &from_cwd).unwrap().collect();
+    assert!(samples.iter().all(|s| s.as_ref().is_err_and(|e| e.reason == SkipReason::ImageFileMissing)), "{samples:?}");
+    let absolute = dir.path().join("absolute.csv");
+    std::fs::write(&absolute, format!("filepath\ttitle\n{}\ta cat\n", dir.path().join("img/a.png").display())).unwrap();
+    assert_eq!(source::open(absolute.to_str().unwrap(), None, &from_cwd).unwrap().filter_map(Result::ok).count(), 1);
 }
 
 /// Reads `spec` whole and in `count` parts: the parts, divided as `division`, hold every item

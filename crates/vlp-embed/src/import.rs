@@ -35,16 +35,12 @@ pub struct Imported {
     pub tensors: usize,
 }
 
-fn other(path: &Path, e: impl std::fmt::Display) -> EmbedError {
-    EmbedError::Other(format!("{}: {e}", path.display()))
-}
-
 /// The run config of an imported model: its architecture, and a `[train]` table that is a
 /// fine-tuning starting point (OpenCLIP's fine-tuning defaults: AdamW, lr 1e-5, wd 0.1), not a
 /// record of how the weights were trained.
 fn run_config(model: &ModelConfig, tokenizer_kind: &str, tokenizer_vocab: usize, source: &Path) -> Result<RunConfig> {
     let mut table = toml::Table::new();
-    table.insert("model".into(), toml::Value::try_from(model).map_err(|e| other(source, e))?);
+    table.insert("model".into(), toml::Value::try_from(model).map_err(|e| EmbedError::invalid(source, e))?);
     let train: toml::Table =
         toml::from_str("batch_size = 256\nsteps = 1000\nlr = 1e-5\nweight_decay = 0.1\nwarmup_steps = 100\ncheckpoint_every = 500")
             .expect("a fixed table");
@@ -72,13 +68,13 @@ pub fn import_openclip<B: Backend>(
     device: &B::Device,
 ) -> Result<Imported> {
     refuse_existing(out)?;
-    let model_cfg = model_config(&read_json(config)?).map_err(|e| other(config, e))?;
+    let model_cfg = model_config(&read_json(config)?).map_err(|e| EmbedError::import(config, e))?;
     let context = model_cfg.text.context_length;
     let (tk, source) = match tokenizer {
         TokenizerSource::OpenClipMerges(p) => (TextTokenizer::openclip_bpe(p, context)?, p),
         TokenizerSource::TokenizerJson(p) => (TextTokenizer::from_file(p, context)?, p),
     };
-    let state = StateDict::read(weights).map_err(|e| EmbedError::Other(e.to_string()))?;
+    let state = StateDict::read(weights).map_err(|e| EmbedError::import(weights, e))?;
     write_run::<B>(model_cfg, "bpe", tk, source, config, weights, &state, out, device)
 }
 
@@ -97,23 +93,23 @@ pub fn import_chinese_clip<B: Backend>(
 ) -> Result<Imported> {
     refuse_existing(out)?;
     let model_cfg = chinese_clip::model_config(&read_json(vision_config)?, &read_json(text_config)?, context)
-        .map_err(|e| EmbedError::Other(format!("{} + {}: {e}", vision_config.display(), text_config.display())))?;
+        .map_err(|e| EmbedError::import(&PathBuf::from(format!("{} + {}", vision_config.display(), text_config.display())), e))?;
     let tk = TextTokenizer::bert_vocab(vocab, context)?;
-    let state = StateDict::read(weights).map_err(|e| EmbedError::Other(e.to_string()))?;
-    let state = chinese_clip::to_openclip_layout(&state, context).map_err(|e| other(weights, e))?;
+    let state = StateDict::read(weights).map_err(|e| EmbedError::import(weights, e))?;
+    let state = chinese_clip::to_openclip_layout(&state, context).map_err(|e| EmbedError::import(weights, e))?;
     write_run::<B>(model_cfg, "wordpiece", tk, vocab, vision_config, weights, &state, out, device)
 }
 
 fn refuse_existing(out: &Path) -> Result<()> {
     if out.join("latest").exists() {
-        return Err(other(out, "already holds a run; import into a new directory"));
+        return Err(EmbedError::invalid(out, "already holds a run; import into a new directory"));
     }
     Ok(())
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| other(path, e))?;
-    serde_json::from_str(&text).map_err(|e| other(path, format!("not JSON: {e}")))
+    let text = std::fs::read_to_string(path).map_err(|e| EmbedError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| EmbedError::invalid(path, format!("not JSON: {e}")))
 }
 
 /// The shared last steps: the tokenizer fits the model, the weights fill it (all or nothing),
@@ -131,7 +127,7 @@ fn write_run<B: Backend>(
     device: &B::Device,
 ) -> Result<Imported> {
     if tk.vocab_size() > model_cfg.text.vocab_size {
-        return Err(other(
+        return Err(EmbedError::invalid(
             tokenizer_source,
             format!("{} tokens, more than the model's vocabulary of {}", tk.vocab_size(), model_cfg.text.vocab_size),
         ));
@@ -139,9 +135,9 @@ fn write_run<B: Backend>(
     let cfg = run_config(&model_cfg, tokenizer_kind, tk.vocab_size(), config)?;
     let model = {
         let _guard = vlp_model::init::rng_guard();
-        load_openclip(cfg.model.init::<B>(device), state).map_err(|e| other(weights, e))?
+        load_openclip(cfg.model.init::<B>(device), state).map_err(|e| EmbedError::import(weights, e))?
     };
-    std::fs::create_dir_all(out).map_err(|e| other(out, e))?;
+    std::fs::create_dir_all(out).map_err(|e| EmbedError::io(out, e))?;
     let checkpoint = save_model(out, &model, &TrainState::default(), &cfg, &tk)?;
     use burn::module::Module;
     Ok(Imported { checkpoint, config: cfg, parameters: model.num_params(), tensors: state.keys().count() })

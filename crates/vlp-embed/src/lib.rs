@@ -32,8 +32,37 @@ pub enum EmbedError {
     Data(#[from] vlp_data::DataError),
     #[error("{path}: {message}")]
     Checkpoint { path: String, message: String },
+    /// Reading or writing a file or directory failed.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// A model that cannot be imported from, or exported to, another library's layout: a key,
+    /// a shape, an option or an architecture, with the file it concerns.
+    #[error("{}", import_message(.path, .source))]
+    Import { path: String, source: vlp_model::openclip::ImportError },
+    /// An argument or input that cannot be used, named in the message (an occupied output
+    /// directory, a template without its slot, a tokenizer too large for the model).
     #[error("{0}")]
-    Other(String),
+    Invalid(String),
+}
+
+/// A reader's error names its file already; any other is prefixed with the file it concerns.
+fn import_message(path: &str, source: &vlp_model::openclip::ImportError) -> String {
+    match source {
+        vlp_model::openclip::ImportError::Read { .. } => source.to_string(),
+        _ => format!("{path}: {source}"),
+    }
+}
+
+impl EmbedError {
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        EmbedError::Io { path: path.display().to_string(), source }
+    }
+    pub fn import(path: &std::path::Path, source: vlp_model::openclip::ImportError) -> Self {
+        EmbedError::Import { path: path.display().to_string(), source }
+    }
+    pub fn invalid(path: &std::path::Path, message: impl std::fmt::Display) -> Self {
+        EmbedError::Invalid(format!("{}: {message}", path.display()))
+    }
 }
 
 pub type Result<T> = std::result::Result<T, EmbedError>;

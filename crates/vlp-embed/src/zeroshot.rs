@@ -42,7 +42,7 @@ pub fn templates(spec: &str) -> Result<Vec<String>> {
         "en" => TEMPLATES_EN.iter().map(|s| s.to_string()).collect(),
         "zh" => TEMPLATES_ZH.iter().map(|s| s.to_string()).collect(),
         path => std::fs::read_to_string(path)
-            .map_err(|e| EmbedError::Other(format!("--templates {path}: {e} (give en, zh or a file)")))?
+            .map_err(|e| EmbedError::Invalid(format!("--templates {path}: {e} (give en, zh or a file)")))?
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -50,10 +50,10 @@ pub fn templates(spec: &str) -> Result<Vec<String>> {
             .collect(),
     };
     if list.is_empty() {
-        return Err(EmbedError::Other(format!("--templates {spec}: no templates")));
+        return Err(EmbedError::Invalid(format!("--templates {spec}: no templates")));
     }
     if let Some(bad) = list.iter().find(|t| t.matches("{}").count() != 1) {
-        return Err(EmbedError::Other(format!("--templates {spec}: {bad:?} must hold exactly one {{}}")));
+        return Err(EmbedError::Invalid(format!("--templates {spec}: {bad:?} must hold exactly one {{}}")));
     }
     Ok(list)
 }
@@ -80,7 +80,7 @@ impl LabelledImages {
                 Some(serde_json::Value::String(v)) if !v.trim().is_empty() => Some(v.trim().to_string()),
                 Some(serde_json::Value::Number(n)) => Some(n.to_string()),
                 Some(v @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) => {
-                    return Err(EmbedError::Other(format!(
+                    return Err(EmbedError::Invalid(format!(
                         "--label-field {field}: {} holds {v}, not one label; zero-shot needs one class per image",
                         s.location
                     )))
@@ -101,7 +101,7 @@ impl LabelledImages {
         out.classes.sort();
         out.classes.dedup();
         if out.classes.len() < 2 {
-            return Err(EmbedError::Other(format!(
+            return Err(EmbedError::Invalid(format!(
                 "--label-field {field}: {} distinct value(s) among {} images; zero-shot needs at least two classes",
                 out.classes.len(),
                 named.len()

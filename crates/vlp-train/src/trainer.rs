@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use vlp_data::evalset::EvalSet;
 use vlp_data::loader::{BatchLoader, LoaderConfig};
-use vlp_data::source::{self, ReadOptions};
+use vlp_data::source::{self, CsvColumns, ReadOptions};
 use vlp_data::text::TextTokenizer;
 use vlp_data::SkipLog;
 use vlp_embed::embed::{embed_images, embed_texts, is_out_of_memory, panic_text, random_embeddings};
@@ -45,6 +45,15 @@ pub struct TrainJob {
     /// Stop (with a checkpoint) after this many steps of the configured schedule, as an
     /// interruption would; `--resume` continues from there.
     pub stop_after: Option<usize>,
+    /// Column names and separator of CSV/TSV inputs (training and validation).
+    pub csv: CsvColumns,
+}
+
+impl TrainJob {
+    /// How the job's inputs are read: all of each, CSV by its columns.
+    fn read_options(&self) -> ReadOptions {
+        ReadOptions { csv: self.csv.clone(), ..ReadOptions::default() }
+    }
 }
 
 /// How the run ended.
@@ -65,7 +74,7 @@ fn tokenizer_for(job: &TrainJob) -> Result<TextTokenizer> {
         Some(f) => TextTokenizer::from_file(&job.config_dir.join(f), ctx)?,
         None => {
             let mut captions = Vec::new();
-            for s in source::open(&job.train, Some("train"), &ReadOptions::default())?.flatten() {
+            for s in source::open(&job.train, Some("train"), &job.read_options())?.flatten() {
                 captions.extend(s.captions.into_iter().map(|c| c.text));
             }
             if captions.is_empty() {
@@ -351,7 +360,7 @@ fn lead<B: AutodiffBackend>(
     // The job's first replica logs, validates and writes the checkpoints.
     let writes = rank.index == 0;
     let val_set = match &job.val {
-        Some(v) if writes => Some(EvalSet::load(v, "val", &ReadOptions::default())?),
+        Some(v) if writes => Some(EvalSet::load(v, "val", &job.read_options())?),
         _ => None,
     };
     let (mut steps_log, mut val_log) = match writes {
@@ -405,7 +414,7 @@ fn lead<B: AutodiffBackend>(
         )));
     }
     state.data_parts = part.count();
-    let read = ReadOptions { part, ..ReadOptions::default() };
+    let read = ReadOptions { part, ..job.read_options() };
     if part.count() > 1 {
         let n = part.count();
         let kind = source::InputKind::detect(&job.train, Some("train"))?;

@@ -15,11 +15,22 @@ pub struct CsvColumns {
     pub caption: String,
     /// Field separator; `None` picks tab for `.tsv` and comma otherwise.
     pub separator: Option<u8>,
+    /// What a relative image path is relative to.
+    pub relative_to: RelativeTo,
+}
+
+/// The folder a table's relative image paths start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelativeTo {
+    /// The table's own folder: a table and its images move together (vlp's default).
+    Table,
+    /// The working directory, as OpenCLIP opens them.
+    WorkingDirectory,
 }
 
 impl Default for CsvColumns {
     fn default() -> Self {
-        CsvColumns { image: "filepath".into(), caption: "title".into(), separator: None }
+        CsvColumns { image: "filepath".into(), caption: "title".into(), separator: None, relative_to: RelativeTo::Table }
     }
 }
 
@@ -49,7 +60,10 @@ pub fn separator(path: &Path, columns: &CsvColumns) -> u8 {
 
 pub(super) fn read(path: &Path, opts: &ReadOptions, emit: &mut dyn FnMut(SourceItem) -> bool) {
     let name = path.display().to_string();
-    let base = path.parent().unwrap_or(Path::new("."));
+    let base = match opts.csv.relative_to {
+        RelativeTo::Table => path.parent().unwrap_or(Path::new(".")),
+        RelativeTo::WorkingDirectory => Path::new(""),
+    };
     let sep = separator(path, &opts.csv);
     let mut reader = match csv::ReaderBuilder::new().delimiter(sep).flexible(true).from_path(path) {
         Ok(r) => r,

@@ -16,7 +16,7 @@ use crate::{DataError, Result};
 use image::ImageFormat;
 use std::path::{Path, PathBuf};
 
-pub use csv_table::{separator as csv_separator, CsvColumns};
+pub use csv_table::{separator as csv_separator, CsvColumns, RelativeTo};
 
 /// A sample, or why one was left out.
 pub type SourceItem = std::result::Result<Sample, Skip>;

@@ -13,6 +13,8 @@ const IMAGE_EXTS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
 /// Members of one sample gathered so far.
 #[derive(Default)]
 struct Pending {
+    /// Whether a member has been seen (a key may be empty: `.jpg` at the top of the tar).
+    started: bool,
     key: String,
     image: Option<(String, Vec<u8>)>,
     caption: Option<Vec<u8>>,
@@ -79,12 +81,13 @@ fn read_shard(shard: &PathBuf, opts: &ReadOptions, emit: &mut dyn FnMut(SourceIt
             Err(_) => continue,
         };
         let (key, ext) = split_key(&path);
-        if key != pending.key && !pending.key.is_empty() {
+        if key != pending.key && pending.started {
             let done = std::mem::take(&mut pending);
             if !emit(finish(done, &name, opts)) {
                 return false;
             }
         }
+        pending.started = true;
         pending.key = key;
         let wanted = IMAGE_EXTS.contains(&ext.as_str()) || ext == "txt" || ext == "json";
         let mut data = Vec::with_capacity(entry.size().min(opts.max_image_bytes as u64 + 1) as usize);
@@ -107,7 +110,7 @@ fn read_shard(shard: &PathBuf, opts: &ReadOptions, emit: &mut dyn FnMut(SourceIt
             _ => {}
         }
     }
-    if pending.key.is_empty() {
+    if !pending.started {
         return true;
     }
     emit(finish(pending, &name, opts))
@@ -120,6 +123,11 @@ fn cut_off(shard: &str, pending: &Pending, e: impl std::fmt::Display) -> Skip {
 
 fn finish(p: Pending, shard: &str, opts: &ReadOptions) -> SourceItem {
     let location = format!("{shard}:{}", p.key);
+    // `webdataset` itself drops such members (its key pattern needs a character before the dot);
+    // here the sample is skipped and counted, so it never reaches a writer that would refuse it
+    if p.key.is_empty() || p.key.ends_with('/') {
+        return Err(Skip::new(SkipReason::KeyMissing, location, "the member's file name starts with a dot, so it has no key"));
+    }
     let Some((ext, image)) = p.image else {
         return Err(Skip::new(SkipReason::ImageMissing, location, "no image member"));
     };

@@ -62,6 +62,7 @@ pub fn job(cfg: &RunConfig, train_data: &str, out: &Path, resume: bool) -> Train
         init: None,
         progress: false,
         stop_after: None,
+        csv: Default::default(),
     }
 }
 
