@@ -1,7 +1,7 @@
 //! Multi-head self-attention with one stored QKV projection, on burn's `attention` op (fused on
 //! backends that have a kernel, decomposed under autodiff).
 
-use crate::heads::swap_heads;
+use crate::cpu::heads::swap_heads;
 use crate::init::LinearInit;
 use crate::tokenwise_linear::per_token;
 use burn::module::Module;

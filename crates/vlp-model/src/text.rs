@@ -2,9 +2,9 @@
 //! Chinese-CLIP), pooled by EOS, CLS or masked mean.
 
 use crate::config::{Activation, BlockNorm, TextPool, TextTowerConfig};
+use crate::cpu::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::dual::{l2_normalize, TowerOutput};
 use crate::init::{BlockScheme, Init, LinearInit, BERT_STD};
-use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::tokenwise_linear::per_token;
 use crate::transformer::{Transformer, TransformerConfig};
 use burn::module::{Module, Param};

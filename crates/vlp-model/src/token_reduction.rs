@@ -14,8 +14,8 @@
 //! N(0, 2 / fan_out), where PyTorch's fan_out of a 1×1 convolution is its output channels (`c` for
 //! the grouped ones, `T` for `S`). No dropout (Wukong's rate is 0).
 
+use crate::cpu::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::init::Init;
-use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;

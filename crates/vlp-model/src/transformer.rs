@@ -3,9 +3,9 @@
 
 use crate::attention::{SelfAttention, SelfAttentionConfig};
 use crate::config::{Activation, BlockNorm};
-use crate::gelu::gelu;
+use crate::cpu::gelu::gelu;
+use crate::cpu::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::init::BlockScheme;
-use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::tokenwise_linear::per_token;
 use burn::module::Module;
 use burn::nn::Linear;

@@ -2,9 +2,9 @@
 //! blocks, final norm, projection.
 
 use crate::config::{Activation, BlockNorm, VitConfig};
+use crate::cpu::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::dual::{l2_normalize, TowerOutput};
 use crate::init::{BlockScheme, Init, LinearInit};
-use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::token_reduction::TokenReduction;
 use crate::tokenwise_linear::per_token;
 use crate::transformer::{Transformer, TransformerConfig};

@@ -1,5 +1,5 @@
 //! Reaching burn's CPU backend (Flex) from generic model code, for the few ops that have their own
-//! kernels here ([`crate::gelu`], [`crate::layer_norm`], [`crate::heads`]).
+//! kernels here ([`super::gelu`], [`super::layer_norm`], [`super::heads`]).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive};

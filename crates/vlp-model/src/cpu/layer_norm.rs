@@ -9,7 +9,7 @@
 //! burn's own `layer_norm` op. Parameters and records are those of `burn::nn::LayerNorm`
 //! (`gamma`, `beta`), so checkpoints load either way.
 
-use crate::flex::{cast, contiguous, from_flex, same_type, values};
+use super::flex::{cast, contiguous, from_flex, same_type, values};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;

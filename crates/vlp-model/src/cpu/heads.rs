@@ -8,7 +8,7 @@
 //! is one copy of whole `head_dim` rows into a contiguous tensor, forward and backward; any other
 //! backend gets `swap_dims`.
 
-use crate::flex::{cast, contiguous, from_flex, same_type};
+use super::flex::{cast, contiguous, from_flex, same_type};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;

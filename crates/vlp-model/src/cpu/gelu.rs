@@ -7,7 +7,7 @@
 //! switched to libm) with a polynomial `exp` the compiler vectorises, over both cores. Any other
 //! backend or element type gets burn's own GELU, so CUDA is untouched.
 
-use crate::flex::{cast, contiguous, from_flex, values};
+use super::flex::{cast, contiguous, from_flex, values};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;

@@ -1,0 +1,11 @@
+//! vlp's own CPU kernels, where burn's CPU backend (Flex) was measured to spend a step's time:
+//! GELU ([`gelu`]), layer normalisation ([`layer_norm`]) and the head swap of attention
+//! ([`heads`]), forward and backward. Each is reached from generic model code through [`flex`]'s
+//! type test and runs only on Flex, or Autodiff over Flex, with f32 tensors; every other backend
+//! and element type (CUDA among them) gets burn's own op, so the GPU path never touches these.
+//! Each file's header gives the measurement that justified it.
+
+mod flex;
+pub mod gelu;
+pub mod heads;
+pub mod layer_norm;
