@@ -102,10 +102,16 @@ fn resnet() -> String {
     format!("[model]\nembed_dim = 32\ntoken_dim = 16\n[model.image]\nkind = \"resnet\"\nimage_size = 32\nlayers = [1, 1]\nwidth = 16\npool = \"attention\"\nheads = 4\n{TEXT}")
 }
 
+/// OpenCLIP's ModifiedResNet (RN50's tower), four stages of one block.
+fn modified_resnet() -> String {
+    format!("[model]\nembed_dim = 32\ntoken_dim = 16\n[model.image]\nkind = \"modified_resnet\"\nimage_size = 64\nlayers = [1, 1, 1, 1]\nwidth = 8\nheads = 8\n{TEXT}")
+}
+
 #[test]
 fn the_check_itself_passes_cpu_against_cpu() {
     parity::<Cpu>(&vit(), Default::default());
     parity::<Cpu>(&resnet(), Default::default());
+    parity::<Cpu>(&modified_resnet(), Default::default());
 }
 
 #[cfg(feature = "cuda")]
@@ -124,5 +130,6 @@ mod cuda {
     #[ignore = "needs an NVIDIA card: cargo test --release --features cuda --test gpu -- --ignored"]
     fn resnet_and_text_towers_give_the_cpu_loss_and_gradients_on_cuda() {
         parity::<Gpu>(&resnet(), CudaDevice::new(0));
+        parity::<Gpu>(&modified_resnet(), CudaDevice::new(0));
     }
 }

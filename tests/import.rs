@@ -104,7 +104,7 @@ fn check_encoder(enc: &Encoder<B>, dir: &Path, expected: &Value, tol: f32, refer
 }
 
 /// The same check at a real model's size, by hand (BENCHMARKS.md): write a fixture with
-/// `benches/openclip/import_fixture.py --config ViT-B-32 --dtype f32 --out DIR`, then
+/// `benches/openclip/import_fixture.py --config ViT-B-32 --dtype f32 --out DIR` (or RN50-quickgelu), then
 /// `VLP_OPENCLIP_FIXTURE=DIR cargo test --release --test import -- --ignored` (add
 /// `VLP_OPENCLIP_WEIGHTS=weights.bin` to import the fixture's `torch.save` copy).
 #[test]
@@ -140,6 +140,28 @@ fn an_imported_openclip_model_embeds_and_tokenizes_as_openclip_does() {
     // the run is an ordinary one: it cannot be imported over
     let (ok_, _, err) = import(&fixture().join("config.json"), &run);
     assert!(!ok_ && err.contains("already holds a run"), "{err}");
+}
+
+/// OpenCLIP's ModifiedResNet (the RN50 family's image tower): `tests/fixtures/openclip-rn-tiny`
+/// (`import_fixture.py --rn`) holds four stages of one block with BatchNorm's weights and running
+/// statistics drawn away from their initial values, so the embeddings tell whether every one of
+/// them was loaded; the export gives the same tensors back.
+#[test]
+fn an_imported_openclip_modified_resnet_embeds_as_openclip_does() {
+    use vlp_model::openclip::StateDict;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openclip-rn-tiny");
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, out) = (tmp.path().join("run"), tmp.path().join("export"));
+    check_against_openclip(&dir, &run, 1e-4);
+    ok(&["export", "openclip", run.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    // every tensor but BatchNorm's step counters (which no forward pass reads) comes back as it was
+    let original = StateDict::read_safetensors(&dir.join("weights.safetensors")).unwrap();
+    let exported = StateDict::read_safetensors(&out.join("open_clip_model.safetensors")).unwrap();
+    assert_eq!(original.keys().collect::<Vec<_>>(), exported.keys().collect::<Vec<_>>());
+    assert!(original.keys().any(|k| k == "visual.layer4.0.downsample.1.running_var"));
+    for key in original.keys() {
+        assert_eq!(original.get(key), exported.get(key), "{key}");
+    }
 }
 
 #[test]
@@ -216,6 +238,14 @@ fn a_real_size_chinese_clip_model_embeds_as_cn_clip_does() {
         PathBuf::from(std::env::var("VLP_CHINESE_CLIP_FIXTURE").expect("VLP_CHINESE_CLIP_FIXTURE=DIR written by chinese_clip_fixture.py"));
     let tmp = tempfile::tempdir().unwrap();
     check_against_cn_clip(&dir, &tmp.path().join("run"));
+}
+
+/// Chinese-CLIP's RN50 layout (`vision_layers` a list written as a string):
+/// `tests/fixtures/chinese-clip-rn-tiny` (`chinese_clip_fixture.py --rn`).
+#[test]
+fn an_imported_chinese_clip_modified_resnet_embeds_as_cn_clip_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    check_against_cn_clip(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chinese-clip-rn-tiny"), &tmp.path().join("run"));
 }
 
 fn check_against_cn_clip(dir: &Path, run: &Path) {

@@ -13,6 +13,8 @@ for a fixed list of strings (English, Chinese, emoji, punctuation, accents, over
 
 Usage (a developer runs it; CI only reads what it wrote):
   python3 benches/openclip/import_fixture.py --out tests/fixtures/openclip-tiny            # the committed one
+  python3 benches/openclip/import_fixture.py --rn --out tests/fixtures/openclip-rn-tiny    # the committed ModifiedResNet one
+  python3 benches/openclip/import_fixture.py --config RN50-quickgelu --dtype f32 --out /tmp/rn50  # real size, by hand
   python3 benches/openclip/import_fixture.py --config ViT-B-32 --dtype f32 --out /tmp/vitb32  # real size, by hand
 Needs: torch, open_clip_torch==3.3.0, safetensors, pillow, numpy.
 """
@@ -28,6 +30,15 @@ TINY = {
     "embed_dim": 32,
     "quick_gelu": True,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+# a ModifiedResNet (OpenCLIP's RN50 family) at the smallest size its code builds: four stages of
+# one block, a 256-wide attention pool of 8 heads over a 2×2 grid
+TINY_RN = {
+    "embed_dim": 32,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 32},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
 }
 
@@ -70,10 +81,11 @@ ap.add_argument("--out", required=True)
 ap.add_argument("--config", default=None, help="an OpenCLIP model name (ViT-B-32) or a JSON file; default: the tiny one")
 ap.add_argument("--dtype", default="f16", choices=["f16", "f32"])
 ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--rn", action="store_true", help="the tiny ModifiedResNet instead of the tiny ViT")
 a = ap.parse_args()
 torch.manual_seed(a.seed)
 if a.config is None:
-    cfg = TINY
+    cfg = TINY_RN if a.rn else TINY
 elif a.config.endswith(".json"):
     cfg = json.load(open(a.config))
 else:
@@ -82,13 +94,23 @@ cfg = {k: v for k, v in cfg.items() if k in ("embed_dim", "vision_cfg", "text_cf
 model = open_clip.CLIP(**cfg).eval()
 dtype = torch.float16 if a.dtype == "f16" else torch.float32
 with torch.no_grad():
-    for p in model.parameters():
-        p.copy_(p.to(dtype).float())
+    # BatchNorm as a trained model has it: with its initial statistics (mean 0, variance 1) and
+    # each block's last γ at 0, every block would be its shortcut and a fixture could not tell
+    # whether the statistics were loaded
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_(0, 0.2)
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
+        t.copy_(t.to(dtype).float())
 os.makedirs(os.path.join(a.out, "images"), exist_ok=True)
 json.dump(cfg, open(os.path.join(a.out, "config.json"), "w"), indent=1)
-save_file({k: v.to(dtype).contiguous() for k, v in model.state_dict().items()}, os.path.join(a.out, "weights.safetensors"))
+state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+save_file(state, os.path.join(a.out, "weights.safetensors"))
 if a.config is not None:  # the by-hand fixtures also get a torch.save copy (`open_clip_pytorch_model.bin`'s format)
-    torch.save({k: v.to(dtype) for k, v in model.state_dict().items()}, os.path.join(a.out, "weights.bin"))
+    torch.save(state, os.path.join(a.out, "weights.bin"))
 
 size = cfg["vision_cfg"]["image_size"]
 names, pixels = [], []

@@ -1,4 +1,5 @@
-//! Chinese-CLIP (OFA-Sys, `cn_clip`) checkpoints: a ViT image tower as OpenAI's (QuickGELU) and a
+//! Chinese-CLIP (OFA-Sys, `cn_clip`) checkpoints: a ViT image tower as OpenAI's (QuickGELU) or
+//! OpenAI's ModifiedResNet (RN50, [`crate::modified_resnet`]), and a
 //! RoBERTa-wwm / BERT text tower (post-norm, GELU, LayerNorm ε 1e-12, pooled at `[CLS]`), which
 //! vlp builds as its bidirectional text tower with `norm = "post"`.
 //!
@@ -13,7 +14,7 @@
 //!   `attn.out_proj`, `attention.output.LayerNorm` → `ln_1`, `intermediate.dense` → `mlp.c_fc`,
 //!   `output.dense` → `mlp.c_proj`, `output.LayerNorm` → `ln_2`.
 
-use crate::config::{Activation, BlockNorm, ImageTowerConfig, ModelConfig, TextPool, TextTowerConfig, VitConfig};
+use crate::config::{Activation, BlockNorm, ImageTowerConfig, ModelConfig, ModifiedResnetConfig, TextPool, TextTowerConfig, VitConfig};
 use crate::openclip::{ImportError, StateDict};
 use std::collections::BTreeSet;
 
@@ -31,17 +32,50 @@ pub fn model_config(vision: &serde_json::Value, text: &serde_json::Value, contex
             None => default.ok_or_else(|| unsupported(format!("{k} is missing"))),
         }
     };
-    if vision.get("vision_layers").is_some_and(|l| l.is_array()) {
-        return Err(unsupported("ResNet image towers (`vision_layers` as a list) cannot be loaded yet".into()));
-    }
     if let Some(act) = text.get("text_hidden_act").filter(|a| a.as_str() != Some("gelu")) {
         return Err(unsupported(format!("text_hidden_act = {act}: only \"gelu\" is built")));
     }
     let width = num(vision, "vision_width", None)? as usize;
     let head_width = num(vision, "vision_head_width", Some(64.0))? as usize;
-    if head_width == 0 || !width.is_multiple_of(head_width) {
-        return Err(unsupported(format!("vision_head_width = {head_width} does not divide vision_width = {width}")));
-    }
+    let image_size = num(vision, "image_resolution", None)? as usize;
+    // RN50's `vision_layers` is a list, written as a string ("[3,4,6,3]") that cn_clip evaluates;
+    // read here as JSON, never evaluated
+    let stages = match vision.get("vision_layers") {
+        Some(serde_json::Value::String(s)) => Some(
+            serde_json::from_str::<Vec<usize>>(s)
+                .map_err(|_| unsupported(format!("vision_layers = {s:?} is not a list of block counts")))?,
+        ),
+        Some(serde_json::Value::Array(a)) => Some(
+            a.iter()
+                .map(|n| n.as_u64().map(|n| n as usize))
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(|| unsupported(format!("vision_layers = {} is not a list of block counts", vision["vision_layers"])))?,
+        ),
+        _ => None,
+    };
+    let image = match stages {
+        Some(layers) => {
+            if head_width == 0 || !(32 * width).is_multiple_of(head_width) {
+                return Err(unsupported(format!("vision_head_width = {head_width} does not divide the pool's width 32 × {width}")));
+            }
+            ImageTowerConfig::ModifiedResnet(ModifiedResnetConfig { image_size, layers, width, heads: 32 * width / head_width })
+        }
+        None => {
+            if head_width == 0 || !width.is_multiple_of(head_width) {
+                return Err(unsupported(format!("vision_head_width = {head_width} does not divide vision_width = {width}")));
+            }
+            ImageTowerConfig::Vit(VitConfig {
+                image_size,
+                patch_size: num(vision, "vision_patch_size", None)? as usize,
+                width,
+                layers: num(vision, "vision_layers", None)? as usize,
+                heads: width / head_width,
+                mlp_ratio: 4.0,
+                token_reduction: None,
+                activation: Activation::QuickGelu,
+            })
+        }
+    };
     let hidden = num(text, "text_hidden_size", None)? as usize;
     let positions = num(text, "text_max_position_embeddings", Some(512.0))? as usize;
     if context > positions {
@@ -50,16 +84,7 @@ pub fn model_config(vision: &serde_json::Value, text: &serde_json::Value, contex
     let cfg = ModelConfig {
         embed_dim: num(vision, "embed_dim", None)? as usize,
         token_dim: None,
-        image: ImageTowerConfig::Vit(VitConfig {
-            image_size: num(vision, "image_resolution", None)? as usize,
-            patch_size: num(vision, "vision_patch_size", None)? as usize,
-            width,
-            layers: num(vision, "vision_layers", None)? as usize,
-            heads: width / head_width,
-            mlp_ratio: 4.0,
-            token_reduction: None,
-            activation: Activation::QuickGelu,
-        }),
+        image,
         text: TextTowerConfig {
             context_length: context,
             vocab_size: num(text, "vocab_size", None)? as usize,

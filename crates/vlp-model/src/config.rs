@@ -33,7 +33,26 @@ pub struct ModelConfig {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ImageTowerConfig {
     Vit(VitConfig),
+    /// vlp's own ResNet-style tower (trained here from scratch).
     Resnet(ResnetConfig),
+    /// OpenCLIP's and OpenAI's `ModifiedResNet` (RN50, ...), as their checkpoints hold it. Last,
+    /// so that the older variants keep their place in checkpoints.
+    #[serde(rename = "modified_resnet")]
+    ModifiedResnet(ModifiedResnetConfig),
+}
+
+/// OpenCLIP's `ModifiedResNet`: RN50 is `layers = [3, 4, 6, 3]`, `width = 64`, `heads = 32`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModifiedResnetConfig {
+    pub image_size: usize,
+    /// Bottleneck blocks in each of the four stages.
+    pub layers: Vec<usize>,
+    /// Channels of the stem's output and the first stage's bottleneck (doubling each stage; the
+    /// attention pool is `32 · width` wide).
+    pub width: usize,
+    /// Heads of the attention pool (OpenCLIP: `32 · width / 64`).
+    pub heads: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,6 +219,7 @@ impl ModelConfig {
         match &self.image {
             ImageTowerConfig::Vit(v) => v.image_size,
             ImageTowerConfig::Resnet(r) => r.image_size,
+            ImageTowerConfig::ModifiedResnet(r) => r.image_size,
         }
     }
 
@@ -248,6 +268,19 @@ impl ModelConfig {
                 if r.pool == ResnetPool::Attention {
                     heads_divide("model.image", out, r.heads)?;
                 }
+            }
+            ImageTowerConfig::ModifiedResnet(r) => {
+                positive("model.image.width", r.width)?;
+                if r.width % 2 != 0 {
+                    return Err(invalid("model.image.width", "must be even (the stem's first convolutions are half as wide)"));
+                }
+                if r.layers.len() != 4 || r.layers.contains(&0) {
+                    return Err(invalid("model.image.layers", "needs four stages, each with at least one block"));
+                }
+                if r.image_size == 0 || r.image_size % 32 != 0 {
+                    return Err(invalid("model.image.image_size", "must be a positive multiple of 32"));
+                }
+                heads_divide("model.image", r.width * 32, r.heads)?;
             }
         }
         let t = &self.text;

@@ -2,6 +2,7 @@
 
 use crate::config::{Activation, BlockNorm, ImageTowerConfig, LossConfig, ModelConfig};
 use crate::loss::{ClipLoss, LossOutput, TokenwiseLoss};
+use crate::modified_resnet::ModifiedResNet;
 use crate::momentum;
 use crate::resnet::ResNetTower;
 use crate::text::TextTransformer;
@@ -33,6 +34,8 @@ pub fn l2_normalize<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
 pub enum ImageTower<B: Backend> {
     Vit(VisionTransformer<B>),
     Resnet(ResNetTower<B>),
+    /// Last: a checkpoint records the variant by its place.
+    ModifiedResnet(ModifiedResNet<B>),
 }
 
 #[derive(Module, Debug)]
@@ -68,10 +71,11 @@ impl ModelConfig {
         let image = match &self.image {
             ImageTowerConfig::Vit(v) => ImageTower::Vit(v.init(e, t, device)),
             ImageTowerConfig::Resnet(r) => ImageTower::Resnet(r.init(e, t, device)),
+            ImageTowerConfig::ModifiedResnet(r) => ImageTower::ModifiedResnet(r.init(e, t, device)),
         };
         let image_token_reduction = match &self.image {
             ImageTowerConfig::Vit(v) => v.token_reduction.as_ref().map(|r| r.init(t, device)),
-            ImageTowerConfig::Resnet(_) => None,
+            ImageTowerConfig::Resnet(_) | ImageTowerConfig::ModifiedResnet(_) => None,
         };
         DualEncoder {
             image,
@@ -82,7 +86,7 @@ impl ModelConfig {
             arch: Architecture {
                 image_activation: match &self.image {
                     ImageTowerConfig::Vit(v) => v.activation,
-                    ImageTowerConfig::Resnet(_) => Activation::Gelu,
+                    ImageTowerConfig::Resnet(_) | ImageTowerConfig::ModifiedResnet(_) => Activation::Gelu,
                 },
                 text_activation: self.text.activation,
                 text_norm: self.text.norm,
@@ -97,6 +101,7 @@ impl<B: Backend> DualEncoder<B> {
         match &self.image {
             ImageTower::Vit(v) => v.forward(images, self.image_token_reduction.as_ref(), self.arch.image_activation),
             ImageTower::Resnet(r) => r.forward(images),
+            ImageTower::ModifiedResnet(r) => r.forward(images),
         }
     }
 

@@ -5,8 +5,10 @@
 //! - [`autocast`]: mixed precision (bf16 products, f32 parameters and losses), as OpenCLIP's
 //!   `amp_bf16`.
 //! - [`attention`], [`transformer`]: pre-norm transformer blocks shared by both towers; [`gelu`]
-//!   their activation and [`layer_norm`] their normalisation, each with a CPU kernel.
-//! - [`vit`], [`resnet`]: image towers; [`text`]: the text tower; [`init`]: how each of their
+//!   their activation and [`layer_norm`] their normalisation.
+//! - [`cpu`]: vlp's own CPU kernels (GELU, layer norm, attention's head swap), used on burn's CPU
+//!   backend only; [`gelu`], [`layer_norm`] and [`heads`] are re-exported from there.
+//! - [`vit`], [`resnet`], [`modified_resnet`] (OpenCLIP's RN50 family): image towers; [`text`]: the text tower; [`init`]: how each of their
 //!   parameters is drawn, after OpenCLIP's and BERT's code.
 //! - [`token_reduction`]: Wukong's reduction of the image's patch tokens to a few learned ones.
 //! - [`dual`]: [`DualEncoder`], which returns global and per-token embeddings for both modalities.
@@ -22,13 +24,11 @@ pub mod attention;
 pub mod autocast;
 pub mod chinese_clip;
 pub mod config;
+pub mod cpu;
 pub mod dual;
-mod flex;
-pub mod gelu;
-pub mod heads;
 pub mod init;
-pub mod layer_norm;
 pub mod loss;
+pub mod modified_resnet;
 pub mod momentum;
 pub mod openclip;
 pub mod pytorch;
@@ -39,7 +39,9 @@ pub mod tokenwise_linear;
 pub mod transformer;
 pub mod vit;
 
-pub use config::{Activation, BlockNorm, ConfigError, ImageTowerConfig, LossConfig, ModelConfig, TextTowerConfig};
+pub use cpu::{gelu, heads, layer_norm};
+
+pub use config::{Activation, BlockNorm, ConfigError, ImageTowerConfig, LossConfig, ModelConfig, ModifiedResnetConfig, TextTowerConfig};
 pub use dual::{Architecture, BatchFeatures, DualEncoder, QueueInputs, TokenFeatures, TowerOutput};
 pub use loss::{ClipLoss, LossOutput, TokenwiseLoss};
 pub use momentum::{MomentumConfig, MomentumState, QueueCursor};

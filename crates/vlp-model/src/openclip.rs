@@ -13,7 +13,7 @@
 //! OpenCLIP has no counterpart for (vlp's per-token projections and the token-level temperature,
 //! used only by the FILIP loss) keep their initial values.
 
-use crate::config::{Activation, BlockNorm, ImageTowerConfig, ModelConfig, TextPool, TextTowerConfig, VitConfig};
+use crate::config::{Activation, BlockNorm, ImageTowerConfig, ModelConfig, ModifiedResnetConfig, TextPool, TextTowerConfig, VitConfig};
 use crate::dual::{DualEncoder, ImageTower};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
@@ -64,6 +64,9 @@ impl StateDict {
         let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in file.tensors() {
+            if is_step_counter(&name) {
+                continue;
+            }
             let data = view.data();
             let values: Vec<f32> = match view.dtype() {
                 safetensors::Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
@@ -126,6 +129,13 @@ impl StateDict {
     }
 }
 
+/// Whether a key is BatchNorm's step counter (`num_batches_tracked`): an int64 that no forward
+/// pass reads (vlp's BatchNorm uses a fixed momentum), so both readers leave it out rather than
+/// refuse a count past 2²⁴.
+pub fn is_step_counter(key: &str) -> bool {
+    key.ends_with("num_batches_tracked")
+}
+
 /// Where one vlp parameter comes from in an OpenCLIP state dict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
@@ -140,6 +150,9 @@ pub fn openclip_key(param: &str) -> Option<Source> {
     let plain = |key: String| Some(Source { key, transpose: false });
     if param == "logit_scale" {
         return plain("logit_scale".into());
+    }
+    if let Some(rest) = param.strip_prefix("image.ModifiedResnet.") {
+        return modified_resnet_key(rest);
     }
     let (prefix, rest) = if let Some(rest) = param.strip_prefix("image.Vit.") {
         ("visual.", rest)
@@ -185,6 +198,49 @@ pub fn openclip_key(param: &str) -> Option<Source> {
     plain(format!("{prefix}{name}"))
 }
 
+/// OpenCLIP's `visual.*` key for a parameter of vlp's [`crate::modified_resnet::ModifiedResNet`]
+/// (the path after `image.ModifiedResnet.`); `None` for vlp's own token projection.
+fn modified_resnet_key(rest: &str) -> Option<Source> {
+    let plain = |key: String| Some(Source { key, transpose: false });
+    // a ConvBn's parameter under OpenCLIP's names for its convolution and its BatchNorm
+    let conv_bn = |conv: &str, bn: &str, param: &str| -> Option<String> {
+        Some(match param.split_once('.')? {
+            ("conv", "weight") => format!("{conv}.weight"),
+            ("bn", "gamma") => format!("{bn}.weight"),
+            ("bn", "beta") => format!("{bn}.bias"),
+            ("bn", stat @ ("running_mean" | "running_var")) => format!("{bn}.{stat}"),
+            _ => return None,
+        })
+    };
+    if let Some(r) = rest.strip_prefix("stem.") {
+        let (i, param) = r.split_once('.')?;
+        let n = i.parse::<usize>().ok()? + 1;
+        return plain(format!("visual.{}", conv_bn(&format!("conv{n}"), &format!("bn{n}"), param)?));
+    }
+    if let Some(r) = rest.strip_prefix("stages.") {
+        let (stage, r) = r.split_once('.')?;
+        let (block, r) = r.split_once('.')?;
+        let (part, param) = r.split_once('.')?;
+        let (conv, bn) = match part {
+            "reduce" => ("conv1", "bn1"),
+            "spatial" => ("conv2", "bn2"),
+            "expand" => ("conv3", "bn3"),
+            "downsample" => ("downsample.0", "downsample.1"),
+            _ => return None,
+        };
+        let layer = stage.parse::<usize>().ok()? + 1;
+        return plain(format!("visual.layer{layer}.{block}.{}", conv_bn(conv, bn, param)?));
+    }
+    let r = rest.strip_prefix("attnpool.")?;
+    match r.split_once('.') {
+        None if r == "positional_embedding" => plain("visual.attnpool.positional_embedding".into()),
+        Some((proj @ ("q_proj" | "k_proj" | "v_proj" | "c_proj"), which @ ("weight" | "bias"))) => {
+            Some(Source { key: format!("visual.attnpool.{proj}.{which}"), transpose: which == "weight" })
+        }
+        _ => None,
+    }
+}
+
 /// The vlp model config of an OpenCLIP model-config JSON (`embed_dim`, `vision_cfg`,
 /// `text_cfg`, as `open_clip/model_configs/*.json`), for the architectures vlp builds: a ViT image
 /// tower and a causal text tower pooled at the end token, with exact GELU or (`quick_gelu`)
@@ -220,11 +276,6 @@ pub fn model_config(json: &serde_json::Value) -> Result<ModelConfig, ImportError
     }
     let vision = obj(json, "vision_cfg")?;
     let text = obj(json, "text_cfg")?;
-    if vision.get("layers").is_some_and(|l| l.is_array()) {
-        return Err(unsupported(
-            "vision_cfg.layers is a list: a ModifiedResNet (RN50, ...) image tower, which cannot be imported yet".into(),
-        ));
-    }
     let field = |m: &serde_json::Map<String, serde_json::Value>, section: &str, name: &str, default: Option<f64>| match m.get(name) {
         Some(v) => v.as_f64().ok_or_else(|| unsupported(format!("{section}.{name} = {v} is not a number"))),
         None => default.ok_or_else(|| unsupported(format!("{section}.{name} is missing"))),
@@ -295,24 +346,48 @@ pub fn model_config(json: &serde_json::Value) -> Result<ModelConfig, ImportError
     at_default("text_cfg", &text, "embed_cls", &is_false)?;
     let v = |name: &str, default: Option<f64>| field(&vision, "vision_cfg", name, default).map(|x| x as usize);
     let t = |name: &str, default: Option<f64>| field(&text, "text_cfg", name, default);
-    let width = v("width", Some(768.0))?;
     let head_width = v("head_width", Some(64.0))?;
-    if head_width == 0 || width % head_width != 0 {
-        return Err(unsupported(format!("vision_cfg.head_width = {head_width} does not divide vision_cfg.width = {width}")));
-    }
+    let image = match vision.get("layers") {
+        // a list of block counts: OpenCLIP's ModifiedResNet (RN50, ...), whose attention pool is
+        // 32 · width wide; `quick_gelu` concerns its text tower only
+        Some(serde_json::Value::Array(stages)) => {
+            let layers = stages
+                .iter()
+                .map(|n| n.as_u64().map(|n| n as usize))
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(|| unsupported(format!("vision_cfg.layers = {} is not a list of block counts", vision["layers"])))?;
+            let width = v("width", Some(64.0))?;
+            if head_width == 0 || (32 * width) % head_width != 0 {
+                return Err(unsupported(format!("vision_cfg.head_width = {head_width} does not divide the pool's width 32 × {width}")));
+            }
+            ImageTowerConfig::ModifiedResnet(ModifiedResnetConfig {
+                image_size: v("image_size", Some(224.0))?,
+                layers,
+                width,
+                heads: 32 * width / head_width,
+            })
+        }
+        _ => {
+            let width = v("width", Some(768.0))?;
+            if head_width == 0 || width % head_width != 0 {
+                return Err(unsupported(format!("vision_cfg.head_width = {head_width} does not divide vision_cfg.width = {width}")));
+            }
+            ImageTowerConfig::Vit(VitConfig {
+                image_size: v("image_size", Some(224.0))?,
+                patch_size: v("patch_size", Some(16.0))?,
+                width,
+                layers: v("layers", Some(12.0))?,
+                heads: width / head_width,
+                mlp_ratio: field(&vision, "vision_cfg", "mlp_ratio", Some(4.0))?,
+                token_reduction: None,
+                activation,
+            })
+        }
+    };
     let cfg = ModelConfig {
         embed_dim: field(top, "", "embed_dim", None)? as usize,
         token_dim: None,
-        image: ImageTowerConfig::Vit(VitConfig {
-            image_size: v("image_size", Some(224.0))?,
-            patch_size: v("patch_size", Some(16.0))?,
-            width,
-            layers: v("layers", Some(12.0))?,
-            heads: width / head_width,
-            mlp_ratio: field(&vision, "vision_cfg", "mlp_ratio", Some(4.0))?,
-            token_reduction: None,
-            activation,
-        }),
+        image,
         text: TextTowerConfig {
             context_length: t("context_length", Some(77.0))? as usize,
             vocab_size: t("vocab_size", Some(49408.0))? as usize,
@@ -383,7 +458,9 @@ fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// Fills `model` from an OpenCLIP state dict of the same architecture; see the module docs.
 pub fn load_openclip<B: Backend>(model: DualEncoder<B>, state: &StateDict) -> Result<DualEncoder<B>, ImportError> {
     if matches!(model.image, ImageTower::Resnet(_)) {
-        return Err(ImportError::Unsupported("OpenCLIP's ModifiedResNet towers cannot be loaded yet; only its ViT image tower can".into()));
+        return Err(ImportError::Unsupported(
+            "vlp's own ResNet tower (model.image.kind = \"resnet\") has no OpenCLIP counterpart; OpenCLIP's RN50 family is kind = \"modified_resnet\"".into(),
+        ));
     }
     let mut loader = Loader { state, path: Vec::new(), used: BTreeSet::new(), errors: Vec::new() };
     let model = model.map(&mut loader);
@@ -403,7 +480,9 @@ pub fn load_openclip<B: Backend>(model: DualEncoder<B>, state: &StateDict) -> Re
 /// global embeddings OpenCLIP computes. Refuses the towers OpenCLIP's `CLIP` class cannot hold.
 pub fn to_state_dict<B: Backend>(model: &DualEncoder<B>) -> Result<StateDict, ImportError> {
     if matches!(model.image, ImageTower::Resnet(_)) {
-        return Err(ImportError::Unsupported("a ResNet image tower cannot be written in OpenCLIP's layout yet".into()));
+        return Err(ImportError::Unsupported(
+            "vlp's own ResNet tower (model.image.kind = \"resnet\") cannot be written in OpenCLIP's layout; its ModifiedResNet is kind = \"modified_resnet\"".into(),
+        ));
     }
     struct Writer {
         path: Vec<String>,
@@ -440,16 +519,29 @@ pub fn to_state_dict<B: Backend>(model: &DualEncoder<B>) -> Result<StateDict, Im
 /// the text tower's end token when it is not the tokenizer's largest id (a WordPiece `[SEP]`),
 /// so that OpenCLIP pools where vlp does; `None` keeps OpenCLIP's `argmax` pooling.
 pub fn openclip_config(cfg: &ModelConfig, eos_id: Option<u32>) -> Result<serde_json::Value, ImportError> {
-    let ImageTowerConfig::Vit(v) = &cfg.image else {
-        return Err(ImportError::Unsupported("a ResNet image tower cannot be written as an OpenCLIP config yet".into()));
-    };
     let t = &cfg.text;
+    // the ModifiedResNet has no MLP: OpenCLIP's `quick_gelu` is then the text tower's alone
+    let (vision, image_activation) = match &cfg.image {
+        ImageTowerConfig::Vit(v) => (
+            serde_json::json!({"image_size": v.image_size, "layers": v.layers, "width": v.width, "head_width": v.width / v.heads,
+                "patch_size": v.patch_size, "mlp_ratio": v.mlp_ratio}),
+            v.activation,
+        ),
+        ImageTowerConfig::ModifiedResnet(r) => (
+            serde_json::json!({"image_size": r.image_size, "layers": r.layers, "width": r.width, "head_width": 32 * r.width / r.heads,
+                "patch_size": null}),
+            t.activation,
+        ),
+        ImageTowerConfig::Resnet(_) => {
+            return Err(ImportError::Unsupported("vlp's own ResNet tower (model.image.kind = \"resnet\") has no OpenCLIP config".into()))
+        }
+    };
     if !t.causal || t.pool != TextPool::Eos || t.norm != BlockNorm::Pre {
         return Err(ImportError::Unsupported(
             "OpenCLIP's text tower is causal and pooled at the end token; this model's is not (model.text.causal, model.text.pool)".into(),
         ));
     }
-    if v.activation != t.activation {
+    if image_activation != t.activation {
         return Err(ImportError::Unsupported("OpenCLIP's `quick_gelu` is one switch for both towers; this model's towers differ (model.image.activation, model.text.activation)".into()));
     }
     let mut text = serde_json::json!({"context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,
@@ -460,9 +552,8 @@ pub fn openclip_config(cfg: &ModelConfig, eos_id: Option<u32>) -> Result<serde_j
     }
     Ok(serde_json::json!({
         "embed_dim": cfg.embed_dim,
-        "quick_gelu": v.activation == Activation::QuickGelu,
-        "vision_cfg": {"image_size": v.image_size, "layers": v.layers, "width": v.width, "head_width": v.width / v.heads,
-            "patch_size": v.patch_size, "mlp_ratio": v.mlp_ratio},
+        "quick_gelu": t.activation == Activation::QuickGelu,
+        "vision_cfg": vision,
         "text_cfg": text,
     }))
 }
@@ -487,8 +578,42 @@ mod tests {
             let ImageTowerConfig::Vit(v) = &cfg.image else { panic!("a ViT") };
             assert_eq!((v.heads, v.activation, cfg.text.activation), (heads, activation, activation), "{json}");
         }
-        let rn50 = r#"{"embed_dim": 1024, "vision_cfg": {"image_size": 224, "layers": [3, 4, 6, 3], "width": 64, "patch_size": null}, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}}"#;
-        let err = model_config(&serde_json::from_str(rn50).unwrap()).unwrap_err().to_string();
-        assert!(err.contains("ModifiedResNet"), "{err}");
+        // open_clip's RN50.json and RN50x4.json: the ModifiedResNet, 32 · width / 64 heads
+        for (json, want) in [
+            (
+                r#"{"embed_dim": 1024, "vision_cfg": {"image_size": 224, "layers": [3, 4, 6, 3], "width": 64, "patch_size": null}, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}}"#,
+                ModifiedResnetConfig { image_size: 224, layers: vec![3, 4, 6, 3], width: 64, heads: 32 },
+            ),
+            (
+                r#"{"embed_dim": 640, "quick_gelu": true, "vision_cfg": {"image_size": 288, "layers": [4, 6, 10, 6], "width": 80, "patch_size": null}, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 640, "heads": 10, "layers": 12}}"#,
+                ModifiedResnetConfig { image_size: 288, layers: vec![4, 6, 10, 6], width: 80, heads: 40 },
+            ),
+        ] {
+            let cfg = model_config(&serde_json::from_str(json).unwrap()).unwrap();
+            assert_eq!(cfg.image, ImageTowerConfig::ModifiedResnet(want), "{json}");
+            let back = openclip_config(&cfg, None).unwrap();
+            assert_eq!(model_config(&back).unwrap(), cfg, "{back}");
+        }
+        let three_stages =
+            r#"{"embed_dim": 64, "vision_cfg": {"layers": [1, 1, 1], "width": 8}, "text_cfg": {"width": 32, "heads": 2, "layers": 1}}"#;
+        let err = model_config(&serde_json::from_str(three_stages).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("four stages"), "{err}");
+    }
+
+    /// Every parameter of a ModifiedResNet has its OpenCLIP key, as open_clip 3.3 names them
+    /// (`visual.layer1.0.downsample.0.weight`, ...), but vlp's token projection.
+    #[test]
+    fn modified_resnet_keys_are_openclips() {
+        let key = |p: &str| openclip_key(&format!("image.ModifiedResnet.{p}")).map(|s| (s.key, s.transpose));
+        let k = |s: &str, t: bool| Some((s.to_string(), t));
+        assert_eq!(key("stem.0.conv.weight"), k("visual.conv1.weight", false));
+        assert_eq!(key("stem.2.bn.running_var"), k("visual.bn3.running_var", false));
+        assert_eq!(key("stages.0.0.downsample.conv.weight"), k("visual.layer1.0.downsample.0.weight", false));
+        assert_eq!(key("stages.3.2.expand.bn.gamma"), k("visual.layer4.2.bn3.weight", false));
+        assert_eq!(key("stages.1.3.spatial.bn.beta"), k("visual.layer2.3.bn2.bias", false));
+        assert_eq!(key("attnpool.positional_embedding"), k("visual.attnpool.positional_embedding", false));
+        assert_eq!(key("attnpool.c_proj.weight"), k("visual.attnpool.c_proj.weight", true));
+        assert_eq!(key("attnpool.q_proj.bias"), k("visual.attnpool.q_proj.bias", false));
+        assert_eq!(key("token_proj.weight"), None);
     }
 }

@@ -419,6 +419,9 @@ pub fn read_pytorch(path: &Path) -> Result<StateDict, ImportError> {
     }
     let mut out = StateDict::default();
     for (key, t) in found {
+        if crate::openclip::is_step_counter(&key) {
+            continue;
+        }
         let (start, size) = *entries
             .get(&format!("{root}data/{}", t.key))
             .ok_or_else(|| err(format!("{key}: its storage {} is not in the archive", t.key)))?;

@@ -26,10 +26,11 @@ fn conv<B: Backend>(cin: usize, cout: usize, k: usize, stride: usize, device: &B
     }
 }
 
-fn pool(k: usize) -> AvgPool2d {
+pub(crate) fn pool(k: usize) -> AvgPool2d {
     AvgPool2dConfig::new([k, k]).with_strides([k, k]).init()
 }
 
+/// A `k×k` convolution (padding `k/2`, no bias) and its BatchNorm.
 #[derive(Module, Debug)]
 pub struct ConvBn<B: Backend> {
     conv: Conv2d<B>,
@@ -38,9 +39,13 @@ pub struct ConvBn<B: Backend> {
 
 impl<B: Backend> ConvBn<B> {
     fn new(cin: usize, cout: usize, k: usize, device: &B::Device) -> Self {
-        ConvBn { conv: conv(cin, cout, k, 1, device), bn: BatchNormConfig::new(cout).init(device) }
+        Self::strided(cin, cout, k, 1, device)
     }
-    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub(crate) fn strided(cin: usize, cout: usize, k: usize, stride: usize, device: &B::Device) -> Self {
+        ConvBn { conv: conv(cin, cout, k, stride, device), bn: BatchNormConfig::new(cout).init(device) }
+    }
+    /// `[b, cin, h, w]` → `[b, cout, h/stride, w/stride]`, before any activation.
+    pub(crate) fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         self.bn.forward(crate::autocast::conv2d(&self.conv, x))
     }
 }
@@ -58,7 +63,7 @@ pub struct Bottleneck<B: Backend> {
 impl<B: Backend> Bottleneck<B> {
     /// The last BatchNorm's γ starts at 0, as OpenCLIP's `ModifiedResNet.init_parameters` does
     /// (`bn3.weight`): every block starts as its shortcut.
-    fn new(cin: usize, planes: usize, stride: usize, device: &B::Device) -> Self {
+    pub(crate) fn new(cin: usize, planes: usize, stride: usize, device: &B::Device) -> Self {
         let out = planes * 4;
         let mut expand = ConvBn::new(planes, out, 1, device);
         expand.bn.gamma = Init::Zeros.param([out], device);
@@ -72,7 +77,7 @@ impl<B: Backend> Bottleneck<B> {
     }
 
     /// `[b, cin, h, w]` → `[b, 4·planes, h/stride, w/stride]`
-    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub(crate) fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut y = relu(self.reduce.forward(x.clone()));
         y = relu(self.spatial.forward(y));
         if self.stride > 1 {
