@@ -185,7 +185,7 @@ pub(crate) mod tests {
         let idx = RetrievalIndex::open(&dir).unwrap();
         let v = idx.image_vectors.row_vec(250);
         for exact in [false, true] {
-            let hits = idx.dense_images(&v, "m1", &SearchParams { k: 10, exact: exact, ..Default::default() }).unwrap();
+            let hits = idx.dense_images(&v, "m1", &SearchParams { k: 10, exact, ..Default::default() }).unwrap();
             assert!(hits.len() == 10 && hits.iter().all(|h| h.row != 250), "exact {exact}");
         }
         let bm25 = idx.text_to_images("thing 250", None, &SearchParams { k: 5, mode: Mode::Bm25, ..Default::default() }).unwrap();

@@ -58,6 +58,7 @@ fn clip_reference(img: &[f64], txt: &[f64], b: usize, d: usize, log_scale: f64) 
 }
 
 /// FILIP with its two logit matrices; `mask[j][q]` says whether text j's token q is real.
+#[allow(clippy::too_many_arguments)] // the formula's terms, each named
 fn filip_reference(
     img: &[f64],
     txt: &[f64],
