@@ -5,8 +5,8 @@
 //! non-contiguous tensor copies it one element at a time through a generic strided iterator, and
 //! backward reshapes every q, k and v gradient that way (with the forward merge of the heads, about
 //! a tenth of the `tiny.toml` training step). Here, on Autodiff over Flex with f32 tensors, the swap
-//! is one copy of whole `head_dim` rows into a contiguous tensor, forward and backward; any other
-//! backend gets `swap_dims`.
+//! is one copy of whole `head_dim` rows into a contiguous tensor, forward and backward, and on
+//! Flex itself (inference) the same copy; any other backend gets `swap_dims`.
 
 use super::flex::{cast, contiguous, from_flex, same_type};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -22,12 +22,20 @@ use rayon::prelude::*;
 
 /// `[batch, a, b, d]` → `[batch, b, a, d]`: axes 1 and 2 swapped (tokens and heads, either way).
 pub fn swap_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let p = match x.into_primitive() {
-        TensorPrimitive::Float(p) if p.dtype() == DType::F32 && same_type::<FloatTensor<B>, FloatTensor<Autodiff<Flex>>>() => p,
-        p => return Tensor::from_primitive(p).swap_dims(1, 2),
-    };
-    let p = cast::<_, FloatTensor<Autodiff<Flex>>>(p).unwrap_or_else(|_| unreachable!("same type"));
-    from_flex(autodiff_swap_heads(p))
+    match x.into_primitive() {
+        TensorPrimitive::Float(p) if p.dtype() == DType::F32 && same_type::<FloatTensor<B>, FloatTensor<Autodiff<Flex>>>() => {
+            let p = cast::<_, FloatTensor<Autodiff<Flex>>>(p).unwrap_or_else(|_| unreachable!("same type"));
+            from_flex(autodiff_swap_heads(p))
+        }
+        // inference on Flex: the same copy (a swapped view would be copied later, one element at
+        // a time through the strided iterator, by the reshape after attention: about a tenth of
+        // a ViT-B/32 embedding batch)
+        TensorPrimitive::Float(p) if p.dtype() == DType::F32 && same_type::<FloatTensor<B>, FlexTensor>() => {
+            let p = cast::<_, FlexTensor>(p).unwrap_or_else(|_| unreachable!("same type"));
+            from_flex(flex_swap_heads(&p))
+        }
+        p => Tensor::from_primitive(p).swap_dims(1, 2),
+    }
 }
 
 fn autodiff_swap_heads(x: FloatTensor<Autodiff<Flex>>) -> FloatTensor<Autodiff<Flex>> {
@@ -97,8 +105,10 @@ mod tests {
         // a view whose last axis is not adjacent in memory
         let odd = Tensor::<B, 4>::from_data(TensorData::new(values.clone(), [3, 4, 6, 5]), &device).swap_dims(2, 3);
         swap_heads(odd.clone()).to_data().assert_eq(&odd.swap_dims(1, 2).to_data(), true);
-        // plain Flex takes swap_dims
+        // plain Flex (inference) takes the same copy, from a contiguous tensor or a view
         let plain = Tensor::<Flex, 4>::from_data(TensorData::new(values.clone(), [3, 4, 5, 6]), &device);
-        swap_heads(plain.clone()).to_data().assert_eq(&plain.swap_dims(1, 2).to_data(), true);
+        swap_heads(plain.clone()).to_data().assert_eq(&plain.clone().swap_dims(1, 2).to_data(), true);
+        let view = plain.swap_dims(2, 3);
+        swap_heads(view.clone()).to_data().assert_eq(&view.swap_dims(1, 2).to_data(), true);
     }
 }
