@@ -46,7 +46,7 @@ impl<B: Backend> ConvBn<B> {
     }
     /// `[b, cin, h, w]` → `[b, cout, h/stride, w/stride]`, before any activation.
     pub(crate) fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.bn.forward(crate::autocast::conv2d(&self.conv, x))
+        crate::cpu::batch_norm::batch_norm(&self.bn, crate::autocast::conv2d(&self.conv, x))
     }
 }
 
