@@ -5,9 +5,12 @@
 #      ViT and ResNet towers with the text tower and both losses (tests/gpu.rs);
 #   2. configs/tiny.toml on the synthetic set, f32 then bf16: val R@1 within 0.02 of each other;
 #   3. training steps, vlp (`bench train`) then OpenCLIP (benches/peers/openclip_bench.py), both
-#      bf16 mixed precision, at ViT-B/32 shapes (batch 256), tiny.toml shapes and RN50 shapes,
+#      bf16 mixed precision, at ViT-B/32 shapes (batch 256), tiny.toml shapes and RN50 (OpenCLIP's
+#      ModifiedResNet on both sides),
 #      with each process's peak card memory (nvidia-smi, polled);
-#   4. corpus embedding, ViT-B/32, batch 1024: vlp `bench embed` then open_clip's inference.
+#   4. corpus embedding, ViT-B/32, batch 1024: vlp `bench embed` then open_clip's inference;
+#   5. issue 19's check: one card through the data-parallel code (`--devices cuda:0`) against the
+#      plain path (`--device cuda`), tiny.toml, 300 steps each, twice in turn (goal: ≤ 5 % slower).
 #
 # Here, before the call (the card's machine has no compiler and no internet):
 #   cargo build --release --features cuda && mkdir -p .gpu && strip -o .gpu/vlp target/release/vlp
@@ -66,3 +69,12 @@ timeout 240 .gpu/vlp train --config configs/vit-b-32.toml --train "$out/syntheti
   --batch-size 64 --device cuda --set train.val_every=0 2>&1 | grep -E "trained|error"
 peak timeout 240 .gpu/vlp bench embed --checkpoint "$out/vit-b-32" --batch 1024 --batches 8 --device cuda 2>&1 | grep -E "RESULT|error|PEAK"
 peak timeout 240 python3 benches/openclip/embed_bench.py --model ViT-B-32 --device cuda --batch 1024 --batches 8 2>&1 | grep -E "RESULT|Error|PEAK"
+
+echo "== 5. one card through the data-parallel code against the plain path (tiny.toml, 300 steps)"
+for round in 1 2; do
+  for how in "--device cuda" "--devices cuda:0"; do
+    rm -rf "$out/dp"
+    /usr/bin/time -f "WALL_S %e ($how, round $round)" timeout 240 .gpu/vlp train --config configs/tiny.toml --train "$out/synthetic" \
+      --out "$out/dp" $how --steps 300 2>&1 | grep -E "trained|WALL_S|error"
+  done
+done
