@@ -93,7 +93,7 @@ pub fn import_chinese_clip<B: Backend>(
 ) -> Result<Imported> {
     refuse_existing(out)?;
     let model_cfg = chinese_clip::model_config(&read_json(vision_config)?, &read_json(text_config)?, context)
-        .map_err(|e| EmbedError::import(&PathBuf::from(format!("{} + {}", vision_config.display(), text_config.display())), e))?;
+        .map_err(|source| EmbedError::Import { path: format!("{} + {}", vision_config.display(), text_config.display()), source })?;
     let tk = TextTokenizer::bert_vocab(vocab, context)?;
     let state = StateDict::read(weights).map_err(|e| EmbedError::import(weights, e))?;
     let state = chinese_clip::to_openclip_layout(&state, context).map_err(|e| EmbedError::import(weights, e))?;

@@ -81,8 +81,7 @@ impl Copies {
 fn bits_key(v: &[f32]) -> u64 {
     // a hash of the bit patterns: equal vectors, equal keys (−0.0 and 0.0 differ, which only
     // costs a node)
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    crate::checksum::xxh3_64(&[&bytes])
+    crate::checksum::xxh3_f32(v)
 }
 
 const MAGIC: &[u8; 8] = b"VLPHNSW1";

@@ -19,6 +19,20 @@ pub fn xxh3_64(parts: &[&[u8]]) -> u64 {
     h.digest()
 }
 
+/// xxh3-64 of `values`' little-endian bytes, through a stack buffer: no allocation, for keys
+/// computed once per vector while a graph is built or read.
+pub fn xxh3_f32(values: &[f32]) -> u64 {
+    let mut h = Xxh3::new();
+    let mut buf = [0u8; 256];
+    for block in values.chunks(64) {
+        for (b, x) in buf.chunks_exact_mut(4).zip(block) {
+            b.copy_from_slice(&x.to_le_bytes());
+        }
+        h.update(&buf[..4 * block.len()]);
+    }
+    h.digest()
+}
+
 /// A file checksum as the formats store it: xxh3-64 of `parts`, 16 hex digits.
 pub fn checksum(parts: &[&[u8]]) -> String {
     format!("{:016x}", xxh3_64(parts))
@@ -40,5 +54,8 @@ mod tests {
         // xxh3-64 of the empty input, seed 0 (the reference implementation's test vector)
         assert_eq!(xxh3_64(&[]), 0x2d06_8005_38d3_94c2);
         assert_eq!(identity(&[b"x"]).len(), 5 + 16);
+        let v: Vec<f32> = (0..150).map(|i| i as f32 * 0.37 - 20.0).collect();
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(xxh3_f32(&v), xxh3_64(&[&bytes]));
     }
 }
