@@ -43,6 +43,9 @@ impl<B: Backend> SelfAttention<B> {
     /// `x`: `[batch, tokens, width]`; `pad`: `[batch, tokens]`, true where a key is padding.
     /// Returns `[batch, tokens, width]`.
     pub fn forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool) -> Tensor<B, 3> {
+        if let Some(y) = crate::cpu::self_attention::flex_block(&x, &self.qkv, &self.out, self.heads, pad.as_ref(), causal) {
+            return y;
+        }
         let [b, n, w] = x.dims();
         let hd = w / self.heads;
         // q, k and v each from their third of the fused weight: `[b·n, w] × [w, w]`, viewed as
@@ -125,10 +128,11 @@ mod tests {
         linear(&ctx, w_out, b_out, w, w)
     }
 
-    fn check(causal: bool, with_pad: bool) {
-        type B = Autodiff<Flex>;
+    /// `n` tokens per sequence: on plain Flex, 2·n ≥ 64 rows take the CPU kernel's path
+    /// ([`crate::cpu::self_attention`]), fewer take burn's ops, as under autodiff.
+    fn check<B: Backend>(causal: bool, with_pad: bool, n: usize) {
         let device = Default::default();
-        let (b, n, w, heads) = (2, 5, 8, 2);
+        let (b, w, heads) = (2, 8, 2);
         let attn: SelfAttention<B> =
             SelfAttentionConfig { width: w, heads, qkv: LinearInit::torch_default(w), out: LinearInit::torch_default(w) }.init(&device);
         let x = Tensor::<B, 3>::random([b, n, w], Distribution::Normal(0.0, 1.0), &device);
@@ -150,16 +154,23 @@ mod tests {
 
     #[test]
     fn bidirectional_attention_matches_plain_loops() {
-        check(false, false);
+        check::<Autodiff<Flex>>(false, false, 5);
     }
 
     #[test]
     fn causal_attention_matches_plain_loops() {
-        check(true, false);
+        check::<Autodiff<Flex>>(true, false, 5);
     }
 
     #[test]
     fn padded_keys_take_no_part() {
-        check(false, true);
+        check::<Autodiff<Flex>>(false, true, 5);
+    }
+
+    #[test]
+    fn the_cpu_kernels_path_matches_plain_loops() {
+        for (causal, with_pad) in [(false, false), (true, false), (false, true), (true, true)] {
+            check::<Flex>(causal, with_pad, 40);
+        }
     }
 }

@@ -65,6 +65,11 @@ fn compute() -> Option<FloatDType> {
     COMPUTE.with(Cell::get)
 }
 
+/// Whether a bf16 [`scope`] is open on this thread.
+pub(crate) fn active() -> bool {
+    compute().is_some()
+}
+
 /// `t` in `dtype`.
 fn to<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: FloatDType) -> Tensor<B, D> {
     t.cast(dtype)
@@ -77,7 +82,7 @@ fn back<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: DType) -> Tensor<B, 
 
 /// `layer.forward(x)`; inside a bf16 scope, from bf16 inputs. `x`: `[..., in]` → `[..., out]`.
 pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    let Some(dt) = compute() else { return layer.forward(x) };
+    let Some(dt) = compute() else { return crate::cpu::linear::linear(layer, x) };
     let dtype = x.dtype();
     let y = module::linear(to(x, dt), to(layer.weight.val(), dt), layer.bias.as_ref().map(|b| to(b.val(), dt)));
     back(y, dtype)

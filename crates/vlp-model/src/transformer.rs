@@ -3,13 +3,12 @@
 
 use crate::attention::{SelfAttention, SelfAttentionConfig};
 use crate::config::{Activation, BlockNorm};
-use crate::cpu::gelu::gelu;
 use crate::cpu::layer_norm::{LayerNorm, LayerNormConfig};
+use crate::cpu::linear::linear_activation;
 use crate::init::BlockScheme;
 use crate::tokenwise_linear::per_token;
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 
@@ -85,12 +84,10 @@ impl<B: Backend> Block<B> {
     }
 
     fn mlp(&self, x: Tensor<B, 3>, activation: Activation) -> Tensor<B, 3> {
-        let hidden = per_token(&self.mlp_fc, x);
-        let hidden = match activation {
-            Activation::Gelu => gelu(hidden),
-            Activation::QuickGelu => hidden.clone() * sigmoid(hidden * 1.702),
-        };
-        per_token(&self.mlp_proj, hidden)
+        let [b, n, w] = x.dims();
+        let hidden = linear_activation(&self.mlp_fc, x.reshape([b * n, w]), activation);
+        let hidden_width = hidden.dims()[1];
+        per_token(&self.mlp_proj, hidden.reshape([b, n, hidden_width]))
     }
 }
 

@@ -70,9 +70,15 @@ impl<B: Backend> VisionTransformer<B> {
     /// `images`: `[batch, 3, size, size]` → global `[batch, embed]`, tokens `[batch, patches,
     /// token_dim]`, or `[batch, T, token_dim]` through Wukong's `reduction`.
     pub fn forward(&self, images: Tensor<B, 4>, reduction: Option<&TokenReduction<B>>, activation: Activation) -> TowerOutput<B> {
-        let x = crate::autocast::conv2d(&self.patch_embed, images); // [b, width, g, g]
-        let [b, w, gh, gw] = x.dims();
-        let x = x.reshape([b, w, gh * gw]).swap_dims(1, 2); // [b, patches, width]
+        let x = match crate::cpu::patch_embed::flex_patch_embed(&self.patch_embed, &images) {
+            Some(x) => x,
+            None => {
+                let x = crate::autocast::conv2d(&self.patch_embed, images); // [b, width, g, g]
+                let [b, w, gh, gw] = x.dims();
+                x.reshape([b, w, gh * gw]).swap_dims(1, 2)
+            }
+        }; // [b, patches, width]
+        let [b, _, w] = x.dims();
         let cls = self.class_token.val().reshape([1, 1, w]).expand([b, 1, w]);
         let x = Tensor::cat(vec![cls, x], 1) + self.positional_embedding.val().unsqueeze_dim(0);
         let x = self.transformer.forward(self.ln_pre.forward(x), None, false, activation, BlockNorm::Pre);

@@ -2,7 +2,7 @@
 //! kernels here ([`super::gelu`], [`super::layer_norm`], [`super::heads`]).
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive};
+use burn::tensor::{DType, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use burn_flex::FlexTensor;
 use std::any::Any;
 
@@ -39,4 +39,24 @@ pub(crate) fn contiguous(t: &FlexTensor) -> FlexTensor {
 /// The first `shape.num_elements()` f32 values of a tensor made by [`contiguous`].
 pub(crate) fn values(t: &FlexTensor) -> &[f32] {
     &t.storage::<f32>()[..t.shape().num_elements()]
+}
+
+/// `t` as a contiguous f32 Flex tensor when `B` is Flex itself (inference, no autodiff) and `t`
+/// holds f32; `None` for any other backend or element type.
+pub(crate) fn flex_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<FlexTensor> {
+    if !same_type::<B::FloatTensorPrimitive, FlexTensor>() {
+        return None;
+    }
+    match t.into_primitive() {
+        TensorPrimitive::Float(p) => {
+            let p = cast::<_, FlexTensor>(p).ok()?;
+            (p.dtype() == DType::F32).then(|| contiguous(&p))
+        }
+        TensorPrimitive::QFloat(_) => None,
+    }
+}
+
+/// An f32 result of `shape` as a tensor of `B`, which [`flex_f32`] found to be Flex.
+pub(crate) fn flex_result<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
+    from_flex(FlexTensor::from_data(TensorData::new(values, shape)))
 }

@@ -91,6 +91,35 @@ fn lanes<F: Fn(f32, f32) -> f32>(o: &mut [f32], x: &[f32], g: Option<&[f32]>, f:
     run(o, x, g, f)
 }
 
+/// GELU of every value, in place (the epilogue of [`super::linear::linear_activation`]).
+pub(super) fn gelu_in_place(values: &mut [f32]) {
+    in_place(values, gelu_f32)
+}
+
+/// OpenAI's QuickGELU, `x · σ(1.702 x)`, of every value, in place.
+pub(super) fn quick_gelu_in_place(values: &mut [f32]) {
+    in_place(values, quick_gelu_f32)
+}
+
+/// `v = f(v)` for every value, in 8-wide AVX2 registers where the CPU has them.
+fn in_place<F: Fn(f32) -> f32>(values: &mut [f32], f: F) {
+    #[inline(always)]
+    fn run<F: Fn(f32) -> f32>(values: &mut [f32], f: &F) {
+        values.iter_mut().for_each(|v| *v = f(*v));
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn run_avx2<F: Fn(f32) -> f32>(values: &mut [f32], f: &F) {
+        run(values, f)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above
+        return unsafe { run_avx2(values, &f) };
+    }
+    run(values, &f)
+}
+
 /// GELU on Autodiff over Flex: the input is kept for the backward pass (the same tensor burn's
 /// GELU keeps), and the gradient is `grad · (Φ(x) + x·φ(x))`.
 fn autodiff_gelu(x: FloatTensor<Autodiff<Flex>>) -> FloatTensor<Autodiff<Flex>> {
@@ -135,6 +164,16 @@ fn gelu_f32(x: f32) -> f32 {
     x * normal_cdf_and_exp(x).0
 }
 
+/// `x · σ(1.702 x)`, with `σ(z) = 1 / (1 + e^-z)` for `z ≥ 0` and `e^z / (1 + e^z)` below, so
+/// that [`exp_f32`] only sees `-|z|`.
+#[inline(always)]
+fn quick_gelu_f32(x: f32) -> f32 {
+    let z = 1.702 * x;
+    let e = exp_f32(-z.abs());
+    let sigmoid = if z >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+    x * sigmoid
+}
+
 /// d/dx of `x·Φ(x)`: `Φ(x) + x·φ(x)`, φ(x) = e^(-x²/2)/√(2π).
 #[inline(always)]
 fn gelu_grad_f32(x: f32) -> f32 {
@@ -146,7 +185,7 @@ fn gelu_grad_f32(x: f32) -> f32 {
 /// e^x for x ≤ 0 (Cephes' expf polynomial, relative error ~1e-7), written with no branches or
 /// calls so that a loop over it vectorises; below -87, where e^x is subnormal in f32, it returns 0.
 #[inline(always)]
-fn exp_f32(x: f32) -> f32 {
+pub(super) fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // adding 1.5·2^23 rounds to an integer in the low mantissa bits, without a round instruction
     const SHIFT: f32 = 12_582_912.0;

@@ -1,0 +1,104 @@
+//! burn's `Linear` for embedding on the CPU: `x · W + b` (and the MLP's activation after it)
+//! through [`super::gemm`] on Flex with f32 tensors; burn's own ops on every other backend, under
+//! autodiff, in a bf16 scope, and for products of fewer than [`MIN_ROWS`] rows (where packing the
+//! weight would cost more than the product).
+
+use super::flex::{flex_f32, flex_result, values};
+use super::gelu::{gelu, gelu_in_place, quick_gelu_in_place};
+use super::gemm::{self, Epilogue, Weight};
+use crate::config::Activation;
+use burn::nn::Linear;
+use burn::tensor::activation::sigmoid;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorMetadata};
+
+/// Fewer rows than this go through burn: packing a `[k, n]` weight costs about as much as a
+/// product of ~64 rows by it.
+const MIN_ROWS: usize = 64;
+
+/// `layer.forward(x)`. `x`: `[..., in]` → `[..., out]`.
+pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    match flex_linear(layer, &x, None) {
+        Some(y) => y,
+        None => layer.forward(x),
+    }
+}
+
+/// `activation(layer.forward(x))`, the first half of a transformer's MLP; on the kernel's path
+/// the activation runs on each thread's rows as soon as their product is done, in place.
+pub fn linear_activation<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>, activation: Activation) -> Tensor<B, D> {
+    let epilogue: Epilogue = match activation {
+        Activation::Gelu => &gelu_in_place,
+        Activation::QuickGelu => &quick_gelu_in_place,
+    };
+    if let Some(y) = flex_linear(layer, &x, Some(epilogue)) {
+        return y;
+    }
+    let hidden = crate::autocast::linear(layer, x);
+    match activation {
+        Activation::Gelu => gelu(hidden),
+        Activation::QuickGelu => hidden.clone() * sigmoid(hidden * 1.702),
+    }
+}
+
+fn flex_linear<B: Backend, const D: usize>(layer: &Linear<B>, x: &Tensor<B, D>, then: Option<Epilogue>) -> Option<Tensor<B, D>> {
+    let mut dims = x.dims();
+    let k = dims[D - 1];
+    let m = dims[..D - 1].iter().product::<usize>();
+    if m < MIN_ROWS || crate::autocast::active() || !gemm::available() {
+        return None;
+    }
+    let x = flex_f32(x.clone())?;
+    let weight = flex_f32(layer.weight.val())?;
+    let bias = match &layer.bias {
+        Some(b) => Some(flex_f32(b.val())?),
+        None => None,
+    };
+    let n = weight.shape()[1];
+    let y = gemm::matmul_then(values(&x), m, k, Weight::whole(values(&weight), n), bias.as_ref().map(values), then)?;
+    dims[D - 1] = n;
+    Some(flex_result(y, dims))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::nn::LinearConfig;
+    use burn::tensor::Distribution;
+
+    /// The kernel's result against burn's `Linear` on the same weights, rank 2 and 3.
+    #[test]
+    fn agrees_with_burns_linear() {
+        let device = Default::default();
+        let layer = LinearConfig::new(40, 24).init::<Flex>(&device);
+        let x = Tensor::<Flex, 3>::random([3, 70, 40], Distribution::Normal(0.0, 1.0), &device);
+        let want = layer.forward(x.clone()).into_data();
+        let got = linear(&layer, x.clone()).into_data();
+        got.assert_approx_eq::<f32>(&want, burn::tensor::Tolerance::absolute(1e-5));
+        let flat = x.reshape([210, 40]);
+        linear(&layer, flat.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&layer.forward(flat).into_data(), burn::tensor::Tolerance::absolute(1e-5));
+        // under autodiff it is burn's own layer, gradients and all
+        let layer = LinearConfig::new(40, 24).init::<Autodiff<Flex>>(&device);
+        let x = Tensor::<Autodiff<Flex>, 2>::random([100, 40], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let grads = linear(&layer, x.clone()).sum().backward();
+        assert!(x.grad(&grads).is_some());
+    }
+
+    /// The activation in the product's epilogue against burn's GELU and QuickGELU after burn's
+    /// `Linear`.
+    #[test]
+    fn activation_epilogue_agrees_with_burns_ops() {
+        let device = Default::default();
+        let layer = LinearConfig::new(24, 40).init::<Flex>(&device);
+        let x = Tensor::<Flex, 2>::random([100, 24], Distribution::Normal(0.0, 2.0), &device);
+        let hidden = layer.forward(x.clone());
+        let gelu_want = burn::tensor::activation::gelu(hidden.clone()).into_data();
+        let quick_want = (hidden.clone() * sigmoid(hidden * 1.702)).into_data();
+        let tolerance = burn::tensor::Tolerance::absolute(1e-5);
+        linear_activation(&layer, x.clone(), Activation::Gelu).into_data().assert_approx_eq::<f32>(&gelu_want, tolerance);
+        linear_activation(&layer, x, Activation::QuickGelu).into_data().assert_approx_eq::<f32>(&quick_want, tolerance);
+    }
+}
