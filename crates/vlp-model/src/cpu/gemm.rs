@@ -184,36 +184,48 @@ impl SendPtr {
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// `w` as panels of [`NR`] columns, each `k` lines (zeros past the last column), the panels
-/// packed in parallel.
+/// Panels one packing task takes: it sweeps W's rows in order, copying `GROUP · NR` adjacent
+/// values of each (a panel at a time, 16 values from each of `k` rows `stride` apart, packed
+/// the MLP's `[768, 3072]` weight in 2.8–3.7 ms; this way, in 1.3–1.8).
+const GROUP: usize = 8;
+
+/// `w` as panels of [`NR`] columns, each `k` lines (zeros past the last column), packed in
+/// parallel.
 fn pack_weight(w: &Weight, k: usize) -> Vec<Line> {
     let mut packed = vec![Line([0.0; NR]); w.cols.len().div_ceil(NR) * k];
-    packed.par_chunks_mut(k.max(1)).enumerate().for_each(|(j, panel)| pack_panel(w, j, panel));
+    let k = k.max(1);
+    packed.par_chunks_mut(k * GROUP).enumerate().for_each(|(g, panels)| pack_panels(w, k, g * GROUP, panels));
     packed
 }
 
 /// [`pack_weight`] on the calling thread.
 fn pack_weight_serial(w: &Weight, k: usize) -> Vec<Line> {
     let mut packed = vec![Line([0.0; NR]); w.cols.len().div_ceil(NR) * k];
-    packed.chunks_mut(k.max(1)).enumerate().for_each(|(j, panel)| pack_panel(w, j, panel));
+    let k = k.max(1);
+    packed.chunks_mut(k * GROUP).enumerate().for_each(|(g, panels)| pack_panels(w, k, g * GROUP, panels));
     packed
 }
 
-/// Panel `j` (columns `16j..16j + 16` of `w.cols`) into `panel`, one line per row of `W`.
-fn pack_panel(w: &Weight, j: usize, panel: &mut [Line]) {
-    let c0 = w.cols.start + j * NR;
-    let width = NR.min(w.cols.end - c0);
+/// Panels `first..` of `w` (as many as `panels` holds, `k` lines each; panel `j` holds columns
+/// `16j..16j + 16` of `w.cols`).
+fn pack_panels(w: &Weight, k: usize, first: usize, panels: &mut [Line]) {
+    let c0 = w.cols.start + first * NR;
+    let cols = (w.cols.end - c0).min(panels.len() / k * NR);
     if w.transposed {
-        for c in 0..width {
-            let row = &w.values[(c0 + c) * w.stride..][..panel.len()];
-            for (line, &v) in panel.iter_mut().zip(row) {
-                line.0[c] = v;
+        // each column of W is a row of the stored Wᵀ
+        for c in 0..cols {
+            let column = &w.values[(c0 + c) * w.stride..][..k];
+            for (p, &v) in column.iter().enumerate() {
+                panels[(c / NR) * k + p].0[c % NR] = v;
             }
         }
         return;
     }
-    for (p, line) in panel.iter_mut().enumerate() {
-        line.0[..width].copy_from_slice(&w.values[p * w.stride + c0..p * w.stride + c0 + width]);
+    for p in 0..k {
+        let row = &w.values[p * w.stride + c0..][..cols];
+        for (j, values) in row.chunks(NR).enumerate() {
+            panels[j * k + p].0[..values.len()].copy_from_slice(values);
+        }
     }
 }
 
