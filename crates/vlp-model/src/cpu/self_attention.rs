@@ -43,7 +43,8 @@ pub(crate) fn flex_block<B: Backend>(
         Some((flex_f32(linear.weight.val())?, bias))
     };
     let (qkv, out) = (flex(qkv)?, flex(out)?);
-    let pad: Option<Vec<bool>> = pad.map(|p| p.clone().into_data().to_vec().expect("a bool tensor"));
+    // through integers: a backend may store a bool tensor as bytes or as native bools
+    let pad: Option<Vec<bool>> = pad.map(|p| p.clone().int().into_data().iter::<i64>().map(|v| v != 0).collect());
     let weights = Weights {
         qkv: values(&qkv.0),
         qkv_bias: qkv.1.as_ref().map(values),
