@@ -1,5 +1,5 @@
-//! Reaching burn's CPU backend (Flex) from generic model code, for the few ops that have their own
-//! kernels here ([`super::gelu`], [`super::layer_norm`], [`super::heads`]).
+//! Reaching burn's CPU backend (Flex) from generic model code, for the ops that have their own
+//! kernels in [`super`].
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData, TensorMetadata, TensorPrimitive};

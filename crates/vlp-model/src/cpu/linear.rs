@@ -7,14 +7,34 @@ use super::flex::{flex_f32, flex_result, values};
 use super::gelu::{gelu, gelu_in_place, quick_gelu_in_place};
 use super::gemm::{self, Epilogue, Weight};
 use crate::config::Activation;
+use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorMetadata};
+use burn_flex::FlexTensor;
 
 /// Fewer rows than this go through burn: packing a `[k, n]` weight costs about as much as a
 /// product of ~64 rows by it.
 const MIN_ROWS: usize = 64;
+
+/// Whether a product of `rows` rows takes the kernel: enough rows, no bf16 scope open, a CPU with
+/// AVX2 and FMA (the backend and element type are [`flex_f32`]'s to check).
+pub(super) fn takes_kernel(rows: usize) -> bool {
+    rows >= MIN_ROWS && !crate::autocast::active() && gemm::available()
+}
+
+/// A layer's weight and bias as f32 Flex tensors, when they are.
+pub(super) fn flex_parameters<B: Backend, const D: usize>(
+    weight: &Param<Tensor<B, D>>,
+    bias: &Option<Param<Tensor<B, 1>>>,
+) -> Option<(FlexTensor, Option<FlexTensor>)> {
+    let bias = match bias {
+        Some(b) => Some(flex_f32(b.val())?),
+        None => None,
+    };
+    Some((flex_f32(weight.val())?, bias))
+}
 
 /// `layer.forward(x)`. `x`: `[..., in]` → `[..., out]`.
 pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
@@ -45,15 +65,11 @@ fn flex_linear<B: Backend, const D: usize>(layer: &Linear<B>, x: &Tensor<B, D>, 
     let mut dims = x.dims();
     let k = dims[D - 1];
     let m = dims[..D - 1].iter().product::<usize>();
-    if m < MIN_ROWS || crate::autocast::active() || !gemm::available() {
+    if !takes_kernel(m) {
         return None;
     }
     let x = flex_f32(x.clone())?;
-    let weight = flex_f32(layer.weight.val())?;
-    let bias = match &layer.bias {
-        Some(b) => Some(flex_f32(b.val())?),
-        None => None,
-    };
+    let (weight, bias) = flex_parameters(&layer.weight, &layer.bias)?;
     let n = weight.shape()[1];
     let y = gemm::matmul_then(values(&x), m, k, Weight::whole(values(&weight), n), bias.as_ref().map(values), then)?;
     dims[D - 1] = n;

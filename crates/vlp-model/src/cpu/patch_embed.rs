@@ -9,14 +9,12 @@
 
 use super::flex::{flex_f32, flex_result, values};
 use super::gemm::{self, Weight};
+use super::linear::{flex_parameters, takes_kernel};
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorMetadata};
 use rayon::prelude::*;
-
-/// Fewer patch rows (batch · patches) than this go through burn, as in [`super::linear`].
-const MIN_ROWS: usize = 64;
 
 /// `conv(images)` as `[batch, patches, out]` (patches row by row) when `B` is Flex, the tensors
 /// f32, no bf16 scope open, the CPU has the kernel and `conv` is a patch embedding (stride equal
@@ -31,15 +29,11 @@ pub(crate) fn flex_patch_embed<B: Backend>(conv: &Conv2d<B>, images: &Tensor<B, 
     }
     let (gh, gw) = (height / kh, width / kw);
     let rows = batch * gh * gw;
-    if rows < MIN_ROWS || crate::autocast::active() || !gemm::available() {
+    if !takes_kernel(rows) {
         return None;
     }
     let images = flex_f32(images.clone())?;
-    let weight = flex_f32(conv.weight.val())?;
-    let bias = match &conv.bias {
-        Some(b) => Some(flex_f32(b.val())?),
-        None => None,
-    };
+    let (weight, bias) = flex_parameters(&conv.weight, &conv.bias)?;
     let [out, in_channels] = [weight.shape()[0], weight.shape()[1]];
     if in_channels != channels {
         return None; // burn's conv2d names the mismatch

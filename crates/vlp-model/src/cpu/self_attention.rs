@@ -11,13 +11,11 @@
 
 use super::flex::{flex_f32, flex_result, values};
 use super::gemm::{self, Weight};
+use super::linear::{flex_parameters, takes_kernel};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 use rayon::prelude::*;
-
-/// Fewer rows (batch · tokens) than this go through burn's ops, as in [`super::linear`].
-const MIN_ROWS: usize = 64;
 
 /// The block of [`crate::attention::SelfAttention`] through [`self_attention`] when `B` is Flex,
 /// the tensors f32, no bf16 scope open and the CPU has the kernel; `None` otherwise (the caller
@@ -31,18 +29,11 @@ pub(crate) fn flex_block<B: Backend>(
     causal: bool,
 ) -> Option<Tensor<B, 3>> {
     let dims = x.dims();
-    if dims[0] * dims[1] < MIN_ROWS || crate::autocast::active() || !gemm::available() {
+    if !takes_kernel(dims[0] * dims[1]) {
         return None;
     }
     let x = flex_f32(x.clone())?;
-    let flex = |linear: &Linear<B>| -> Option<_> {
-        let bias = match &linear.bias {
-            Some(b) => Some(flex_f32(b.val())?),
-            None => None,
-        };
-        Some((flex_f32(linear.weight.val())?, bias))
-    };
-    let (qkv, out) = (flex(qkv)?, flex(out)?);
+    let (qkv, out) = (flex_parameters(&qkv.weight, &qkv.bias)?, flex_parameters(&out.weight, &out.bias)?);
     // through integers: a backend may store a bool tensor as bytes or as native bools
     let pad: Option<Vec<bool>> = pad.map(|p| p.clone().int().into_data().iter::<i64>().map(|v| v != 0).collect());
     let weights = Weights {
