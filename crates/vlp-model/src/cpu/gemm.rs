@@ -4,9 +4,9 @@
 //! Measured on the 2-core AMD EPYC (Zen 3) build machine at a ViT-B/32 block's shapes, batch 32
 //! (`cargo run --release -p vlp-model --example vit_ops`, PyTorch's peer in
 //! `benches/openclip/gemm_bench.py`): burn-flex's matmul (the `gemm` crate, with a fresh output
-//! and the bias as a second pass) ran the MLP's `[1600, 768] · [768, 3072]` at about 96 GFLOP/s,
-//! PyTorch's MKL `addmm` at 125–150, this kernel at 135–160 with the weight packed on every call
-//! (the machine's FMA peak is 200). It is the BLIS scheme: a 6 × 16 register tile (12
+//! and the bias as a second pass) ran the MLP's `[1600, 768] · [768, 3072]` at 96–121 GFLOP/s,
+//! PyTorch's MKL `addmm` at 120–150, this kernel at 135–160 with the weight packed on every call
+//! (the machine's FMA peak is 200; its timings wander by ±10 % from minute to minute). It is the BLIS scheme: a 6 × 16 register tile (12
 //! accumulators), `k` in blocks of [`KC`] so that a packed 16-column panel of `W` (16 KB) stays
 //! in L1 while packed rows of `x` stream past it from L2, the output tile's earlier sum
 //! prefetched while the next pass computes, row blocks shared among the threads.
@@ -113,7 +113,8 @@ pub fn matmul_then(x: &[f32], m: usize, k: usize, w: Weight, bias: Option<&[f32]
         return Some(out);
     }
     // every element is stored by the first depth pass before anything reads it (and before
-    // `set_len` below), so the buffer is not zeroed first (that was 2 % of a ViT-B/32 batch)
+    // `set_len` below), so the buffer is not zeroed first (perf put memset at 2 % of a ViT-B/32
+    // batch before; this buffer was part of it)
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     let panels = pack_weight(&w, k);
     // the bias padded to whole panels, so the kernel can read 16 values for the last one
@@ -160,6 +161,10 @@ pub(super) fn matmul_strided(x: &[f32], lda: usize, m: usize, k: usize, w: &Weig
     }
     assert!(x.len() >= (m - 1) * lda + k && out.len() >= (m - 1) * ldc + n, "x or out too short for {m} rows");
     assert!(w.fits(k), "w does not hold [{k}, {n}]");
+    if k == 0 {
+        (0..m).for_each(|i| out[i * ldc..i * ldc + n].fill(0.0));
+        return;
+    }
     let panels = pack_weight_serial(w, k);
     // SAFETY: the CPU has AVX2 and FMA; the rows written lie inside `out` (checked above).
     #[cfg(target_arch = "x86_64")]
