@@ -9,36 +9,31 @@
 //! spread over the cores. Training (Autodiff: batch statistics) and every other backend keep
 //! burn's `BatchNorm::forward`.
 
-use super::flex::{cast, contiguous, from_flex, same_type, values};
+use super::flex::{flex_f32, from_flex, values};
 use burn::nn::BatchNorm;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorData, TensorMetadata, TensorPrimitive};
+use burn::tensor::{Tensor, TensorData, TensorMetadata};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 /// `bn` applied to `x`: `[batch, channels, h, w]`.
 pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    if !(x.dtype() == DType::F32 && same_type::<FloatTensor<B>, FlexTensor>()) {
-        return bn.forward(x);
-    }
+    let Some(p) = flex_f32(x.clone()) else { return bn.forward(x) };
     let floats = |t: Tensor<B, 1>| t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 values");
     let (mean, var) = (floats(bn.running_mean.value()), floats(bn.running_var.value()));
     let (gamma, beta) = (floats(bn.gamma.val()), floats(bn.beta.val()));
     let scale: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| g / (v + bn.epsilon as f32).sqrt()).collect();
     let shift: Vec<f32> = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
-    let TensorPrimitive::Float(p) = x.into_primitive() else { unreachable!("a float tensor") };
-    let p = cast::<_, FlexTensor>(p).unwrap_or_else(|_| unreachable!("same type"));
     from_flex(affine_per_channel(&p, &scale, &shift))
 }
 
-/// `x · scale[c] + shift[c]` over `[batch, channels, ...]`, as one contiguous f32 tensor.
+/// `x · scale[c] + shift[c]` over `[batch, channels, ...]` (`x` contiguous), as one contiguous
+/// f32 tensor.
 fn affine_per_channel(x: &FlexTensor, scale: &[f32], shift: &[f32]) -> FlexTensor {
     let shape = x.shape();
     let channels = shape[1];
     assert_eq!(channels, scale.len(), "{channels} channels for {} BatchNorm features", scale.len());
-    let x = contiguous(x);
-    let xs = values(&x);
+    let xs = values(x);
     let plane = (xs.len() / (shape[0] * channels).max(1)).max(1);
     let mut out = vec![0f32; xs.len()];
     out.par_chunks_mut(plane).zip(xs.par_chunks(plane)).enumerate().for_each(|(i, (o, x))| {
