@@ -43,9 +43,25 @@ impl<B: Backend> SelfAttention<B> {
     /// `x`: `[batch, tokens, width]`; `pad`: `[batch, tokens]`, true where a key is padding.
     /// Returns `[batch, tokens, width]`.
     pub fn forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool) -> Tensor<B, 3> {
-        if let Some(y) = crate::cpu::self_attention::flex_block(&x, &self.qkv, &self.out, self.heads, pad.as_ref(), causal) {
+        if let Some(y) = crate::cpu::self_attention::flex_block(&x, &self.qkv, &self.out, self.heads, pad.as_ref(), causal, None) {
             return y;
         }
+        self.burn_forward(x, pad, causal)
+    }
+
+    /// `residual + self.forward(x, pad, causal)`, a transformer block's first half with its skip
+    /// connection; on the CPU kernel's path the residual is added inside the output projection.
+    /// `residual`: `[batch, tokens, width]`.
+    pub fn forward_residual(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool, residual: Tensor<B, 3>) -> Tensor<B, 3> {
+        let fused = crate::cpu::self_attention::flex_block(&x, &self.qkv, &self.out, self.heads, pad.as_ref(), causal, Some(&residual));
+        match fused {
+            Some(y) => y,
+            None => residual + self.burn_forward(x, pad, causal),
+        }
+    }
+
+    /// [`Self::forward`] in burn's ops.
+    fn burn_forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, causal: bool) -> Tensor<B, 3> {
         let [b, n, w] = x.dims();
         let hd = w / self.heads;
         // q, k and v each from their third of the fused weight: `[b·n, w] × [w, w]`, viewed as
@@ -129,7 +145,8 @@ mod tests {
     }
 
     /// `n` tokens per sequence: on plain Flex, 2·n ≥ 64 rows take the CPU kernel's path
-    /// ([`crate::cpu::self_attention`]), fewer take burn's ops, as under autodiff.
+    /// ([`crate::cpu::self_attention`]), fewer take burn's ops, as under autodiff. Also checks
+    /// [`SelfAttention::forward_residual`] against the plain forward plus the residual.
     fn check<B: Backend>(causal: bool, with_pad: bool, n: usize) {
         let device = Default::default();
         let (b, w, heads) = (2, 8, 2);
@@ -141,7 +158,13 @@ mod tests {
         // made by a comparison, as the towers make their masks (a backend may store it as bytes)
         let flags: Vec<i64> = pad_rows.iter().map(|&p| p as i64).collect();
         let pad = Tensor::<B, 2, burn::tensor::Int>::from_data(TensorData::new(flags, [b, n]), &device).equal_elem(1);
-        let got = floats(attn.forward(x.clone(), with_pad.then_some(pad), causal));
+        let got = floats(attn.forward(x.clone(), with_pad.then_some(pad.clone()), causal));
+        // with the skip connection added in (inside the output projection on the kernel's path)
+        let residual = Tensor::<B, 3>::random([b, n, w], Distribution::Normal(0.0, 1.0), &device);
+        let with_residual = floats(attn.forward_residual(x.clone(), with_pad.then_some(pad), causal, residual.clone()));
+        for ((g, r), plain) in with_residual.iter().zip(floats(residual)).zip(&got) {
+            assert!((g - r - plain).abs() < 1e-5, "with the residual: {g} - {r} against {plain}");
+        }
 
         let p = |l: &Linear<B>| (floats(l.weight.val()), floats(l.bias.as_ref().unwrap().val()));
         let ((wq, bq), (wo, bo)) = (p(&attn.qkv), p(&attn.out));

@@ -4,9 +4,8 @@
 use crate::attention::{SelfAttention, SelfAttentionConfig};
 use crate::config::{Activation, BlockNorm};
 use crate::cpu::layer_norm::{LayerNorm, LayerNormConfig};
-use crate::cpu::linear::linear_activation;
+use crate::cpu::linear::{linear_activation, linear_residual};
 use crate::init::BlockScheme;
-use crate::tokenwise_linear::per_token;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
@@ -73,21 +72,21 @@ impl<B: Backend> Block<B> {
     ) -> Tensor<B, 3> {
         match norm {
             BlockNorm::Pre => {
-                let x = x.clone() + self.attn.forward(self.ln_1.forward(x), pad, causal);
-                x.clone() + self.mlp(self.ln_2.forward(x), activation)
+                let x = self.attn.forward_residual(self.ln_1.forward(x.clone()), pad, causal, x);
+                self.mlp_residual(self.ln_2.forward(x.clone()), activation, x)
             }
             BlockNorm::Post => {
-                let x = self.ln_1.forward(x.clone() + self.attn.forward(x, pad, causal));
-                self.ln_2.forward(x.clone() + self.mlp(x, activation))
+                let x = self.ln_1.forward(self.attn.forward_residual(x.clone(), pad, causal, x));
+                self.ln_2.forward(self.mlp_residual(x.clone(), activation, x))
             }
         }
     }
 
-    fn mlp(&self, x: Tensor<B, 3>, activation: Activation) -> Tensor<B, 3> {
+    /// `residual + mlp(x)`: `x` and `residual` are `[batch, tokens, width]`.
+    fn mlp_residual(&self, x: Tensor<B, 3>, activation: Activation, residual: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, n, w] = x.dims();
         let hidden = linear_activation(&self.mlp_fc, x.reshape([b * n, w]), activation);
-        let hidden_width = hidden.dims()[1];
-        per_token(&self.mlp_proj, hidden.reshape([b, n, hidden_width]))
+        linear_residual(&self.mlp_proj, hidden, residual.reshape([b * n, w])).reshape([b, n, w])
     }
 }
 

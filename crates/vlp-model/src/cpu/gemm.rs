@@ -84,38 +84,58 @@ impl<'a> Weight<'a> {
 ///
 /// Panics when the shapes disagree (callers pass tensors whose shapes they have checked).
 pub fn matmul(x: &[f32], m: usize, k: usize, w: Weight, bias: Option<&[f32]>) -> Option<Vec<f32>> {
-    matmul_then(x, m, k, w, bias, None)
+    matmul_fused(x, m, k, w, Fused { bias, ..Fused::default() })
 }
 
 /// An elementwise function applied to a product's rows in place, as each thread finishes them
 /// (while they are still in its cache): the activation after an MLP's first layer.
 pub type Epilogue<'a> = &'a (dyn Fn(&mut [f32]) + Sync);
 
-/// [`matmul`], then `then` on the result.
-pub fn matmul_then(x: &[f32], m: usize, k: usize, w: Weight, bias: Option<&[f32]>, then: Option<Epilogue>) -> Option<Vec<f32>> {
+/// What a product adds to `x · W`, and does after, in the same pass over its rows.
+#[derive(Clone, Copy, Default)]
+pub struct Fused<'a> {
+    /// `[n]`, added to every row: the layer's bias.
+    pub bias: Option<&'a [f32]>,
+    /// `[m, n]` row-major, added to the product: a transformer block's skip connection (each
+    /// thread copies its rows into the output before the product adds to them, instead of a
+    /// separate add on one core afterwards).
+    pub residual: Option<&'a [f32]>,
+    /// Applied to the rows last, in place.
+    pub then: Option<Epilogue<'a>>,
+}
+
+/// [`matmul`] with a bias, a residual and an epilogue fused in: `then(x · w + bias + residual)`.
+pub fn matmul_fused(x: &[f32], m: usize, k: usize, w: Weight, fused: Fused) -> Option<Vec<f32>> {
     if !available() {
         return None;
     }
+    let Fused { bias, residual, then } = fused;
     let n = w.cols.len();
     assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
     assert!(w.fits(k), "w does not hold [{k}, {}]", w.cols.len());
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "bias is not [{n}]");
     }
+    if let Some(r) = residual {
+        assert_eq!(r.len(), m * n, "residual is not [{m}, {n}]");
+    }
     if m == 0 || n == 0 || k == 0 {
-        // no depth: the bias alone
+        // no depth: the bias and the residual alone
         let mut out: Vec<f32> = match bias {
             Some(b) => b.iter().copied().cycle().take(m * n).collect(),
             None => vec![0.0; m * n],
         };
+        if let Some(r) = residual {
+            out.iter_mut().zip(r).for_each(|(o, r)| *o += r);
+        }
         if let Some(then) = then {
             then(&mut out);
         }
         return Some(out);
     }
-    // every element is stored by the first depth pass before anything reads it (and before
-    // `set_len` below), so the buffer is not zeroed first (perf put memset at 2 % of a ViT-B/32
-    // batch before; this buffer was part of it)
+    // every element is stored by the first depth pass (or the residual's copy) before anything
+    // reads it (and before `set_len` below), so the buffer is not zeroed first (perf put memset
+    // at 2 % of a ViT-B/32 batch before; this buffer was part of it)
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     let panels = pack_weight(&w, k, true);
     // the bias padded to whole panels, so the kernel can read 16 values for the last one
@@ -136,7 +156,11 @@ pub fn matmul_then(x: &[f32], m: usize, k: usize, w: Weight, bias: Option<&[f32]
         // SAFETY: tasks cover disjoint row ranges of `out`; `available()` checked the CPU.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            avx2::rows(&x[r0 * k..r1 * k], k, rows, k, &panels, n, bias.as_deref(), out_ptr.at(r0 * n), n);
+            if let Some(r) = residual {
+                std::ptr::copy_nonoverlapping(r[r0 * n..r1 * n].as_ptr(), out_ptr.at(r0 * n), rows * n);
+            }
+            let start = Start { bias: bias.as_deref(), accumulate: residual.is_some() };
+            avx2::rows(&x[r0 * k..r1 * k], k, rows, k, &panels, n, start, out_ptr.at(r0 * n), n);
             if let Some(then) = then {
                 then(std::slice::from_raw_parts_mut(out_ptr.at(r0 * n), rows * n));
             }
@@ -145,9 +169,17 @@ pub fn matmul_then(x: &[f32], m: usize, k: usize, w: Weight, bias: Option<&[f32]
         let _ = (rows, out_ptr);
     });
     // SAFETY: the tasks stored all `m · n` values (their row ranges cover 0..m; each stores
-    // every column of its rows in the first pass)
+    // every column of its rows in the first pass, or copied the residual's)
     unsafe { out.set_len(m * n) };
     Some(out)
+}
+
+/// Where a product's first depth pass starts: from the bias (or zero), and, with `accumulate`,
+/// adding what the output already holds.
+#[derive(Clone, Copy)]
+struct Start<'a> {
+    bias: Option<&'a [f32]>,
+    accumulate: bool,
 }
 
 /// `out[i · ldc + j] = Σ_p x[i · lda + p] · w[p, j]` for `i < m`, `j < w.cols.len()`, `p < k`,
@@ -170,7 +202,7 @@ pub(super) fn matmul_strided(x: &[f32], lda: usize, m: usize, k: usize, w: &Weig
     // SAFETY: the CPU has AVX2 and FMA; the rows written lie inside `out` (checked above).
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        avx2::rows(x, lda, m, k, &panels, n, None, out.as_mut_ptr(), ldc)
+        avx2::rows(x, lda, m, k, &panels, n, Start { bias: None, accumulate: false }, out.as_mut_ptr(), ldc)
     }
 }
 
@@ -257,11 +289,12 @@ fn pack_panels(w: &Weight, k: usize, first: usize, panels: &mut [MaybeUninit<Lin
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Line, KC, MR, NR};
+    use super::{Line, Start, KC, MR, NR};
     use std::arch::x86_64::*;
 
-    /// `out[rows, n] = x[rows, k] · W (+ bias)` for one task's rows, `x` with row stride `lda`,
-    /// `out` with row stride `ldc`; `panels` is W from [`super::pack_weight`].
+    /// `out[rows, n] = x[rows, k] · W (+ bias) (+ out, with start.accumulate)` for one task's
+    /// rows, `x` with row stride `lda`, `out` with row stride `ldc`; `panels` is W from
+    /// [`super::pack_weight`].
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)] // the operands of a strided product
     pub(super) unsafe fn rows(
@@ -271,7 +304,7 @@ mod avx2 {
         k: usize,
         panels: &[Line],
         n: usize,
-        bias: Option<&[f32]>,
+        start: Start,
         out: *mut f32,
         ldc: usize,
     ) {
@@ -282,23 +315,24 @@ mod avx2 {
             let kc = KC.min(k - pc);
             pack_rows(x, lda, rows, pc, kc, &mut packed_x[..tiles * MR * kc]);
             let first = pc == 0;
+            let accumulate = !first || start.accumulate;
             for j in 0..n.div_ceil(NR) {
                 let panel = panels.as_ptr().add(j * k + pc) as *const f32;
-                let bias = bias.map(|b| b.as_ptr().add(j * NR));
+                let bias = start.bias.filter(|_| first).map(|b| b.as_ptr().add(j * NR));
                 let width = NR.min(n - j * NR);
                 for i in 0..tiles {
                     let tile_rows = MR.min(rows - i * MR);
                     let xs = packed_x.as_ptr().add(i * MR * kc);
                     let c = out.add(i * MR * ldc + j * NR);
                     if width == NR {
-                        tile(tile_rows, kc, xs, panel, c, ldc, bias, first);
+                        tile(tile_rows, kc, xs, panel, c, ldc, bias, accumulate);
                     } else {
                         // the last, narrower panel: through a full-width scratch tile
                         let mut scratch = [0f32; MR * NR];
                         for r in 0..tile_rows {
                             std::ptr::copy_nonoverlapping(c.add(r * ldc), scratch.as_mut_ptr().add(r * NR), width);
                         }
-                        tile(tile_rows, kc, xs, panel, scratch.as_mut_ptr(), NR, bias, first);
+                        tile(tile_rows, kc, xs, panel, scratch.as_mut_ptr(), NR, bias, accumulate);
                         for r in 0..tile_rows {
                             std::ptr::copy_nonoverlapping(scratch.as_ptr().add(r * NR), c.add(r * ldc), width);
                         }
@@ -339,20 +373,21 @@ mod avx2 {
         c: *mut f32,
         ldc: usize,
         bias: Option<*const f32>,
-        first: bool,
+        accumulate: bool,
     ) {
         match rows {
-            6 => kernel::<6>(kc, xs, panel, c, ldc, bias, first),
-            5 => kernel::<5>(kc, xs, panel, c, ldc, bias, first),
-            4 => kernel::<4>(kc, xs, panel, c, ldc, bias, first),
-            3 => kernel::<3>(kc, xs, panel, c, ldc, bias, first),
-            2 => kernel::<2>(kc, xs, panel, c, ldc, bias, first),
-            _ => kernel::<1>(kc, xs, panel, c, ldc, bias, first),
+            6 => kernel::<6>(kc, xs, panel, c, ldc, bias, accumulate),
+            5 => kernel::<5>(kc, xs, panel, c, ldc, bias, accumulate),
+            4 => kernel::<4>(kc, xs, panel, c, ldc, bias, accumulate),
+            3 => kernel::<3>(kc, xs, panel, c, ldc, bias, accumulate),
+            2 => kernel::<2>(kc, xs, panel, c, ldc, bias, accumulate),
+            _ => kernel::<1>(kc, xs, panel, c, ldc, bias, accumulate),
         }
     }
 
-    /// One `[R, 16]` tile of the output over depth `kc`: starts from the bias (first pass) or
-    /// zero, and adds what earlier passes stored (whose lines it prefetches while it computes).
+    /// One `[R, 16]` tile of the output over depth `kc`: starts from the bias (given in the first
+    /// pass) or zero, and with `accumulate` adds what the tile holds (earlier passes' sums or the
+    /// residual, whose lines it prefetches while it computes).
     #[inline(always)]
     unsafe fn kernel<const R: usize>(
         kc: usize,
@@ -361,20 +396,16 @@ mod avx2 {
         c: *mut f32,
         ldc: usize,
         bias: Option<*const f32>,
-        first: bool,
+        accumulate: bool,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        match (first, bias) {
-            (true, Some(b)) => {
-                let b = [_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8))];
-                acc = [b; R];
-            }
-            (true, None) => {}
-            (false, _) => {
-                for r in 0..R {
-                    _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc) as *const i8);
-                    _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + NR - 1) as *const i8);
-                }
+        if let Some(b) = bias {
+            acc = [[_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8))]; R];
+        }
+        if accumulate {
+            for r in 0..R {
+                _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + NR - 1) as *const i8);
             }
         }
         for p in 0..kc {
@@ -389,7 +420,7 @@ mod avx2 {
         for (r, acc) in acc.iter().enumerate() {
             let row = c.add(r * ldc);
             let (mut lo, mut hi) = (acc[0], acc[1]);
-            if !first {
+            if accumulate {
                 lo = _mm256_add_ps(lo, _mm256_loadu_ps(row));
                 hi = _mm256_add_ps(hi, _mm256_loadu_ps(row.add(8)));
             }
@@ -423,6 +454,14 @@ mod tests {
         let w_t: Vec<f32> = (0..n_total * k).map(|i| w[(i % k) * n_total + i / k]).collect();
         let transposed = Weight { values: &w_t, stride: k, cols: cols.clone(), transposed: true };
         assert_eq!(matmul(&x, m, k, transposed, with_bias.then_some(&bias[..])), Some(got.clone()));
+        // a residual added in: the same sums plus it (up to the order of the additions)
+        let residual: Vec<f32> = (0..m * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let weight = Weight { values: &w, stride: n_total, cols: cols.clone(), transposed: false };
+        let fused = Fused { bias: with_bias.then_some(&bias[..]), residual: Some(&residual), then: None };
+        let with_residual = matmul_fused(&x, m, k, weight, fused).expect("available");
+        for ((g, r), want) in with_residual.iter().zip(&residual).zip(&got) {
+            assert!((g - r - want).abs() <= 1e-5 * (k as f32).sqrt().max(1.0), "[{m}, {k}]·[{k}, {n}] + residual: {g} - {r} vs {want}");
+        }
         for i in 0..m {
             for j in 0..n {
                 let mut want = if with_bias { bias[j] as f64 } else { 0.0 };

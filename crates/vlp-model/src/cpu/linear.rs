@@ -5,7 +5,7 @@
 
 use super::flex::{flex_f32, flex_result, values};
 use super::gelu::{gelu, gelu_in_place, quick_gelu_in_place};
-use super::gemm::{self, Epilogue, Weight};
+use super::gemm::{self, Epilogue, Fused, Weight};
 use crate::config::Activation;
 use burn::module::Param;
 use burn::nn::Linear;
@@ -38,9 +38,19 @@ pub(super) fn flex_parameters<B: Backend, const D: usize>(
 
 /// `layer.forward(x)`. `x`: `[..., in]` → `[..., out]`.
 pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    match flex_linear(layer, &x, None) {
+    match flex_linear(layer, &x, None, None) {
         Some(y) => y,
         None => layer.forward(x),
+    }
+}
+
+/// `residual + layer.forward(x)`, a transformer block's second half with its skip connection;
+/// on the kernel's path the residual is added inside the product. `x`: `[..., in]`;
+/// `residual`: `[..., out]`.
+pub fn linear_residual<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>, residual: Tensor<B, D>) -> Tensor<B, D> {
+    match flex_linear(layer, &x, None, Some(&residual)) {
+        Some(y) => y,
+        None => residual + crate::autocast::linear(layer, x),
     }
 }
 
@@ -51,7 +61,7 @@ pub fn linear_activation<B: Backend, const D: usize>(layer: &Linear<B>, x: Tenso
         Activation::Gelu => &gelu_in_place,
         Activation::QuickGelu => &quick_gelu_in_place,
     };
-    if let Some(y) = flex_linear(layer, &x, Some(epilogue)) {
+    if let Some(y) = flex_linear(layer, &x, Some(epilogue), None) {
         return y;
     }
     let hidden = crate::autocast::linear(layer, x);
@@ -61,7 +71,12 @@ pub fn linear_activation<B: Backend, const D: usize>(layer: &Linear<B>, x: Tenso
     }
 }
 
-fn flex_linear<B: Backend, const D: usize>(layer: &Linear<B>, x: &Tensor<B, D>, then: Option<Epilogue>) -> Option<Tensor<B, D>> {
+fn flex_linear<B: Backend, const D: usize>(
+    layer: &Linear<B>,
+    x: &Tensor<B, D>,
+    then: Option<Epilogue>,
+    residual: Option<&Tensor<B, D>>,
+) -> Option<Tensor<B, D>> {
     let mut dims = x.dims();
     let k = dims[D - 1];
     let m = dims[..D - 1].iter().product::<usize>();
@@ -71,7 +86,12 @@ fn flex_linear<B: Backend, const D: usize>(layer: &Linear<B>, x: &Tensor<B, D>, 
     let x = flex_f32(x.clone())?;
     let (weight, bias) = flex_parameters(&layer.weight, &layer.bias)?;
     let n = weight.shape()[1];
-    let y = gemm::matmul_then(values(&x), m, k, Weight::whole(values(&weight), n), bias.as_ref().map(values), then)?;
+    let residual = match residual {
+        Some(r) => Some(flex_f32(r.clone())?),
+        None => None,
+    };
+    let fused = Fused { bias: bias.as_ref().map(values), residual: residual.as_ref().map(values), then };
+    let y = gemm::matmul_fused(values(&x), m, k, Weight::whole(values(&weight), n), fused)?;
     dims[D - 1] = n;
     Some(flex_result(y, dims))
 }
@@ -101,6 +121,23 @@ mod tests {
         let x = Tensor::<Autodiff<Flex>, 2>::random([100, 40], Distribution::Normal(0.0, 1.0), &device).require_grad();
         let grads = linear(&layer, x.clone()).sum().backward();
         assert!(x.grad(&grads).is_some());
+    }
+
+    /// The residual added inside the product against burn's `Linear` plus the residual, on the
+    /// kernel's path (Flex) and burn's (Autodiff).
+    #[test]
+    fn residual_agrees_with_burns_linear_plus_it() {
+        fn check<B: Backend>() {
+            let device = Default::default();
+            let layer = LinearConfig::new(40, 24).init::<B>(&device);
+            let x = Tensor::<B, 3>::random([3, 70, 40], Distribution::Normal(0.0, 1.0), &device);
+            let residual = Tensor::<B, 3>::random([3, 70, 24], Distribution::Normal(0.0, 1.0), &device);
+            let want = (residual.clone() + layer.forward(x.clone())).into_data();
+            let got = linear_residual(&layer, x, residual).into_data();
+            got.assert_approx_eq::<f32>(&want, burn::tensor::Tolerance::absolute(1e-5));
+        }
+        check::<Flex>();
+        check::<Autodiff<Flex>>();
     }
 
     /// The activation in the product's epilogue against burn's GELU and QuickGELU after burn's

@@ -11,7 +11,7 @@
 //! product written straight into the head's columns: 5.7–7.3 ms for the attention.
 
 use super::flex::{flex_f32, flex_result, values};
-use super::gemm::{self, Weight};
+use super::gemm::{self, Fused, Weight};
 use super::linear::{flex_parameters, takes_kernel};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
@@ -20,7 +20,8 @@ use rayon::prelude::*;
 
 /// The block of [`crate::attention::SelfAttention`] through [`self_attention`] when `B` is Flex,
 /// the tensors f32, no bf16 scope open and the CPU has the kernel; `None` otherwise (the caller
-/// runs burn's ops). `x`: `[batch, tokens, width]`; `pad`: `[batch, tokens]`, true at padding.
+/// runs burn's ops). `x`: `[batch, tokens, width]`; `pad`: `[batch, tokens]`, true at padding;
+/// `residual`, `[batch, tokens, width]`, is added to the result when given.
 pub(crate) fn flex_block<B: Backend>(
     x: &Tensor<B, 3>,
     qkv: &Linear<B>,
@@ -28,12 +29,17 @@ pub(crate) fn flex_block<B: Backend>(
     heads: usize,
     pad: Option<&Tensor<B, 2, Bool>>,
     causal: bool,
+    residual: Option<&Tensor<B, 3>>,
 ) -> Option<Tensor<B, 3>> {
     let dims = x.dims();
     if !takes_kernel(dims[0] * dims[1]) {
         return None;
     }
     let x = flex_f32(x.clone())?;
+    let residual = match residual {
+        Some(r) => Some(flex_f32(r.clone())?),
+        None => None,
+    };
     let (qkv, out) = (flex_parameters(&qkv.weight, &qkv.bias)?, flex_parameters(&out.weight, &out.bias)?);
     // through integers: a backend may store a bool tensor as bytes or as native bools
     let pad: Option<Vec<bool>> = pad.map(|p| p.clone().int().into_data().iter::<i64>().map(|v| v != 0).collect());
@@ -44,7 +50,7 @@ pub(crate) fn flex_block<B: Backend>(
         out_bias: out.1.as_ref().map(values),
         heads,
     };
-    let y = self_attention(values(&x), dims, &weights, pad.as_deref(), causal)?;
+    let y = self_attention(values(&x), dims, &weights, pad.as_deref(), causal, residual.as_ref().map(values))?;
     Some(flex_result(y, dims))
 }
 
@@ -94,18 +100,20 @@ pub struct Weights<'a> {
 }
 
 /// The whole block on `x`, `[batch, tokens, width]` as `[batch·tokens, width]` rows: the fused
-/// projection, [`attend`], the output projection. `None` where [`gemm::available`] is false.
+/// projection, [`attend`], the output projection (plus `residual`, laid out as `x`, when
+/// given). `None` where [`gemm::available`] is false.
 pub fn self_attention(
     x: &[f32],
     [batch, tokens, width]: [usize; 3],
     weights: &Weights,
     pad: Option<&[bool]>,
     causal: bool,
+    residual: Option<&[f32]>,
 ) -> Option<Vec<f32>> {
     let rows = batch * tokens;
     let fused = gemm::matmul(x, rows, width, Weight::whole(weights.qkv, 3 * width), weights.qkv_bias)?;
     let context = attend(&fused, batch, tokens, weights.heads, width / weights.heads, pad, causal);
-    gemm::matmul(&context, rows, width, Weight::whole(weights.out, width), weights.out_bias)
+    gemm::matmul_fused(&context, rows, width, Weight::whole(weights.out, width), Fused { bias: weights.out_bias, residual, then: None })
 }
 
 #[derive(Clone, Copy)]
