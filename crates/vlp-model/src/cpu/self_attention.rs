@@ -17,6 +17,7 @@ use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The block of [`crate::attention::SelfAttention`] through [`self_attention`] when `B` is Flex,
 /// the tensors f32, no bf16 scope open and the CPU has the kernel; `None` otherwise (the caller
@@ -68,11 +69,17 @@ pub fn attend(qkv: &[f32], batch: usize, tokens: usize, heads: usize, head_dim: 
     if let Some(pad) = pad {
         assert_eq!(pad.len(), batch * tokens, "pad is not [{batch}·{tokens}]");
     }
-    let mut out = vec![0f32; batch * tokens * width];
-    if out.is_empty() {
+    let len = batch * tokens * width;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    if len == 0 {
         return out;
     }
-    out.par_chunks_mut(tokens * width).enumerate().for_each(|(b, out)| {
+    // each task zeroes its own rows, in its cache, rather than the calling thread all of them
+    // while the pool waits
+    out.spare_capacity_mut()[..len].par_chunks_mut(tokens * width).enumerate().for_each(|(b, out)| {
+        out.fill(MaybeUninit::new(0.0));
+        // SAFETY: every element was just written
+        let out = unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) };
         let rows = &qkv[b * tokens * 3 * width..(b + 1) * tokens * 3 * width];
         let pad = pad.map(|p| &p[b * tokens..(b + 1) * tokens]);
         let shape = Shape { tokens, heads, head_dim };
@@ -84,6 +91,8 @@ pub fn attend(qkv: &[f32], batch: usize, tokens: usize, heads: usize, head_dim: 
         #[cfg(not(target_arch = "x86_64"))]
         batch_row(rows, shape, pad, causal, out);
     });
+    // SAFETY: the chunks cover all `len` values and each was written
+    unsafe { out.set_len(len) };
     out
 }
 
