@@ -131,14 +131,14 @@ fn embed<B: burn::tensor::backend::Backend>(checkpoint: &std::path::Path, batch:
         started.elapsed().as_secs_f64()
     };
     let image_secs = time(&mut |_| {
-        let _ = vlp_embed::embed::rows(enc.model.encode_image(images.clone()).global);
+        let _ = vlp_embed::embed::rows(enc.model.embed_image(images.clone()));
     });
     let mut failed = None;
     let text_secs = time(&mut |i| {
         let refs: Vec<&str> = captions[i * batch..(i + 1) * batch].iter().map(String::as_str).collect();
         match text_tensors::<B>(&enc.tokenizer, &refs, &device) {
             Ok((ids, mask)) => {
-                let _ = vlp_embed::embed::rows(enc.model.encode_text(ids, mask).global);
+                let _ = vlp_embed::embed::rows(enc.model.embed_text(ids, mask));
             }
             Err(e) => failed = Some(e),
         }

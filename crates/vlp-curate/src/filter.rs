@@ -335,13 +335,13 @@ impl<'a, B: Backend> Run<'a, B> {
     fn encode(&self, ready: &[(Sample, Vec<usize>)], pixels: Vec<f32>) -> Result<(Vec<f32>, Vec<f32>, usize)> {
         let side = self.image_cfg.size as usize;
         let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [ready.len(), 3, side, side]), self.device);
-        let images = self.enc.model.encode_image(x).global;
+        let images = self.enc.model.embed_image(x);
         let [_, dim] = images.dims();
         let captions: Vec<&str> = ready.iter().flat_map(|(s, wanted)| wanted.iter().map(|&c| s.captions[c].text.as_str())).collect();
         let mut texts = Vec::with_capacity(captions.len() * dim);
         for chunk in captions.chunks(256) {
             let (ids, mask) = text_tensors::<B>(&self.enc.tokenizer, chunk, self.device)?;
-            texts.extend(rows(self.enc.model.encode_text(ids, mask).global));
+            texts.extend(rows(self.enc.model.embed_text(ids, mask)));
         }
         Ok((rows(images), texts, dim))
     }

@@ -54,7 +54,7 @@ pub fn embed_images<B: Backend>(
 ) -> (Embeddings, SkipLog) {
     let mut out = Embeddings::default();
     let log = for_each_image_batch::<B>(images, cfg, batch, device, |ids, x| {
-        out.push_rows(ids, model.encode_image(x).global);
+        out.push_rows(ids, model.embed_image(x));
     });
     (out, log)
 }
@@ -127,7 +127,7 @@ pub fn embed_texts<B: Backend>(
     for (id_chunk, text_chunk) in ids.chunks(batch.max(1)).zip(texts.chunks(batch.max(1))) {
         let refs: Vec<&str> = text_chunk.iter().map(String::as_str).collect();
         let (t, m) = text_tensors::<B>(tokenizer, &refs, device)?;
-        out.push_rows(id_chunk.to_vec(), model.encode_text(t, m).global);
+        out.push_rows(id_chunk.to_vec(), model.embed_text(t, m));
     }
     Ok(out)
 }

@@ -110,6 +110,21 @@ impl<B: Backend> DualEncoder<B> {
         self.text.forward(ids, mask, self.arch.text_activation, self.arch.text_norm)
     }
 
+    /// [`Self::encode_image`]'s global embeddings alone, `[batch, embed_dim]`: what retrieval,
+    /// scoring and indexing by vector need, without the token embeddings' projection.
+    pub fn embed_image(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        match &self.image {
+            ImageTower::Vit(v) => v.forward_global(images, self.arch.image_activation),
+            ImageTower::Resnet(r) => r.forward_global(images),
+            ImageTower::ModifiedResnet(r) => r.forward_global(images),
+        }
+    }
+
+    /// [`Self::encode_text`]'s global embeddings alone, `[batch, embed_dim]`.
+    pub fn embed_text(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.text.forward_global(ids, mask, self.arch.text_activation, self.arch.text_norm)
+    }
+
     /// The weighted training loss of a batch of matching pairs (pair i = image i, text i),
     /// global and token-level. A config with `queue_weight > 0` needs [`Self::loss_with_queue`].
     pub fn loss(&self, images: Tensor<B, 4>, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>, cfg: &LossConfig) -> LossOutput<B> {

@@ -141,6 +141,21 @@ impl<B: Backend> ModifiedResNet<B> {
     /// `images`: `[batch, 3, size, size]` → global `[batch, embed_dim]`, tokens
     /// `[batch, grid², token_dim]` (every token real).
     pub fn forward(&self, images: Tensor<B, 4>) -> TowerOutput<B> {
+        let tokens = self.trunk(images);
+        TowerOutput {
+            global: l2_normalize(self.attnpool.forward(tokens.clone())),
+            tokens: l2_normalize(per_token(&self.token_proj, tokens)),
+            token_mask: None,
+        }
+    }
+
+    /// The global embedding of [`Self::forward`] alone, `[batch, embed_dim]`.
+    pub fn forward_global(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        l2_normalize(self.attnpool.forward(self.trunk(images)))
+    }
+
+    /// `images` → the last stage's grid as tokens, `[batch, grid², channels]`.
+    fn trunk(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
         let mut x = images;
         for layer in &self.stem {
             x = relu(layer.forward(x));
@@ -150,12 +165,7 @@ impl<B: Backend> ModifiedResNet<B> {
             x = block.forward(x);
         }
         let [b, c, h, w] = x.dims();
-        let tokens = x.reshape([b, c, h * w]).swap_dims(1, 2); // [b, hw, c]
-        TowerOutput {
-            global: l2_normalize(self.attnpool.forward(tokens.clone())),
-            tokens: l2_normalize(per_token(&self.token_proj, tokens)),
-            token_mask: None,
-        }
+        x.reshape([b, c, h * w]).swap_dims(1, 2)
     }
 }
 

@@ -130,7 +130,7 @@ impl<B: Backend> MomentumState<B> {
 
     /// The momentum towers' keys for a batch (`images` `[b, 3, s, s]`, `ids`/`mask` `[b, ctx]`).
     pub fn keys(&self, images: Tensor<B, 4>, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Keys<B> {
-        Keys { image: self.model.encode_image(images).global, text: self.model.encode_text(ids, mask).global }
+        Keys { image: self.model.embed_image(images), text: self.model.embed_text(ids, mask) }
     }
 
     /// After an optimizer step: `θ_k ← m·θ_k + (1 − m)·θ_q` for every parameter, then the

@@ -149,6 +149,17 @@ impl ResnetConfig {
 impl<B: Backend> ResNetTower<B> {
     /// `images`: `[batch, 3, size, size]` → global `[batch, embed]`, tokens `[batch, grid², token_dim]`.
     pub fn forward(&self, images: Tensor<B, 4>) -> TowerOutput<B> {
+        let tokens = self.trunk(images);
+        TowerOutput { global: self.global(tokens.clone()), tokens: l2_normalize(per_token(&self.token_proj, tokens)), token_mask: None }
+    }
+
+    /// The global embedding of [`Self::forward`] alone, `[batch, embed]`.
+    pub fn forward_global(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.global(self.trunk(images))
+    }
+
+    /// `images` → the last stage's grid as tokens, `[batch, grid², channels]`.
+    fn trunk(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
         let mut x = crate::autocast::conv2d(&self.stem_stride, images);
         for s in &self.stem {
             x = relu(s.forward(x));
@@ -158,7 +169,12 @@ impl<B: Backend> ResNetTower<B> {
             x = block.forward(x);
         }
         let [b, c, h, w] = x.dims();
-        let tokens = x.reshape([b, c, h * w]).swap_dims(1, 2); // [b, hw, c]
+        x.reshape([b, c, h * w]).swap_dims(1, 2)
+    }
+
+    /// The grid's tokens pooled (attention or mean), projected and normalised.
+    fn global(&self, tokens: Tensor<B, 3>) -> Tensor<B, 2> {
+        let b = tokens.dims()[0];
         let mean = tokens.clone().mean_dim(1); // [b, 1, c]
         let pooled = match (&self.pool_attention, &self.pool_positions) {
             (Some(attn), Some(pos)) => {
@@ -167,10 +183,6 @@ impl<B: Backend> ResNetTower<B> {
             }
             _ => mean.squeeze_dim::<2>(1),
         };
-        TowerOutput {
-            global: l2_normalize(crate::autocast::linear(&self.proj, pooled)),
-            tokens: l2_normalize(per_token(&self.token_proj, tokens)),
-            token_mask: None,
-        }
+        l2_normalize(crate::autocast::linear(&self.proj, pooled))
     }
 }

@@ -62,7 +62,20 @@ impl<B: Backend> TextTransformer<B> {
     /// Post-norm towers (BERT) normalise the embeddings with `ln_final` before the blocks, and
     /// nothing after them.
     pub fn forward(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>, activation: Activation, norm: BlockNorm) -> TowerOutput<B> {
-        let [b, n] = ids.dims();
+        let x = self.trunk(ids, mask.clone(), activation, norm);
+        let global = self.global(x.clone(), mask.clone());
+        let tokens = per_token(&self.token_proj, x);
+        TowerOutput { global, tokens: l2_normalize(tokens), token_mask: Some(mask) }
+    }
+
+    /// The global embedding of [`Self::forward`] alone, `[batch, embed]`.
+    pub fn forward_global(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>, activation: Activation, norm: BlockNorm) -> Tensor<B, 2> {
+        self.global(self.trunk(ids, mask.clone(), activation, norm), mask)
+    }
+
+    /// The tokens after the blocks (and the final norm of a pre-norm tower), `[batch, n, width]`.
+    fn trunk(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>, activation: Activation, norm: BlockNorm) -> Tensor<B, 3> {
+        let n = ids.dims()[1];
         let x = self.token_embedding.forward(ids) + self.positional_embedding.val().slice([0..n]).unsqueeze_dim(0);
         let pad = mask.clone().lower_elem(0.5);
         // A causal model never looks ahead, and padding sits at the end: no pad mask is needed,
@@ -72,11 +85,15 @@ impl<B: Backend> TextTransformer<B> {
             BlockNorm::Post => self.ln_final.forward(x),
         };
         let x = self.transformer.forward(x, if self.causal { None } else { Some(pad) }, self.causal, activation, norm);
-        let x = match norm {
+        match norm {
             BlockNorm::Pre => self.ln_final.forward(x), // [b, n, width]
             BlockNorm::Post => x,
-        };
-        let width = x.dims()[2];
+        }
+    }
+
+    /// `x`, `[batch, n, width]`, pooled as the tower pools, projected and normalised.
+    fn global(&self, x: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [b, _, width] = x.dims();
         let pooled = match self.pool {
             TextPool::Cls => x.clone().slice([0..b, 0..1]).squeeze_dim::<2>(1),
             TextPool::Eos => {
@@ -89,9 +106,7 @@ impl<B: Backend> TextTransformer<B> {
                 (x.clone() * m.clone()).sum_dim(1).squeeze_dim::<2>(1) / m.sum_dim(1).squeeze_dim::<2>(1)
             }
         };
-        let global = crate::autocast::linear(&self.proj, pooled);
-        let tokens = per_token(&self.token_proj, x);
-        TowerOutput { global: l2_normalize(global), tokens: l2_normalize(tokens), token_mask: Some(mask) }
+        l2_normalize(crate::autocast::linear(&self.proj, pooled))
     }
 }
 

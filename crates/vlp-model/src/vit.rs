@@ -70,6 +70,31 @@ impl<B: Backend> VisionTransformer<B> {
     /// `images`: `[batch, 3, size, size]` → global `[batch, embed]`, tokens `[batch, patches,
     /// token_dim]`, or `[batch, T, token_dim]` through Wukong's `reduction`.
     pub fn forward(&self, images: Tensor<B, 4>, reduction: Option<&TokenReduction<B>>, activation: Activation) -> TowerOutput<B> {
+        let x = self.trunk(images, activation);
+        let [b, n, _] = x.dims();
+        let global = self.global(x.clone());
+        let tokens = per_token(&self.token_proj, x.slice([0..b, 1..n]));
+        // Wukong reduces the projected tokens, then normalises.
+        let tokens = match reduction {
+            Some(r) => r.forward(tokens),
+            None => tokens,
+        };
+        TowerOutput { global, tokens: l2_normalize(tokens), token_mask: None }
+    }
+
+    /// The global embedding of [`Self::forward`] alone, `[batch, embed]`.
+    pub fn forward_global(&self, images: Tensor<B, 4>, activation: Activation) -> Tensor<B, 2> {
+        self.global(self.trunk(images, activation))
+    }
+
+    /// The class token of `x`, `[batch, 1 + patches, width]`, projected and normalised.
+    fn global(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
+        let b = x.dims()[0];
+        l2_normalize(crate::autocast::linear(&self.proj, x.slice([0..b, 0..1]).squeeze_dim::<2>(1)))
+    }
+
+    /// `images` → the blocks' output after the final norm, `[batch, 1 + patches, width]`.
+    fn trunk(&self, images: Tensor<B, 4>, activation: Activation) -> Tensor<B, 3> {
         let x = match crate::cpu::patch_embed::flex_patch_embed(&self.patch_embed, &images) {
             Some(x) => x,
             None => {
@@ -82,15 +107,6 @@ impl<B: Backend> VisionTransformer<B> {
         let cls = self.class_token.val().reshape([1, 1, w]).expand([b, 1, w]);
         let x = Tensor::cat(vec![cls, x], 1) + self.positional_embedding.val().unsqueeze_dim(0);
         let x = self.transformer.forward(self.ln_pre.forward(x), None, false, activation, BlockNorm::Pre);
-        let x = self.ln_post.forward(x);
-        let n = x.dims()[1];
-        let global = crate::autocast::linear(&self.proj, x.clone().slice([0..b, 0..1]).squeeze_dim::<2>(1));
-        let tokens = per_token(&self.token_proj, x.slice([0..b, 1..n]));
-        // Wukong reduces the projected tokens, then normalises.
-        let tokens = match reduction {
-            Some(r) => r.forward(tokens),
-            None => tokens,
-        };
-        TowerOutput { global: l2_normalize(global), tokens: l2_normalize(tokens), token_mask: None }
+        self.ln_post.forward(x)
     }
 }

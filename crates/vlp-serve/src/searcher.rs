@@ -247,7 +247,7 @@ impl<B: Backend> Searcher<B> {
     fn text_embedding(&self, text: &str) -> Result<Vec<f32>, SearchError> {
         let enc = self.encoder()?;
         let (ids, mask) = text_tensors::<B>(&enc.tokenizer, &[text], &self.device).map_err(|e| SearchError::Internal(e.to_string()))?;
-        Ok(rows(enc.model.encode_text(ids, mask).global))
+        Ok(rows(enc.model.embed_text(ids, mask)))
     }
 
     fn text_tokens(&self, text: &str) -> Result<Vec<f32>, SearchError> {
@@ -272,7 +272,7 @@ impl<B: Backend> Searcher<B> {
             }
         })?;
         let x = burn::tensor::Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(buf, [1, 3, side, side]), &self.device);
-        Ok(rows(enc.model.encode_image(x).global))
+        Ok(rows(enc.model.embed_image(x)))
     }
 
     fn checked_embedding(&self, v: &[f32]) -> Result<Vec<f32>, SearchError> {
