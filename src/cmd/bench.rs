@@ -148,11 +148,12 @@ fn embed<B: burn::tensor::backend::Backend>(checkpoint: &std::path::Path, batch:
     }
     let n = (batch * batches) as f64;
     println!(
-        "RESULT images_per_s={:.1} texts_per_s={:.1} batch={batch} batches={batches} image_size={s} threads={} backend={}",
+        "RESULT images_per_s={:.1} texts_per_s={:.1} batch={batch} batches={batches} image_size={s} threads={} backend={} packed_weights_kept_mb={:.0}",
         n / image_secs,
         n / text_secs,
         rayon::current_num_threads(),
-        B::name(&device)
+        B::name(&device),
+        vlp_model::cpu::pack::kept_bytes() as f64 / (1 << 20) as f64
     );
     Ok(())
 }

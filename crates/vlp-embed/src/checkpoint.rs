@@ -193,10 +193,14 @@ pub struct Encoder<B: Backend> {
 
 impl<B: Backend> Encoder<B> {
     /// `path`: a run directory (its latest checkpoint) or a checkpoint directory.
+    ///
+    /// Its weights do not change, so from here on the CPU kernels keep them packed between
+    /// batches, up to the model's own size in f32 ([`vlp_model::cpu::pack`]).
     pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
         let dir = resolve(path)?;
         let (config, tokenizer, state) = read_meta(&dir)?;
         let model = load_model(&dir, &config, device)?;
+        vlp_model::cpu::pack::keep_packed_weights(model.num_params() * std::mem::size_of::<f32>());
         Ok(Encoder { model, config, tokenizer, state, dir })
     }
 }

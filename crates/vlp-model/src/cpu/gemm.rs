@@ -11,26 +11,19 @@
 //! in L1 while packed rows of `x` stream past it from L2, the output tile's earlier sum
 //! prefetched while the next pass computes, row blocks shared among the threads.
 
+use super::pack::packed;
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
-use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Rows of the register tile.
 const MR: usize = 6;
 /// Columns of the register tile: two 8-lane registers.
-const NR: usize = 16;
+pub(super) const NR: usize = 16;
 /// Depth of one pass: a `[KC, NR]` panel of `W` is 16 KB.
 const KC: usize = 256;
 /// Rows each thread task takes at most (its packed `x` block, `ROWS × KC`, stays in L2).
 const ROWS: usize = 128;
-
-/// One row of a packed panel of `W`: [`NR`] floats on a cache line of their own, so that the
-/// kernel's two 8-lane loads never straddle two lines. (`Vec<f32>` promises 4-byte alignment;
-/// on the build machine glibc's large blocks happened to be aligned well enough that the two
-/// layouts measured the same, within noise.)
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([f32; NR]);
 
 /// Whether this CPU runs the kernel.
 pub fn available() -> bool {
@@ -54,17 +47,25 @@ pub struct Weight<'a> {
     pub stride: usize,
     pub cols: Range<usize>,
     pub transposed: bool,
+    /// The tensor whose storage `values` is, when it is a model's parameter: its packed form may
+    /// then be kept between products ([`super::pack::keep_packed_weights`]).
+    pub owner: Option<&'a FlexTensor>,
 }
 
 impl<'a> Weight<'a> {
     /// All of a row-major `[k, n]` matrix.
     pub fn whole(values: &'a [f32], n: usize) -> Self {
-        Weight { values, stride: n, cols: 0..n, transposed: false }
+        Weight { values, stride: n, cols: 0..n, transposed: false, owner: None }
     }
 
     /// All of `W` from a row-major `[n, k]` matrix holding `Wᵀ`.
     pub fn transposed(values: &'a [f32], k: usize) -> Self {
-        Weight { values, stride: k, cols: 0..values.len() / k.max(1), transposed: true }
+        Weight { values, stride: k, cols: 0..values.len() / k.max(1), transposed: true, owner: None }
+    }
+
+    /// This weight, its values the storage of `owner` (a model's parameter).
+    pub fn owned_by(self, owner: &'a FlexTensor) -> Self {
+        Weight { owner: Some(owner), ..self }
     }
 
     /// Whether `values` holds every element of a `[k, cols.len()]` W.
@@ -137,7 +138,7 @@ pub fn matmul_fused(x: &[f32], m: usize, k: usize, w: Weight, fused: Fused) -> O
     // reads it (and before `set_len` below), so the buffer is not zeroed first (perf put memset
     // at 2 % of a ViT-B/32 batch before; this buffer was part of it)
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
-    let panels = pack_weight(&w, k, true);
+    let panels = packed(&w, k, true);
     // the bias padded to whole panels, so the kernel can read 16 values for the last one
     let bias: Option<Vec<f32>> = bias.map(|b| {
         let mut padded = b.to_vec();
@@ -198,7 +199,7 @@ pub(super) fn matmul_strided(x: &[f32], lda: usize, m: usize, k: usize, w: &Weig
         (0..m).for_each(|i| out[i * ldc..i * ldc + n].fill(0.0));
         return;
     }
-    let panels = pack_weight(w, k, false);
+    let panels = packed(w, k, false);
     // SAFETY: the CPU has AVX2 and FMA; the rows written lie inside `out` (checked above).
     #[cfg(target_arch = "x86_64")]
     unsafe {
@@ -222,79 +223,15 @@ impl SendPtr {
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// Panels one packing task takes: it sweeps W's rows in order, copying `GROUP · NR` adjacent
-/// values of each (a panel at a time, 16 values from each of `k` rows `stride` apart, packed
-/// the MLP's `[768, 3072]` weight in 2.8–3.7 ms; this way, in 1.3–1.8).
-const GROUP: usize = 8;
-
-/// `w` as panels of [`NR`] columns, each `k` lines (zeros past the last column); the packing
-/// tasks run in parallel, or on the calling thread where `parallel` is false.
-///
-/// The buffer is not zeroed first: each task writes every line of its panels once. (Zeroing it
-/// on the calling thread while the pool waited, and copying each line through `memmove`, were
-/// 3.6 % of a ViT-B/32 image batch in perf, more than the packing itself.)
-fn pack_weight(w: &Weight, k: usize, parallel: bool) -> Vec<Line> {
-    let len = w.cols.len().div_ceil(NR) * k;
-    let mut packed: Vec<Line> = Vec::with_capacity(len);
-    if len == 0 {
-        return packed;
-    }
-    let lines = &mut packed.spare_capacity_mut()[..len];
-    match parallel {
-        true => lines.par_chunks_mut(k * GROUP).enumerate().for_each(|(g, panels)| pack_panels(w, k, g * GROUP, panels)),
-        false => lines.chunks_mut(k * GROUP).enumerate().for_each(|(g, panels)| pack_panels(w, k, g * GROUP, panels)),
-    }
-    // SAFETY: the chunks cover all `len` lines and `pack_panels` wrote each of them
-    unsafe { packed.set_len(len) };
-    packed
-}
-
-/// Panels `first..` of `w` (as many as `panels` holds, `k` lines each; panel `j` holds columns
-/// `16j..16j + 16` of `w.cols`, zeros past its end): every line of `panels` is written.
-fn pack_panels(w: &Weight, k: usize, first: usize, panels: &mut [MaybeUninit<Line>]) {
-    let c0 = w.cols.start + first * NR;
-    let count = panels.len() / k;
-    // columns of W in each of these panels (the last panel of W may be narrower)
-    let width = |j: usize| (w.cols.end - c0 - j * NR).min(NR);
-    if w.transposed {
-        // each column of W is a row of the stored Wᵀ: a line gathers one value from each of
-        // `width` rows
-        for j in 0..count {
-            let columns: Vec<&[f32]> = (0..width(j)).map(|c| &w.values[(c0 + j * NR + c) * w.stride..][..k]).collect();
-            for (p, line) in panels[j * k..(j + 1) * k].iter_mut().enumerate() {
-                let mut values = [0.0; NR];
-                for (v, column) in values.iter_mut().zip(&columns) {
-                    *v = column[p];
-                }
-                line.write(Line(values));
-            }
-        }
-        return;
-    }
-    for p in 0..k {
-        let row = &w.values[p * w.stride + c0..];
-        for j in 0..count {
-            let values = match row.get(j * NR..j * NR + NR) {
-                Some(full) if width(j) == NR => full.try_into().expect("NR values"),
-                _ => {
-                    let mut values = [0.0; NR];
-                    values[..width(j)].copy_from_slice(&row[j * NR..j * NR + width(j)]);
-                    values
-                }
-            };
-            panels[j * k + p].write(Line(values));
-        }
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Line, Start, KC, MR, NR};
+    use super::super::pack::Line;
+    use super::{Start, KC, MR, NR};
     use std::arch::x86_64::*;
 
     /// `out[rows, n] = x[rows, k] · W (+ bias) (+ out, with start.accumulate)` for one task's
     /// rows, `x` with row stride `lda`, `out` with row stride `ldc`; `panels` is W from
-    /// [`super::pack_weight`].
+    /// [`super::super::pack::pack_weight`].
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)] // the operands of a strided product
     pub(super) unsafe fn rows(
@@ -445,18 +382,18 @@ mod tests {
         let w: Vec<f32> = (0..k * n_total).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let n = cols.len();
         let bias: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let weight = Weight { values: &w, stride: n_total, cols: cols.clone(), transposed: false };
+        let weight = Weight { values: &w, stride: n_total, cols: cols.clone(), transposed: false, owner: None };
         let Some(got) = matmul(&x, m, k, weight, with_bias.then_some(&bias[..])) else {
             eprintln!("no AVX2/FMA here: nothing to check");
             return;
         };
         // the same W stored transposed, `[n_total, k]`
         let w_t: Vec<f32> = (0..n_total * k).map(|i| w[(i % k) * n_total + i / k]).collect();
-        let transposed = Weight { values: &w_t, stride: k, cols: cols.clone(), transposed: true };
+        let transposed = Weight { values: &w_t, stride: k, cols: cols.clone(), transposed: true, owner: None };
         assert_eq!(matmul(&x, m, k, transposed, with_bias.then_some(&bias[..])), Some(got.clone()));
         // a residual added in: the same sums plus it (up to the order of the additions)
         let residual: Vec<f32> = (0..m * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let weight = Weight { values: &w, stride: n_total, cols: cols.clone(), transposed: false };
+        let weight = Weight { values: &w, stride: n_total, cols: cols.clone(), transposed: false, owner: None };
         let fused = Fused { bias: with_bias.then_some(&bias[..]), residual: Some(&residual), then: None };
         let with_residual = matmul_fused(&x, m, k, weight, fused).expect("available");
         for ((g, r), want) in with_residual.iter().zip(&residual).zip(&got) {

@@ -91,7 +91,7 @@ fn flex_linear<B: Backend, const D: usize>(
         None => None,
     };
     let fused = Fused { bias: bias.as_ref().map(values), residual: residual.as_ref().map(values), then };
-    let y = gemm::matmul_fused(values(&x), m, k, Weight::whole(values(&weight), n), fused)?;
+    let y = gemm::matmul_fused(values(&x), m, k, Weight::whole(values(&weight), n).owned_by(&weight), fused)?;
     dims[D - 1] = n;
     Some(flex_result(y, dims))
 }
@@ -121,6 +121,22 @@ mod tests {
         let x = Tensor::<Autodiff<Flex>, 2>::random([100, 40], Distribution::Normal(0.0, 1.0), &device).require_grad();
         let grads = linear(&layer, x.clone()).sum().backward();
         assert!(x.grad(&grads).is_some());
+    }
+
+    /// With packed weights kept between products (as an `Encoder` keeps them), a layer still
+    /// agrees with burn's after its weight changes: the new values are packed afresh.
+    #[test]
+    fn kept_weights_follow_a_changed_parameter() {
+        crate::cpu::pack::keep_packed_weights(1 << 20);
+        let device = Default::default();
+        let mut layer = LinearConfig::new(40, 24).init::<Flex>(&device);
+        let x = Tensor::<Flex, 2>::random([100, 40], Distribution::Normal(0.0, 1.0), &device);
+        let tolerance = burn::tensor::Tolerance::absolute(1e-5);
+        for _ in 0..2 {
+            linear(&layer, x.clone()).into_data().assert_approx_eq::<f32>(&layer.forward(x.clone()).into_data(), tolerance);
+        }
+        layer.weight = Param::from_tensor(layer.weight.val() * 2.0);
+        linear(&layer, x.clone()).into_data().assert_approx_eq::<f32>(&layer.forward(x).into_data(), tolerance);
     }
 
     /// The residual added inside the product against burn's `Linear` plus the residual, on the

@@ -15,5 +15,6 @@ pub mod gemm;
 pub mod heads;
 pub mod layer_norm;
 pub mod linear;
+pub mod pack;
 pub mod patch_embed;
 pub mod self_attention;

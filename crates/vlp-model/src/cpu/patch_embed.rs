@@ -41,7 +41,8 @@ pub(crate) fn flex_patch_embed<B: Backend>(conv: &Conv2d<B>, images: &Tensor<B, 
     }
     let k = channels * kh * kw;
     let patches = gather(values(&images), [batch, channels, height, width], [kh, kw]);
-    let y = gemm::matmul(&patches, rows, k, Weight::transposed(&values(&weight)[..out * k], k), bias.as_ref().map(values))?;
+    let y =
+        gemm::matmul(&patches, rows, k, Weight::transposed(&values(&weight)[..out * k], k).owned_by(&weight), bias.as_ref().map(values))?;
     Some(flex_result(y, [batch, gh * gw, out]))
 }
 

@@ -45,9 +45,9 @@ pub(crate) fn flex_block<B: Backend>(
     // through integers: a backend may store a bool tensor as bytes or as native bools
     let pad: Option<Vec<bool>> = pad.map(|p| p.clone().int().into_data().iter::<i64>().map(|v| v != 0).collect());
     let weights = Weights {
-        qkv: values(&qkv.0),
+        qkv: Weight::whole(values(&qkv.0), 3 * dims[2]).owned_by(&qkv.0),
         qkv_bias: qkv.1.as_ref().map(values),
-        out: values(&out.0),
+        out: Weight::whole(values(&out.0), dims[2]).owned_by(&out.0),
         out_bias: out.1.as_ref().map(values),
         heads,
     };
@@ -97,13 +97,13 @@ pub fn attend(qkv: &[f32], batch: usize, tokens: usize, heads: usize, head_dim: 
 }
 
 /// The weights of one [`crate::attention::SelfAttention`] block, row-major `[in, out]`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Weights<'a> {
     /// `[width, 3·width]`: queries, keys and values side by side.
-    pub qkv: &'a [f32],
+    pub qkv: Weight<'a>,
     pub qkv_bias: Option<&'a [f32]>,
     /// `[width, width]`.
-    pub out: &'a [f32],
+    pub out: Weight<'a>,
     pub out_bias: Option<&'a [f32]>,
     pub heads: usize,
 }
@@ -120,9 +120,9 @@ pub fn self_attention(
     residual: Option<&[f32]>,
 ) -> Option<Vec<f32>> {
     let rows = batch * tokens;
-    let fused = gemm::matmul(x, rows, width, Weight::whole(weights.qkv, 3 * width), weights.qkv_bias)?;
+    let fused = gemm::matmul(x, rows, width, weights.qkv.clone(), weights.qkv_bias)?;
     let context = attend(&fused, batch, tokens, weights.heads, width / weights.heads, pad, causal);
-    gemm::matmul_fused(&context, rows, width, Weight::whole(weights.out, width), Fused { bias: weights.out_bias, residual, then: None })
+    gemm::matmul_fused(&context, rows, width, weights.out.clone(), Fused { bias: weights.out_bias, residual, then: None })
 }
 
 #[derive(Clone, Copy)]
@@ -149,13 +149,18 @@ fn batch_row(rows: &[f32], Shape { tokens, heads, head_dim }: Shape, pad: Option
     let mut scores = vec![0f32; tokens * tokens];
     for h in 0..heads {
         // the head's keys, `[tokens, head_dim]` in place: W = keysᵀ
-        let keys = Weight { values: &rows[width + h * head_dim..], stride: 3 * width, cols: 0..tokens, transposed: true };
+        let keys = Weight { values: &rows[width + h * head_dim..], stride: 3 * width, cols: 0..tokens, transposed: true, owner: None };
         gemm::matmul_strided(&rows[h * head_dim..], 3 * width, tokens, head_dim, &keys, &mut scores, tokens);
         for (i, row) in scores.chunks_exact_mut(tokens).enumerate() {
             softmax(row, |j| pad.is_some_and(|p| p[j]) || (causal && j > i), scale);
         }
-        let values =
-            Weight { values: rows, stride: 3 * width, cols: 2 * width + h * head_dim..2 * width + (h + 1) * head_dim, transposed: false };
+        let values = Weight {
+            values: rows,
+            stride: 3 * width,
+            cols: 2 * width + h * head_dim..2 * width + (h + 1) * head_dim,
+            transposed: false,
+            owner: None,
+        };
         gemm::matmul_strided(&scores, tokens, tokens, tokens, &values, &mut out[h * head_dim..], width);
     }
 }
