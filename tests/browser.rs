@@ -108,8 +108,12 @@ impl Driver {
         self.session("POST", "/execute/sync", Some(&json!({"script": js, "args": []})))
     }
 
-    /// Waits until the status line says `want` and the results' images have all loaded.
+    /// Waits until the status line reports the finished search for `want` ("N results for {want}")
+    /// and the results' images have all loaded. The line says "searching {want} …" while the request
+    /// is in flight, with the previous search's results still shown: matching `want` alone let a
+    /// loaded CI machine read those old results and click a card that was about to be replaced.
     fn wait_for_results(&self, want: &str) -> Value {
+        let done = format!("results for {want}");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let v = self.script(
@@ -122,7 +126,7 @@ impl Driver {
             );
             assert_ne!(v["error"], "error", "the page shows an error: {v}");
             let n = v["results"].as_u64().unwrap_or(0);
-            if v["status"].as_str().unwrap_or("").contains(want) && n > 0 && v["loaded"].as_u64() == Some(n) {
+            if v["status"].as_str().unwrap_or("").contains(&done) && n > 0 && v["loaded"].as_u64() == Some(n) {
                 return v;
             }
             assert!(Instant::now() < deadline, "no results for {want:?}: {v}");
@@ -156,7 +160,7 @@ fn search_page_by_text_by_upload_and_by_click() {
 
     d.type_into("#q", "一个小的蓝色圆形");
     d.click("#search");
-    d.wait_for_results("一个小的蓝色圆形");
+    d.wait_for_results("\"一个小的蓝色圆形\"");
 
     let image = std::fs::read_dir(data.join("images")).unwrap().next().unwrap().unwrap().path();
     let upload = d.find("#file");
