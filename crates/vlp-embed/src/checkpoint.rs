@@ -163,7 +163,7 @@ pub fn read_meta(dir: &Path) -> Result<(RunConfig, TextTokenizer, TrainState)> {
 pub fn load_model<B: Backend>(dir: &Path, cfg: &RunConfig, device: &B::Device) -> Result<DualEncoder<B>> {
     let _guard = vlp_model::init::rng_guard();
     let file = dir.join("model.bin");
-    let first = match cfg.model.init::<B>(device).load_file(dir.join("model"), &recorder(), device) {
+    let first = match vlp_model::init::for_loading(|| cfg.model.init::<B>(device)).load_file(dir.join("model"), &recorder(), device) {
         Ok(model) => return Ok(model),
         Err(e) => e,
     };
@@ -175,7 +175,9 @@ pub fn load_model<B: Backend>(dir: &Path, cfg: &RunConfig, device: &B::Device) -
         patched.extend(std::iter::repeat_n(0u8, n));
         let tmp = tempfile::Builder::new().suffix(".bin").tempfile().map_err(|e| ck_err(&file, e))?;
         std::fs::write(tmp.path(), &patched).map_err(|e| ck_err(&file, e))?;
-        if let Ok(model) = cfg.model.init::<B>(device).load_file(tmp.path().with_extension(""), &recorder(), device) {
+        if let Ok(model) =
+            vlp_model::init::for_loading(|| cfg.model.init::<B>(device)).load_file(tmp.path().with_extension(""), &recorder(), device)
+        {
             return Ok(model);
         }
     }

@@ -135,7 +135,7 @@ fn write_run<B: Backend>(
     let cfg = run_config(&model_cfg, tokenizer_kind, tk.vocab_size(), config)?;
     let model = {
         let _guard = vlp_model::init::rng_guard();
-        load_openclip(cfg.model.init::<B>(device), state).map_err(|e| EmbedError::import(weights, e))?
+        load_openclip(vlp_model::init::for_loading(|| cfg.model.init::<B>(device)), state).map_err(|e| EmbedError::import(weights, e))?
     };
     std::fs::create_dir_all(out).map_err(|e| EmbedError::io(out, e))?;
     let checkpoint = save_model(out, &model, &TrainState::default(), &cfg, &tk)?;

@@ -425,11 +425,11 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let name = self.path.join(".");
         let Some(source) = openclip_key(&name) else { return param };
-        let (id, tensor, mapper) = param.consume();
-        let expected = tensor.dims().to_vec();
+        // the shape without drawing the value: the model was built for loading
+        let expected = param.lazy_shape().dims::<D>().to_vec();
         let Some((shape, values)) = self.state.get(&source.key) else {
             self.errors.push(ImportError::Missing { key: source.key, param: name });
-            return Param::from_mapped_value(id, tensor, mapper);
+            return param;
         };
         self.used.insert(source.key.clone());
         // OpenCLIP's logit_scale is a 0-d scalar; vlp's is `[1]`.
@@ -440,12 +440,13 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_> {
         };
         if found != expected {
             self.errors.push(ImportError::Shape { key: source.key, param: name, expected, found });
-            return Param::from_mapped_value(id, tensor, mapper);
+            return param;
         }
         let values = if source.transpose { transposed(values, shape[0], shape[1]) } else { values.to_vec() };
-        let loaded = Tensor::<B, D>::from_data(TensorData::new(values, found), &tensor.device());
-        let loaded = if tensor.is_require_grad() { loaded.require_grad() } else { loaded };
-        Param::from_mapped_value(id, loaded, mapper)
+        let loaded = Tensor::<B, D>::from_data(TensorData::new(values, found), &param.lazy_device());
+        // as burn's own loading: the parameter's device and gradient setting, never its draw
+        let id = param.id;
+        param.transform_for_load(loaded, id)
     }
 }
 

@@ -29,6 +29,7 @@ impl<B: Backend> ModuleVisitor<B> for Collect {
 
 fn params(cfg: &ModelConfig) -> BTreeMap<String, Vec<f64>> {
     let device = Default::default();
+    let _guard = vlp_model::init::rng_guard(); // the tests here draw side by side
     Flex::seed(&device, 7);
     let model = cfg.init::<Flex>(&device);
     let mut c = Collect(Vec::new(), BTreeMap::new());
@@ -243,4 +244,39 @@ fn conv_out(path: &str) -> usize {
     } else {
         planes
     }
+}
+
+/// A model built inside `for_loading` draws nothing: the seeded stream after it is the one a
+/// fresh seed gives, records loaded into it are the saved values, and a parameter no record
+/// replaces is still drawn from its distribution when first read.
+#[test]
+fn a_model_built_for_loading_draws_nothing_until_read() {
+    use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+    let cfg = ModelConfig { embed_dim: 32, token_dim: None, image: vit(32), text: text(true, 32, 1) };
+    let device = Default::default();
+    let want = params(&cfg);
+
+    let guard = vlp_model::init::rng_guard();
+    Flex::seed(&device, 7);
+    let skeleton = vlp_model::init::for_loading(|| cfg.init::<Flex>(&device));
+    let drawn_after = cfg.init::<Flex>(&device);
+    let mut c = Collect(Vec::new(), BTreeMap::new());
+    drawn_after.visit(&mut c);
+    assert_eq!(c.1, want, "building for loading moved the seeded stream");
+    drop(guard);
+
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let bytes = recorder.record(drawn_after.into_record(), ()).unwrap();
+    let loaded = skeleton.load_record(recorder.load(bytes, &device).unwrap());
+    let mut c = Collect(Vec::new(), BTreeMap::new());
+    loaded.visit(&mut c);
+    assert_eq!(c.1, want);
+
+    // outside for_loading, parameters are drawn when built; inside, on first read
+    let unread = vlp_model::init::for_loading(|| cfg.init::<Flex>(&device));
+    let mut c = Collect(Vec::new(), BTreeMap::new());
+    unread.visit(&mut c);
+    let projection = &c.1["image.Vit.proj.weight"];
+    assert_ne!(projection, &want["image.Vit.proj.weight"], "an unread parameter was drawn at build");
+    check("image.Vit.proj.weight", projection, Want::Normal(32f64.powf(-0.5)));
 }

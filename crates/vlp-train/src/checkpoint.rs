@@ -53,7 +53,8 @@ pub fn load_for_resume<B: AutodiffBackend>(dir: &Path, device: &B::Device, train
     let momentum = if cfg.loss.queue_weight > 0.0 {
         let path = dir.join("momentum");
         let _guard = vlp_model::init::rng_guard();
-        let template = MomentumState::new(cfg.model.init(device), &cfg.loss.momentum, cfg.model.embed_dim, device);
+        let template =
+            vlp_model::init::for_loading(|| MomentumState::new(cfg.model.init(device), &cfg.loss.momentum, cfg.model.embed_dim, device));
         Some(template.load_file(path, &recorder(), device).map_err(|e| ck_err(&dir.join("momentum.bin"), e))?)
     } else {
         None
