@@ -59,6 +59,25 @@ fn data_train_plot_index_search_zeroshot() {
     let (good, _, err) = vlp(&["search", "--index", s(&index), "--checkpoint", s(&other), "--text", "a red star"]);
     assert!(!good && err.contains("was built with the model") && err.contains("is the model"), "{err}");
 
+    // a model that did not learn token embeddings (CLIP's loss alone, as every imported one):
+    // its index stores none, re-ranking is refused saying why, and the index still grows
+    let clip = tmp.path().join("clip-ckpt");
+    std::fs::create_dir(&clip).unwrap();
+    for f in std::fs::read_dir(&other).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, clip.join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(clip.join("config.toml"), config.replace("token_weight = 0.5", "token_weight = 0.0")).unwrap();
+    let clip_index = tmp.path().join("clip-index");
+    ok(&["index", "build", "--checkpoint", s(&clip), "--data", s(&data), "--split", "test", "--out", s(&clip_index)]);
+    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(clip_index.join("index.json")).unwrap()).unwrap();
+    assert!(info["image_tokens"].is_null() && !clip_index.join("image_tokens.vec").exists(), "{info}");
+    let (good, _, err) = vlp(&["search", "--index", s(&clip_index), "--text", "a small blue circle", "--rerank", "20"]);
+    assert!(!good && err.contains("stores no token embeddings") && err.contains("token_weight = 0"), "{err}");
+    ok(&["index", "add", "--index", s(&clip_index), "--data", s(&data), "--split", "val"]);
+    let (good, _, err) = vlp(&["search", "--index", s(&clip_index), "--text", "a small blue circle", "--rerank", "20"]);
+    assert!(!good && err.contains("stores no token embeddings"), "{err}");
+
     let zs = ok(&["zeroshot", "--checkpoint", s(&run), "--data", s(&data), "--label-field", "main", "--out", s(&tmp.path().join("zs"))]);
     assert!(zs.contains("global, mean embedding") && zs.contains("token-level, mean similarity") && zs.contains("random"), "{zs}");
 

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use vlp_embed::checkpoint::{model_identity, Encoder};
-use vlp_embed::corpus::embed_corpus;
+use vlp_embed::corpus::{embed_corpus, Tokens};
 use vlp_index::ann::{HnswConfig, HnswGraph};
 use vlp_index::catalog::{self, BuildInput, Filter, Item, Mode, RetrievalIndex, SearchParams};
 use vlp_index::exact::top_k;
@@ -175,7 +175,7 @@ fn build<B: burn::tensor::backend::Backend>(
 ) -> Result<()> {
     let started = Instant::now();
     let enc = Encoder::<B>::load(checkpoint, device).with_context(|| format!("loading {}", checkpoint.display()))?;
-    let (mut input, skipped) = embed_corpus(&enc, data, split, hnsw, on.images_per_batch(), device)?;
+    let (mut input, skipped) = embed_corpus(&enc, data, split, hnsw, on.images_per_batch(), Tokens::if_learnt(&enc), device)?;
     input.precision = precision;
     let embedded_at = started.elapsed().as_secs_f64();
     let info = catalog::build(out, input)?;
@@ -268,7 +268,8 @@ fn add<B: burn::tensor::backend::Backend>(
     let ck = checkpoint.map(Path::to_path_buf).or_else(|| idx.info.source.get("checkpoint").and_then(Value::as_str).map(PathBuf::from));
     let ck = ck.context("the index records no checkpoint: pass --checkpoint")?;
     let enc = Encoder::<B>::load(&ck, device).with_context(|| format!("loading {}", ck.display()))?;
-    let (input, skipped) = embed_corpus(&enc, data, split, idx.info.hnsw, on.images_per_batch(), device)?;
+    let tokens = if idx.info.image_tokens.is_some() { Tokens::Store } else { Tokens::Skip };
+    let (input, skipped) = embed_corpus(&enc, data, split, idx.info.hnsw, on.images_per_batch(), tokens, device)?;
     let added = idx.add(input)?;
     eprint!("{}", skipped.summary());
     println!(

@@ -79,7 +79,7 @@ fn run_on<B: burn::tensor::backend::Backend>(a: &ZeroShotArgs, device: &B::Devic
     let mut dim = 0;
     for ck in &a.checkpoints {
         let enc = Encoder::<B>::load(ck, device).with_context(|| format!("loading {}", ck.display()))?;
-        let token_level = enc.config.loss.token_weight > 0.0;
+        let token_level = enc.config.loss.learns_tokens();
         dim = enc.config.model.embed_dim;
         let (scores, bad) =
             classify(&enc.model, &enc.tokenizer, &enc.config.image_config(), &labelled, &class_names, &templates, token_level, device)?;

@@ -23,25 +23,53 @@ fn image_path(data: &str, meta: &Map<String, Value>, location: &str) -> String {
     std::fs::canonicalize(&p).unwrap_or(p).display().to_string()
 }
 
+/// Whether an index stores its images' token vectors, for token-level re-ranking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tokens {
+    Store,
+    Skip,
+}
+
+impl Tokens {
+    /// [`Tokens::Store`] for a model that learnt token embeddings
+    /// ([`vlp_model::config::LossConfig::learns_tokens`]). Any other model's are its projection's
+    /// random start: an imported ViT-B/32's would be 49 × 512 of them per image, fifty times
+    /// the bytes of its global vector, and re-ranking by them is noise.
+    pub fn if_learnt<B: Backend>(enc: &Encoder<B>) -> Self {
+        if enc.config.loss.learns_tokens() {
+            Tokens::Store
+        } else {
+            Tokens::Skip
+        }
+    }
+}
+
 /// Embeds a data split with a checkpoint: everything an index needs (global vectors of images
 /// and texts, the images' token vectors for re-ranking, items and captions), and what was skipped.
-/// Images go `batch` at a time, texts twice as many.
+/// Images go `batch` at a time, texts twice as many. With `tokens`, the images' token vectors
+/// too: a new index takes them where the model learnt them ([`Tokens::if_learnt`]), an index
+/// that grows takes what it already holds.
 pub fn embed_corpus<B: Backend>(
     enc: &Encoder<B>,
     data: &str,
     split: &str,
     hnsw: HnswConfig,
     batch: usize,
+    tokens: Tokens,
     device: &B::Device,
 ) -> Result<(BuildInput, vlp_data::SkipLog)> {
     let model = model_identity(&enc.dir)?;
     let set = EvalSet::load(data, split, &ReadOptions::default())?;
     eprintln!("embedding {} images and {} texts of {data} ({split}) with {}", set.images.len(), set.texts.len(), enc.dir.display());
     // global and token embeddings in one pass over the images
+    let with_tokens = tokens == Tokens::Store;
     let mut images = Embeddings::default();
     let mut tokens: Vec<f32> = Vec::new();
     let mut token_shape = [0usize; 2];
     let skipped = for_each_image_batch::<B>(&set.images, &enc.config.image_config(), batch, device, |ids, x| {
+        if !with_tokens {
+            return images.push_rows(ids, enc.model.embed_image(x));
+        }
         let out = enc.model.encode_image(x);
         let [_, n, d] = out.tokens.dims();
         token_shape = [n, d];
@@ -82,7 +110,7 @@ pub fn embed_corpus<B: Backend>(
         texts: text_entries,
         text_vectors: texts.vectors,
         source,
-        image_tokens: Some((token_shape, tokens)),
+        image_tokens: with_tokens.then_some((token_shape, tokens)),
         precision: Precision::F32,
     };
     Ok((input, skipped))

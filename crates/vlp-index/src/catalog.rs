@@ -291,6 +291,9 @@ pub struct Ranked {
     pub score: f32,
 }
 
+/// Why an index without token vectors cannot re-rank.
+pub const NO_TOKEN_EMBEDDINGS: &str = "the index stores no token embeddings: its model did not learn them (trained without FILIP's loss, loss.token_weight = 0, or imported), so re-ranking needs an index built from a model trained with it";
+
 /// An opened index.
 pub struct RetrievalIndex {
     pub dir: PathBuf,
@@ -438,7 +441,7 @@ impl RetrievalIndex {
     pub fn rerank_images(&self, rows: &[usize], query_tokens: &[f32], model: &str) -> Result<Vec<Ranked>> {
         let (store, [n, d]) = match (&self.image_tokens, self.info.image_tokens) {
             (Some(s), Some(shape)) => (s, shape),
-            _ => return Err(IndexError::Invalid(format!("{} stores no token embeddings; rebuild it to re-rank", self.dir.display()))),
+            _ => return Err(IndexError::Invalid(format!("{}: {NO_TOKEN_EMBEDDINGS}", self.dir.display()))),
         };
         store.check_query(model, n * d)?;
         if query_tokens.is_empty() || !query_tokens.len().is_multiple_of(d) {

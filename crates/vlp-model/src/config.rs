@@ -197,6 +197,16 @@ impl Default for LossConfig {
     }
 }
 
+impl LossConfig {
+    /// Whether a model trained with this loss has learnt token embeddings: FILIP's loss had
+    /// weight. Without it (CLIP, BriVL, and every imported OpenCLIP or Chinese-CLIP model, whose
+    /// checkpoints have no token-level head) the token projections keep their random start, and
+    /// token-level scores are noise.
+    pub fn learns_tokens(&self) -> bool {
+        self.token_weight > 0.0
+    }
+}
+
 fn one() -> f32 {
     1.0
 }

@@ -189,7 +189,7 @@ impl<B: Backend> Searcher<B> {
         let hits: Vec<(usize, f32)> = match (&r.query, r.side) {
             (Query::Text(text), Side::Images) => {
                 if p.rerank.is_some() && idx.image_tokens.is_none() {
-                    return Err(SearchError::BadRequest("this index stores no token embeddings: rebuild it with them to re-rank".into()));
+                    return Err(SearchError::BadRequest(vlp_index::catalog::NO_TOKEN_EMBEDDINGS.into()));
                 }
                 let dense = !matches!(p.mode, Mode::Bm25) || p.rerank.is_some();
                 let q = if dense { Some(self.text_embedding(text)?) } else { None };
