@@ -33,8 +33,8 @@ pub enum Tokens {
 impl Tokens {
     /// [`Tokens::Store`] for a model that learnt token embeddings
     /// ([`vlp_model::config::LossConfig::learns_tokens`]). Any other model's are its projection's
-    /// random start: an imported ViT-B/32's would be 49 × 512 of them per image, fifty times
-    /// the bytes of its global vector, and re-ranking by them is noise.
+    /// random start: an imported ViT-B/32's are 49 × 512 per image, 50 KB in f16 beside its global
+    /// vector's 2 KB (1.66 of a 1.89 MB index of 33 images), and re-ranking by them is noise.
     pub fn if_learnt<B: Backend>(enc: &Encoder<B>) -> Self {
         if enc.config.loss.learns_tokens() {
             Tokens::Store
