@@ -45,10 +45,10 @@ impl Tokens {
 }
 
 /// Embeds a data split with a checkpoint: everything an index needs (global vectors of images
-/// and texts, the images' token vectors for re-ranking, items and captions), and what was skipped.
-/// Images go `batch` at a time, texts twice as many. With `tokens`, the images' token vectors
-/// too: a new index takes them where the model learnt them ([`Tokens::if_learnt`]), an index
-/// that grows takes what it already holds.
+/// and texts, items and captions, and with [`Tokens::Store`] the images' token vectors for
+/// re-ranking), and what was skipped. Images go `batch` at a time, texts twice as many. A new
+/// index takes token vectors where the model learnt them ([`Tokens::if_learnt`]), an index that
+/// grows what it already holds.
 pub fn embed_corpus<B: Backend>(
     enc: &Encoder<B>,
     data: &str,

@@ -23,11 +23,11 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Shape, Tensor};
 use std::cell::Cell;
 
-/// One parameter's distribution.
 /// The backend's random generator is one per process: two threads drawing at once (tests run
 /// several trainings side by side) interleave their draws, and a seeded initialisation is no
 /// longer repeatable. Hold this while seeding and drawing a model, and while building a model
-/// only to load weights into it (burn may draw a parameter's initial value when it is replaced).
+/// only to load weights into it outside [`for_loading`] (burn may draw a parameter's initial
+/// value when it is replaced).
 pub fn rng_guard() -> std::sync::MutexGuard<'static, ()> {
     static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
     RNG.lock().unwrap_or_else(|e| e.into_inner())
@@ -54,6 +54,7 @@ pub fn for_loading<T>(build: impl FnOnce() -> T) -> T {
     build()
 }
 
+/// One parameter's distribution.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Init {
     /// N(0, std²).
