@@ -102,7 +102,7 @@ impl ModifiedResnetConfig {
     }
 
     /// As OpenCLIP's `ModifiedResNet` starts: convolutions U(±1/√fan_in), BatchNorm γ 1 and β 0
-    /// but each bottleneck's last γ 0, the pool as [`AttentionPool2d::new`].
+    /// but each bottleneck's last γ 0, the pool as `AttentionPool2d::new`.
     pub fn init<B: Backend>(&self, embed_dim: usize, token_dim: usize, device: &B::Device) -> ModifiedResNet<B> {
         let half = self.width / 2;
         let stem = vec![

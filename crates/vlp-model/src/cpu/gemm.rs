@@ -7,7 +7,7 @@
 //! and the bias as a second pass) ran the MLP's `[1600, 768] · [768, 3072]` at 96–121 GFLOP/s,
 //! PyTorch's MKL `addmm` at 120–150, this kernel at 135–160 with the weight packed on every call
 //! (the machine's FMA peak is 200; its timings wander by ±10 % from minute to minute). It is the BLIS scheme: a 6 × 16 register tile (12
-//! accumulators), `k` in blocks of [`KC`] so that a packed 16-column panel of `W` (16 KB) stays
+//! accumulators), `k` in blocks of `KC` so that a packed 16-column panel of `W` (16 KB) stays
 //! in L1 while packed rows of `x` stream past it from L2, the output tile's earlier sum
 //! prefetched while the next pass computes, row blocks shared among the threads.
 

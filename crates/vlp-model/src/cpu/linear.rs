@@ -1,6 +1,6 @@
 //! burn's `Linear` for embedding on the CPU: `x · W + b` (and the MLP's activation after it)
 //! through [`super::gemm`] on Flex with f32 tensors; burn's own ops on every other backend, under
-//! autodiff, in a bf16 scope, and for products of fewer than [`MIN_ROWS`] rows (where packing the
+//! autodiff, in a bf16 scope, and for products of fewer than `MIN_ROWS` rows (where packing the
 //! weight would cost more than the product).
 
 use super::flex::{flex_f32, flex_result, values};
