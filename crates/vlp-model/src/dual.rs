@@ -1,6 +1,7 @@
 //! The dual encoder: both towers, their temperatures, and the loss that joins them.
 
 use crate::config::{Activation, BlockNorm, ImageTowerConfig, LossConfig, ModelConfig};
+use crate::cpu::flex::on_pool;
 use crate::loss::{ClipLoss, LossOutput, TokenwiseLoss};
 use crate::modified_resnet::ModifiedResNet;
 use crate::momentum;
@@ -98,31 +99,31 @@ impl ModelConfig {
 impl<B: Backend> DualEncoder<B> {
     /// `images`: `[batch, 3, size, size]`, normalised.
     pub fn encode_image(&self, images: Tensor<B, 4>) -> TowerOutput<B> {
-        match &self.image {
+        on_pool::<B, _>(|| match &self.image {
             ImageTower::Vit(v) => v.forward(images, self.image_token_reduction.as_ref(), self.arch.image_activation),
             ImageTower::Resnet(r) => r.forward(images),
             ImageTower::ModifiedResnet(r) => r.forward(images),
-        }
+        })
     }
 
     /// `ids`: `[batch, context]`; `mask`: `[batch, context]`, 1 for a real token.
     pub fn encode_text(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> TowerOutput<B> {
-        self.text.forward(ids, mask, self.arch.text_activation, self.arch.text_norm)
+        on_pool::<B, _>(|| self.text.forward(ids, mask, self.arch.text_activation, self.arch.text_norm))
     }
 
     /// [`Self::encode_image`]'s global embeddings alone, `[batch, embed_dim]`: what retrieval,
     /// scoring and indexing by vector need, without the token embeddings' projection.
     pub fn embed_image(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        match &self.image {
+        on_pool::<B, _>(|| match &self.image {
             ImageTower::Vit(v) => v.forward_global(images, self.arch.image_activation),
             ImageTower::Resnet(r) => r.forward_global(images),
             ImageTower::ModifiedResnet(r) => r.forward_global(images),
-        }
+        })
     }
 
     /// [`Self::encode_text`]'s global embeddings alone, `[batch, embed_dim]`.
     pub fn embed_text(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.text.forward_global(ids, mask, self.arch.text_activation, self.arch.text_norm)
+        on_pool::<B, _>(|| self.text.forward_global(ids, mask, self.arch.text_activation, self.arch.text_norm))
     }
 
     /// The weighted training loss of a batch of matching pairs (pair i = image i, text i),

@@ -9,7 +9,7 @@
 //! Each file's header gives the measurement that justified it.
 
 pub mod batch_norm;
-mod flex;
+pub(crate) mod flex;
 pub mod gelu;
 pub mod gemm;
 pub mod heads;
