@@ -5,13 +5,16 @@
 //! weights, 2.7 % of an image batch in perf on the 2-core build machine, for values that do not
 //! change from one batch to the next when a model embeds. Once [`keep_packed_weights`] is
 //! called, a weight whose [`Weight::owner`] is given is packed once and its panels reused,
-//! least recently used dropped first past the limit. An entry holds a clone of the owning
-//! tensor: its storage stays allocated, and burn-flex copies shared storage before writing to
-//! it, so the values behind a kept key cannot change.
+//! least recently used dropped first past the limit. An entry holds the owning tensor's storage:
+//! it stays allocated, and burn-flex copies shared storage before writing to it, so the values
+//! behind a kept key cannot change. Once nothing but the kept entries holds it (the model was
+//! dropped), they go at the next insert.
 
 use super::gemm::{Weight, NR};
+use burn::tensor::Bytes;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+use std::collections::HashMap;
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
@@ -85,8 +88,9 @@ impl Key {
 struct Entry {
     key: Key,
     panels: Arc<Vec<Line>>,
-    /// Keeps the values at `key.address` allocated and unchanged while the entry lives.
-    _owner: FlexTensor,
+    /// The owning tensor's storage: keeps the values at `key.address` allocated and unchanged
+    /// while the entry lives.
+    storage: Arc<Bytes>,
     used: u64,
 }
 
@@ -111,6 +115,7 @@ impl Kept {
     /// Only for an owner whose storage something else holds too (the model's parameter): a
     /// unique one is a copy made for this product, which no later product will find.
     fn insert(&mut self, key: Key, panels: &Arc<Vec<Line>>, owner: &FlexTensor) {
+        self.drop_orphans();
         let size = std::mem::size_of_val(panels.as_slice());
         if size > self.limit || owner.is_unique() || self.entries.iter().any(|e| e.key == key) {
             return;
@@ -122,7 +127,24 @@ impl Kept {
         }
         self.clock += 1;
         self.bytes += size;
-        self.entries.push(Entry { key, panels: panels.clone(), _owner: owner.clone(), used: self.clock });
+        self.entries.push(Entry { key, panels: panels.clone(), storage: owner.data_arc(), used: self.clock });
+    }
+
+    /// Drops the entries whose storage only they still hold (one weight may be kept under
+    /// several keys: column ranges, depths): their model is gone or their parameter was
+    /// replaced, so no product will find their keys again, and they would keep its weights
+    /// allocated beside the panels, uncounted, until evicted (a command that embeds with a
+    /// large model and then a small one would hold most of the first to the end).
+    fn drop_orphans(&mut self) {
+        let mut holders: HashMap<*const Bytes, usize> = HashMap::new();
+        for e in &self.entries {
+            *holders.entry(Arc::as_ptr(&e.storage)).or_default() += 1;
+        }
+        let before = self.entries.len();
+        self.entries.retain(|e| Arc::strong_count(&e.storage) > holders[&Arc::as_ptr(&e.storage)]);
+        if self.entries.len() != before {
+            self.bytes = self.entries.iter().map(|e| std::mem::size_of_val(e.panels.as_slice())).sum();
+        }
     }
 }
 
@@ -239,5 +261,27 @@ mod tests {
         // one larger than the whole limit is not kept, and evicts nothing
         kept.insert(key(4), &panels(12), &owner);
         assert!(kept.get(&key(4)).is_none() && kept.get(&key(1)).is_some());
+    }
+
+    #[test]
+    fn a_dropped_models_panels_go_at_the_next_insert() {
+        let panels = |cols: usize| Arc::new(vec![Line([0.0; NR]); cols]);
+        let size = std::mem::size_of::<Line>() * 4;
+        let mut kept = Kept { limit: 4 * size, bytes: 0, clock: 0, entries: Vec::new() };
+        let key = |address: usize| Key { address, len: 4, stride: 2, cols: (0, 2), transposed: false, k: 2 };
+        let (first, second) = (weight(2, 2, 0), weight(2, 2, 1));
+        let first_model = first.clone();
+        let _second_model = second.clone();
+        // one weight under two keys (two column ranges): the entries share its storage
+        kept.insert(key(1), &panels(4), &first);
+        kept.insert(key(2), &panels(4), &first);
+        drop(first);
+        kept.insert(key(3), &panels(4), &second);
+        assert!(kept.get(&key(1)).is_some() && kept.get(&key(2)).is_some(), "kept while the model holds the weight");
+        drop(first_model);
+        kept.insert(key(4), &panels(4), &second);
+        assert!(kept.get(&key(1)).is_none() && kept.get(&key(2)).is_none(), "the dropped model's entries are gone");
+        assert!(kept.get(&key(3)).is_some() && kept.get(&key(4)).is_some());
+        assert_eq!((kept.entries.len(), kept.bytes), (2, 2 * size));
     }
 }
