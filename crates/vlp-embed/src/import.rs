@@ -133,12 +133,14 @@ fn write_run<B: Backend>(
         ));
     }
     let cfg = run_config(&model_cfg, tokenizer_kind, tk.vocab_size(), config)?;
-    let model = {
-        let _guard = vlp_model::init::rng_guard();
-        load_openclip(vlp_model::init::for_loading(|| cfg.model.init::<B>(device)), state).map_err(|e| EmbedError::import(weights, e))?
-    };
+    // held through the save: the parameters the checkpoint has no key for (FILIP's token
+    // projections) are drawn there, when first read
+    let rng = vlp_model::init::rng_guard();
+    let model =
+        load_openclip(vlp_model::init::for_loading(|| cfg.model.init::<B>(device)), state).map_err(|e| EmbedError::import(weights, e))?;
     std::fs::create_dir_all(out).map_err(|e| EmbedError::io(out, e))?;
     let checkpoint = save_model(out, &model, &TrainState::default(), &cfg, &tk)?;
+    drop(rng);
     use burn::module::Module;
     Ok(Imported { checkpoint, config: cfg, parameters: model.num_params(), tensors: state.keys().count() })
 }

@@ -292,7 +292,7 @@ pub struct Ranked {
 }
 
 /// Why an index without token vectors cannot re-rank.
-pub const NO_TOKEN_EMBEDDINGS: &str = "the index stores no token embeddings: its model did not learn them (trained without FILIP's loss, loss.token_weight = 0, or imported), so re-ranking needs an index built from a model trained with it";
+pub const NO_TOKEN_EMBEDDINGS: &str = "the index stores no token embeddings: its model did not learn them (trained without FILIP's loss, loss.token_weight = 0, or imported) or it was built from given vectors, so re-ranking needs an index built from a model trained with that loss";
 
 /// An opened index.
 pub struct RetrievalIndex {

@@ -22,7 +22,8 @@ const MR: usize = 6;
 pub(super) const NR: usize = 16;
 /// Depth of one pass: a `[KC, NR]` panel of `W` is 16 KB.
 const KC: usize = 256;
-/// Rows each thread task takes at most (its packed `x` block, `ROWS × KC`, stays in L2).
+/// Rows each thread task takes, about (its packed `x` block, `ROWS × KC`, stays in L2): tasks
+/// split whole register tiles, so one may take up to `2 · MR` more.
 const ROWS: usize = 128;
 
 /// Whether this CPU runs the kernel.
