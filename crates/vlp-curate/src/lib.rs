@@ -2,9 +2,9 @@
 //! dual encoder, keep those above a threshold, drop near-duplicate images, and say exactly what
 //! was dropped and why.
 //!
-//! - [`filter`](mod@filter): the streaming filter. Work is cut into parts (one input shard, or a block of
-//!   manifest rows); each part's output and statistics are written atomically, so an interrupted
-//!   run resumes without scoring a part twice or losing one.
+//! - [`filter`](mod@filter): the streaming filter. Work is cut into parts (one input shard, or a
+//!   block of manifest rows); each part's output and statistics are written atomically, so an
+//!   interrupted run resumes without scoring a part twice or losing one.
 //! - [`output`]: kept pairs written back in the input's own format (WebDataset, JSONL, CSV).
 //! - [`report`]: mergeable per-part statistics, the JSON report and the score histogram.
 //! - [`corrupt`]: a caption-swapped copy of a data set with the swaps marked, to measure how well

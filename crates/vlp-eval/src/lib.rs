@@ -5,8 +5,9 @@
 //!   column is ignored.
 //! - [`metrics`]: per-query `ndcg_cut_k`, `map`, `recip_rank`, `P_k`, `recall_k` and `success_k`
 //!   (R@k as CLIP papers report it: a hit if any relevant item is in the top k).
-//! - [`evaluate`](mod@evaluate): per-query values and means, with queries missing from the run skipped (the
-//!   default of trec_eval) or counted as 0 (`trec_eval -c`), and trec_eval's output format.
+//! - [`evaluate`](mod@evaluate): per-query values and means, with queries missing from the run
+//!   skipped (the default of trec_eval) or counted as 0 (`trec_eval -c`), and trec_eval's output
+//!   format.
 //! - [`compare`]: two systems side by side with a paired randomization test.
 //!
 //! Nothing here knows how the scores were made; the crate has no burn dependency.

@@ -1,9 +1,9 @@
 //! Approximate nearest neighbours by inner product over normalised vectors: HNSW.
 //!
-//! [`HnswGraph`] is the graph while it grows (the private `hnsw` module builds it, in parallel); it is
-//! written to one file and read back. [`HnswIndex`] is the same graph frozen for search
-//! (the private `walk` module). Rows whose vectors are identical (an image indexed under several ids, a
-//! caption shared by many items) share one node: a graph over many copies of one point fills
+//! [`HnswGraph`] is the graph while it grows (the private `hnsw` module builds it, in parallel);
+//! it is written to one file and read back. [`HnswIndex`] is the same graph frozen for search
+//! (the private `walk` module). Rows whose vectors are identical (an image indexed under several
+//! ids, a caption shared by many items) share one node: a graph over many copies of one point fills
 //! neighbour lists with the copies and cuts regions off, which cost a duplicate-heavy corpus a
 //! tenth of its recall. A search finds nodes and returns every row of each.
 //!

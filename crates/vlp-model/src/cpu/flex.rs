@@ -65,11 +65,11 @@ pub(crate) fn flex_result<B: Backend, const D: usize>(values: Vec<f32>, shape: [
 /// driving a forward pass is one of the pool's and each parallel op starts where it is called,
 /// instead of every op being handed to the pool while the calling thread waits: 1.9 % more
 /// ViT-B/32 images/s on average over 11 A/B pairs on the 2-core build machine (9 ahead, 1 tie,
-/// 1 behind), about 2 % more texts/s, and 22–35 % more queries/s from `vlp serve` (BENCHMARKS.md),
-/// whose two workers each drive a forward at once. (A pool thread waiting inside one forward's
-/// parallel op may take up the other forward whole, and finish it first: one search can then
-/// wait for two, yet p99 measured lower too.) Any other backend runs
-/// `f` where it is called (a GPU stream may belong to its thread), as does a pool thread.
+/// 1 behind), about 2 % more texts/s, and 22–35 % more queries/s from `vlp serve`
+/// (BENCHMARKS.md), whose two workers each drive a forward at once. (A pool thread waiting
+/// inside one forward's parallel op may take up the other forward whole, and finish it first:
+/// one search can then wait for two, yet p99 measured lower too.) Any other backend runs `f`
+/// where it is called (a GPU stream may belong to its thread), as does a pool thread.
 pub(crate) fn on_pool<B: Backend, R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if same_type::<B::FloatTensorPrimitive, FlexTensor>() && rayon::current_thread_index().is_none() {
         rayon::scope(|_| f())

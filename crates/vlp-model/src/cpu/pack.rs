@@ -115,11 +115,11 @@ impl Kept {
     /// Only for an owner whose storage something else holds too (the model's parameter): a
     /// unique one is a copy made for this product, which no later product will find.
     fn insert(&mut self, key: Key, panels: &Arc<Vec<Line>>, owner: &FlexTensor) {
-        self.drop_orphans();
         let size = std::mem::size_of_val(panels.as_slice());
         if size > self.limit || owner.is_unique() || self.entries.iter().any(|e| e.key == key) {
             return;
         }
+        self.drop_orphans();
         while self.bytes + size > self.limit {
             let oldest = (0..self.entries.len()).min_by_key(|&i| self.entries[i].used).expect("bytes > 0 means entries");
             let gone = self.entries.swap_remove(oldest);
@@ -140,11 +140,14 @@ impl Kept {
         for e in &self.entries {
             *holders.entry(Arc::as_ptr(&e.storage)).or_default() += 1;
         }
-        let before = self.entries.len();
-        self.entries.retain(|e| Arc::strong_count(&e.storage) > holders[&Arc::as_ptr(&e.storage)]);
-        if self.entries.len() != before {
-            self.bytes = self.entries.iter().map(|e| std::mem::size_of_val(e.panels.as_slice())).sum();
-        }
+        let bytes = &mut self.bytes;
+        self.entries.retain(|e| {
+            let held_elsewhere = Arc::strong_count(&e.storage) > holders[&Arc::as_ptr(&e.storage)];
+            if !held_elsewhere {
+                *bytes -= std::mem::size_of_val(e.panels.as_slice());
+            }
+            held_elsewhere
+        });
     }
 }
 
